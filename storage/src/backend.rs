@@ -1,0 +1,15 @@
+//! The durable medium behind a small trait, so the writer does not care whether it talks to sled
+//! or to a test double that fails on purpose.
+
+use crate::{StoreError, WriteBatch};
+
+pub type KvIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + Send + 'a>;
+
+pub trait Backend: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_>;
+    /// Applies every put and delete of `batch` atomically: all or none.
+    fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError>;
+    /// Makes everything applied so far durable (fsync).
+    fn flush(&self) -> Result<(), StoreError>;
+}

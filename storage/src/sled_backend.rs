@@ -1,0 +1,68 @@
+//! The embedded default backend: one sled tree (the default one) holding every keyspace, so a
+//! whole group-commit batch is a single atomic `apply_batch`.
+
+use std::path::Path;
+
+use crate::{Backend, KvIter, StoreError, WriteBatch};
+
+pub struct SledBackend {
+    db: sled::Db,
+}
+
+impl SledBackend {
+    pub fn open(dir: &Path) -> Result<SledBackend, StoreError> {
+        let open_err = |cause: String| StoreError::Open {
+            dir: dir.to_path_buf(),
+            cause,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            // We flush ourselves: once per batch (sync) or on our own timer (async).
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| {
+                let text = e.to_string();
+                if text.contains("could not acquire lock") {
+                    open_err("it is locked by another process (is another latchkey running on it?)".into())
+                } else {
+                    open_err(text)
+                }
+            })?;
+        Ok(SledBackend { db })
+    }
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+impl Backend for SledBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(key).map_err(io)?.map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
+        Box::new(
+            self.db
+                .scan_prefix(prefix)
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io)),
+        )
+    }
+
+    fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        let mut sled_batch = sled::Batch::default();
+        for (key, value) in batch.ops() {
+            match value {
+                Some(v) => sled_batch.insert(key.as_slice(), v.as_slice()),
+                None => sled_batch.remove(key.as_slice()),
+            }
+        }
+        self.db.apply_batch(sled_batch).map_err(io)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(io)
+    }
+}
