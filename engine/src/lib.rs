@@ -1,1 +1,276 @@
-pub fn x(){}
+//! Latchkey's identity engine.
+//!
+//! [`Engine`] is the handle a server or any Rust binary holds. Every user is a ractor actor
+//! (`user/actor.rs`) that serializes its own state transitions; the registry (`registry.rs`)
+//! activates actors on demand from the durable store and passivates idle ones; the supervisor
+//! (`supervisor.rs`) drops failed actors so the next message reloads them from disk. Permission
+//! checks live in `access.rs`; the transition rules in `user/state.rs`; every client-visible error
+//! in the table of `error.rs`.
+//!
+//! An unlock, end to end: `Engine::unlock_user` (`users.rs`) checks the caller's reach →
+//! `Registry::call` → `UserActor` applies the transition and hands snapshot + event to the
+//! store's writer (`latchkey_storage`) → the caller waits until that write is durable.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use latchkey_engine::{Caller, Config, Engine};
+//! let engine = Engine::open(Config::default().data_dir("./data")).await?;
+//! let caller = Caller::system(engine.default_org_id().unwrap_or_default());
+//! let details = engine.unlock_user(&caller, "69629023906488334").await?;
+//! println!("unlocked at sequence {}", details.sequence);
+//! engine.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+mod access;
+mod admins;
+mod bootstrap;
+mod error;
+mod ids;
+mod orgs;
+mod password;
+mod registry;
+mod supervisor;
+mod time;
+mod tokens;
+mod types;
+mod user;
+mod users;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ractor::{Actor, ActorRef};
+
+use latchkey_storage::{keys, Store, StoreConfig};
+
+pub use access::{Caller, Grant, Permission, Reach, Role};
+pub use bootstrap::Bootstrapped;
+pub use error::{Code, Error, ErrorId, OpenError};
+pub use latchkey_storage::Durability;
+pub use types::*;
+pub use users::EventInfo;
+
+use ids::IdGenerator;
+use orgs::OrgRecord;
+use registry::Registry;
+use supervisor::Supervisor;
+
+/// How to open an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    /// An actor with no message for this long is passivated (its state stays on disk).
+    pub idle_timeout: Duration,
+    /// How long a caller waits for a user's actor before DeadlineExceeded.
+    pub call_timeout: Duration,
+    /// Most writes the store folds into one atomic batch and flush.
+    pub max_batch: usize,
+    /// Suffix of organization domains (`<org-name>.<instance_domain>`), used in login names.
+    pub instance_domain: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./latchkey-data"),
+            durability: Durability::Sync,
+            idle_timeout: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(5),
+            max_batch: 1024,
+            instance_domain: "localhost".into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+}
+
+/// Counters about the actor population.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineStats {
+    pub active_actors: usize,
+    pub activations: u64,
+    pub passivations: u64,
+    pub actor_failures: u64,
+}
+
+/// The engine handle. Cheap to clone; every clone is the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    registry: Arc<Registry>,
+    supervisor: ActorRef<()>,
+    ids: IdGenerator,
+    /// Uniqueness keys (username, org name, org id) claimed by a creation in progress.
+    reservations: DashMap<Vec<u8>, ()>,
+    orgs: DashMap<String, Arc<OrgRecord>>,
+    config: Config,
+    closed: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropped without shutdown (e.g. an embedder's panic): stop the actors so the store is
+        // released; everything acknowledged is already durable.
+        self.supervisor.stop_children(None);
+        self.supervisor.stop(None);
+    }
+}
+
+impl Engine {
+    /// Opens the store in `config.data_dir` (creating it if needed) and starts the supervisor.
+    pub async fn open(config: Config) -> Result<Engine, OpenError> {
+        let store_config = StoreConfig {
+            data_dir: config.data_dir.clone(),
+            durability: config.durability,
+            max_batch: config.max_batch,
+        };
+        let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
+            .await
+            .map_err(|e| OpenError::Engine(format!("store open task failed: {e}")))??;
+        let store = Arc::new(store);
+        let registry = Arc::new(Registry::new(
+            store.clone(),
+            config.idle_timeout,
+            config.call_timeout,
+        ));
+        let (supervisor, _) = Actor::spawn(None, Supervisor, registry.clone())
+            .await
+            .map_err(|e| OpenError::Engine(format!("cannot start supervisor: {e}")))?;
+        registry.set_supervisor(supervisor.get_cell());
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                registry,
+                supervisor,
+                ids: IdGenerator::default(),
+                reservations: DashMap::new(),
+                orgs: DashMap::new(),
+                config,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The organization created by [`Engine::bootstrap`], once there is one.
+    pub fn default_org_id(&self) -> Option<String> {
+        let bytes = self
+            .inner
+            .store
+            .get(&keys::meta(bootstrap::DEFAULT_ORG))
+            .ok()??;
+        String::from_utf8(bytes).ok()
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.inner.registry.counters;
+        EngineStats {
+            active_actors: self.inner.registry.active_actors(),
+            activations: c.activations.load(Ordering::Relaxed),
+            passivations: c.passivations.load(Ordering::Relaxed),
+            actor_failures: c.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops every actor and flushes and closes the store. Later calls fail with SHUTTING-DOWN.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.inner.registry.stop_all().await;
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(|_| Error::new(ErrorId::Internal))??;
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(ErrorId::ShuttingDown.into())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Claims a uniqueness key for the duration of a creation; AlreadyExists-style `taken` if
+    /// another creation holds it.
+    fn reserve(&self, key: Vec<u8>, taken: ErrorId) -> Result<Reservation<'_>, Error> {
+        match self.inner.reservations.entry(key.clone()) {
+            dashmap::mapref::entry::Entry::Occupied(_) => Err(taken.into()),
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(());
+                Ok(Reservation {
+                    map: &self.inner.reservations,
+                    key,
+                })
+            }
+        }
+    }
+
+    /// Test hook: makes `user_id`'s live actor panic. Returns false when it is not active.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_actor_panic(&self, user_id: &str) -> bool {
+        self.inner
+            .registry
+            .actor_of(user_id)
+            .map(|a| a.send_message(user::actor::UserMsg::Panic).is_ok())
+            .unwrap_or(false)
+    }
+}
+
+struct Reservation<'a> {
+    map: &'a DashMap<Vec<u8>, ()>,
+    key: Vec<u8>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.map.remove(&self.key);
+    }
+}
+
+/// Checks a user or org id: 1 to 200 characters.
+pub(crate) fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().count() <= 200
+}
+
+/// Checks a required text field: 1 to `max` characters after trimming.
+pub(crate) fn required(field: &str, value: &str, max: usize) -> Result<(), Error> {
+    let n = value.trim().chars().count();
+    if n == 0 || n > max {
+        return Err(Error::invalid(format!(
+            "{field} must be 1 to {max} characters"
+        )));
+    }
+    Ok(())
+}

@@ -6,11 +6,16 @@ use std::path::PathBuf;
 pub enum StoreError {
     #[error("cannot open data directory {dir}: {cause}")]
     Open { dir: PathBuf, cause: String },
-    #[error("data directory {dir} has unknown schema version {found} (this build understands {})", crate::SCHEMA_VERSION)]
+    #[error(
+        "data directory {dir} has unknown schema version {found} (this build understands {})",
+        crate::SCHEMA_VERSION
+    )]
     UnknownSchema { dir: PathBuf, found: String },
     #[error("storage I/O failed: {0}")]
     Io(String),
-    #[error("write rejected: an earlier write of the same user failed and it has not been reloaded")]
+    #[error(
+        "write rejected: an earlier write of the same user failed and it has not been reloaded"
+    )]
     Poisoned,
     #[error("store is closed")]
     Closed,

@@ -86,7 +86,10 @@ impl Store {
     }
 
     /// Opens a store over any backend (used by tests that inject faults into the medium).
-    pub fn with_backend(backend: Arc<dyn Backend>, config: &StoreConfig) -> Result<Store, StoreError> {
+    pub fn with_backend(
+        backend: Arc<dyn Backend>,
+        config: &StoreConfig,
+    ) -> Result<Store, StoreError> {
         check_schema(backend.as_ref(), &config.data_dir)?;
         let writer = Writer::start(backend.clone(), config.durability, config.max_batch.max(1))?;
         Ok(Store {
@@ -186,8 +189,13 @@ mod tests {
         let store = Store::open(&config).unwrap();
         assert_eq!(store.get(b"a").unwrap(), Some(b"1".to_vec()));
         // a second open of the same directory is refused while the first holds it
-        let err = Store::open(&config).err().expect("locked dir must be refused");
-        assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+        let err = Store::open(&config)
+            .err()
+            .expect("locked dir must be refused");
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
         store.close().unwrap();
     }
 
@@ -201,7 +209,9 @@ mod tests {
             backend.apply(&batch).unwrap();
             backend.flush().unwrap();
         }
-        let err = Store::open(&StoreConfig::new(dir.path())).err().expect("must refuse");
+        let err = Store::open(&StoreConfig::new(dir.path()))
+            .err()
+            .expect("must refuse");
         assert!(matches!(err, StoreError::UnknownSchema { .. }), "{err}");
         assert!(err.to_string().contains("99"), "{err}");
     }

@@ -25,7 +25,10 @@ impl SledBackend {
             .map_err(|e| {
                 let text = e.to_string();
                 if text.contains("could not acquire lock") {
-                    open_err("it is locked by another process (is another latchkey running on it?)".into())
+                    open_err(
+                        "it is locked by another process (is another latchkey running on it?)"
+                            .into(),
+                    )
                 } else {
                     open_err(text)
                 }

@@ -329,7 +329,11 @@ impl WriterThread {
         let mut close = None;
         for request in requests.drain(..) {
             match request {
-                Request::Write { scope, batch: b, done } => {
+                Request::Write {
+                    scope,
+                    batch: b,
+                    done,
+                } => {
                     if self.poisoned.contains(&scope) {
                         done.finish(Err(StoreError::Poisoned));
                         self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -344,13 +348,16 @@ impl WriterThread {
         }
 
         if !writes.is_empty() {
-            let outcome = self.backend.apply(&batch).and_then(|()| match self.durability {
-                Durability::Sync => self.backend.flush(),
-                Durability::Async { .. } => {
-                    self.dirty_since.get_or_insert_with(Instant::now);
-                    Ok(())
-                }
-            });
+            let outcome = self
+                .backend
+                .apply(&batch)
+                .and_then(|()| match self.durability {
+                    Durability::Sync => self.backend.flush(),
+                    Durability::Async { .. } => {
+                        self.dirty_since.get_or_insert_with(Instant::now);
+                        Ok(())
+                    }
+                });
             let count = writes.len();
             match outcome {
                 Ok(()) => {
@@ -382,7 +389,10 @@ impl WriterThread {
             .store(self.poisoned.len(), Ordering::Release);
 
         if let Durability::Async { flush_interval } = self.durability {
-            if self.dirty_since.is_some_and(|since| since.elapsed() >= flush_interval) {
+            if self
+                .dirty_since
+                .is_some_and(|since| since.elapsed() >= flush_interval)
+            {
                 if let Err(e) = self.flush_if_dirty() {
                     tracing::error!("periodic flush failed: {e}");
                 }
@@ -480,7 +490,10 @@ mod tests {
         }
         assert_eq!(backend.data.lock().unwrap().len(), 2000);
         let flushes = backend.flushes.load(Ordering::SeqCst);
-        assert!(flushes < 2000, "expected group commit, got {flushes} flushes");
+        assert!(
+            flushes < 2000,
+            "expected group commit, got {flushes} flushes"
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,100 @@
+//! First start: on an empty store, create the default organization, an instance-admin machine
+//! user (IAM_OWNER) and a personal access token for it — all in one atomic write, so a crash
+//! mid-bootstrap leaves nothing half-made and the next start simply bootstraps again.
+
+use latchkey_storage::keys;
+
+use crate::access::{Grant, Role};
+use crate::error::Error;
+use crate::orgs::{domain_for, OrgRecord};
+use crate::time::now_micros;
+use crate::tokens::{random_token, token_writes};
+use crate::types::UserState;
+use crate::user::event::{Event, EventKind};
+use crate::user::record::{Kind, MachineRecord, UserRecord};
+use crate::Engine;
+
+pub(crate) const DEFAULT_ORG: &str = "default-org";
+const ADMIN_USER: &str = "admin-user";
+
+/// What the first start created.
+#[derive(Debug, Clone)]
+pub struct Bootstrapped {
+    pub org_id: String,
+    pub admin_user_id: String,
+    /// The admin's token: the one given, or a fresh random one. Shown once.
+    pub admin_token: String,
+}
+
+impl Engine {
+    /// Bootstraps an empty store. Returns `None` when it was bootstrapped before (a later
+    /// start never changes the admin token).
+    pub async fn bootstrap(&self, token: Option<String>) -> Result<Option<Bootstrapped>, Error> {
+        self.check_open()?;
+        let store = &self.inner.store;
+        if store.get(&keys::meta(DEFAULT_ORG))?.is_some() {
+            return Ok(None);
+        }
+        let now = now_micros();
+        let org = OrgRecord {
+            id: self.inner.ids.next_id(),
+            name: "Latchkey".into(),
+            domain: domain_for("Latchkey", &self.inner.config.instance_domain),
+            created: now,
+        };
+        let user_id = self.inner.ids.next_id();
+        let token = token.filter(|t| !t.is_empty()).unwrap_or_else(random_token);
+        let (token_ref, mut batch) = token_writes(&token, self.inner.ids.next_id(), &user_id, None);
+        let mut user = UserRecord {
+            id: user_id.clone(),
+            org_id: org.id.clone(),
+            state: UserState::Active,
+            username: "admin".into(),
+            sequence: 0,
+            created: now,
+            changed: now,
+            failed_password_attempts: 0,
+            kind: Kind::Machine(MachineRecord {
+                name: "Instance administrator".into(),
+                description: "created at bootstrap".into(),
+                tokens: vec![token_ref.clone()],
+            }),
+            grants: vec![Grant {
+                role: Role::IamOwner,
+                org_id: None,
+            }],
+        };
+        let added = user.record_event(
+            EventKind::MachineAdded {
+                org_id: org.id.clone(),
+                username: user.username.clone(),
+            },
+            now,
+        );
+        let token_added = user.record_event(
+            EventKind::TokenAdded {
+                token_id: token_ref.id.clone(),
+            },
+            now,
+        );
+        batch = user.write(&added, batch);
+        batch.put(
+            keys::event(&user.id, token_added.sequence),
+            postcard::to_allocvec::<Event>(&token_added).unwrap_or_default(),
+        );
+        batch.put(user.username_key(), user.id.as_bytes().to_vec());
+        for (key, value) in org.write().ops() {
+            if let Some(value) = value {
+                batch.put(key.clone(), value.clone());
+            }
+        }
+        batch.put(keys::meta(DEFAULT_ORG), org.id.as_bytes().to_vec());
+        batch.put(keys::meta(ADMIN_USER), user.id.as_bytes().to_vec());
+        store.submit(&keys::user(&user.id), batch).wait().await?;
+        Ok(Some(Bootstrapped {
+            org_id: org.id,
+            admin_user_id: user_id,
+            admin_token: token,
+        }))
+    }
+}

@@ -1,0 +1,162 @@
+//! Organizations: creation (AddOrganization) and lookups by id and domain. Organizations are few
+//! and never change after creation, so they are cached once read.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use latchkey_storage::{keys, WriteBatch};
+
+use crate::access::{Caller, Permission, Reach};
+use crate::error::{Error, ErrorId};
+use crate::time::{now_micros, to_datetime, Micros};
+use crate::types::{Details, OrgSelector};
+use crate::{required, valid_id, Engine};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct OrgRecord {
+    pub id: String,
+    pub name: String,
+    pub domain: String,
+    pub created: Micros,
+}
+
+impl OrgRecord {
+    pub fn details(&self) -> Details {
+        Details {
+            sequence: 1,
+            change_date: to_datetime(self.created),
+            resource_owner: self.id.clone(),
+            creation_date: to_datetime(self.created),
+        }
+    }
+
+    /// The index entries and record of a new organization.
+    pub fn write(&self) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        batch.put(
+            keys::org(&self.id),
+            postcard::to_allocvec(self).unwrap_or_default(),
+        );
+        batch.put(
+            keys::org_name(&self.name.to_lowercase()),
+            self.id.as_bytes().to_vec(),
+        );
+        batch.put(keys::org_domain(&self.domain), self.id.as_bytes().to_vec());
+        batch
+    }
+}
+
+/// `My Org` under `localhost` → `my-org.localhost`.
+pub(crate) fn domain_for(name: &str, instance_domain: &str) -> String {
+    let mut slug = String::new();
+    for c in name.trim().to_lowercase().chars() {
+        if c.is_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    format!("{}.{instance_domain}", slug.trim_matches('-'))
+}
+
+impl Engine {
+    /// AddOrganization: instance administrators only.
+    pub async fn add_organization(
+        &self,
+        caller: &Caller,
+        name: &str,
+        org_id: Option<String>,
+    ) -> Result<(String, Details), Error> {
+        self.check_open()?;
+        if caller.reach(Permission::OrgCreate)? != Reach::Instance {
+            return Err(ErrorId::PermissionDenied.into());
+        }
+        required("name", name, 200)?;
+        if let Some(id) = &org_id {
+            if !valid_id(id) {
+                return Err(ErrorId::InvalidOrgId.into());
+            }
+        }
+        let id = org_id.unwrap_or_else(|| self.inner.ids.next_id());
+        let name = name.trim().to_owned();
+        let record = OrgRecord {
+            domain: domain_for(&name, &self.inner.config.instance_domain),
+            id,
+            name,
+            created: now_micros(),
+        };
+        self.create_org(record).await
+    }
+
+    pub(crate) async fn create_org(&self, record: OrgRecord) -> Result<(String, Details), Error> {
+        let store = &self.inner.store;
+        let _id = self.reserve(keys::org(&record.id), ErrorId::OrgIdTaken)?;
+        let name_key = keys::org_name(&record.name.to_lowercase());
+        let _name = self.reserve(name_key.clone(), ErrorId::OrgNameTaken)?;
+        if store.get(&keys::org(&record.id))?.is_some() {
+            return Err(ErrorId::OrgIdTaken.into());
+        }
+        if store.get(&name_key)?.is_some()
+            || store.get(&keys::org_domain(&record.domain))?.is_some()
+        {
+            return Err(ErrorId::OrgNameTaken.into());
+        }
+        store
+            .submit(&keys::org(&record.id), record.write())
+            .wait()
+            .await?;
+        let result = (record.id.clone(), record.details());
+        self.inner.orgs.insert(record.id.clone(), Arc::new(record));
+        Ok(result)
+    }
+
+    pub(crate) fn org(&self, id: &str) -> Result<Option<Arc<OrgRecord>>, Error> {
+        if let Some(org) = self.inner.orgs.get(id) {
+            return Ok(Some(org.clone()));
+        }
+        let Some(bytes) = self.inner.store.get(&keys::org(id))? else {
+            return Ok(None);
+        };
+        let record: OrgRecord = postcard::from_bytes(&bytes)
+            .map_err(|e| Error::with(ErrorId::Internal, format!("corrupt organization: {e}")))?;
+        let record = Arc::new(record);
+        self.inner.orgs.insert(id.to_owned(), record.clone());
+        Ok(Some(record))
+    }
+
+    /// The organization a creation targets, if it exists and `reach` covers it; otherwise the
+    /// same NotFound whether it is missing or out of reach.
+    pub(crate) fn target_org(
+        &self,
+        selector: &OrgSelector,
+        reach: &Reach,
+    ) -> Result<Arc<OrgRecord>, Error> {
+        let id = match selector {
+            OrgSelector::Id(id) => id.clone(),
+            OrgSelector::Domain(domain) => {
+                let bytes = self
+                    .inner
+                    .store
+                    .get(&keys::org_domain(&domain.to_lowercase()))?
+                    .ok_or(ErrorId::OrgNotFound)?;
+                String::from_utf8(bytes).map_err(|_| Error::new(ErrorId::Internal))?
+            }
+        };
+        match self.org(&id)? {
+            Some(org) if reach.covers(&org.id) => Ok(org),
+            _ => Err(ErrorId::OrgNotFound.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_slugs() {
+        assert_eq!(domain_for("My  Org!", "localhost"), "my-org.localhost");
+        assert_eq!(domain_for("ACME", "example.com"), "acme.example.com");
+    }
+}

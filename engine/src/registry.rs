@@ -1,0 +1,257 @@
+//! The registry: which users are live as actors, activation on demand, and passivation.
+//!
+//! `slots` maps a user id to a [`Slot`]: a once-cell holding the actor, and the number of callers
+//! that currently hold a message for it. The counter is raised while the map's shard lock is
+//! held, and passivation removes a slot only under the write lock and only when the counter is
+//! zero — so a message is never sent to an actor that is about to stop unprocessed.
+//!
+//! Activation first settles the store for the user (every write submitted before has completed,
+//! a failed user's poison mark is cleared), then loads the snapshot, so a new actor never starts
+//! from a state older than its predecessor's durable one.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorCell, ActorId, ActorRef, RpcReplyPort};
+use tokio::sync::OnceCell;
+
+use latchkey_storage::{keys, Store};
+
+use crate::error::{Error, ErrorId};
+use crate::user::actor::{Staged, UserActor, UserActorArgs, UserMsg};
+use crate::user::record::UserRecord;
+
+struct Slot {
+    actor: OnceCell<ActorRef<UserMsg>>,
+    /// Callers holding a message for this actor (sent or about to be).
+    in_flight: AtomicUsize,
+}
+
+/// Lowers a slot's in-flight count when the caller is done with it.
+struct InFlight(Arc<Slot>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counters the engine reports.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub activations: AtomicU64,
+    pub passivations: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+pub(crate) struct Registry {
+    slots: DashMap<String, Arc<Slot>>,
+    /// Reverse map for supervision events, which name the actor, not the user.
+    users_by_actor: DashMap<ActorId, String>,
+    store: Arc<Store>,
+    supervisor: OnceLock<ActorCell>,
+    idle_timeout: Duration,
+    call_timeout: Duration,
+    pub counters: Counters,
+}
+
+impl Registry {
+    pub fn new(store: Arc<Store>, idle_timeout: Duration, call_timeout: Duration) -> Self {
+        Registry {
+            slots: DashMap::new(),
+            users_by_actor: DashMap::new(),
+            store,
+            supervisor: OnceLock::new(),
+            idle_timeout,
+            call_timeout,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn set_supervisor(&self, cell: ActorCell) {
+        let _ = self.supervisor.set(cell);
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    pub fn active_actors(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Sends a message to `id`'s actor (activating it if needed) and waits until the reply may
+    /// be shown: the actor answered and the state the answer depends on is durable.
+    /// `create`: activate even when the user does not exist yet.
+    pub async fn call<T: Send + 'static>(
+        self: &Arc<Self>,
+        id: &str,
+        create: bool,
+        build: impl Fn(RpcReplyPort<Staged<T>>) -> UserMsg,
+    ) -> Result<T, Error> {
+        // A send can only fail when the actor died and the supervisor has not yet dropped it;
+        // that message was never enqueued, so it is safe to retry on a fresh actor.
+        for _ in 0..3 {
+            let guard = self.hold(id);
+            let slot = guard.0.clone();
+            let actor = match slot
+                .actor
+                .get_or_try_init(|| self.activate(id, create))
+                .await
+            {
+                Ok(actor) => actor.clone(),
+                Err(e) => {
+                    drop(guard);
+                    self.slots.remove_if(id, |_, s| {
+                        Arc::ptr_eq(s, &slot)
+                            && s.actor.get().is_none()
+                            && s.in_flight.load(Ordering::Acquire) == 0
+                    });
+                    return Err(e);
+                }
+            };
+            let staged = match actor.call(&build, Some(self.call_timeout)).await {
+                Ok(CallResult::Success(staged)) => staged,
+                Ok(CallResult::Timeout) => return Err(ErrorId::Timeout.into()),
+                // The actor dropped our reply port: it failed while our message was queued or
+                // being handled. Its outcome is unknown, so report, don't retry.
+                Ok(CallResult::SenderError) => return Err(ErrorId::ActorFailed.into()),
+                Err(_) => {
+                    drop(guard);
+                    self.drop_slot(id, &actor);
+                    continue;
+                }
+            };
+            drop(guard);
+            return match staged.durable.wait().await {
+                Ok(()) => staged.result,
+                Err(e) => {
+                    // The actor's memory holds a change that never reached the disk: replace it.
+                    self.evict(id, &actor).await;
+                    Err(e.into())
+                }
+            };
+        }
+        Err(ErrorId::ActorFailed.into())
+    }
+
+    /// Finds or creates `id`'s slot and counts this caller in, under the shard lock.
+    fn hold(&self, id: &str) -> InFlight {
+        if let Some(slot) = self.slots.get(id) {
+            slot.in_flight.fetch_add(1, Ordering::AcqRel);
+            return InFlight(slot.clone());
+        }
+        let slot = self.slots.entry(id.to_owned()).or_insert_with(|| {
+            Arc::new(Slot {
+                actor: OnceCell::new(),
+                in_flight: AtomicUsize::new(0),
+            })
+        });
+        slot.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(slot.clone())
+    }
+
+    async fn activate(
+        self: &Arc<Self>,
+        id: &str,
+        create: bool,
+    ) -> Result<ActorRef<UserMsg>, Error> {
+        let scope = keys::user(id);
+        self.store.settle(Some(&scope)).await?;
+        let record = match self.store.get(&scope)? {
+            Some(bytes) => Some(UserRecord::decode(&bytes)?),
+            None if create => None,
+            None => return Err(ErrorId::UserNotFound.into()),
+        };
+        let supervisor = self
+            .supervisor
+            .get()
+            .cloned()
+            .ok_or(ErrorId::ShuttingDown)?;
+        let registry = self.clone();
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            UserActor { registry },
+            UserActorArgs {
+                id: id.to_owned(),
+                record,
+            },
+            supervisor,
+        )
+        .await
+        .map_err(|e| Error::with(ErrorId::Internal, format!("cannot start user actor: {e}")))?;
+        self.users_by_actor.insert(actor.get_id(), id.to_owned());
+        self.counters.activations.fetch_add(1, Ordering::Relaxed);
+        Ok(actor)
+    }
+
+    /// Called by an idle actor: drops its slot unless a caller holds a message for it.
+    pub fn try_passivate(&self, id: &str, actor: ActorId) -> bool {
+        let removed = self
+            .slots
+            .remove_if(id, |_, slot| {
+                slot.in_flight.load(Ordering::Acquire) == 0
+                    && slot.actor.get().map(|a| a.get_id()) == Some(actor)
+            })
+            .is_some();
+        if removed {
+            self.counters.passivations.fetch_add(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Supervision: an actor ended; drop it if it is still registered.
+    pub fn forget(&self, actor: ActorId, failed: bool) {
+        if failed {
+            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some((_, id)) = self.users_by_actor.remove(&actor) {
+            self.slots.remove_if(&id, |_, slot| {
+                slot.actor.get().map(|a| a.get_id()) == Some(actor)
+            });
+        }
+    }
+
+    fn drop_slot(&self, id: &str, actor: &ActorRef<UserMsg>) {
+        let actor_id = actor.get_id();
+        self.slots.remove_if(id, |_, slot| {
+            slot.actor.get().map(|a| a.get_id()) == Some(actor_id)
+        });
+    }
+
+    /// Stops `actor` and waits for it to end, so its replacement loads only after every write of
+    /// the old one has completed.
+    async fn evict(&self, id: &str, actor: &ActorRef<UserMsg>) {
+        let _ = actor
+            .stop_and_wait(Some("write failed".into()), Some(self.call_timeout))
+            .await;
+        self.drop_slot(id, actor);
+    }
+
+    /// Stops every user actor (shutdown).
+    pub async fn stop_all(&self) {
+        let actors: Vec<_> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.actor.get().cloned())
+            .collect();
+        for actor in actors {
+            let _ = actor
+                .stop_and_wait(Some("shutdown".into()), Some(self.call_timeout))
+                .await;
+        }
+        self.slots.clear();
+    }
+
+    #[cfg(feature = "fault-injection")]
+    pub fn actor_of(&self, id: &str) -> Option<ActorRef<UserMsg>> {
+        self.slots.get(id).and_then(|s| s.actor.get().cloned())
+    }
+}

@@ -1,0 +1,160 @@
+//! Personal access tokens and authentication.
+//!
+//! A token is 32 random bytes (base64url); only its SHA-256 is stored, under which the token
+//! record (owner, expiry) is found. Authentication re-reads the owner's snapshot on every request,
+//! so locking, deactivating or deleting a machine user cuts its access at once.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use latchkey_storage::{keys, WriteBatch};
+
+use crate::access::{Caller, Permission};
+use crate::error::{Error, ErrorId};
+use crate::time::{now_micros, to_datetime, Micros};
+use crate::types::{Details, NewToken, UserState};
+use crate::user::actor::UserMsg;
+use crate::user::record::{Kind, TokenRef, UserRecord};
+use crate::{valid_id, Engine};
+
+/// Stored under `keys::token(sha256(token))`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TokenRecord {
+    pub token_id: String,
+    pub user_id: String,
+    pub expires: Option<Micros>,
+    pub created: Micros,
+}
+
+pub(crate) fn hash_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+pub(crate) fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The writes that make `token` valid for `user_id`, and the reference the user keeps.
+pub(crate) fn token_writes(
+    token: &str,
+    token_id: String,
+    user_id: &str,
+    expires: Option<Micros>,
+) -> (TokenRef, WriteBatch) {
+    let hash = hash_token(token);
+    let record = TokenRecord {
+        token_id: token_id.clone(),
+        user_id: user_id.to_owned(),
+        expires,
+        created: now_micros(),
+    };
+    let mut batch = WriteBatch::default();
+    batch.put(
+        keys::token(&hash),
+        postcard::to_allocvec(&record).unwrap_or_default(),
+    );
+    batch.put(keys::token_id(&token_id), hash.clone());
+    (TokenRef { id: token_id, hash }, batch)
+}
+
+impl Engine {
+    /// Resolves a bearer token to its caller: the token must exist, not be expired, and belong to
+    /// an ACTIVE machine user. Every failure is the same Unauthenticated.
+    pub fn authenticate(&self, token: &str) -> Result<Caller, Error> {
+        self.check_open()?;
+        let unauthenticated = || Error::new(ErrorId::Unauthenticated);
+        if token.is_empty() || token.len() > 512 {
+            return Err(unauthenticated());
+        }
+        let bytes = self
+            .inner
+            .store
+            .get(&keys::token(&hash_token(token)))?
+            .ok_or_else(unauthenticated)?;
+        let record: TokenRecord = postcard::from_bytes(&bytes).map_err(|_| unauthenticated())?;
+        if record.expires.is_some_and(|at| at <= now_micros()) {
+            return Err(unauthenticated());
+        }
+        let user = self
+            .inner
+            .store
+            .get(&keys::user(&record.user_id))?
+            .ok_or_else(unauthenticated)?;
+        let user = UserRecord::decode(&user)?;
+        if user.state != UserState::Active || !matches!(user.kind, Kind::Machine(_)) {
+            return Err(unauthenticated());
+        }
+        Ok(Caller {
+            user_id: user.id,
+            org_id: user.org_id,
+            grants: user.grants,
+        })
+    }
+
+    /// AddPersonalAccessToken: issues a token for a machine user. The token is returned once.
+    pub async fn add_personal_access_token(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        expiration: Option<DateTime<Utc>>,
+    ) -> Result<NewToken, Error> {
+        self.check_open()?;
+        let reach = caller.reach(Permission::UserWrite)?;
+        if !valid_id(user_id) {
+            return Err(ErrorId::InvalidUserId.into());
+        }
+        let expires = expiration.map(|e| e.timestamp_micros());
+        if expires.is_some_and(|at| at <= now_micros()) {
+            return Err(Error::invalid("expirationDate must be in the future"));
+        }
+        let token = random_token();
+        let token_id = self.inner.ids.next_id();
+        let (token_ref, extra) = token_writes(&token, token_id.clone(), user_id, expires);
+        let details = self
+            .inner
+            .registry
+            .call(user_id, false, |reply| UserMsg::AddToken {
+                reach: reach.clone(),
+                token: token_ref.clone(),
+                extra: extra.clone(),
+                reply,
+            })
+            .await?;
+        Ok(NewToken {
+            token_id,
+            token,
+            creation_date: to_datetime(details.change_date.timestamp_micros()),
+        })
+    }
+
+    /// RemovePersonalAccessToken: the token stops working at once.
+    pub async fn remove_personal_access_token(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        token_id: &str,
+    ) -> Result<Details, Error> {
+        self.check_open()?;
+        let reach = caller.reach(Permission::UserWrite)?;
+        if !valid_id(user_id) {
+            return Err(ErrorId::InvalidUserId.into());
+        }
+        if !valid_id(token_id) {
+            return Err(Error::invalid("tokenId must be 1 to 200 characters"));
+        }
+        self.inner
+            .registry
+            .call(user_id, false, |reply| UserMsg::RemoveToken {
+                reach: reach.clone(),
+                token_id: token_id.to_owned(),
+                reply,
+            })
+            .await
+    }
+}

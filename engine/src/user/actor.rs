@@ -1,0 +1,333 @@
+//! The per-user actor: the only place a user's state changes.
+//!
+//! ractor delivers one message at a time, so commands on one user are linearizable without
+//! locks. A command is applied in memory, its write is handed to the store's writer (which
+//! returns a [`Completion`] at once), and the reply carries that completion. The caller — not the
+//! actor — waits for it, so the actor is already handling the next command while the previous
+//! one is being flushed (pipelined commit). Replies that only observed state (reads, refused
+//! commands) carry the completion of the last write, so nobody sees a state a crash could take
+//! back.
+//!
+//! Passivation: a ticker checks for idleness; an idle actor whose last write is durable asks the
+//! registry to drop it (refused while any caller holds a message for it) and stops.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use latchkey_storage::{keys, Completion, WriteBatch};
+
+use crate::access::{Grant, Reach};
+use crate::error::{Error, ErrorId};
+use crate::registry::Registry;
+use crate::time::now_micros;
+use crate::types::{Details, UserState};
+use crate::user::event::EventKind;
+use crate::user::record::{Kind, TokenRef, UserRecord};
+use crate::user::state::{transition, Lifecycle};
+
+/// A reply whose `result` may only be shown once `durable` has completed.
+pub(crate) struct Staged<T> {
+    pub result: Result<T, Error>,
+    pub durable: Completion,
+}
+
+pub(crate) enum UserMsg {
+    Lifecycle {
+        command: Lifecycle,
+        reach: Reach,
+        reply: RpcReplyPort<Staged<Details>>,
+    },
+    Read {
+        reach: Reach,
+        reply: RpcReplyPort<Staged<UserRecord>>,
+    },
+    Create {
+        record: Box<UserRecord>,
+        /// Index entries written with the creation (the username).
+        extra: WriteBatch,
+        reply: RpcReplyPort<Staged<Details>>,
+    },
+    AddToken {
+        reach: Reach,
+        token: TokenRef,
+        /// The token record and its id index, written with the event.
+        extra: WriteBatch,
+        reply: RpcReplyPort<Staged<Details>>,
+    },
+    RemoveToken {
+        reach: Reach,
+        token_id: String,
+        reply: RpcReplyPort<Staged<Details>>,
+    },
+    AddGrants {
+        reach: Reach,
+        grants: Vec<Grant>,
+        reply: RpcReplyPort<Staged<()>>,
+    },
+    /// Idle check (from the actor's own ticker).
+    Tick,
+    /// Test hook: panic inside the handler.
+    #[cfg(feature = "fault-injection")]
+    Panic,
+}
+
+pub(crate) struct UserActor {
+    pub registry: Arc<Registry>,
+}
+
+pub(crate) struct UserActorArgs {
+    pub id: String,
+    pub record: Option<UserRecord>,
+}
+
+pub(crate) struct UserActorState {
+    id: String,
+    /// `keys::user(id)`: the writer scope and snapshot key.
+    scope: Vec<u8>,
+    record: Option<UserRecord>,
+    last_write: Completion,
+    last_activity: Instant,
+}
+
+impl UserActorState {
+    /// The record if the caller may see it; the same NotFound for "missing", "deleted" and
+    /// "outside your reach".
+    fn visible(&mut self, reach: &Reach) -> Result<&mut UserRecord, Error> {
+        match &mut self.record {
+            Some(r) if r.state != UserState::Deleted && reach.covers(&r.org_id) => Ok(r),
+            _ => Err(ErrorId::UserNotFound.into()),
+        }
+    }
+
+    fn staged<T>(&self, result: Result<T, Error>) -> Staged<T> {
+        Staged {
+            result,
+            durable: self.last_write.clone(),
+        }
+    }
+}
+
+impl Actor for UserActor {
+    type Msg = UserMsg;
+    type State = UserActorState;
+    type Arguments = UserActorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<UserMsg>,
+        args: UserActorArgs,
+    ) -> Result<UserActorState, ActorProcessingErr> {
+        let period = (self.registry.idle_timeout() / 2).max(Duration::from_millis(10));
+        myself.send_interval(period, || UserMsg::Tick);
+        Ok(UserActorState {
+            scope: keys::user(&args.id),
+            id: args.id,
+            record: args.record,
+            last_write: Completion::done(),
+            last_activity: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<UserMsg>,
+        message: UserMsg,
+        state: &mut UserActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if !matches!(message, UserMsg::Tick) {
+            state.last_activity = Instant::now();
+        }
+        match message {
+            UserMsg::Lifecycle {
+                command,
+                reach,
+                reply,
+            } => {
+                let result = self.lifecycle(state, command, &reach);
+                let _ = reply.send(state.staged(result));
+            }
+            UserMsg::Read { reach, reply } => {
+                let result = state.visible(&reach).map(|r| r.clone());
+                let _ = reply.send(state.staged(result));
+            }
+            UserMsg::Create {
+                record,
+                extra,
+                reply,
+            } => {
+                let result = if state.record.is_some() {
+                    Err(ErrorId::UserIdTaken.into())
+                } else {
+                    let mut record = *record;
+                    let kind = match &record.kind {
+                        Kind::Human(_) => EventKind::HumanAdded {
+                            org_id: record.org_id.clone(),
+                            username: record.username.clone(),
+                        },
+                        Kind::Machine(_) => EventKind::MachineAdded {
+                            org_id: record.org_id.clone(),
+                            username: record.username.clone(),
+                        },
+                    };
+                    record.sequence = 0;
+                    let event = record.record_event(kind, record.created);
+                    let batch = record.write(&event, extra);
+                    let details = record.details();
+                    state.record = Some(record);
+                    state.last_write = self.registry.store().submit(&state.scope, batch);
+                    Ok(details)
+                };
+                let _ = reply.send(state.staged(result));
+            }
+            UserMsg::AddToken {
+                reach,
+                token,
+                extra,
+                reply,
+            } => {
+                let result = self.add_token(state, &reach, token, extra);
+                let _ = reply.send(state.staged(result));
+            }
+            UserMsg::RemoveToken {
+                reach,
+                token_id,
+                reply,
+            } => {
+                let result = self.remove_token(state, &reach, &token_id);
+                let _ = reply.send(state.staged(result));
+            }
+            UserMsg::AddGrants {
+                reach,
+                grants,
+                reply,
+            } => {
+                let result = self.add_grants(state, &reach, grants);
+                let _ = reply.send(state.staged(result));
+            }
+            UserMsg::Tick => {
+                let idle = state.last_activity.elapsed() >= self.registry.idle_timeout();
+                let settled = state.last_write.poll_result().is_some();
+                if idle && settled && self.registry.try_passivate(&state.id, myself.get_id()) {
+                    myself.stop(Some("passivated".into()));
+                }
+            }
+            #[cfg(feature = "fault-injection")]
+            UserMsg::Panic => panic!("injected panic in user actor {}", state.id),
+        }
+        Ok(())
+    }
+}
+
+impl UserActor {
+    fn submit(&self, state: &mut UserActorState, batch: WriteBatch) {
+        state.last_write = self.registry.store().submit(&state.scope, batch);
+    }
+
+    fn lifecycle(
+        &self,
+        state: &mut UserActorState,
+        command: Lifecycle,
+        reach: &Reach,
+    ) -> Result<Details, Error> {
+        let record = state.visible(reach)?;
+        let next = transition(record.state, command)?;
+        let mut extra = WriteBatch::default();
+        let kind = match command {
+            Lifecycle::Lock => EventKind::Locked,
+            Lifecycle::Unlock => {
+                record.failed_password_attempts = 0;
+                EventKind::Unlocked
+            }
+            Lifecycle::Deactivate => EventKind::Deactivated,
+            Lifecycle::Reactivate => EventKind::Reactivated,
+            Lifecycle::Delete => {
+                // Free the username and revoke every token with the user.
+                extra.delete(record.username_key());
+                if let Kind::Machine(m) = &mut record.kind {
+                    for token in m.tokens.drain(..) {
+                        extra.delete(keys::token(&token.hash));
+                        extra.delete(keys::token_id(&token.id));
+                    }
+                }
+                EventKind::Removed
+            }
+        };
+        record.state = next;
+        let event = record.record_event(kind, now_micros());
+        let batch = record.write(&event, extra);
+        let details = record.details();
+        self.submit(state, batch);
+        Ok(details)
+    }
+
+    fn add_token(
+        &self,
+        state: &mut UserActorState,
+        reach: &Reach,
+        token: TokenRef,
+        extra: WriteBatch,
+    ) -> Result<Details, Error> {
+        let record = state.visible(reach)?;
+        let Kind::Machine(machine) = &mut record.kind else {
+            return Err(ErrorId::UserNotMachine.into());
+        };
+        let token_id = token.id.clone();
+        machine.tokens.push(token);
+        let event = record.record_event(EventKind::TokenAdded { token_id }, now_micros());
+        let batch = record.write(&event, extra);
+        let details = record.details();
+        self.submit(state, batch);
+        Ok(details)
+    }
+
+    fn remove_token(
+        &self,
+        state: &mut UserActorState,
+        reach: &Reach,
+        token_id: &str,
+    ) -> Result<Details, Error> {
+        let record = state.visible(reach)?;
+        let Kind::Machine(machine) = &mut record.kind else {
+            return Err(ErrorId::TokenNotFound.into());
+        };
+        let Some(at) = machine.tokens.iter().position(|t| t.id == token_id) else {
+            return Err(ErrorId::TokenNotFound.into());
+        };
+        let token = machine.tokens.remove(at);
+        let mut extra = WriteBatch::default();
+        extra.delete(keys::token(&token.hash));
+        extra.delete(keys::token_id(&token.id));
+        let event =
+            record.record_event(EventKind::TokenRemoved { token_id: token.id }, now_micros());
+        let batch = record.write(&event, extra);
+        let details = record.details();
+        self.submit(state, batch);
+        Ok(details)
+    }
+
+    /// Role assignments change the snapshot but are not user lifecycle events, so the user's
+    /// sequence does not move (as in ZITADEL, where memberships live on the org/instance).
+    fn add_grants(
+        &self,
+        state: &mut UserActorState,
+        reach: &Reach,
+        grants: Vec<Grant>,
+    ) -> Result<(), Error> {
+        let record = state.visible(reach)?;
+        let mut changed = false;
+        for grant in grants {
+            if !record.grants.contains(&grant) {
+                record.grants.push(grant);
+                changed = true;
+            }
+        }
+        if changed {
+            let mut batch = WriteBatch::default();
+            batch.put(keys::user(&record.id), record.encode());
+            self.submit(state, batch);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! What is stored for a user: the snapshot the actor works on, and how one change of it becomes
+//! one atomic write (snapshot + event + index updates).
+
+use serde::{Deserialize, Serialize};
+
+use latchkey_storage::{keys, WriteBatch};
+
+use crate::access::Grant;
+use crate::error::{Error, ErrorId};
+use crate::time::{to_datetime, Micros};
+use crate::types::{Details, Email, HumanUser, MachineUser, Phone, Profile, UserState, UserType};
+use crate::user::event::{Event, EventKind};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: String,
+    pub org_id: String,
+    pub state: UserState,
+    pub username: String,
+    /// Sequence of the last event (1 = creation).
+    pub sequence: u64,
+    pub created: Micros,
+    pub changed: Micros,
+    pub failed_password_attempts: u32,
+    pub kind: Kind,
+    pub grants: Vec<Grant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    Human(HumanRecord),
+    Machine(MachineRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HumanRecord {
+    pub profile: Profile,
+    pub email: Email,
+    pub phone: Option<Phone>,
+    pub password: Option<PasswordRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordRecord {
+    /// PHC string; the plain password is never stored.
+    pub hash: String,
+    pub change_required: bool,
+    pub changed: Micros,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineRecord {
+    pub name: String,
+    pub description: String,
+    /// Personal access tokens: id and the hash under which the token is stored.
+    pub tokens: Vec<TokenRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRef {
+    pub id: String,
+    pub hash: Vec<u8>,
+}
+
+impl UserRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain owned data into a Vec cannot fail.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<UserRecord, Error> {
+        postcard::from_bytes(bytes)
+            .map_err(|e| Error::with(ErrorId::Internal, format!("corrupt user record: {e}")))
+    }
+
+    pub fn details(&self) -> Details {
+        Details {
+            sequence: self.sequence,
+            change_date: to_datetime(self.changed),
+            resource_owner: self.org_id.clone(),
+            creation_date: to_datetime(self.created),
+        }
+    }
+
+    pub fn username_key(&self) -> Vec<u8> {
+        keys::username(&self.org_id, &self.username.to_lowercase())
+    }
+
+    /// Advances the sequence and returns the event for `kind`.
+    pub fn record_event(&mut self, kind: EventKind, at: Micros) -> Event {
+        self.sequence += 1;
+        self.changed = at;
+        Event {
+            sequence: self.sequence,
+            at,
+            kind,
+        }
+    }
+
+    /// The atomic write for a change: the new snapshot and its event, plus `extra`.
+    pub fn write(&self, event: &Event, mut extra: WriteBatch) -> WriteBatch {
+        extra.put(keys::user(&self.id), self.encode());
+        extra.put(
+            keys::event(&self.id, event.sequence),
+            postcard::to_allocvec(event).unwrap_or_default(),
+        );
+        extra
+    }
+
+    pub fn user_type(&self) -> UserType {
+        match &self.kind {
+            Kind::Human(h) => UserType::Human(HumanUser {
+                profile: h.profile.clone(),
+                email: h.email.clone(),
+                phone: h.phone.clone(),
+                password_change_required: h.password.as_ref().is_some_and(|p| p.change_required),
+                password_changed: h.password.as_ref().map(|p| to_datetime(p.changed)),
+            }),
+            Kind::Machine(m) => UserType::Machine(MachineUser {
+                name: m.name.clone(),
+                description: m.description.clone(),
+            }),
+        }
+    }
+}
+
+pub fn decode_event(bytes: &[u8]) -> Result<Event, Error> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| Error::with(ErrorId::Internal, format!("corrupt event: {e}")))
+}

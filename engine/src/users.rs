@@ -1,0 +1,430 @@
+//! User commands and reads on the [`Engine`]: the lifecycle transitions, GetUserByID, ListUsers,
+//! and creation of human and machine users. Each checks the caller's permission first (403
+//! before any lookup), then hands the user-specific part to the user's actor.
+
+use latchkey_storage::{keys, WriteBatch};
+
+use crate::access::{Caller, Permission};
+use crate::error::{Error, ErrorId};
+use crate::orgs::OrgRecord;
+use crate::password::{hash_password, validate_hash};
+use crate::time::{now_micros, to_datetime};
+use crate::types::*;
+use crate::user::actor::UserMsg;
+use crate::user::record::{
+    decode_event, HumanRecord, Kind, MachineRecord, PasswordRecord, UserRecord,
+};
+use crate::user::state::Lifecycle;
+use crate::{required, valid_id, Engine};
+
+/// One entry of a user's event log (for audits and consistency checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventInfo {
+    pub sequence: u64,
+    pub event_type: &'static str,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn check_user_id(id: &str) -> Result<(), Error> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(ErrorId::InvalidUserId.into())
+    }
+}
+
+impl Engine {
+    /// LockUser: ACTIVE or INITIAL → LOCKED.
+    pub async fn lock_user(&self, caller: &Caller, user_id: &str) -> Result<Details, Error> {
+        self.lifecycle(caller, user_id, Lifecycle::Lock).await
+    }
+
+    /// UnlockUser: LOCKED → ACTIVE, failed-attempt counters reset. Exactly once under any
+    /// concurrency: the user's actor applies one unlock, every other sees "user is not locked".
+    pub async fn unlock_user(&self, caller: &Caller, user_id: &str) -> Result<Details, Error> {
+        self.lifecycle(caller, user_id, Lifecycle::Unlock).await
+    }
+
+    /// DeactivateUser: ACTIVE or LOCKED → INACTIVE.
+    pub async fn deactivate_user(&self, caller: &Caller, user_id: &str) -> Result<Details, Error> {
+        self.lifecycle(caller, user_id, Lifecycle::Deactivate).await
+    }
+
+    /// ReactivateUser: INACTIVE → ACTIVE.
+    pub async fn reactivate_user(&self, caller: &Caller, user_id: &str) -> Result<Details, Error> {
+        self.lifecycle(caller, user_id, Lifecycle::Reactivate).await
+    }
+
+    /// DeleteUser: any existing state → DELETED; frees the username and revokes its tokens.
+    pub async fn delete_user(&self, caller: &Caller, user_id: &str) -> Result<Details, Error> {
+        self.lifecycle(caller, user_id, Lifecycle::Delete).await
+    }
+
+    async fn lifecycle(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        command: Lifecycle,
+    ) -> Result<Details, Error> {
+        self.check_open()?;
+        let permission = match command {
+            Lifecycle::Delete => Permission::UserDelete,
+            _ => Permission::UserWrite,
+        };
+        let reach = caller.reach(permission)?;
+        check_user_id(user_id)?;
+        self.inner
+            .registry
+            .call(user_id, false, |reply| UserMsg::Lifecycle {
+                command,
+                reach: reach.clone(),
+                reply,
+            })
+            .await
+    }
+
+    /// GetUserByID.
+    pub async fn get_user(&self, caller: &Caller, user_id: &str) -> Result<User, Error> {
+        self.check_open()?;
+        let reach = caller.reach(Permission::UserRead)?;
+        check_user_id(user_id)?;
+        let record = self
+            .inner
+            .registry
+            .call(user_id, false, |reply| UserMsg::Read {
+                reach: reach.clone(),
+                reply,
+            })
+            .await?;
+        self.view(&record)
+    }
+
+    /// ListUsers: the users the caller may read, filtered (all queries must match), sorted and
+    /// paged. Deleted users are never listed.
+    pub async fn list_users(&self, caller: &Caller, request: ListUsers) -> Result<UserList, Error> {
+        self.check_open()?;
+        let reach = caller.reach(Permission::UserRead)?;
+        let limit = match request.limit {
+            0 => 100,
+            n => n.min(1000),
+        } as usize;
+        let mut matching = Vec::new();
+        for item in self.inner.store.scan_prefix(keys::USERS) {
+            let (_, bytes) = item?;
+            let record = UserRecord::decode(&bytes)?;
+            if record.state != UserState::Deleted
+                && reach.covers(&record.org_id)
+                && request.queries.iter().all(|q| matches(&record, q))
+            {
+                matching.push(record);
+            }
+        }
+        matching.sort_by(|a, b| {
+            let ord = sort_key(a, request.sort_by)
+                .cmp(&sort_key(b, request.sort_by))
+                .then_with(|| a.created.cmp(&b.created))
+                .then_with(|| a.id.cmp(&b.id));
+            if request.asc {
+                ord
+            } else {
+                ord.reverse()
+            }
+        });
+        let total_result = matching.len() as u64;
+        let processed_sequence = matching.iter().map(|r| r.sequence).max().unwrap_or(0);
+        let result = matching
+            .iter()
+            .skip(request.offset.min(usize::MAX as u64) as usize)
+            .take(limit)
+            .map(|r| self.view(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Everything this list observed must be durable before it is shown.
+        self.inner.store.settle(None).await?;
+        Ok(UserList {
+            total_result,
+            processed_sequence,
+            timestamp: chrono::Utc::now(),
+            sort_by: request.sort_by,
+            result,
+        })
+    }
+
+    /// AddHumanUser: ACTIVE when a password (or hash) is given, INITIAL otherwise.
+    pub async fn add_human_user(&self, caller: &Caller, input: NewHuman) -> Result<Created, Error> {
+        self.check_open()?;
+        let reach = caller.reach(Permission::UserWrite)?;
+        if let Some(id) = &input.user_id {
+            check_user_id(id)?;
+        }
+        required("profile.givenName", &input.profile.given_name, 200)?;
+        required("profile.familyName", &input.profile.family_name, 200)?;
+        required("email.email", &input.email.email, 200)?;
+        if !valid_email(&input.email.email) {
+            return Err(Error::invalid("email.email is not a valid email address"));
+        }
+        if let Some(username) = &input.username {
+            required("username", username, 200)?;
+        }
+        let selector = input
+            .organization
+            .clone()
+            .unwrap_or_else(|| OrgSelector::Id(caller.org_id.clone()));
+        let org = self.target_org(&selector, &reach)?;
+        let now = now_micros();
+        let password = match input.password {
+            None => None,
+            Some(PasswordInput::Plain {
+                password,
+                change_required,
+            }) => Some(PasswordRecord {
+                hash: hash_password(password).await?,
+                change_required,
+                changed: now,
+            }),
+            Some(PasswordInput::Hashed {
+                hash,
+                change_required,
+            }) => {
+                validate_hash(&hash)?;
+                Some(PasswordRecord {
+                    hash,
+                    change_required,
+                    changed: now,
+                })
+            }
+        };
+        let state = if password.is_some() {
+            UserState::Active
+        } else {
+            UserState::Initial
+        };
+        let username = input.username.unwrap_or_else(|| input.email.email.clone());
+        let record = UserRecord {
+            id: input.user_id.unwrap_or_else(|| self.inner.ids.next_id()),
+            org_id: org.id.clone(),
+            state,
+            username: username.trim().to_owned(),
+            sequence: 0,
+            created: now,
+            changed: now,
+            failed_password_attempts: 0,
+            kind: Kind::Human(HumanRecord {
+                profile: input.profile,
+                email: input.email,
+                phone: input.phone.filter(|p| !p.phone.is_empty()),
+                password,
+            }),
+            grants: Vec::new(),
+        };
+        self.create_user(record).await
+    }
+
+    /// CreateUser with a machine: always ACTIVE. The username defaults to the name.
+    pub async fn create_machine_user(
+        &self,
+        caller: &Caller,
+        input: NewMachine,
+    ) -> Result<Created, Error> {
+        self.check_open()?;
+        let reach = caller.reach(Permission::UserWrite)?;
+        if let Some(id) = &input.user_id {
+            check_user_id(id)?;
+        }
+        required("machine.name", &input.name, 200)?;
+        if let Some(username) = &input.username {
+            required("username", username, 200)?;
+        }
+        if !valid_id(&input.organization_id) {
+            return Err(ErrorId::InvalidOrgId.into());
+        }
+        let org = self.target_org(&OrgSelector::Id(input.organization_id.clone()), &reach)?;
+        let now = now_micros();
+        let username = input.username.unwrap_or_else(|| input.name.clone());
+        let record = UserRecord {
+            id: input.user_id.unwrap_or_else(|| self.inner.ids.next_id()),
+            org_id: org.id.clone(),
+            state: UserState::Active,
+            username: username.trim().to_owned(),
+            sequence: 0,
+            created: now,
+            changed: now,
+            failed_password_attempts: 0,
+            kind: Kind::Machine(MachineRecord {
+                name: input.name,
+                description: input.description.unwrap_or_default(),
+                tokens: Vec::new(),
+            }),
+            grants: Vec::new(),
+        };
+        self.create_user(record).await
+    }
+
+    /// Creates `record` race-free: the username is claimed in memory for the duration, checked
+    /// against the durable index, and written together with the user; the user id is unique
+    /// because the user's own actor refuses a second creation.
+    pub(crate) async fn create_user(&self, record: UserRecord) -> Result<Created, Error> {
+        let username_key = record.username_key();
+        let _claim = self.reserve(username_key.clone(), ErrorId::UsernameTaken)?;
+        if self.inner.store.get(&username_key)?.is_some() {
+            return Err(ErrorId::UsernameTaken.into());
+        }
+        let mut extra = WriteBatch::default();
+        extra.put(username_key, record.id.as_bytes().to_vec());
+        let id = record.id.clone();
+        let details = self
+            .inner
+            .registry
+            .call(&id, true, |reply| UserMsg::Create {
+                record: Box::new(record.clone()),
+                extra: extra.clone(),
+                reply,
+            })
+            .await?;
+        Ok(Created {
+            user_id: id,
+            details,
+        })
+    }
+
+    /// The user's event log as stored, oldest first.
+    pub fn event_log(&self, user_id: &str) -> Result<Vec<EventInfo>, Error> {
+        let mut events = Vec::new();
+        for item in self.inner.store.scan_prefix(&keys::events_of(user_id)) {
+            let (_, bytes) = item?;
+            let event = decode_event(&bytes)?;
+            events.push(EventInfo {
+                sequence: event.sequence,
+                event_type: event.kind.name(),
+                created_at: to_datetime(event.at),
+            });
+        }
+        Ok(events)
+    }
+
+    pub(crate) fn view(&self, record: &UserRecord) -> Result<User, Error> {
+        let login_name = match self.org(&record.org_id)? {
+            Some(org) => login_name(&record.username, &org),
+            None => record.username.clone(),
+        };
+        Ok(User {
+            id: record.id.clone(),
+            details: record.details(),
+            state: record.state,
+            username: record.username.clone(),
+            login_names: vec![login_name.clone()],
+            preferred_login_name: login_name,
+            user_type: record.user_type(),
+        })
+    }
+}
+
+fn login_name(username: &str, org: &OrgRecord) -> String {
+    if username.contains('@') {
+        username.to_owned()
+    } else {
+        format!("{username}@{}", org.domain)
+    }
+}
+
+fn valid_email(email: &str) -> bool {
+    match email.trim().split_once('@') {
+        Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !domain.contains('@'),
+        None => false,
+    }
+}
+
+fn text_matches(value: &str, pattern: &str, method: TextMatch) -> bool {
+    use TextMatch::*;
+    let (v, p) = match method {
+        EqualsIgnoreCase | StartsWithIgnoreCase | ContainsIgnoreCase | EndsWithIgnoreCase => {
+            (value.to_lowercase(), pattern.to_lowercase())
+        }
+        _ => (value.to_owned(), pattern.to_owned()),
+    };
+    match method {
+        Equals | EqualsIgnoreCase => v == p,
+        StartsWith | StartsWithIgnoreCase => v.starts_with(&p),
+        Contains | ContainsIgnoreCase => v.contains(&p),
+        EndsWith | EndsWithIgnoreCase => v.ends_with(&p),
+    }
+}
+
+fn matches(record: &UserRecord, query: &UserQuery) -> bool {
+    match query {
+        UserQuery::UserName(name, method) => text_matches(&record.username, name, *method),
+        UserQuery::Email(email, method) => match &record.kind {
+            Kind::Human(h) => text_matches(&h.email.email, email, *method),
+            Kind::Machine(_) => false,
+        },
+        UserQuery::State(state) => record.state == *state,
+        UserQuery::Type(kind) => matches!(
+            (&record.kind, kind),
+            (Kind::Human(_), UserKindFilter::Human) | (Kind::Machine(_), UserKindFilter::Machine)
+        ),
+        UserQuery::OrganizationId(org) => &record.org_id == org,
+        UserQuery::InUserIds(ids) => ids.iter().any(|id| id == &record.id),
+    }
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum SortValue<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Number(i64),
+}
+
+fn sort_key(record: &UserRecord, by: SortBy) -> SortValue<'_> {
+    use std::borrow::Cow;
+    let human = match &record.kind {
+        Kind::Human(h) => Some(h),
+        Kind::Machine(_) => None,
+    };
+    let text = |f: fn(&HumanRecord) -> Option<&str>| {
+        SortValue::Text(Cow::Owned(human.and_then(f).unwrap_or("").to_lowercase()))
+    };
+    match by {
+        SortBy::CreationDate => SortValue::Number(record.created),
+        SortBy::UserName => SortValue::Text(Cow::Owned(record.username.to_lowercase())),
+        SortBy::FirstName => text(|h| Some(&h.profile.given_name)),
+        SortBy::LastName => text(|h| Some(&h.profile.family_name)),
+        SortBy::NickName => text(|h| h.profile.nick_name.as_deref()),
+        SortBy::DisplayName => text(|h| h.profile.display_name.as_deref()),
+        SortBy::Email => text(|h| Some(&h.email.email)),
+        SortBy::State => SortValue::Number(record.state as i64),
+        SortBy::Type => SortValue::Number(if human.is_some() { 0 } else { 1 }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_query_methods() {
+        assert!(text_matches(
+            "Ada@Example.com",
+            "ada@example.com",
+            TextMatch::EqualsIgnoreCase
+        ));
+        assert!(!text_matches(
+            "Ada@Example.com",
+            "ada@example.com",
+            TextMatch::Equals
+        ));
+        assert!(text_matches("ada.lovelace", "ada", TextMatch::StartsWith));
+        assert!(text_matches(
+            "ada.lovelace",
+            "LOVE",
+            TextMatch::ContainsIgnoreCase
+        ));
+        assert!(text_matches("ada.lovelace", "lace", TextMatch::EndsWith));
+        assert!(!text_matches("ada.lovelace", "LACE", TextMatch::EndsWith));
+    }
+
+    #[test]
+    fn emails_need_local_part_and_domain() {
+        assert!(valid_email("a@b"));
+        for bad in ["", "ab", "@b", "a@", "a@b@c"] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+    }
+}
