@@ -8,7 +8,7 @@ use crate::access::{Grant, Role};
 use crate::error::Error;
 use crate::orgs::{domain_for, OrgRecord};
 use crate::time::now_micros;
-use crate::tokens::{random_token, token_writes};
+use crate::tokens::{generate_token, token_writes};
 use crate::types::UserState;
 use crate::user::event::{Event, EventKind};
 use crate::user::record::{Kind, MachineRecord, UserRecord};
@@ -43,7 +43,9 @@ impl Engine {
             created: now,
         };
         let user_id = self.inner.ids.next_id();
-        let token = token.filter(|t| !t.is_empty()).unwrap_or_else(random_token);
+        let token = token
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(generate_token);
         let (token_ref, mut batch) = token_writes(&token, self.inner.ids.next_id(), &user_id, None);
         let mut user = UserRecord {
             id: user_id.clone(),

@@ -79,6 +79,7 @@ error_ids! {
     Timeout => (DeadlineExceeded, "CALL-TIMEOUT", "the user did not answer in time"),
     ActorFailed => (Internal, "USER-ACTOR-FAILED", "the user's actor failed while handling the request; it will be reloaded from durable state"),
     Internal => (Internal, "INTERNAL", "internal error"),
+    Unsupported => (Unimplemented, "FEATURE-UNSUPPORTED", "this feature is not supported by Latchkey yet"),
 }
 
 /// An error with its stable id and the message a client sees.

@@ -51,6 +51,7 @@ pub use access::{Caller, Grant, Permission, Reach, Role};
 pub use bootstrap::Bootstrapped;
 pub use error::{Code, Error, ErrorId, OpenError};
 pub use latchkey_storage::Durability;
+pub use tokens::generate_token;
 pub use types::*;
 pub use users::EventInfo;
 

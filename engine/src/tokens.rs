@@ -34,7 +34,8 @@ pub(crate) fn hash_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-pub(crate) fn random_token() -> String {
+/// A fresh random token (32 bytes, base64url): what every issued PAT looks like.
+pub fn generate_token() -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
@@ -113,7 +114,7 @@ impl Engine {
         if expires.is_some_and(|at| at <= now_micros()) {
             return Err(Error::invalid("expirationDate must be in the future"));
         }
-        let token = random_token();
+        let token = generate_token();
         let token_id = self.inner.ids.next_id();
         let (token_ref, extra) = token_writes(&token, token_id.clone(), user_id, expires);
         let details = self

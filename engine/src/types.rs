@@ -170,11 +170,21 @@ pub enum UserKindFilter {
 #[derive(Debug, Clone)]
 pub enum UserQuery {
     UserName(String, TextMatch),
+    FirstName(String, TextMatch),
+    LastName(String, TextMatch),
+    NickName(String, TextMatch),
+    DisplayName(String, TextMatch),
     Email(String, TextMatch),
+    Phone(String),
+    LoginName(String, TextMatch),
     State(UserState),
     Type(UserKindFilter),
     OrganizationId(String),
     InUserIds(Vec<String>),
+    InUserEmails(Vec<String>),
+    Or(Vec<UserQuery>),
+    And(Vec<UserQuery>),
+    Not(Box<UserQuery>),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

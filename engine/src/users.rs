@@ -112,9 +112,14 @@ impl Engine {
         for item in self.inner.store.scan_prefix(keys::USERS) {
             let (_, bytes) = item?;
             let record = UserRecord::decode(&bytes)?;
-            if record.state != UserState::Deleted
-                && reach.covers(&record.org_id)
-                && request.queries.iter().all(|q| matches(&record, q))
+            if record.state == UserState::Deleted || !reach.covers(&record.org_id) {
+                continue;
+            }
+            let org = self.org(&record.org_id)?;
+            if request
+                .queries
+                .iter()
+                .all(|q| matches(&record, org.as_deref(), q))
             {
                 matching.push(record);
             }
@@ -349,13 +354,35 @@ fn text_matches(value: &str, pattern: &str, method: TextMatch) -> bool {
     }
 }
 
-fn matches(record: &UserRecord, query: &UserQuery) -> bool {
+fn matches(record: &UserRecord, org: Option<&OrgRecord>, query: &UserQuery) -> bool {
+    let human = match &record.kind {
+        Kind::Human(h) => Some(h),
+        Kind::Machine(_) => None,
+    };
+    let human_text = |f: fn(&HumanRecord) -> Option<&str>, pattern: &str, method: TextMatch| {
+        human
+            .and_then(f)
+            .is_some_and(|value| text_matches(value, pattern, method))
+    };
     match query {
         UserQuery::UserName(name, method) => text_matches(&record.username, name, *method),
-        UserQuery::Email(email, method) => match &record.kind {
-            Kind::Human(h) => text_matches(&h.email.email, email, *method),
-            Kind::Machine(_) => false,
-        },
+        UserQuery::FirstName(v, m) => human_text(|h| Some(&h.profile.given_name), v, *m),
+        UserQuery::LastName(v, m) => human_text(|h| Some(&h.profile.family_name), v, *m),
+        UserQuery::NickName(v, m) => human_text(|h| h.profile.nick_name.as_deref(), v, *m),
+        UserQuery::DisplayName(v, m) => human_text(|h| h.profile.display_name.as_deref(), v, *m),
+        UserQuery::Email(v, m) => human_text(|h| Some(&h.email.email), v, *m),
+        UserQuery::Phone(v) => human_text(
+            |h| h.phone.as_ref().map(|p| p.phone.as_str()),
+            v,
+            TextMatch::Equals,
+        ),
+        UserQuery::LoginName(v, m) => {
+            let login = org.map_or_else(
+                || record.username.clone(),
+                |o| login_name(&record.username, o),
+            );
+            text_matches(&login, v, *m)
+        }
         UserQuery::State(state) => record.state == *state,
         UserQuery::Type(kind) => matches!(
             (&record.kind, kind),
@@ -363,6 +390,14 @@ fn matches(record: &UserRecord, query: &UserQuery) -> bool {
         ),
         UserQuery::OrganizationId(org) => &record.org_id == org,
         UserQuery::InUserIds(ids) => ids.iter().any(|id| id == &record.id),
+        UserQuery::InUserEmails(emails) => human.is_some_and(|h| {
+            emails
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case(&h.email.email))
+        }),
+        UserQuery::Or(queries) => queries.iter().any(|q| matches(record, org, q)),
+        UserQuery::And(queries) => queries.iter().all(|q| matches(record, org, q)),
+        UserQuery::Not(query) => !matches(record, org, query),
     }
 }
 

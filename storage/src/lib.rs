@@ -35,19 +35,14 @@ use writer::Writer;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// When a write is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Durability {
     /// Acknowledge only after the batch holding the write is fsync'd (the default).
+    #[default]
     Sync,
     /// Acknowledge once the write is applied in memory; flush every `flush_interval`.
     /// A crash loses at most the writes of the last interval (plus the flush time).
     Async { flush_interval: Duration },
-}
-
-impl Default for Durability {
-    fn default() -> Self {
-        Durability::Sync
-    }
 }
 
 /// How to open a [`Store`].

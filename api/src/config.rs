@@ -1,0 +1,119 @@
+//! The command line: `latchkey [serve] [flags]`. Every flag has an environment fallback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use latchkey_engine::{Config, Durability};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "latchkey",
+    version,
+    about = "Latchkey: a ZITADEL v2-compatible user lifecycle engine"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// A 2xx means the change is fsync'd (group commit).
+    Sync,
+    /// Acknowledge once applied; flush every --flush-interval (a crash may lose that window).
+    Async,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the log says which).
+    #[arg(long, env = "LATCHKEY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the sled store lives.
+    #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = "./latchkey-data")]
+    pub data_dir: PathBuf,
+    /// When a write is acknowledged.
+    #[arg(long, env = "LATCHKEY_DURABILITY", value_enum, default_value = "sync")]
+    pub durability: DurabilityArg,
+    /// Flush interval in async mode (e.g. 10ms).
+    #[arg(long, env = "LATCHKEY_FLUSH_INTERVAL", default_value = "10ms", value_parser = humantime::parse_duration)]
+    pub flush_interval: Duration,
+    /// Passivate a user's actor after this much idleness (e.g. 60s, 5m).
+    #[arg(long, env = "LATCHKEY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// How long a request waits for a user's actor before DeadlineExceeded.
+    #[arg(long, env = "LATCHKEY_CALL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub call_timeout: Duration,
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive.
+    #[arg(long, env = "LATCHKEY_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl ServeArgs {
+    pub fn engine_config(&self) -> Config {
+        let durability = match self.durability {
+            DurabilityArg::Sync => Durability::Sync,
+            DurabilityArg::Async => Durability::Async {
+                flush_interval: self.flush_interval,
+            },
+        };
+        Config::default()
+            .data_dir(&self.data_dir)
+            .durability(durability)
+            .idle_timeout(self.idle_timeout)
+            .call_timeout(self.call_timeout)
+    }
+}
+
+impl Cli {
+    pub fn serve_args(self) -> ServeArgs {
+        match self.command {
+            Some(Command::Serve(args)) => args,
+            None => self.serve,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_subcommand() {
+        let cli = Cli::try_parse_from(["latchkey"]).unwrap();
+        let args = cli.serve_args();
+        assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(args.durability, DurabilityArg::Sync);
+        assert_eq!(args.idle_timeout, Duration::from_secs(60));
+        let cli = Cli::try_parse_from([
+            "latchkey",
+            "serve",
+            "--durability",
+            "async",
+            "--flush-interval",
+            "5ms",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let config = cli.serve_args().engine_config();
+        assert_eq!(
+            config.durability,
+            Durability::Async {
+                flush_interval: Duration::from_millis(5)
+            }
+        );
+        assert!(Cli::try_parse_from(["latchkey", "--durability", "maybe"]).is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! REST routes (grpc-gateway style): the v2 paths, path ids winning over body ids, errors as
+//! grpc-gateway `google.rpc.Status` bodies.
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+
+use latchkey_engine::{Error, ErrorId};
+
+use crate::error::{ApiError, Protocol};
+use crate::rpc::{self, HasUserId, Rpc};
+use crate::server::AppState;
+
+pub fn routes() -> Router<AppState> {
+    use crate::rpc::*;
+    Router::new()
+        .route("/v2/users", post(plain::<list_users::ListUsers>))
+        .route(
+            "/v2/users/human",
+            post(plain::<add_human_user::AddHumanUser>),
+        )
+        .route("/v2/users/new", post(plain::<create_user::CreateUser>))
+        .route(
+            "/v2/users/{userId}",
+            get(with_user::<get_user::GetUserById>).delete(with_user::<user_state::DeleteUser>),
+        )
+        .route(
+            "/v2/users/{userId}/unlock",
+            post(with_user::<user_state::UnlockUser>),
+        )
+        .route(
+            "/v2/users/{userId}/lock",
+            post(with_user::<user_state::LockUser>),
+        )
+        .route(
+            "/v2/users/{userId}/deactivate",
+            post(with_user::<user_state::DeactivateUser>),
+        )
+        .route(
+            "/v2/users/{userId}/reactivate",
+            post(with_user::<user_state::ReactivateUser>),
+        )
+        .route(
+            "/v2/users/{userId}/pats",
+            post(with_user::<pats::AddPersonalAccessToken>),
+        )
+        .route("/v2/users/{userId}/pats/{tokenId}", delete(remove_pat))
+        .route(
+            "/v2/organizations",
+            post(plain::<add_organization::AddOrganization>),
+        )
+        .route(
+            "/v2beta/administrators",
+            post(plain::<create_administrator::CreateAdministrator>),
+        )
+}
+
+fn respond<T: serde::Serialize>(result: Result<T, Error>) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => ApiError::new(Protocol::Rest, e).into_response(),
+    }
+}
+
+fn bad_path(rejection: PathRejection) -> Error {
+    Error::with(
+        ErrorId::InvalidArgument,
+        format!("invalid path: {rejection}"),
+    )
+}
+
+async fn plain<R: Rpc>(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    respond(rpc::run::<R>(&app.engine, &headers, body, |_| {}).await)
+}
+
+async fn with_user<R: Rpc>(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response
+where
+    R::Request: HasUserId,
+{
+    let user_id = match path {
+        Ok(Path(id)) => id,
+        Err(rejection) => return respond::<()>(Err(bad_path(rejection))),
+    };
+    respond(rpc::run::<R>(&app.engine, &headers, body, |r| r.set_user_id(user_id)).await)
+}
+
+async fn remove_pat(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (user_id, token_id) = match path {
+        Ok(Path(ids)) => ids,
+        Err(rejection) => return respond::<()>(Err(bad_path(rejection))),
+    };
+    respond(
+        rpc::run::<rpc::pats::RemovePersonalAccessToken>(&app.engine, &headers, body, |r| {
+            r.user_id = user_id;
+            r.token_id = token_id;
+        })
+        .await,
+    )
+}

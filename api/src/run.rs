@@ -1,0 +1,83 @@
+//! Start-up: open the engine, bootstrap an empty data directory, listen, serve until a signal.
+
+use std::io::Write;
+use std::path::Path;
+
+use tokio::net::TcpListener;
+
+use latchkey_engine::Engine;
+
+use crate::config::ServeArgs;
+use crate::server::{serve, shutdown_signal};
+
+/// Runs the server; the error is the one line `latchkey` prints before exiting with 1.
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    let engine = Engine::open(args.engine_config())
+        .await
+        .map_err(|e| e.to_string())?;
+    bootstrap(&engine, &args.data_dir).await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    tracing::info!(
+        data_dir = %args.data_dir.display(),
+        durability = ?args.durability,
+        "latchkey listening on http://{addr}"
+    );
+    serve(engine, listener, shutdown_signal())
+        .await
+        .map_err(|e| format!("server failed: {e}"))?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// First start only: the admin token is `LATCHKEY_BOOTSTRAP_TOKEN` if set, else a random one
+/// written to `<data-dir>/admin.pat` (mode 0600) *before* it is committed, so a crash in between
+/// can never leave a token nobody knows.
+async fn bootstrap(engine: &Engine, data_dir: &Path) -> Result<(), String> {
+    if engine.default_org_id().is_some() {
+        tracing::info!("data directory already bootstrapped; admin token unchanged");
+        return Ok(());
+    }
+    let from_env = std::env::var("LATCHKEY_BOOTSTRAP_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let token = match from_env {
+        Some(token) => {
+            tracing::info!("bootstrapping: admin token taken from LATCHKEY_BOOTSTRAP_TOKEN");
+            token
+        }
+        None => {
+            let token = latchkey_engine::generate_token();
+            let path = data_dir.join("admin.pat");
+            write_secret(&path, &token)
+                .map_err(|e| format!("cannot write admin token to {}: {e}", path.display()))?;
+            tracing::info!("bootstrapping: admin token written to {}", path.display());
+            token
+        }
+    };
+    engine
+        .bootstrap(Some(token))
+        .await
+        .map_err(|e| format!("bootstrap failed: {e}"))?;
+    Ok(())
+}
+
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("pat.tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

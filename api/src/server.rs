@@ -1,0 +1,110 @@
+//! The HTTP server: one router for REST and Connect, health endpoints, JSON-shaped 404/405, and
+//! graceful shutdown (stop accepting, finish in-flight requests, then flush and close the engine).
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use latchkey_engine::{Engine, ErrorId};
+
+use crate::error::{ApiError, Protocol};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+}
+
+/// Every route Latchkey serves, over `engine`.
+pub fn router(engine: Engine) -> Router {
+    Router::new()
+        .merge(crate::rest::routes())
+        .merge(crate::connect::routes())
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Bodies are read with our own limit (rpc::BODY_LIMIT) so the 413 has our error shape.
+        .layer(DefaultBodyLimit::disable())
+        .layer(TraceLayer::new_for_http())
+        .with_state(AppState { engine })
+}
+
+async fn readyz(State(app): State<AppState>) -> Response {
+    if app.engine.default_org_id().is_some() {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not bootstrapped").into_response()
+    }
+}
+
+fn protocol_of(request: &Request) -> Protocol {
+    if request.uri().path().starts_with("/zitadel.") {
+        Protocol::Connect
+    } else {
+        Protocol::Rest
+    }
+}
+
+async fn not_found(request: Request) -> Response {
+    ApiError::new(protocol_of(&request), ErrorId::RouteNotFound).into_response()
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    ApiError::new(protocol_of(&request), ErrorId::MethodNotAllowed).into_response()
+}
+
+/// Serves `engine` on `listener` until `shutdown` resolves, then drains in-flight requests and
+/// shuts the engine down (flushing the store).
+pub async fn serve(
+    engine: Engine,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(engine.clone());
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    if let Err(e) = engine.shutdown().await {
+        tracing::error!("engine shutdown: {e}");
+    }
+    served
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received: finishing in-flight requests");
+}
