@@ -1,0 +1,225 @@
+//! The test kit: a real Latchkey server on port 0 over a temp dir, with an authenticated client.
+//! Each integration test reads as the scenario it checks.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use latchkey_engine::{Config, Engine};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// A precomputed bcrypt hash, so creating users does not spend time in Argon2.
+pub const HASH: &str = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub engine: Engine,
+    pub org: String,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The stable error id of an error reply (REST or Connect shape).
+    pub fn error_id(&self) -> &str {
+        self.body["details"][0]["id"]
+            .as_str()
+            .or_else(|| self.body["details"][0]["debug"]["id"].as_str())
+            .unwrap_or("")
+    }
+    pub fn sequence(&self) -> u64 {
+        self.body["details"]["sequence"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no details.sequence in {}", self.body))
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|c| c).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(Config) -> Config) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(configure(Config::default().data_dir(dir.path())))
+            .await
+            .expect("engine opens");
+        let boot = engine
+            .bootstrap(Some(ADMIN_TOKEN.into()))
+            .await
+            .expect("bootstrap")
+            .expect("fresh dir");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(latchkey_api::serve(engine.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            base,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(2048)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            engine,
+            org: boot.org_id,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Graceful stop: in-flight requests finish, the engine flushes and closes.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server result");
+        }
+        self.dir
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+        content_type: Option<&str>,
+    ) -> Reply {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        if let Some(body) = body {
+            request = request.body(body.to_owned());
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, body }
+    }
+
+    pub async fn call_as(&self, token: &str, method: Method, path: &str, body: Value) -> Reply {
+        let body = body.to_string();
+        self.send(
+            method,
+            path,
+            Some(token),
+            Some(&body),
+            Some("application/json"),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call_as(ADMIN_TOKEN, Method::POST, path, body).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, Some(ADMIN_TOKEN), None, None)
+            .await
+    }
+
+    /// A Connect JSON call: `POST /<service>/<method>`.
+    pub async fn connect(&self, token: &str, service_method: &str, body: Value) -> Reply {
+        self.call_as(token, Method::POST, &format!("/{service_method}"), body)
+            .await
+    }
+
+    pub async fn create_human(&self, email: &str) -> String {
+        let reply = self
+            .post(
+                "/v2/users/human",
+                json!({
+                    "profile": {"givenName": "Test", "familyName": "User"},
+                    "email": {"email": email, "isVerified": true},
+                    "hashedPassword": {"hash": HASH},
+                }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["userId"].as_str().expect("userId").to_owned()
+    }
+
+    pub async fn create_locked_user(&self, email: &str) -> String {
+        let id = self.create_human(email).await;
+        let reply = self.post(&format!("/v2/users/{id}/lock"), json!({})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        id
+    }
+
+    pub async fn create_org(&self, name: &str) -> String {
+        let reply = self
+            .post("/v2/organizations", json!({ "name": name }))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["organizationId"]
+            .as_str()
+            .expect("organizationId")
+            .to_owned()
+    }
+
+    /// A machine user in `org` holding `role` on `org` (or the instance for IAM_OWNER), and a token.
+    pub async fn machine_with_role(
+        &self,
+        org: &str,
+        name: &str,
+        role: Option<&str>,
+    ) -> (String, String) {
+        let reply = self
+            .post(
+                "/v2/users/new",
+                json!({"organizationId": org, "username": name, "machine": {"name": name}}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let id = reply.body["id"].as_str().expect("id").to_owned();
+        if let Some(role) = role {
+            let resource = if role == "IAM_OWNER" {
+                json!({"instance": true})
+            } else {
+                json!({ "organizationId": org })
+            };
+            let reply = self
+                .post(
+                    "/v2beta/administrators",
+                    json!({"userId": id, "resource": resource, "roles": [role]}),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        }
+        let reply = self.post(&format!("/v2/users/{id}/pats"), json!({})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        (id, reply.body["token"].as_str().expect("token").to_owned())
+    }
+
+    pub async fn state_and_sequence(&self, id: &str) -> (String, u64) {
+        let reply = self.get(&format!("/v2/users/{id}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        (
+            reply.body["user"]["state"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            reply.sequence(),
+        )
+    }
+}
