@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -31,5 +31,20 @@ fn main() -> ExitCode {
             eprintln!("latchkey: {message}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// stderr that drops log lines when stderr is gone (a closed pipe must not kill the server;
+/// tracing reports a failed write with `eprintln!`, which panics).
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }

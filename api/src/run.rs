@@ -16,6 +16,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     bootstrap(&engine, &args.data_dir).await?;
+    let shutdown = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -27,7 +28,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         durability = ?args.durability,
         "latchkey listening on http://{addr}"
     );
-    serve(engine, listener, shutdown_signal())
+    serve(engine, listener, shutdown)
         .await
         .map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("stopped cleanly");

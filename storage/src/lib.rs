@@ -194,6 +194,24 @@ mod tests {
         store.close().unwrap();
     }
 
+    #[test]
+    fn a_foreign_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+        let err = Store::open(&StoreConfig::new(dir.path()))
+            .err()
+            .expect("must refuse");
+        assert!(
+            err.to_string().contains("not a Latchkey data directory"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing written"
+        );
+    }
+
     #[tokio::test]
     async fn unknown_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();

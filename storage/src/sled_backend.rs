@@ -16,6 +16,7 @@ impl SledBackend {
             cause,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        refuse_foreign(dir).map_err(open_err)?;
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
@@ -35,6 +36,27 @@ impl SledBackend {
             })?;
         Ok(SledBackend { db })
     }
+}
+
+/// sled treats a directory without its files as a new, empty store and starts writing into it.
+/// Pointing `--data-dir` at the wrong place must not do that: a non-empty directory needs sled's
+/// `conf` file to be opened. Latchkey's own `admin.pat` alone does not count as foreign.
+fn refuse_foreign(dir: &Path) -> Result<(), String> {
+    if dir.join("conf").exists() {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
+    for entry in entries {
+        let name = entry.map_err(|e| e.to_string())?.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with("admin.pat") {
+            return Err(format!(
+                "it is not a Latchkey data directory (it holds {name:?} but no store); \
+                 choose an empty or new directory"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn io(e: sled::Error) -> StoreError {
