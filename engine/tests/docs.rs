@@ -1,0 +1,21 @@
+//! The README's error table is the documented contract: it must list every id the code can
+//! return, with the same code and message.
+
+use latchkey_engine::ErrorId;
+
+#[test]
+fn readme_documents_every_error_id() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md at the workspace root");
+    for id in ErrorId::ALL {
+        let row = readme
+            .lines()
+            .find(|line| line.starts_with(&format!("| `{}` |", id.id())))
+            .unwrap_or_else(|| panic!("README has no row for {}", id.id()));
+        let code = format!("({})", id.code().number());
+        assert!(row.contains(&code), "{}: code {code} missing in {row}", id.id());
+        assert!(row.contains(id.message()), "{}: message differs in {row}", id.id());
+    }
+    let rows = readme.lines().filter(|l| l.starts_with("| `") && l.contains(") | ")).count();
+    assert_eq!(rows, ErrorId::ALL.len(), "README lists ids the code does not have");
+}
