@@ -30,9 +30,9 @@ pub fn router(engine: Engine) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // One log line per request (at debug, from on_response).
         // Bodies are read with our own limit (rpc::BODY_LIMIT) so the 413 has our error shape.
         .layer(DefaultBodyLimit::disable())
+        // One log line per request (at debug, from on_response).
         .layer(TraceLayer::new_for_http().on_request(()))
         .with_state(AppState { engine })
 }

@@ -10,7 +10,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::open(Config::default().data_dir(&dir)).await?;
 
     // First start: a default organization and an admin. Embedders can act as a system caller.
-    let boot = engine.bootstrap(None).await?.expect("a fresh directory bootstraps");
+    let boot = engine
+        .bootstrap(None)
+        .await?
+        .expect("a fresh directory bootstraps");
     let caller = Caller::system(boot.org_id);
 
     let created = engine

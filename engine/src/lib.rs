@@ -202,12 +202,18 @@ impl Engine {
         }
     }
 
-    /// Stops every actor and flushes and closes the store. Later calls fail with SHUTTING-DOWN.
+    /// Stops every actor, flushes and closes the store and releases the data directory (it can be
+    /// reopened at once, even while this handle lives). Later calls fail with SHUTTING-DOWN.
     pub async fn shutdown(&self) -> Result<(), Error> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
         self.inner.registry.stop_all().await;
+        let _ = self
+            .inner
+            .supervisor
+            .stop_and_wait(None, Some(self.inner.config.call_timeout))
+            .await;
         let store = self.inner.store.clone();
         tokio::task::spawn_blocking(move || store.close())
             .await
@@ -245,6 +251,19 @@ impl Engine {
             .registry
             .actor_of(user_id)
             .map(|a| a.send_message(user::actor::UserMsg::Panic).is_ok())
+            .unwrap_or(false)
+    }
+
+    /// Test hook: keeps `user_id`'s live actor busy for `duration`. False when it is not active.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_actor_stall(&self, user_id: &str, duration: Duration) -> bool {
+        self.inner
+            .registry
+            .actor_of(user_id)
+            .map(|a| {
+                a.send_message(user::actor::UserMsg::Stall(duration))
+                    .is_ok()
+            })
             .unwrap_or(false)
     }
 }

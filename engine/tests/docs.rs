@@ -13,9 +13,24 @@ fn readme_documents_every_error_id() {
             .find(|line| line.starts_with(&format!("| `{}` |", id.id())))
             .unwrap_or_else(|| panic!("README has no row for {}", id.id()));
         let code = format!("({})", id.code().number());
-        assert!(row.contains(&code), "{}: code {code} missing in {row}", id.id());
-        assert!(row.contains(id.message()), "{}: message differs in {row}", id.id());
+        assert!(
+            row.contains(&code),
+            "{}: code {code} missing in {row}",
+            id.id()
+        );
+        assert!(
+            row.contains(id.message()),
+            "{}: message differs in {row}",
+            id.id()
+        );
     }
-    let rows = readme.lines().filter(|l| l.starts_with("| `") && l.contains(") | ")).count();
-    assert_eq!(rows, ErrorId::ALL.len(), "README lists ids the code does not have");
+    let rows = readme
+        .lines()
+        .filter(|l| l.starts_with("| `") && l.contains(") | "))
+        .count();
+    assert_eq!(
+        rows,
+        ErrorId::ALL.len(),
+        "README lists ids the code does not have"
+    );
 }

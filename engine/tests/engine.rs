@@ -437,3 +437,79 @@ async fn messages_racing_passivation_are_never_lost() {
     assert_eq!(user.details.sequence, 2 + 200);
     assert!(kit.engine.stats().passivations > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_actor_times_callers_out_without_blocking_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(
+        Config::default()
+            .data_dir(dir.path())
+            .call_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    let boot = engine.bootstrap(None).await.unwrap().unwrap();
+    let admin = engine.authenticate(&boot.admin_token).unwrap();
+    let slow = engine
+        .add_human_user(&admin, human("slow@example.com"))
+        .await
+        .unwrap()
+        .user_id;
+    let other = engine
+        .add_human_user(&admin, human("other@example.com"))
+        .await
+        .unwrap()
+        .user_id;
+    assert!(engine.inject_actor_stall(&slow, Duration::from_secs(1)));
+    let err = engine.lock_user(&admin, &slow).await.unwrap_err();
+    assert_eq!(
+        (err.id, err.code()),
+        (ErrorId::Timeout, Code::DeadlineExceeded)
+    );
+    // another user is not held up by the stalled one
+    engine.lock_user(&admin, &other).await.unwrap();
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_durability_keeps_everything_across_a_graceful_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        Config::default()
+            .data_dir(dir.path())
+            .durability(Durability::Async {
+                flush_interval: Duration::from_millis(5),
+            })
+    };
+    let engine = Engine::open(config()).await.unwrap();
+    let boot = engine.bootstrap(None).await.unwrap().unwrap();
+    let admin = engine.authenticate(&boot.admin_token).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..10 {
+        let id = engine
+            .add_human_user(&admin, human(&format!("a{i}@example.com")))
+            .await
+            .unwrap()
+            .user_id;
+        let details = engine.lock_user(&admin, &id).await.unwrap();
+        expected.push((id, details.sequence));
+    }
+    engine.shutdown().await.unwrap();
+    assert_eq!(
+        engine
+            .lock_user(&admin, &expected[0].0)
+            .await
+            .unwrap_err()
+            .id,
+        ErrorId::ShuttingDown
+    );
+    let engine = Engine::open(config()).await.unwrap();
+    for (id, sequence) in expected {
+        let user = engine.get_user(&admin, &id).await.unwrap();
+        assert_eq!(
+            (user.state, user.details.sequence),
+            (UserState::Locked, sequence)
+        );
+    }
+    engine.shutdown().await.unwrap();
+}

@@ -12,4 +12,8 @@ pub trait Backend: Send + Sync + 'static {
     fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError>;
     /// Makes everything applied so far durable (fsync).
     fn flush(&self) -> Result<(), StoreError>;
+    /// Flushes and releases the medium (e.g. the directory lock); later calls fail with `Closed`.
+    fn close(&self) -> Result<(), StoreError> {
+        self.flush()
+    }
 }

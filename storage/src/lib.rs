@@ -127,9 +127,12 @@ impl Store {
         self.writer.settle(scope).await
     }
 
-    /// Flushes everything and stops the writer. Idempotent; also done on drop.
+    /// Flushes everything, stops the writer and releases the directory. Idempotent; the writer
+    /// part is also done on drop.
     pub fn close(&self) -> Result<(), StoreError> {
-        self.writer.close()
+        let writer = self.writer.close();
+        let backend = self.backend.close();
+        writer.and(backend)
     }
 }
 

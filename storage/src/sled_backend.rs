@@ -2,11 +2,13 @@
 //! whole group-commit batch is a single atomic `apply_batch`.
 
 use std::path::Path;
+use std::sync::{RwLock, RwLockReadGuard};
 
 use crate::{Backend, KvIter, StoreError, WriteBatch};
 
 pub struct SledBackend {
-    db: sled::Db,
+    /// `None` once closed, so the directory lock is released even while the store is referenced.
+    db: RwLock<Option<sled::Db>>,
 }
 
 impl SledBackend {
@@ -34,7 +36,28 @@ impl SledBackend {
                     open_err(text)
                 }
             })?;
-        Ok(SledBackend { db })
+        Ok(SledBackend {
+            db: RwLock::new(Some(db)),
+        })
+    }
+
+    fn db(&self) -> Result<DbGuard<'_>, StoreError> {
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        if guard.is_some() {
+            Ok(DbGuard(guard))
+        } else {
+            Err(StoreError::Closed)
+        }
+    }
+}
+
+struct DbGuard<'a>(RwLockReadGuard<'a, Option<sled::Db>>);
+
+impl std::ops::Deref for DbGuard<'_> {
+    type Target = sled::Db;
+    fn deref(&self) -> &sled::Db {
+        // Constructed only when the option is Some.
+        self.0.as_ref().unwrap_or_else(|| unreachable!())
     }
 }
 
@@ -65,15 +88,18 @@ fn io(e: sled::Error) -> StoreError {
 
 impl Backend for SledBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get(key).map_err(io)?.map(|v| v.to_vec()))
+        Ok(self.db()?.get(key).map_err(io)?.map(|v| v.to_vec()))
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
-        Box::new(
-            self.db
-                .scan_prefix(prefix)
-                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io)),
-        )
+        match self.db() {
+            // sled's iterator owns what it needs; the guard can go.
+            Ok(db) => Box::new(
+                db.scan_prefix(prefix)
+                    .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io)),
+            ),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
     fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
@@ -84,10 +110,18 @@ impl Backend for SledBackend {
                 None => sled_batch.remove(key.as_slice()),
             }
         }
-        self.db.apply_batch(sled_batch).map_err(io)
+        self.db()?.apply_batch(sled_batch).map_err(io)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(io)
+        self.db()?.flush().map(|_| ()).map_err(io)
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
+        match slot.take() {
+            Some(db) => db.flush().map(|_| ()).map_err(io),
+            None => Ok(()),
+        }
     }
 }

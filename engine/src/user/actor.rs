@@ -71,6 +71,9 @@ pub(crate) enum UserMsg {
     /// Test hook: panic inside the handler.
     #[cfg(feature = "fault-injection")]
     Panic,
+    /// Test hook: keep the actor busy for a while.
+    #[cfg(feature = "fault-injection")]
+    Stall(Duration),
 }
 
 pub(crate) struct UserActor {
@@ -215,6 +218,8 @@ impl Actor for UserActor {
             }
             #[cfg(feature = "fault-injection")]
             UserMsg::Panic => panic!("injected panic in user actor {}", state.id),
+            #[cfg(feature = "fault-injection")]
+            UserMsg::Stall(duration) => tokio::time::sleep(duration).await,
         }
         Ok(())
     }
