@@ -47,25 +47,23 @@ impl Engine {
             .filter(|t| !t.is_empty())
             .unwrap_or_else(generate_token);
         let (token_ref, mut batch) = token_writes(&token, self.inner.ids.next_id(), &user_id, None);
-        let mut user = UserRecord {
-            id: user_id.clone(),
-            org_id: org.id.clone(),
-            state: UserState::Active,
-            username: "admin".into(),
-            sequence: 0,
-            created: now,
-            changed: now,
-            failed_password_attempts: 0,
-            kind: Kind::Machine(MachineRecord {
-                name: "Instance administrator".into(),
-                description: "created at bootstrap".into(),
-                tokens: vec![token_ref.clone()],
-            }),
-            grants: vec![Grant {
-                role: Role::IamOwner,
-                org_id: None,
-            }],
-        };
+        let kind = Kind::Machine(MachineRecord {
+            name: "Instance administrator".into(),
+            description: "created at bootstrap".into(),
+            tokens: vec![token_ref.clone()],
+        });
+        let mut user = UserRecord::new(
+            user_id.clone(),
+            org.id.clone(),
+            UserState::Active,
+            "admin",
+            kind,
+            now,
+        );
+        user.grants.push(Grant {
+            role: Role::IamOwner,
+            org_id: None,
+        });
         let added = user.record_event(
             EventKind::MachineAdded {
                 org_id: org.id.clone(),

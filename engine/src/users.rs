@@ -204,23 +204,14 @@ impl Engine {
             UserState::Initial
         };
         let username = input.username.unwrap_or_else(|| input.email.email.clone());
-        let record = UserRecord {
-            id: input.user_id.unwrap_or_else(|| self.inner.ids.next_id()),
-            org_id: org.id.clone(),
-            state,
-            username: username.trim().to_owned(),
-            sequence: 0,
-            created: now,
-            changed: now,
-            failed_password_attempts: 0,
-            kind: Kind::Human(HumanRecord {
-                profile: input.profile,
-                email: input.email,
-                phone: input.phone.filter(|p| !p.phone.is_empty()),
-                password,
-            }),
-            grants: Vec::new(),
-        };
+        let kind = Kind::Human(HumanRecord {
+            profile: input.profile,
+            email: input.email,
+            phone: input.phone.filter(|p| !p.phone.is_empty()),
+            password,
+        });
+        let id = input.user_id.unwrap_or_else(|| self.inner.ids.next_id());
+        let record = UserRecord::new(id, org.id.clone(), state, &username, kind, now);
         self.create_user(record).await
     }
 
@@ -245,22 +236,13 @@ impl Engine {
         let org = self.target_org(&OrgSelector::Id(input.organization_id.clone()), &reach)?;
         let now = now_micros();
         let username = input.username.unwrap_or_else(|| input.name.clone());
-        let record = UserRecord {
-            id: input.user_id.unwrap_or_else(|| self.inner.ids.next_id()),
-            org_id: org.id.clone(),
-            state: UserState::Active,
-            username: username.trim().to_owned(),
-            sequence: 0,
-            created: now,
-            changed: now,
-            failed_password_attempts: 0,
-            kind: Kind::Machine(MachineRecord {
-                name: input.name,
-                description: input.description.unwrap_or_default(),
-                tokens: Vec::new(),
-            }),
-            grants: Vec::new(),
-        };
+        let kind = Kind::Machine(MachineRecord {
+            name: input.name,
+            description: input.description.unwrap_or_default(),
+            tokens: Vec::new(),
+        });
+        let id = input.user_id.unwrap_or_else(|| self.inner.ids.next_id());
+        let record = UserRecord::new(id, org.id.clone(), UserState::Active, &username, kind, now);
         self.create_user(record).await
     }
 

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use latchkey_storage::{keys, Completion, WriteBatch};
+use latchkey_storage::{keys, Completion, Store, WriteBatch};
 
 use crate::access::{Grant, Reach};
 use crate::error::{Error, ErrorId};
 use crate::registry::Registry;
-use crate::time::now_micros;
+use crate::time::{now_micros, Micros};
 use crate::types::{Details, UserState};
 use crate::user::event::EventKind;
 use crate::user::record::{Kind, TokenRef, UserRecord};
@@ -104,6 +104,23 @@ impl UserActorState {
         }
     }
 
+    /// Appends the next event to the record (already changed by the command) and hands snapshot,
+    /// event and `extra` to the writer as one atomic batch.
+    fn commit(
+        &mut self,
+        store: &Store,
+        kind: EventKind,
+        at: Micros,
+        extra: WriteBatch,
+    ) -> Result<Details, Error> {
+        let record = self.record.as_mut().ok_or(ErrorId::UserNotFound)?;
+        let event = record.record_event(kind, at);
+        let batch = record.write(&event, extra);
+        let details = record.details();
+        self.last_write = store.submit(&self.scope, batch);
+        Ok(details)
+    }
+
     fn staged<T>(&self, result: Result<T, Error>) -> Staged<T> {
         Staged {
             result,
@@ -175,12 +192,9 @@ impl Actor for UserActor {
                         },
                     };
                     record.sequence = 0;
-                    let event = record.record_event(kind, record.created);
-                    let batch = record.write(&event, extra);
-                    let details = record.details();
+                    let at = record.created;
                     state.record = Some(record);
-                    state.last_write = self.registry.store().submit(&state.scope, batch);
-                    Ok(details)
+                    state.commit(self.registry.store(), kind, at, extra)
                 };
                 let _ = reply.send(state.staged(result));
             }
@@ -226,10 +240,6 @@ impl Actor for UserActor {
 }
 
 impl UserActor {
-    fn submit(&self, state: &mut UserActorState, batch: WriteBatch) {
-        state.last_write = self.registry.store().submit(&state.scope, batch);
-    }
-
     fn lifecycle(
         &self,
         state: &mut UserActorState,
@@ -260,11 +270,7 @@ impl UserActor {
             }
         };
         record.state = next;
-        let event = record.record_event(kind, now_micros());
-        let batch = record.write(&event, extra);
-        let details = record.details();
-        self.submit(state, batch);
-        Ok(details)
+        state.commit(self.registry.store(), kind, now_micros(), extra)
     }
 
     fn add_token(
@@ -278,13 +284,11 @@ impl UserActor {
         let Kind::Machine(machine) = &mut record.kind else {
             return Err(ErrorId::UserNotMachine.into());
         };
-        let token_id = token.id.clone();
+        let kind = EventKind::TokenAdded {
+            token_id: token.id.clone(),
+        };
         machine.tokens.push(token);
-        let event = record.record_event(EventKind::TokenAdded { token_id }, now_micros());
-        let batch = record.write(&event, extra);
-        let details = record.details();
-        self.submit(state, batch);
-        Ok(details)
+        state.commit(self.registry.store(), kind, now_micros(), extra)
     }
 
     fn remove_token(
@@ -304,12 +308,8 @@ impl UserActor {
         let mut extra = WriteBatch::default();
         extra.delete(keys::token(&token.hash));
         extra.delete(keys::token_id(&token.id));
-        let event =
-            record.record_event(EventKind::TokenRemoved { token_id: token.id }, now_micros());
-        let batch = record.write(&event, extra);
-        let details = record.details();
-        self.submit(state, batch);
-        Ok(details)
+        let kind = EventKind::TokenRemoved { token_id: token.id };
+        state.commit(self.registry.store(), kind, now_micros(), extra)
     }
 
     /// Role assignments change the snapshot but are not user lifecycle events, so the user's
@@ -331,7 +331,7 @@ impl UserActor {
         if changed {
             let mut batch = WriteBatch::default();
             batch.put(keys::user(&record.id), record.encode());
-            self.submit(state, batch);
+            state.last_write = self.registry.store().submit(&state.scope, batch);
         }
         Ok(())
     }

@@ -63,6 +63,29 @@ pub struct TokenRef {
 }
 
 impl UserRecord {
+    /// A new user before its creation event (sequence 0; the creation makes it 1).
+    pub fn new(
+        id: String,
+        org_id: String,
+        state: UserState,
+        username: &str,
+        kind: Kind,
+        now: Micros,
+    ) -> Self {
+        UserRecord {
+            id,
+            org_id,
+            state,
+            username: username.trim().to_owned(),
+            sequence: 0,
+            created: now,
+            changed: now,
+            failed_password_attempts: 0,
+            kind,
+            grants: Vec::new(),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         // Serializing plain owned data into a Vec cannot fail.
         postcard::to_allocvec(self).unwrap_or_default()
