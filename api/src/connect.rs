@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use latchkey_engine::{Error, ErrorId};
 
 use crate::error::{ApiError, Protocol};
+use crate::metrics::tracked;
 use crate::rpc::{self, Rpc};
 use crate::server::AppState;
 
@@ -38,7 +39,10 @@ pub fn path<R: Rpc>() -> String {
 }
 
 fn route<R: Rpc>() -> Router<AppState> {
-    Router::new().route(&path::<R>(), post(handle::<R>))
+    Router::new().route(
+        &path::<R>(),
+        tracked(R::METHOD, "connect", post(handle::<R>)),
+    )
 }
 
 /// Connect JSON needs `application/json` (a missing type is taken as JSON).

@@ -5,11 +5,13 @@
 //! Code map: `server.rs` (router, health, shutdown) → `rest.rs` / `connect.rs` (transports) →
 //! `rpc/*.rs` (one file per command: request/response JSON and the engine call) → the engine.
 //! `wire.rs` holds the protojson conventions, `error.rs` the mapping of error codes to HTTP,
-//! `config.rs` the command line, `run.rs` start-up (open, bootstrap, listen).
+//! `config.rs` the command line, `run.rs` start-up (open, bootstrap, listen), `metrics.rs`
+//! the Prometheus exporter and per-route metrics.
 
 pub mod config;
 pub mod connect;
 pub mod error;
+pub mod metrics;
 pub mod rest;
 pub mod rpc;
 pub mod run;

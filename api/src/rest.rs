@@ -6,57 +6,64 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 
 use latchkey_engine::{Error, ErrorId};
 
 use crate::error::{ApiError, Protocol};
+use crate::metrics::tracked;
 use crate::rpc::{self, HasUserId, Rpc};
 use crate::server::AppState;
 
 pub fn routes() -> Router<AppState> {
     use crate::rpc::*;
-    Router::new()
-        .route("/v2/users", post(plain::<list_users::ListUsers>))
-        .route(
+    let table: [(&'static str, MethodRouter<AppState>); 12] = [
+        ("/v2/users", post(plain::<list_users::ListUsers>)),
+        (
             "/v2/users/human",
             post(plain::<add_human_user::AddHumanUser>),
-        )
-        .route("/v2/users/new", post(plain::<create_user::CreateUser>))
-        .route(
+        ),
+        ("/v2/users/new", post(plain::<create_user::CreateUser>)),
+        (
             "/v2/users/{userId}",
             get(with_user::<get_user::GetUserById>).delete(with_user::<user_state::DeleteUser>),
-        )
-        .route(
+        ),
+        (
             "/v2/users/{userId}/unlock",
             post(with_user::<user_state::UnlockUser>),
-        )
-        .route(
+        ),
+        (
             "/v2/users/{userId}/lock",
             post(with_user::<user_state::LockUser>),
-        )
-        .route(
+        ),
+        (
             "/v2/users/{userId}/deactivate",
             post(with_user::<user_state::DeactivateUser>),
-        )
-        .route(
+        ),
+        (
             "/v2/users/{userId}/reactivate",
             post(with_user::<user_state::ReactivateUser>),
-        )
-        .route(
+        ),
+        (
             "/v2/users/{userId}/pats",
             post(with_user::<pats::AddPersonalAccessToken>),
-        )
-        .route("/v2/users/{userId}/pats/{tokenId}", delete(remove_pat))
-        .route(
+        ),
+        ("/v2/users/{userId}/pats/{tokenId}", delete(remove_pat)),
+        (
             "/v2/organizations",
             post(plain::<add_organization::AddOrganization>),
-        )
-        .route(
+        ),
+        (
             "/v2beta/administrators",
             post(plain::<create_administrator::CreateAdministrator>),
-        )
+        ),
+    ];
+    table
+        .into_iter()
+        .fold(Router::new(), |router, (path, handlers)| {
+            router.route(path, tracked(path, "rest", handlers))
+        })
 }
 
 fn respond<T: serde::Serialize>(result: Result<T, Error>) -> Response {

@@ -12,6 +12,7 @@ use crate::server::{serve, shutdown_signal};
 
 /// Runs the server; the error is the one line `latchkey` prints before exiting with 1.
 pub async fn run(args: ServeArgs) -> Result<(), String> {
+    crate::metrics::install();
     let engine = Engine::open(args.engine_config())
         .await
         .map_err(|e| e.to_string())?;

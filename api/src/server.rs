@@ -21,13 +21,15 @@ pub struct AppState {
     pub engine: Engine,
 }
 
-/// Every route Latchkey serves, over `engine`.
+/// Every route Latchkey serves, over `engine`. Call [`crate::metrics::install`] before opening
+/// the engine to have its metrics exported too.
 pub fn router(engine: Engine) -> Router {
     Router::new()
         .merge(crate::rest::routes())
         .merge(crate::connect::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read with our own limit (rpc::BODY_LIMIT) so the 413 has our error shape.

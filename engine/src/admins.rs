@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::access::{Caller, Grant, Permission, Reach, Role};
 use crate::error::{Error, ErrorId};
 use crate::types::{OrgSelector, Resource};
-use crate::user::actor::UserMsg;
+use crate::user::actor::Request;
 use crate::{valid_id, Engine};
 
 impl Engine {
@@ -59,7 +59,7 @@ impl Engine {
         }
         self.inner
             .registry
-            .call(user_id, false, |reply| UserMsg::AddGrants {
+            .call(user_id, false, |reply| Request::AddGrants {
                 reach: reach.clone(),
                 grants: grants.clone(),
                 reply,

@@ -27,6 +27,7 @@ mod admins;
 mod bootstrap;
 mod error;
 mod ids;
+mod metrics;
 mod orgs;
 mod password;
 mod registry;
@@ -193,12 +194,12 @@ impl Engine {
     }
 
     pub fn stats(&self) -> EngineStats {
-        let c = &self.inner.registry.counters;
+        let m = self.inner.registry.metrics();
         EngineStats {
             active_actors: self.inner.registry.active_actors(),
-            activations: c.activations.load(Ordering::Relaxed),
-            passivations: c.passivations.load(Ordering::Relaxed),
-            actor_failures: c.failures.load(Ordering::Relaxed),
+            activations: m.activation_count.load(Ordering::Relaxed),
+            passivations: m.passivation_count.load(Ordering::Relaxed),
+            actor_failures: m.failure_count.load(Ordering::Relaxed),
         }
     }
 

@@ -9,9 +9,9 @@
 //! a failed user's poison mark is cleared), then loads the snapshot, so a new actor never starts
 //! from a state older than its predecessor's durable one.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use ractor::rpc::CallResult;
@@ -21,7 +21,8 @@ use tokio::sync::OnceCell;
 use latchkey_storage::{keys, Store};
 
 use crate::error::{Error, ErrorId};
-use crate::user::actor::{Staged, UserActor, UserActorArgs, UserMsg};
+use crate::metrics::EngineMetrics;
+use crate::user::actor::{Request, Staged, UserActor, UserActorArgs, UserMsg};
 use crate::user::record::UserRecord;
 
 struct Slot {
@@ -39,14 +40,6 @@ impl Drop for InFlight {
     }
 }
 
-/// Counters the engine reports.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub activations: AtomicU64,
-    pub passivations: AtomicU64,
-    pub failures: AtomicU64,
-}
-
 pub(crate) struct Registry {
     slots: DashMap<String, Arc<Slot>>,
     /// Reverse map for supervision events, which name the actor, not the user.
@@ -55,7 +48,7 @@ pub(crate) struct Registry {
     supervisor: OnceLock<ActorCell>,
     idle_timeout: Duration,
     call_timeout: Duration,
-    pub counters: Counters,
+    metrics: EngineMetrics,
 }
 
 impl Registry {
@@ -67,7 +60,7 @@ impl Registry {
             supervisor: OnceLock::new(),
             idle_timeout,
             call_timeout,
-            counters: Counters::default(),
+            metrics: EngineMetrics::new(),
         }
     }
 
@@ -77,6 +70,10 @@ impl Registry {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
     }
 
     pub fn idle_timeout(&self) -> Duration {
@@ -94,7 +91,7 @@ impl Registry {
         self: &Arc<Self>,
         id: &str,
         create: bool,
-        build: impl Fn(RpcReplyPort<Staged<T>>) -> UserMsg,
+        build: impl Fn(RpcReplyPort<Staged<T>>) -> Request,
     ) -> Result<T, Error> {
         // A send can only fail when the actor died and the supervisor has not yet dropped it;
         // that message was never enqueued, so it is safe to retry on a fresh actor.
@@ -117,7 +114,11 @@ impl Registry {
                     return Err(e);
                 }
             };
-            let staged = match actor.call(&build, Some(self.call_timeout)).await {
+            let envelope = |reply| UserMsg::Request {
+                sent: Instant::now(),
+                request: build(reply),
+            };
+            let staged = match actor.call(envelope, Some(self.call_timeout)).await {
                 Ok(CallResult::Success(staged)) => staged,
                 Ok(CallResult::Timeout) => return Err(ErrorId::Timeout.into()),
                 // The actor dropped our reply port: it failed while our message was queued or
@@ -188,7 +189,7 @@ impl Registry {
         .await
         .map_err(|e| Error::with(ErrorId::Internal, format!("cannot start user actor: {e}")))?;
         self.users_by_actor.insert(actor.get_id(), id.to_owned());
-        self.counters.activations.fetch_add(1, Ordering::Relaxed);
+        self.metrics.activated();
         Ok(actor)
     }
 
@@ -202,7 +203,7 @@ impl Registry {
             })
             .is_some();
         if removed {
-            self.counters.passivations.fetch_add(1, Ordering::Relaxed);
+            self.metrics.deactivated(true);
         }
         removed
     }
@@ -210,20 +211,28 @@ impl Registry {
     /// Supervision: an actor ended; drop it if it is still registered.
     pub fn forget(&self, actor: ActorId, failed: bool) {
         if failed {
-            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+            self.metrics.failed();
         }
         if let Some((_, id)) = self.users_by_actor.remove(&actor) {
-            self.slots.remove_if(&id, |_, slot| {
-                slot.actor.get().map(|a| a.get_id()) == Some(actor)
-            });
+            if self.drop_slot_of(&id, actor) {
+                self.metrics.deactivated(false);
+            }
         }
     }
 
+    /// Removes `id`'s slot if it still holds `actor`; true if it did.
+    fn drop_slot_of(&self, id: &str, actor: ActorId) -> bool {
+        self.slots
+            .remove_if(id, |_, slot| {
+                slot.actor.get().map(|a| a.get_id()) == Some(actor)
+            })
+            .is_some()
+    }
+
     fn drop_slot(&self, id: &str, actor: &ActorRef<UserMsg>) {
-        let actor_id = actor.get_id();
-        self.slots.remove_if(id, |_, slot| {
-            slot.actor.get().map(|a| a.get_id()) == Some(actor_id)
-        });
+        if self.drop_slot_of(id, actor.get_id()) {
+            self.metrics.deactivated(false);
+        }
     }
 
     /// Stops `actor` and waits for it to end, so its replacement loads only after every write of
@@ -242,10 +251,11 @@ impl Registry {
             .iter()
             .filter_map(|s| s.actor.get().cloned())
             .collect();
-        for actor in actors {
+        for actor in &actors {
             let _ = actor
                 .stop_and_wait(Some("shutdown".into()), Some(self.call_timeout))
                 .await;
+            self.metrics.deactivated(false);
         }
         self.slots.clear();
     }

@@ -17,7 +17,7 @@ use crate::access::{Caller, Permission};
 use crate::error::{Error, ErrorId};
 use crate::time::{now_micros, to_datetime, Micros};
 use crate::types::{Details, NewToken, UserState};
-use crate::user::actor::UserMsg;
+use crate::user::actor::Request;
 use crate::user::record::{Kind, TokenRef, UserRecord};
 use crate::{valid_id, Engine};
 
@@ -120,7 +120,7 @@ impl Engine {
         let details = self
             .inner
             .registry
-            .call(user_id, false, |reply| UserMsg::AddToken {
+            .call(user_id, false, |reply| Request::AddToken {
                 reach: reach.clone(),
                 token: token_ref.clone(),
                 extra: extra.clone(),
@@ -151,7 +151,7 @@ impl Engine {
         }
         self.inner
             .registry
-            .call(user_id, false, |reply| UserMsg::RemoveToken {
+            .call(user_id, false, |reply| Request::RemoveToken {
                 reach: reach.clone(),
                 token_id: token_id.to_owned(),
                 reply,

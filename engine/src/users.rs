@@ -10,7 +10,7 @@ use crate::orgs::OrgRecord;
 use crate::password::{hash_password, validate_hash};
 use crate::time::{now_micros, to_datetime};
 use crate::types::*;
-use crate::user::actor::UserMsg;
+use crate::user::actor::Request;
 use crate::user::record::{
     decode_event, HumanRecord, Kind, MachineRecord, PasswordRecord, UserRecord,
 };
@@ -75,7 +75,7 @@ impl Engine {
         check_user_id(user_id)?;
         self.inner
             .registry
-            .call(user_id, false, |reply| UserMsg::Lifecycle {
+            .call(user_id, false, |reply| Request::Lifecycle {
                 command,
                 reach: reach.clone(),
                 reply,
@@ -91,7 +91,7 @@ impl Engine {
         let record = self
             .inner
             .registry
-            .call(user_id, false, |reply| UserMsg::Read {
+            .call(user_id, false, |reply| Request::Read {
                 reach: reach.clone(),
                 reply,
             })
@@ -261,7 +261,7 @@ impl Engine {
         let details = self
             .inner
             .registry
-            .call(&id, true, |reply| UserMsg::Create {
+            .call(&id, true, |reply| Request::Create {
                 record: Box::new(record.clone()),
                 extra: extra.clone(),
                 reply,

@@ -170,6 +170,7 @@ impl Writer {
             .name("latchkey-writer".into())
             .spawn(move || {
                 WriterThread {
+                    metrics: WriterMetrics::new(durability),
                     rx,
                     backend,
                     durability,
@@ -253,7 +254,32 @@ impl Drop for Writer {
     }
 }
 
+/// The writer's metrics, registered once when it starts.
+struct WriterMetrics {
+    batch_size: metrics::Histogram,
+    flush_seconds: metrics::Histogram,
+    writes: metrics::Counter,
+    failed_writes: metrics::Counter,
+}
+
+impl WriterMetrics {
+    fn new(durability: Durability) -> Self {
+        let mode = match durability {
+            Durability::Sync => "sync",
+            Durability::Async { .. } => "async",
+        };
+        metrics::gauge!("latchkey_durability_mode", "mode" => mode).set(1.0);
+        WriterMetrics {
+            batch_size: metrics::histogram!("latchkey_store_batch_size"),
+            flush_seconds: metrics::histogram!("latchkey_store_flush_seconds"),
+            writes: metrics::counter!("latchkey_store_writes_total"),
+            failed_writes: metrics::counter!("latchkey_store_failed_writes_total"),
+        }
+    }
+}
+
 struct WriterThread {
+    metrics: WriterMetrics,
     rx: mpsc::Receiver<Request>,
     backend: Arc<dyn Backend>,
     durability: Durability,
@@ -316,9 +342,16 @@ impl WriterThread {
 
     fn flush_if_dirty(&mut self) -> Result<(), StoreError> {
         if self.dirty_since.take().is_some() {
-            self.backend.flush()?;
+            self.flush()?;
         }
         Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = self.backend.flush();
+        self.metrics.flush_seconds.record(started.elapsed());
+        result
     }
 
     /// Applies one batch; returns true when the writer must stop.
@@ -348,25 +381,26 @@ impl WriterThread {
         }
 
         if !writes.is_empty() {
-            let outcome = self
-                .backend
-                .apply(&batch)
-                .and_then(|()| match self.durability {
-                    Durability::Sync => self.backend.flush(),
-                    Durability::Async { .. } => {
-                        self.dirty_since.get_or_insert_with(Instant::now);
-                        Ok(())
-                    }
-                });
+            self.metrics.batch_size.record(writes.len() as f64);
+            let outcome = match (self.backend.apply(&batch), self.durability) {
+                (Ok(()), Durability::Sync) => self.flush(),
+                (Ok(()), Durability::Async { .. }) => {
+                    self.dirty_since.get_or_insert_with(Instant::now);
+                    Ok(())
+                }
+                (Err(e), _) => Err(e),
+            };
             let count = writes.len();
             match outcome {
                 Ok(()) => {
+                    self.metrics.writes.increment(count as u64);
                     for (_, done) in writes {
                         done.finish(Ok(()));
                     }
                 }
                 Err(e) => {
                     tracing::error!("store write of {count} commands failed: {e}");
+                    self.metrics.failed_writes.increment(count as u64);
                     for (scope, done) in writes {
                         done.finish(Err(e.clone()));
                         self.poisoned.insert(scope);
@@ -400,7 +434,7 @@ impl WriterThread {
         }
 
         if let Some(ack) = close {
-            let _ = ack.send(self.flush_if_dirty().and_then(|()| self.backend.flush()));
+            let _ = ack.send(self.flush_if_dirty().and_then(|()| self.flush()));
             // Fail whatever raced in after the close.
             while let Ok(request) = self.rx.try_recv() {
                 match request {

@@ -52,6 +52,7 @@ impl TestServer {
 
     pub async fn start_with(configure: impl FnOnce(Config) -> Config) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        latchkey_api::metrics::install();
         let engine = Engine::open(configure(Config::default().data_dir(dir.path())))
             .await
             .expect("engine opens");

@@ -33,7 +33,25 @@ pub(crate) struct Staged<T> {
     pub durable: Completion,
 }
 
+/// What the actor's mailbox carries: a caller's request stamped with its send time (for the
+/// mailbox-wait metric), or the actor's own housekeeping.
 pub(crate) enum UserMsg {
+    Request {
+        sent: Instant,
+        request: Request,
+    },
+    /// Idle check (from the actor's own ticker).
+    Tick,
+    /// Test hook: panic inside the handler.
+    #[cfg(feature = "fault-injection")]
+    Panic,
+    /// Test hook: keep the actor busy for a while.
+    #[cfg(feature = "fault-injection")]
+    Stall(Duration),
+}
+
+/// A caller's request; each carries the port its staged reply goes to.
+pub(crate) enum Request {
     Lifecycle {
         command: Lifecycle,
         reach: Reach,
@@ -66,14 +84,6 @@ pub(crate) enum UserMsg {
         grants: Vec<Grant>,
         reply: RpcReplyPort<Staged<()>>,
     },
-    /// Idle check (from the actor's own ticker).
-    Tick,
-    /// Test hook: panic inside the handler.
-    #[cfg(feature = "fault-injection")]
-    Panic,
-    /// Test hook: keep the actor busy for a while.
-    #[cfg(feature = "fault-injection")]
-    Stall(Duration),
 }
 
 pub(crate) struct UserActor {
@@ -156,11 +166,32 @@ impl Actor for UserActor {
         message: UserMsg,
         state: &mut UserActorState,
     ) -> Result<(), ActorProcessingErr> {
-        if !matches!(message, UserMsg::Tick) {
-            state.last_activity = Instant::now();
-        }
         match message {
-            UserMsg::Lifecycle {
+            UserMsg::Request { sent, request } => {
+                self.registry.metrics().mailbox_wait.record(sent.elapsed());
+                state.last_activity = Instant::now();
+                self.handle_request(state, request);
+            }
+            UserMsg::Tick => {
+                let idle = state.last_activity.elapsed() >= self.registry.idle_timeout();
+                let settled = state.last_write.poll_result().is_some();
+                if idle && settled && self.registry.try_passivate(&state.id, myself.get_id()) {
+                    myself.stop(Some("passivated".into()));
+                }
+            }
+            #[cfg(feature = "fault-injection")]
+            UserMsg::Panic => panic!("injected panic in user actor {}", state.id),
+            #[cfg(feature = "fault-injection")]
+            UserMsg::Stall(duration) => tokio::time::sleep(duration).await,
+        }
+        Ok(())
+    }
+}
+
+impl UserActor {
+    fn handle_request(&self, state: &mut UserActorState, request: Request) {
+        match request {
+            Request::Lifecycle {
                 command,
                 reach,
                 reply,
@@ -168,11 +199,11 @@ impl Actor for UserActor {
                 let result = self.lifecycle(state, command, &reach);
                 let _ = reply.send(state.staged(result));
             }
-            UserMsg::Read { reach, reply } => {
+            Request::Read { reach, reply } => {
                 let result = state.visible(&reach).map(|r| r.clone());
                 let _ = reply.send(state.staged(result));
             }
-            UserMsg::Create {
+            Request::Create {
                 record,
                 extra,
                 reply,
@@ -198,7 +229,7 @@ impl Actor for UserActor {
                 };
                 let _ = reply.send(state.staged(result));
             }
-            UserMsg::AddToken {
+            Request::AddToken {
                 reach,
                 token,
                 extra,
@@ -207,7 +238,7 @@ impl Actor for UserActor {
                 let result = self.add_token(state, &reach, token, extra);
                 let _ = reply.send(state.staged(result));
             }
-            UserMsg::RemoveToken {
+            Request::RemoveToken {
                 reach,
                 token_id,
                 reply,
@@ -215,7 +246,7 @@ impl Actor for UserActor {
                 let result = self.remove_token(state, &reach, &token_id);
                 let _ = reply.send(state.staged(result));
             }
-            UserMsg::AddGrants {
+            Request::AddGrants {
                 reach,
                 grants,
                 reply,
@@ -223,23 +254,9 @@ impl Actor for UserActor {
                 let result = self.add_grants(state, &reach, grants);
                 let _ = reply.send(state.staged(result));
             }
-            UserMsg::Tick => {
-                let idle = state.last_activity.elapsed() >= self.registry.idle_timeout();
-                let settled = state.last_write.poll_result().is_some();
-                if idle && settled && self.registry.try_passivate(&state.id, myself.get_id()) {
-                    myself.stop(Some("passivated".into()));
-                }
-            }
-            #[cfg(feature = "fault-injection")]
-            UserMsg::Panic => panic!("injected panic in user actor {}", state.id),
-            #[cfg(feature = "fault-injection")]
-            UserMsg::Stall(duration) => tokio::time::sleep(duration).await,
         }
-        Ok(())
     }
-}
 
-impl UserActor {
     fn lifecycle(
         &self,
         state: &mut UserActorState,

@@ -1,0 +1,121 @@
+//! Prometheus metrics at `/metrics`.
+//!
+//! The process-wide recorder is installed once, before the engine opens (metric handles bind to
+//! whatever recorder exists when they are created). Every route gets its handles once, when the
+//! router is built: a request only increments a counter it already holds and records one latency.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::MethodRouter;
+use metrics::{counter, histogram, Counter, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets (seconds): 50 µs to 5 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+/// Commit batch sizes: 1 to 1024 writes per flush.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and returns its handle. `None` when
+/// another recorder was installed first (e.g. by a program embedding Latchkey).
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("latchkey_store_batch_size".into()),
+                        BATCH_BUCKETS,
+                    )
+                });
+            let handle = match builder.and_then(|b| b.install_recorder()) {
+                Ok(handle) => handle,
+                Err(e) => {
+                    tracing::warn!("metrics disabled: {e}");
+                    return None;
+                }
+            };
+            // Without the exporter's own HTTP listener nobody drains histogram samples between
+            // scrapes; do it here so an unscraped server does not grow.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("latchkey-metrics".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                });
+            Some(handle)
+        })
+        .clone()
+}
+
+/// The `/metrics` body.
+pub async fn render() -> String {
+    install().map(|h| h.render()).unwrap_or_default()
+}
+
+/// Statuses Latchkey produces; anything else is counted as "other".
+const STATUSES: [u16; 14] = [
+    200, 400, 401, 403, 404, 405, 409, 413, 429, 500, 501, 503, 504, 0,
+];
+
+/// One route's handles.
+pub struct RouteMetrics {
+    requests: [Counter; STATUSES.len()],
+    latency: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &'static str, protocol: &'static str) -> Arc<Self> {
+        Arc::new(RouteMetrics {
+            requests: STATUSES.map(|status| {
+                let status = if status == 0 {
+                    "other".to_string()
+                } else {
+                    status.to_string()
+                };
+                counter!("latchkey_http_requests_total", "route" => route, "protocol" => protocol, "status" => status)
+            }),
+            latency: histogram!("latchkey_http_request_duration_seconds", "route" => route, "protocol" => protocol),
+        })
+    }
+
+    fn record(&self, status: u16, elapsed: Duration) {
+        let slot = STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(STATUSES.len() - 1);
+        self.requests[slot].increment(1);
+        self.latency.record(elapsed);
+    }
+}
+
+async fn track(State(metrics): State<Arc<RouteMetrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.record(response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Wraps a route's handlers so each request is counted and timed with handles made here, once.
+pub fn tracked<S: Clone + Send + Sync + 'static>(
+    route: &'static str,
+    protocol: &'static str,
+    method_router: MethodRouter<S>,
+) -> MethodRouter<S> {
+    method_router.layer(middleware::from_fn_with_state(
+        RouteMetrics::new(route, protocol),
+        track,
+    ))
+}
