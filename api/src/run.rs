@@ -10,6 +10,32 @@ use latchkey_engine::Engine;
 use crate::config::ServeArgs;
 use crate::server::{serve, shutdown_signal};
 
+/// Logs to stderr with `filter` (a level or tracing directive). Safe to call more than once.
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| LossyStderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// stderr that drops log lines when stderr is gone (a closed pipe must not kill the server;
+/// tracing reports a failed write with `eprintln!`, which panics).
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 /// Runs the server; the error is the one line `latchkey` prints before exiting with 1.
 pub async fn run(args: ServeArgs) -> Result<(), String> {
     crate::metrics::install();

@@ -20,24 +20,39 @@ fn value_of(metrics: &str, series: &str) -> f64 {
 async fn metrics_reflect_traffic() {
     let server = TestServer::start().await;
     let id = server.create_locked_user("m@example.com").await;
-    server.post(&format!("/v2/users/{id}/unlock"), json!({})).await;
-    server.post(&format!("/v2/users/{id}/unlock"), json!({})).await;
+    server
+        .post(&format!("/v2/users/{id}/unlock"), json!({}))
+        .await;
+    server
+        .post(&format!("/v2/users/{id}/unlock"), json!({}))
+        .await;
 
     let reply = server.send(Method::GET, "/metrics", None, None, None).await;
     assert_eq!(reply.status, StatusCode::OK);
     let text = reply.body.as_str().expect("text body").to_owned();
     let unlock = r#"route="/v2/users/{userId}/unlock",protocol="rest""#;
     assert_eq!(
-        value_of(&text, &format!("latchkey_http_requests_total{{{unlock},status=\"200\"}}")),
+        value_of(
+            &text,
+            &format!("latchkey_http_requests_total{{{unlock},status=\"200\"}}")
+        ),
         1.0,
         "{text}"
     );
     assert_eq!(
-        value_of(&text, &format!("latchkey_http_requests_total{{{unlock},status=\"400\"}}")),
+        value_of(
+            &text,
+            &format!("latchkey_http_requests_total{{{unlock},status=\"400\"}}")
+        ),
         1.0
     );
-    assert!(text.contains(&format!("latchkey_http_request_duration_seconds_bucket{{{unlock},le=\"0.005\"}}")));
-    assert_eq!(value_of(&text, r#"latchkey_durability_mode{mode="sync"}"#), 1.0);
+    assert!(text.contains(&format!(
+        "latchkey_http_request_duration_seconds_bucket{{{unlock},le=\"0.005\"}}"
+    )));
+    assert_eq!(
+        value_of(&text, r#"latchkey_durability_mode{mode="sync"}"#),
+        1.0
+    );
     assert!(value_of(&text, "latchkey_actors_active") >= 1.0);
     assert!(value_of(&text, "latchkey_actor_activations_total") >= 1.0);
     assert!(value_of(&text, "latchkey_store_writes_total") >= 3.0);

@@ -1,0 +1,66 @@
+//! The store ceiling: the storage crate alone writing records shaped like a command's (one
+//! snapshot + one event per write, same group-commit writer, same durability), from the same
+//! number of concurrent clients — no actors, no HTTP. The embedded target's ratio to this is what
+//! the engine costs on top of the disk.
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use latchkey_storage::{keys, Durability, Store, StoreConfig, WriteBatch};
+
+use crate::runner::{RunResult, Settings};
+
+/// About the encoded size of a human user's snapshot.
+const SNAPSHOT_BYTES: usize = 180;
+const EVENT_BYTES: usize = 24;
+
+pub async fn measure(
+    dir: &Path,
+    durability: Durability,
+    settings: &Settings,
+    progress: Arc<AtomicU64>,
+) -> Result<RunResult, String> {
+    let mut config = StoreConfig::new(dir);
+    config.durability = durability;
+    let store = Arc::new(Store::open(&config).map_err(|e| e.to_string())?);
+    let start = Instant::now();
+    let end = start + settings.duration;
+    let clients = settings.concurrency.max(1);
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (store, progress) = (store.clone(), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut recorder = crate::runner::Probe::new(start, progress);
+            let users: Vec<String> = (0..16).map(|u| format!("ceiling-{client}-{u}")).collect();
+            let mut sequence = 0u64;
+            while Instant::now() < end {
+                let user = &users[sequence as usize % users.len()];
+                sequence += 1;
+                let mut batch = WriteBatch::default();
+                batch.put(keys::user(user), vec![0xA5; SNAPSHOT_BYTES]);
+                batch.put(keys::event(user, sequence), vec![0x5A; EVENT_BYTES]);
+                let sent = Instant::now();
+                let outcome = store
+                    .submit(&keys::user(user), batch)
+                    .wait()
+                    .await
+                    .map_err(|e| e.to_string());
+                recorder.record(sent, &outcome);
+            }
+            recorder
+        }));
+    }
+    let mut recorders = Vec::new();
+    for task in tasks {
+        recorders.push(task.await.map_err(|e| e.to_string())?);
+    }
+    let elapsed = start.elapsed();
+    let closing = store.clone();
+    tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(crate::runner::Probe::finish(recorders, elapsed))
+}

@@ -1,0 +1,551 @@
+//! The measurement loops. Closed loop: `concurrency` clients, each sending its next request as
+//! soon as the previous one answered (maximum throughput). Open loop: requests are sent at fixed
+//! intended times (`rate`), and latency is measured from the *intended* send time, so a server
+//! that falls behind shows its queueing instead of hiding it (no coordinated omission).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::sync::Barrier;
+
+use crate::target::{Op, Outcome, Target};
+
+/// Width of one throughput-timeline bucket.
+pub const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Many clients race to unlock the same few locked users; each cycle re-locks them.
+    UnlockStorm,
+    /// Lock/unlock pairs spread over many users (every command succeeds and writes).
+    Uniform,
+    /// Reads and lock/unlock writes over many users (`--read-ratio`).
+    Mixed,
+    /// Bulk user creation (precomputed password hash).
+    Create,
+    /// First touch of passivated users (cold activation).
+    Cold,
+    /// One user alone, alternating lock/unlock with `--concurrency` commands in flight (embedded).
+    Hot,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub scenario: Scenario,
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub rate: Option<f64>,
+    pub users: usize,
+    pub hot_users: usize,
+    pub read_ratio: f64,
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// What one measured run produced.
+pub struct RunResult {
+    pub elapsed: Duration,
+    pub ok: u64,
+    pub errors: BTreeMap<String, u64>,
+    /// Latency in microseconds.
+    pub histogram: Histogram<u64>,
+    /// Completions per [`TICK`].
+    pub timeline: Vec<u64>,
+    pub checks: Vec<Check>,
+}
+
+impl RunResult {
+    pub fn requests(&self) -> u64 {
+        self.ok + self.errors.values().sum::<u64>()
+    }
+    pub fn per_second(&self) -> f64 {
+        self.requests() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn ok_per_second(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// One client's tallies (merged at the end: no shared locks on the hot path).
+pub struct Recorder {
+    start: Instant,
+    histogram: Histogram<u64>,
+    timeline: Vec<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    progress: Arc<AtomicU64>,
+}
+
+impl Recorder {
+    pub fn new(start: Instant, progress: Arc<AtomicU64>) -> Self {
+        Recorder {
+            start,
+            // 1 µs .. 60 s, 3 significant digits
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| {
+                Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures is valid"))
+            }),
+            timeline: Vec::new(),
+            ok: 0,
+            errors: BTreeMap::new(),
+            progress,
+        }
+    }
+
+    pub fn record(&mut self, since: Instant, outcome: &Outcome) {
+        let now = Instant::now();
+        let micros = now.saturating_duration_since(since).as_micros() as u64;
+        self.histogram.saturating_record(micros.max(1));
+        let tick =
+            (now.saturating_duration_since(self.start).as_nanos() / TICK.as_nanos()) as usize;
+        if self.timeline.len() <= tick {
+            self.timeline.resize(tick + 1, 0);
+        }
+        self.timeline[tick] += 1;
+        match outcome {
+            Ok(()) => self.ok += 1,
+            Err(id) => *self.errors.entry(id.clone()).or_insert(0) += 1,
+        }
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn merge(results: Vec<Recorder>, elapsed: Duration, checks: Vec<Check>) -> RunResult {
+        let mut merged = RunResult {
+            elapsed,
+            ok: 0,
+            errors: BTreeMap::new(),
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .unwrap_or_else(|_| unreachable!("valid bounds")),
+            timeline: Vec::new(),
+            checks,
+        };
+        for r in results {
+            merged.ok += r.ok;
+            for (k, v) in r.errors {
+                *merged.errors.entry(k).or_insert(0) += v;
+            }
+            let _ = merged.histogram.add(&r.histogram);
+            if merged.timeline.len() < r.timeline.len() {
+                merged.timeline.resize(r.timeline.len(), 0);
+            }
+            for (i, n) in r.timeline.iter().enumerate() {
+                merged.timeline[i] += n;
+            }
+        }
+        merged
+    }
+}
+
+/// The recorder, for measurements outside this module (the store ceiling).
+pub type Probe = Recorder;
+
+impl Recorder {
+    pub fn finish(recorders: Vec<Recorder>, elapsed: Duration) -> RunResult {
+        Recorder::merge(recorders, elapsed, Vec::new())
+    }
+}
+
+/// A tiny deterministic PRNG per client (xorshift64*): mixes reads and writes reproducibly.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Creates `n` users through `target` with `concurrency` clients; `locked`: lock each too.
+pub async fn prepare_users(
+    target: &Target,
+    n: usize,
+    concurrency: usize,
+    tag: &str,
+    locked: bool,
+) -> Result<Vec<String>, String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.clamp(1, 64) {
+        let (target, next, tag) = (target.clone(), next.clone(), tag.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n as u64 {
+                    return Ok::<_, String>(ids);
+                }
+                let id = target.create_user(i, &tag).await?;
+                if locked {
+                    target.run(Op::Lock, &id).await?;
+                }
+                ids.push(id);
+            }
+        }));
+    }
+    let mut ids = Vec::with_capacity(n);
+    for task in tasks {
+        ids.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    Ok(ids)
+}
+
+/// Runs `settings.scenario` against `target` with users prepared by the caller.
+pub async fn run(
+    target: &Target,
+    settings: &Settings,
+    users: Arc<Vec<String>>,
+    progress: Arc<AtomicU64>,
+    checks_apply: bool,
+) -> RunResult {
+    match (settings.scenario, settings.rate) {
+        (Scenario::UnlockStorm, _) => storm(target, settings, users, progress, checks_apply).await,
+        (Scenario::Uniform | Scenario::Mixed, Some(rate)) => {
+            open_loop(target, settings, users, rate, progress).await
+        }
+        (Scenario::Uniform | Scenario::Mixed, None) => {
+            closed_loop(target, settings, users, progress, checks_apply).await
+        }
+        (Scenario::Create, _) => create(target, settings, progress).await,
+        (Scenario::Cold, _) => cold(target, settings, users, progress).await,
+        (Scenario::Hot, _) => hot(target, settings, users, progress, checks_apply).await,
+    }
+}
+
+/// Each client owns a disjoint share of the users and toggles them in turn (reads mixed in for
+/// `mixed`), so every write is a valid transition: any refusal is a correctness failure.
+async fn closed_loop(
+    target: &Target,
+    settings: &Settings,
+    users: Arc<Vec<String>>,
+    progress: Arc<AtomicU64>,
+    checks_apply: bool,
+) -> RunResult {
+    let start = Instant::now();
+    let end = start + settings.duration;
+    let clients = settings.concurrency.min(users.len()).max(1);
+    let read_ratio = if settings.scenario == Scenario::Mixed {
+        settings.read_ratio
+    } else {
+        0.0
+    };
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (target, users, progress) = (target.clone(), users.clone(), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut recorder = Recorder::new(start, progress);
+            let mine: Vec<&String> = users.iter().skip(client).step_by(clients).collect();
+            let mut locked = vec![false; mine.len()];
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (client as u64 + 1));
+            let mut i = 0usize;
+            while Instant::now() < end {
+                let k = i % mine.len();
+                let op = if rng.next_f64() < read_ratio {
+                    Op::Get
+                } else {
+                    locked[k] = !locked[k];
+                    if locked[k] {
+                        Op::Lock
+                    } else {
+                        Op::Unlock
+                    }
+                };
+                let sent = Instant::now();
+                let outcome = target.run(op, mine[k]).await;
+                recorder.record(sent, &outcome);
+                i += 1;
+            }
+            recorder
+        }));
+    }
+    let recorders = join(tasks).await;
+    let elapsed = start.elapsed();
+    let failures: u64 = recorders
+        .iter()
+        .map(|r| r.errors.values().sum::<u64>())
+        .sum();
+    let checks = if checks_apply {
+        vec![Check {
+            name: "every command succeeded".into(),
+            passed: failures == 0,
+            detail: format!("{failures} failed"),
+        }]
+    } else {
+        Vec::new()
+    };
+    Recorder::merge(recorders, elapsed, checks)
+}
+
+/// Requests at fixed intended times; latency counted from the intended time.
+async fn open_loop(
+    target: &Target,
+    settings: &Settings,
+    users: Arc<Vec<String>>,
+    rate: f64,
+    progress: Arc<AtomicU64>,
+) -> RunResult {
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let total = (settings.duration.as_secs_f64() * rate) as u64;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Outcome)>();
+    let read_ratio = if settings.scenario == Scenario::Mixed {
+        settings.read_ratio
+    } else {
+        0.0
+    };
+    let dispatcher = {
+        let (target, users) = (target.clone(), users.clone());
+        tokio::spawn(async move {
+            let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+            let n = users.len().max(1);
+            for i in 0..total {
+                let intended = start + interval.mul_f64(i as f64);
+                tokio::time::sleep_until(intended.into()).await;
+                let user = i as usize % n;
+                let op = if rng.next_f64() < read_ratio {
+                    Op::Get
+                } else if (i as usize / n) % 2 == 0 {
+                    Op::Lock
+                } else {
+                    Op::Unlock
+                };
+                let (target, users, tx) = (target.clone(), users.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let outcome = target.run(op, &users[user]).await;
+                    let _ = tx.send((intended, outcome));
+                });
+            }
+        })
+    };
+    let mut recorder = Recorder::new(start, progress);
+    let mut received = 0;
+    while received < total {
+        match rx.recv().await {
+            Some((intended, outcome)) => {
+                recorder.record(intended, &outcome);
+                received += 1;
+            }
+            None => break,
+        }
+    }
+    let _ = dispatcher.await;
+    Recorder::merge(vec![recorder], start.elapsed(), Vec::new())
+}
+
+/// Cycles: every client unlocks its hot user at once (exactly one may succeed per user), then
+/// one client per user re-locks it. Barriers keep the cycles in step.
+async fn storm(
+    target: &Target,
+    settings: &Settings,
+    users: Arc<Vec<String>>,
+    progress: Arc<AtomicU64>,
+    checks_apply: bool,
+) -> RunResult {
+    let start = Instant::now();
+    let end = start + settings.duration;
+    let clients = settings.concurrency.max(users.len());
+    let barrier = Arc::new(Barrier::new(clients));
+    let go = Arc::new(AtomicBool::new(true));
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (target, users, progress, barrier, go) = (
+            target.clone(),
+            users.clone(),
+            progress.clone(),
+            barrier.clone(),
+            go.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut recorder = Recorder::new(start, progress);
+            let user = &users[client % users.len()];
+            // (cycle, succeeded) for this client's unlocks
+            let mut wins = Vec::new();
+            let mut relock_failures = 0u64;
+            loop {
+                if barrier.wait().await.is_leader() {
+                    go.store(Instant::now() < end, Ordering::SeqCst);
+                }
+                barrier.wait().await;
+                if !go.load(Ordering::SeqCst) {
+                    break;
+                }
+                let sent = Instant::now();
+                let outcome = target.run(Op::Unlock, user).await;
+                wins.push(outcome.is_ok());
+                recorder.record(sent, &outcome);
+                barrier.wait().await;
+                if client < users.len() && target.run(Op::Lock, user).await.is_err() {
+                    relock_failures += 1;
+                }
+            }
+            (recorder, wins, relock_failures)
+        }));
+    }
+    let mut recorders = Vec::new();
+    let mut per_cycle: Vec<Vec<u32>> = Vec::new();
+    let mut relock_failures = 0;
+    let hot = users.len();
+    for (client, task) in tasks.into_iter().enumerate() {
+        let Ok((recorder, wins, failures)) = task.await else {
+            continue;
+        };
+        recorders.push(recorder);
+        relock_failures += failures;
+        for (cycle, won) in wins.into_iter().enumerate() {
+            if per_cycle.len() <= cycle {
+                per_cycle.push(vec![0; hot]);
+            }
+            per_cycle[cycle][client % hot] += u32::from(won);
+        }
+    }
+    let elapsed = start.elapsed();
+    let bad_cycles = per_cycle
+        .iter()
+        .filter(|users| users.iter().any(|wins| *wins != 1))
+        .count();
+    let checks = if checks_apply {
+        vec![
+            Check {
+                name: "exactly one successful unlock per user per cycle".into(),
+                passed: bad_cycles == 0 && !per_cycle.is_empty(),
+                detail: format!("{} cycles, {bad_cycles} violating", per_cycle.len()),
+            },
+            Check {
+                name: "every re-lock succeeded".into(),
+                passed: relock_failures == 0,
+                detail: format!("{relock_failures} failed"),
+            },
+        ]
+    } else {
+        Vec::new()
+    };
+    Recorder::merge(recorders, elapsed, checks)
+}
+
+async fn create(target: &Target, settings: &Settings, progress: Arc<AtomicU64>) -> RunResult {
+    let start = Instant::now();
+    let end = start + settings.duration;
+    let limit = settings.count.unwrap_or(u64::MAX);
+    let next = Arc::new(AtomicU64::new(0));
+    let tag = format!("c{}", std::process::id());
+    let mut tasks = Vec::new();
+    for _ in 0..settings.concurrency.max(1) {
+        let (target, next, progress, tag) =
+            (target.clone(), next.clone(), progress.clone(), tag.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut recorder = Recorder::new(start, progress);
+            while Instant::now() < end {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= limit {
+                    break;
+                }
+                let sent = Instant::now();
+                let outcome = target.create_user(n, &tag).await.map(|_| ());
+                recorder.record(sent, &outcome);
+            }
+            recorder
+        }));
+    }
+    let recorders = join(tasks).await;
+    let elapsed = start.elapsed();
+    let created: u64 = recorders.iter().map(|r| r.ok).sum();
+    let checks = match settings.count {
+        Some(count) => vec![Check {
+            name: format!("created {count} users"),
+            passed: created == count,
+            detail: format!("{created} created in {:.1} s", elapsed.as_secs_f64()),
+        }],
+        None => Vec::new(),
+    };
+    Recorder::merge(recorders, elapsed, checks)
+}
+
+/// Every prepared (and passivated) user is read once: each read activates an actor from disk.
+async fn cold(
+    target: &Target,
+    settings: &Settings,
+    users: Arc<Vec<String>>,
+    progress: Arc<AtomicU64>,
+) -> RunResult {
+    let start = Instant::now();
+    let clients = settings.concurrency.max(1);
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (target, users, progress) = (target.clone(), users.clone(), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut recorder = Recorder::new(start, progress);
+            for user in users.iter().skip(client).step_by(clients) {
+                let sent = Instant::now();
+                let outcome = target.run(Op::Get, user).await;
+                recorder.record(sent, &outcome);
+            }
+            recorder
+        }));
+    }
+    let recorders = join(tasks).await;
+    Recorder::merge(recorders, start.elapsed(), Vec::new())
+}
+
+/// One user, `concurrency` commands in flight from one task in order: the actor sees them
+/// alternate, so every command is a valid transition that writes. Embedded only: ordering
+/// across HTTP connections is not preserved.
+async fn hot(
+    target: &Target,
+    settings: &Settings,
+    users: Arc<Vec<String>>,
+    progress: Arc<AtomicU64>,
+    checks_apply: bool,
+) -> RunResult {
+    use futures::stream::{self, StreamExt};
+    let start = Instant::now();
+    let end = start + settings.duration;
+    let user = users.first().cloned().unwrap_or_default();
+    let window = settings.concurrency.max(1);
+    let mut recorder = Recorder::new(start, progress);
+    let ops = (0u64..).map_while(|i| (Instant::now() < end).then_some(i));
+    let mut results = stream::iter(ops)
+        .map(|i| {
+            let (target, user) = (target.clone(), user.clone());
+            async move {
+                let op = if i % 2 == 0 { Op::Lock } else { Op::Unlock };
+                let sent = Instant::now();
+                (sent, target.run(op, &user).await)
+            }
+        })
+        .buffered(window);
+    while let Some((sent, outcome)) = results.next().await {
+        recorder.record(sent, &outcome);
+    }
+    drop(results);
+    let failures: u64 = recorder.errors.values().sum();
+    let checks = if checks_apply {
+        vec![Check {
+            name: "every command succeeded (strict alternation)".into(),
+            passed: failures == 0,
+            detail: format!("{failures} failed"),
+        }]
+    } else {
+        Vec::new()
+    };
+    Recorder::merge(vec![recorder], start.elapsed(), checks)
+}
+
+async fn join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        if let Ok(value) = task.await {
+            out.push(value);
+        }
+    }
+    out
+}

@@ -1,0 +1,159 @@
+//! What a load test talks to: the engine in-process (no HTTP) or a server over HTTP. Both answer
+//! the same few operations, so every scenario runs unchanged against either — and against the
+//! bare-axum baseline, which answers the same HTTP paths with a fixed response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey_engine::{Caller, Email, Engine, NewHuman, PasswordInput, Profile};
+use serde_json::json;
+
+/// A precomputed bcrypt hash, so creation does not measure Argon2.
+pub const HASH: &str = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Lock,
+    Unlock,
+    Get,
+}
+
+/// How one operation ended: `Ok` or the stable error id / status it failed with.
+pub type Outcome = Result<(), String>;
+
+#[derive(Clone)]
+pub enum Target {
+    Embedded { engine: Engine, caller: Arc<Caller> },
+    Http(Arc<HttpTarget>),
+}
+
+pub struct HttpTarget {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+pub fn http_client(connections: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(connections.max(1))
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
+impl Target {
+    pub fn http(base: String, token: String, connections: usize) -> Target {
+        Target::Http(Arc::new(HttpTarget {
+            client: http_client(connections),
+            base,
+            token,
+        }))
+    }
+
+    pub async fn run(&self, op: Op, user: &str) -> Outcome {
+        match self {
+            Target::Embedded { engine, caller } => {
+                let result = match op {
+                    Op::Lock => engine.lock_user(caller, user).await.map(|_| ()),
+                    Op::Unlock => engine.unlock_user(caller, user).await.map(|_| ()),
+                    Op::Get => engine.get_user(caller, user).await.map(|_| ()),
+                };
+                result.map_err(|e| e.id.id().to_owned())
+            }
+            Target::Http(http) => {
+                let request = match op {
+                    Op::Lock => http
+                        .client
+                        .post(format!("{}/v2/users/{user}/lock", http.base)),
+                    Op::Unlock => http
+                        .client
+                        .post(format!("{}/v2/users/{user}/unlock", http.base)),
+                    Op::Get => http.client.get(format!("{}/v2/users/{user}", http.base)),
+                };
+                http_outcome(request.bearer_auth(&http.token).body("{}")).await
+            }
+        }
+    }
+
+    /// Creates a human user with a precomputed hash; returns its id.
+    pub async fn create_user(&self, n: u64, tag: &str) -> Result<String, String> {
+        let email = format!("load-{tag}-{n}@example.com");
+        match self {
+            Target::Embedded { engine, caller } => engine
+                .add_human_user(
+                    caller,
+                    NewHuman {
+                        profile: Profile {
+                            given_name: "Load".into(),
+                            family_name: format!("User {n}"),
+                            ..Default::default()
+                        },
+                        email: Email {
+                            email,
+                            is_verified: true,
+                        },
+                        password: Some(PasswordInput::Hashed {
+                            hash: HASH.into(),
+                            change_required: false,
+                        }),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map(|c| c.user_id)
+                .map_err(|e| e.id.id().to_owned()),
+            Target::Http(http) => {
+                let body = json!({
+                    "profile": {"givenName": "Load", "familyName": format!("User {n}")},
+                    "email": {"email": email, "isVerified": true},
+                    "hashedPassword": {"hash": HASH},
+                });
+                let response = http
+                    .client
+                    .post(format!("{}/v2/users/human", http.base))
+                    .bearer_auth(&http.token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| format!("transport: {e}"))?;
+                let status = response.status();
+                let value: serde_json::Value =
+                    response.json().await.map_err(|e| format!("body: {e}"))?;
+                match value["userId"].as_str() {
+                    Some(id) if status.is_success() => Ok(id.to_owned()),
+                    // the baseline answers every path with a fixed body; give each "user" a name
+                    _ if status.is_success() => Ok(format!("baseline-{n}")),
+                    _ => Err(error_id(&value, status.as_u16())),
+                }
+            }
+        }
+    }
+}
+
+fn error_id(body: &serde_json::Value, status: u16) -> String {
+    body["details"][0]["id"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("HTTP-{status}"))
+}
+
+async fn http_outcome(request: reqwest::RequestBuilder) -> Outcome {
+    let response = request.send().await.map_err(|e| {
+        if e.is_timeout() {
+            "TRANSPORT-TIMEOUT".to_owned()
+        } else {
+            "TRANSPORT-ERROR".to_owned()
+        }
+    })?;
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|_| "TRANSPORT-ERROR".to_owned())?;
+    if status.is_success() {
+        return Ok(());
+    }
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    Err(error_id(&body, status.as_u16()))
+}

@@ -1,0 +1,85 @@
+//! A short run of the harness, embedded and spawned, as part of `cargo test`: it must start, run
+//! its scenario, pass its correctness checks and write its JSON and HTML outputs. Numbers are not
+//! asserted here (they belong to docs/performance.md).
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_latchkey-loadtest");
+
+fn run(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let html = dir.path().join("out.html");
+    let output = Command::new(BIN)
+        .args(args)
+        .args(["--duration", "1s", "--json"])
+        .arg(&json)
+        .arg("--report")
+        .arg(&html)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{args:?}\n{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<svg") && page.contains("Latency by percentile"),
+        "{page}"
+    );
+    report
+}
+
+#[test]
+fn embedded_uniform_with_store_baseline() {
+    let report = run(&[
+        "--target",
+        "embedded",
+        "--scenario",
+        "uniform",
+        "--users",
+        "64",
+        "--concurrency",
+        "8",
+        "--baseline",
+    ]);
+    assert!(report["latchkey"]["ok"].as_u64().unwrap() > 0);
+    assert!(report["baseline"]["requests"].as_u64().unwrap() > 0);
+    assert!(report["ratio"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["checks"][0]["passed"], true);
+}
+
+#[test]
+fn spawned_unlock_storm_has_one_winner_per_cycle() {
+    let report = run(&[
+        "--spawn",
+        "--scenario",
+        "unlock-storm",
+        "--concurrency",
+        "16",
+        "--baseline",
+    ]);
+    let checks = report["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["passed"] == true), "{checks:?}");
+    // the losers were refused with the documented id
+    assert!(
+        report["latchkey"]["errors"]["USER-NOT-LOCKED"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(report["server"]["mean commit batch size"].as_f64().unwrap() >= 1.0);
+}
+
+#[test]
+fn embedded_hot_user_alternates_strictly() {
+    let report = run(&[
+        "--target",
+        "embedded",
+        "--scenario",
+        "hot",
+        "--concurrency",
+        "32",
+    ]);
+    assert_eq!(report["checks"][0]["passed"], true, "{report}");
+}
