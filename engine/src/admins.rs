@@ -59,7 +59,7 @@ impl Engine {
         }
         self.inner
             .registry
-            .call(user_id, false, |reply| Request::AddGrants {
+            .call(user_id, |reply| Request::AddGrants {
                 reach: reach.clone(),
                 grants: grants.clone(),
                 reply,

@@ -86,11 +86,9 @@ impl Registry {
 
     /// Sends a message to `id`'s actor (activating it if needed) and waits until the reply may
     /// be shown: the actor answered and the state the answer depends on is durable.
-    /// `create`: activate even when the user does not exist yet.
     pub async fn call<T: Send + 'static>(
         self: &Arc<Self>,
         id: &str,
-        create: bool,
         build: impl Fn(RpcReplyPort<Staged<T>>) -> Request,
     ) -> Result<T, Error> {
         // A send can only fail when the actor died and the supervisor has not yet dropped it;
@@ -98,11 +96,7 @@ impl Registry {
         for _ in 0..3 {
             let guard = self.hold(id);
             let slot = guard.0.clone();
-            let actor = match slot
-                .actor
-                .get_or_try_init(|| self.activate(id, create))
-                .await
-            {
+            let actor = match slot.actor.get_or_try_init(|| self.activate(id)).await {
                 Ok(actor) => actor.clone(),
                 Err(e) => {
                     drop(guard);
@@ -159,16 +153,12 @@ impl Registry {
         InFlight(slot.clone())
     }
 
-    async fn activate(
-        self: &Arc<Self>,
-        id: &str,
-        create: bool,
-    ) -> Result<ActorRef<UserMsg>, Error> {
+    /// Starts `id`'s actor from its durable snapshot; a user that does not exist gets no actor.
+    async fn activate(self: &Arc<Self>, id: &str) -> Result<ActorRef<UserMsg>, Error> {
         let scope = keys::user(id);
         self.store.settle(Some(&scope)).await?;
         let record = match self.store.get(&scope)? {
-            Some(bytes) => Some(UserRecord::decode(&bytes)?),
-            None if create => None,
+            Some(bytes) => UserRecord::decode(&bytes)?,
             None => return Err(ErrorId::UserNotFound.into()),
         };
         let supervisor = self

@@ -120,7 +120,7 @@ impl Engine {
         let details = self
             .inner
             .registry
-            .call(user_id, false, |reply| Request::AddToken {
+            .call(user_id, |reply| Request::AddToken {
                 reach: reach.clone(),
                 token: token_ref.clone(),
                 extra: extra.clone(),
@@ -151,7 +151,7 @@ impl Engine {
         }
         self.inner
             .registry
-            .call(user_id, false, |reply| Request::RemoveToken {
+            .call(user_id, |reply| Request::RemoveToken {
                 reach: reach.clone(),
                 token_id: token_id.to_owned(),
                 reply,

@@ -75,7 +75,7 @@ impl Engine {
         check_user_id(user_id)?;
         self.inner
             .registry
-            .call(user_id, false, |reply| Request::Lifecycle {
+            .call(user_id, |reply| Request::Lifecycle {
                 command,
                 reach: reach.clone(),
                 reply,
@@ -91,7 +91,7 @@ impl Engine {
         let record = self
             .inner
             .registry
-            .call(user_id, false, |reply| Request::Read {
+            .call(user_id, |reply| Request::Read {
                 reach: reach.clone(),
                 reply,
             })
@@ -246,30 +246,35 @@ impl Engine {
         self.create_user(record).await
     }
 
-    /// Creates `record` race-free: the username is claimed in memory for the duration, checked
-    /// against the durable index, and written together with the user; the user id is unique
-    /// because the user's own actor refuses a second creation.
-    pub(crate) async fn create_user(&self, record: UserRecord) -> Result<Created, Error> {
+    /// Creates `record` race-free without an actor: the user id and the username are claimed in
+    /// memory for the duration, checked against the durable store, and written with the user in
+    /// one atomic batch. No actor is spawned; the first command activates one from disk. (A
+    /// command racing the creation finds no user, which is linearizable: the creation had not
+    /// been acknowledged yet.)
+    pub(crate) async fn create_user(&self, mut record: UserRecord) -> Result<Created, Error> {
+        let store = &self.inner.store;
+        let user_key = keys::user(&record.id);
         let username_key = record.username_key();
-        let _claim = self.reserve(username_key.clone(), ErrorId::UsernameTaken)?;
-        if self.inner.store.get(&username_key)?.is_some() {
+        let _id_claim = self.reserve(user_key.clone(), ErrorId::UserIdTaken)?;
+        let _name_claim = self.reserve(username_key.clone(), ErrorId::UsernameTaken)?;
+        // Every write submitted before is applied, so the checks below see the durable truth.
+        store.settle(Some(&user_key)).await?;
+        if store.get(&user_key)?.is_some() {
+            return Err(ErrorId::UserIdTaken.into());
+        }
+        if store.get(&username_key)?.is_some() {
             return Err(ErrorId::UsernameTaken.into());
         }
         let mut extra = WriteBatch::default();
         extra.put(username_key, record.id.as_bytes().to_vec());
-        let id = record.id.clone();
-        let details = self
-            .inner
-            .registry
-            .call(&id, true, |reply| Request::Create {
-                record: Box::new(record.clone()),
-                extra: extra.clone(),
-                reply,
-            })
+        let event = record.creation_event();
+        store
+            .submit(&user_key, record.write(&event, extra))
+            .wait()
             .await?;
         Ok(Created {
-            user_id: id,
-            details,
+            user_id: record.id.clone(),
+            details: record.details(),
         })
     }
 

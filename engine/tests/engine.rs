@@ -460,6 +460,7 @@ async fn a_busy_actor_times_callers_out_without_blocking_others() {
         .await
         .unwrap()
         .user_id;
+    engine.get_user(&admin, &slow).await.unwrap(); // creation spawns no actor; this does
     assert!(engine.inject_actor_stall(&slow, Duration::from_secs(1)));
     let err = engine.lock_user(&admin, &slow).await.unwrap_err();
     assert_eq!(

@@ -260,6 +260,7 @@ impl Drop for Writer {
 /// The writer's metrics, registered once when it starts.
 struct WriterMetrics {
     batch_size: metrics::Histogram,
+    apply_seconds: metrics::Histogram,
     flush_seconds: metrics::Histogram,
     writes: metrics::Counter,
     failed_writes: metrics::Counter,
@@ -274,6 +275,7 @@ impl WriterMetrics {
         metrics::gauge!("latchkey_durability_mode", "mode" => mode).set(1.0);
         WriterMetrics {
             batch_size: metrics::histogram!("latchkey_store_batch_size"),
+            apply_seconds: metrics::histogram!("latchkey_store_apply_seconds"),
             flush_seconds: metrics::histogram!("latchkey_store_flush_seconds"),
             writes: metrics::counter!("latchkey_store_writes_total"),
             failed_writes: metrics::counter!("latchkey_store_failed_writes_total"),
@@ -406,7 +408,10 @@ impl WriterThread {
 
         if !writes.is_empty() {
             self.metrics.batch_size.record(writes.len() as f64);
-            let outcome = match (self.backend.apply(&batch), self.durability) {
+            let started = Instant::now();
+            let applied = self.backend.apply(&batch);
+            self.metrics.apply_seconds.record(started.elapsed());
+            let outcome = match (applied, self.durability) {
                 (Ok(()), Durability::Sync) => self.flush(),
                 (Ok(()), Durability::Async { .. }) => {
                     self.dirty_since.get_or_insert_with(Instant::now);

@@ -61,12 +61,6 @@ pub(crate) enum Request {
         reach: Reach,
         reply: RpcReplyPort<Staged<UserRecord>>,
     },
-    Create {
-        record: Box<UserRecord>,
-        /// Index entries written with the creation (the username).
-        extra: WriteBatch,
-        reply: RpcReplyPort<Staged<Details>>,
-    },
     AddToken {
         reach: Reach,
         token: TokenRef,
@@ -92,14 +86,14 @@ pub(crate) struct UserActor {
 
 pub(crate) struct UserActorArgs {
     pub id: String,
-    pub record: Option<UserRecord>,
+    pub record: UserRecord,
 }
 
 pub(crate) struct UserActorState {
     id: String,
     /// `keys::user(id)`: the writer scope and snapshot key.
     scope: Vec<u8>,
-    record: Option<UserRecord>,
+    record: UserRecord,
     last_write: Completion,
     last_activity: Instant,
 }
@@ -108,9 +102,11 @@ impl UserActorState {
     /// The record if the caller may see it; the same NotFound for "missing", "deleted" and
     /// "outside your reach".
     fn visible(&mut self, reach: &Reach) -> Result<&mut UserRecord, Error> {
-        match &mut self.record {
-            Some(r) if r.state != UserState::Deleted && reach.covers(&r.org_id) => Ok(r),
-            _ => Err(ErrorId::UserNotFound.into()),
+        let record = &mut self.record;
+        if record.state != UserState::Deleted && reach.covers(&record.org_id) {
+            Ok(record)
+        } else {
+            Err(ErrorId::UserNotFound.into())
         }
     }
 
@@ -123,7 +119,7 @@ impl UserActorState {
         at: Micros,
         extra: WriteBatch,
     ) -> Result<Details, Error> {
-        let record = self.record.as_mut().ok_or(ErrorId::UserNotFound)?;
+        let record = &mut self.record;
         let event = record.record_event(kind, at);
         let batch = record.write(&event, extra);
         let details = record.details();
@@ -201,32 +197,6 @@ impl UserActor {
             }
             Request::Read { reach, reply } => {
                 let result = state.visible(&reach).map(|r| r.clone());
-                let _ = reply.send(state.staged(result));
-            }
-            Request::Create {
-                record,
-                extra,
-                reply,
-            } => {
-                let result = if state.record.is_some() {
-                    Err(ErrorId::UserIdTaken.into())
-                } else {
-                    let mut record = *record;
-                    let kind = match &record.kind {
-                        Kind::Human(_) => EventKind::HumanAdded {
-                            org_id: record.org_id.clone(),
-                            username: record.username.clone(),
-                        },
-                        Kind::Machine(_) => EventKind::MachineAdded {
-                            org_id: record.org_id.clone(),
-                            username: record.username.clone(),
-                        },
-                    };
-                    record.sequence = 0;
-                    let at = record.created;
-                    state.record = Some(record);
-                    state.commit(self.registry.store(), kind, at, extra)
-                };
                 let _ = reply.send(state.staged(result));
             }
             Request::AddToken {

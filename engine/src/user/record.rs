@@ -109,6 +109,22 @@ impl UserRecord {
         keys::username(&self.org_id, &self.username.to_lowercase())
     }
 
+    /// The creation event of this (new) user.
+    pub fn creation_event(&mut self) -> Event {
+        let kind = match &self.kind {
+            Kind::Human(_) => EventKind::HumanAdded {
+                org_id: self.org_id.clone(),
+                username: self.username.clone(),
+            },
+            Kind::Machine(_) => EventKind::MachineAdded {
+                org_id: self.org_id.clone(),
+                username: self.username.clone(),
+            },
+        };
+        self.sequence = 0;
+        self.record_event(kind, self.created)
+    }
+
     /// Advances the sequence and returns the event for `kind`.
     pub fn record_event(&mut self, kind: EventKind, at: Micros) -> Event {
         self.sequence += 1;
