@@ -303,7 +303,8 @@ async fn prepare(
         Scenario::Create => return Ok(Vec::new()),
     };
     eprintln!("preparing {count} users ...");
-    let users = runner::prepare_users(target, count, settings.concurrency, &tag, locked).await?;
+    let warm = settings.scenario != Scenario::Cold;
+    let users = runner::prepare_users(target, count, settings.concurrency, &tag, locked, warm).await?;
     if settings.scenario == Scenario::Cold {
         wait_for_passivation(target, setup).await;
     }

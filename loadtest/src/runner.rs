@@ -173,6 +173,7 @@ pub async fn prepare_users(
     concurrency: usize,
     tag: &str,
     locked: bool,
+    warm: bool,
 ) -> Result<Vec<String>, String> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -186,8 +187,12 @@ pub async fn prepare_users(
                     return Ok::<_, String>(ids);
                 }
                 let id = target.create_user(i, &tag).await?;
+                // Touch each user so steady-state runs do not measure first activations
+                // (the `cold` scenario measures those, with `warm` false).
                 if locked {
                     target.run(Op::Lock, &id).await?;
+                } else if warm {
+                    target.run(Op::Get, &id).await?;
                 }
                 ids.push(id);
             }

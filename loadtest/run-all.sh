@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every scenario of docs/performance.md, each with its same-run baseline, and writes
+# JSON + HTML reports to $OUT (default ./loadtest-results). Takes about 4 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-loadtest-results}
+mkdir -p "$OUT"
+cargo build --release -q -p latchkey-loadtest
+LT=target/release/latchkey-loadtest
+run() { name=$1; shift; echo "== $name: latchkey-loadtest $*"; "$LT" "$@" --json "$OUT/$name.json" --report "$OUT/$name.html" || true; }
+
+run embedded-uniform-sync --target embedded --scenario uniform --concurrency 64 --duration 10s --baseline
+run embedded-hot-user     --target embedded --scenario hot --concurrency 256 --duration 10s --baseline
+run http-uniform-sync     --spawn --scenario uniform --concurrency 64 --duration 10s --baseline
+run http-uniform-async    --spawn --scenario uniform --durability async --concurrency 64 --duration 10s --baseline
+run http-unlock-storm     --spawn --scenario unlock-storm --hot-users 1 --concurrency 256 --duration 10s --baseline
+run http-mixed            --spawn --scenario mixed --read-ratio 0.9 --concurrency 64 --duration 10s --baseline
+peak=$(python3 -c "import json;print(int(json.load(open('$OUT/http-uniform-sync.json'))['latchkey']['per_second']))")
+run http-open-loop-half-peak --spawn --scenario uniform --rate $((peak / 2)) --duration 10s --baseline
+run embedded-create-1m    --target embedded --scenario create --count 1000000 --concurrency 64 --duration 120s
+run embedded-cold         --target embedded --scenario cold --users 20000 --concurrency 4
