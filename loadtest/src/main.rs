@@ -210,7 +210,11 @@ async fn load_test(cli: &Cli) -> Result<bool, String> {
         .as_ref()
         .map(|b| latchkey.per_second() / b.per_second().max(1e-9));
     let report = Report {
-        scenario: format!("{:?}", cli.scenario).to_lowercase(),
+        scenario: cli
+            .scenario
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default(),
         target: target_name,
         durability: format!("{:?}", cli.durability).to_lowercase(),
         concurrency: settings.concurrency,
@@ -304,7 +308,8 @@ async fn prepare(
     };
     eprintln!("preparing {count} users ...");
     let warm = settings.scenario != Scenario::Cold;
-    let users = runner::prepare_users(target, count, settings.concurrency, &tag, locked, warm).await?;
+    let users =
+        runner::prepare_users(target, count, settings.concurrency, &tag, locked, warm).await?;
     if settings.scenario == Scenario::Cold {
         wait_for_passivation(target, setup).await;
     }

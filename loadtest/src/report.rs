@@ -62,8 +62,8 @@ impl Side {
             },
             errors: run.errors.clone(),
             percentile_curve: curve,
-            throughput: run
-                .timeline
+            // The last bucket is partial (the run rarely ends on a tick): leave it out.
+            throughput: run.timeline[..run.timeline.len().saturating_sub(1)]
                 .iter()
                 .map(|n| *n as f64 / TICK.as_secs_f64())
                 .collect(),
@@ -253,7 +253,18 @@ type Series = (String, &'static str, Vec<(f64, f64)>);
 
 const W: f64 = 860.0;
 const H: f64 = 300.0;
-const PAD: f64 = 50.0;
+const PAD: f64 = 64.0;
+
+/// Axis label: 56337 → "56.3k", 0.25 → "0.25".
+fn axis(value: f64) -> String {
+    if value >= 10_000.0 {
+        format!("{:.1}k", value / 1000.0)
+    } else if value >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}
 
 fn line_chart(series: &[Series], x_labels: &[&str]) -> String {
     let xs = series
@@ -277,9 +288,10 @@ fn line_chart(series: &[Series], x_labels: &[&str]) -> String {
         let y = y_max * i as f64 / 4.0;
         let _ = write!(
             svg,
-            r##"<text x="{x}" y="{py}" font-size="11" text-anchor="end" fill="#555">{y:.2}</text>"##,
+            r##"<text x="{x}" y="{py}" font-size="11" text-anchor="end" fill="#555">{label}</text>"##,
             x = PAD - 4.0,
-            py = sy(y) + 4.0
+            py = sy(y) + 4.0,
+            label = axis(y)
         );
     }
     if x_labels.is_empty() {
