@@ -24,6 +24,7 @@
 
 mod access;
 mod admins;
+mod auth_cache;
 mod bootstrap;
 mod error;
 mod ids;

@@ -20,6 +20,7 @@ use tokio::sync::OnceCell;
 
 use latchkey_storage::{keys, Store};
 
+use crate::auth_cache::AuthCache;
 use crate::error::{Error, ErrorId};
 use crate::metrics::EngineMetrics;
 use crate::user::actor::{Request, Staged, UserActor, UserActorArgs, UserMsg};
@@ -49,6 +50,7 @@ pub(crate) struct Registry {
     idle_timeout: Duration,
     call_timeout: Duration,
     metrics: EngineMetrics,
+    auth: AuthCache,
 }
 
 impl Registry {
@@ -61,6 +63,7 @@ impl Registry {
             idle_timeout,
             call_timeout,
             metrics: EngineMetrics::new(),
+            auth: AuthCache::default(),
         }
     }
 
@@ -70,6 +73,10 @@ impl Registry {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn auth_cache(&self) -> &AuthCache {
+        &self.auth
     }
 
     pub fn metrics(&self) -> &EngineMetrics {
@@ -157,7 +164,14 @@ impl Registry {
     async fn activate(self: &Arc<Self>, id: &str) -> Result<ActorRef<UserMsg>, Error> {
         let scope = keys::user(id);
         self.store.settle(Some(&scope)).await?;
-        let record = match self.store.get(&scope)? {
+        // sled reads take a lock the writer holds while applying a batch: keep them off the
+        // async workers.
+        let store = self.store.clone();
+        let key = scope.clone();
+        let stored = tokio::task::spawn_blocking(move || store.get(&key))
+            .await
+            .map_err(|_| Error::new(ErrorId::Internal))??;
+        let record = match stored {
             Some(bytes) => UserRecord::decode(&bytes)?,
             None => return Err(ErrorId::UserNotFound.into()),
         };

@@ -13,12 +13,15 @@ use sha2::{Digest, Sha256};
 
 use latchkey_storage::{keys, WriteBatch};
 
-use crate::access::{Caller, Permission};
+use std::sync::Arc;
+
+use crate::access::{Caller, Permission, Reach};
+use crate::auth_cache::CachedCaller;
 use crate::error::{Error, ErrorId};
 use crate::time::{now_micros, to_datetime, Micros};
 use crate::types::{Details, NewToken, UserState};
 use crate::user::actor::Request;
-use crate::user::record::{Kind, TokenRef, UserRecord};
+use crate::user::record::{Kind, TokenRef};
 use crate::{valid_id, Engine};
 
 /// Stored under `keys::token(sha256(token))`.
@@ -65,37 +68,71 @@ pub(crate) fn token_writes(
 }
 
 impl Engine {
-    /// Resolves a bearer token to its caller: the token must exist, not be expired, and belong to
-    /// an ACTIVE machine user. Every failure is the same Unauthenticated.
-    pub fn authenticate(&self, token: &str) -> Result<Caller, Error> {
+    /// Resolves a bearer token to its caller: the token must exist, not be expired, not be
+    /// revoked, and belong to an ACTIVE machine user. Every failure is the same Unauthenticated.
+    /// Served from memory after the first use; the owning user's actor drops the entry on any
+    /// change, so locking a machine user cuts its access at once.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Caller>, Error> {
         self.check_open()?;
         let unauthenticated = || Error::new(ErrorId::Unauthenticated);
         if token.is_empty() || token.len() > 512 {
             return Err(unauthenticated());
         }
-        let bytes = self
-            .inner
-            .store
-            .get(&keys::token(&hash_token(token)))?
+        let hash = hash_token(token);
+        let cache = self.inner.registry.auth_cache();
+        if let Some(hit) = cache.get(&hash) {
+            return match hit.expires {
+                Some(at) if at <= now_micros() => Err(unauthenticated()),
+                _ => Ok(hit.caller),
+            };
+        }
+        let store = self.inner.store.clone();
+        let key = keys::token(&hash);
+        let bytes = tokio::task::spawn_blocking(move || store.get(&key))
+            .await
+            .map_err(|_| Error::new(ErrorId::Internal))??
             .ok_or_else(unauthenticated)?;
         let record: TokenRecord = postcard::from_bytes(&bytes).map_err(|_| unauthenticated())?;
         if record.expires.is_some_and(|at| at <= now_micros()) {
             return Err(unauthenticated());
         }
-        let user = self
+        // The owner's actor holds the authoritative (and, once staged, durable) state.
+        let generation = cache.generation(&record.user_id);
+        let user = match self
             .inner
-            .store
-            .get(&keys::user(&record.user_id))?
-            .ok_or_else(unauthenticated)?;
-        let user = UserRecord::decode(&user)?;
-        if user.state != UserState::Active || !matches!(user.kind, Kind::Machine(_)) {
+            .registry
+            .call(&record.user_id, |reply| Request::Read {
+                reach: Reach::Instance,
+                reply,
+            })
+            .await
+        {
+            Ok(user) => user,
+            Err(e) if e.id == ErrorId::UserNotFound => return Err(unauthenticated()),
+            Err(e) => return Err(e),
+        };
+        let holds_token = match &user.kind {
+            Kind::Machine(machine) => machine.tokens.iter().any(|t| t.id == record.token_id),
+            Kind::Human(_) => false,
+        };
+        if user.state != UserState::Active || !holds_token {
             return Err(unauthenticated());
         }
-        Ok(Caller {
-            user_id: user.id,
+        let caller = Arc::new(Caller {
+            user_id: user.id.clone(),
             org_id: user.org_id,
             grants: user.grants,
-        })
+        });
+        cache.fill(
+            hash,
+            &user.id,
+            generation,
+            CachedCaller {
+                caller: caller.clone(),
+                expires: record.expires,
+            },
+        );
+        Ok(caller)
     }
 
     /// AddPersonalAccessToken: issues a token for a machine user. The token is returned once.

@@ -10,7 +10,7 @@ struct Kit {
     _dir: Option<tempfile::TempDir>,
     path: std::path::PathBuf,
     engine: Engine,
-    admin: Caller,
+    admin: Arc<Caller>,
     org: String,
 }
 
@@ -37,7 +37,7 @@ async fn kit_with_idle(idle: Duration) -> Kit {
         .await
         .unwrap()
         .expect("fresh store bootstraps");
-    let admin = engine.authenticate(&boot.admin_token).unwrap();
+    let admin = engine.authenticate(&boot.admin_token).await.unwrap();
     Kit {
         _dir: Some(dir),
         path,
@@ -289,20 +289,23 @@ async fn tokens_authenticate_until_their_user_is_locked_or_token_removed() {
         .add_personal_access_token(&kit.admin, &bot, None)
         .await
         .unwrap();
-    assert_eq!(kit.engine.authenticate(&token.token).unwrap().user_id, bot);
+    assert_eq!(
+        kit.engine.authenticate(&token.token).await.unwrap().user_id,
+        bot
+    );
     kit.engine.lock_user(&kit.admin, &bot).await.unwrap();
     assert_eq!(
-        kit.engine.authenticate(&token.token).unwrap_err().id,
+        kit.engine.authenticate(&token.token).await.unwrap_err().id,
         ErrorId::Unauthenticated
     );
     kit.engine.unlock_user(&kit.admin, &bot).await.unwrap();
-    kit.engine.authenticate(&token.token).unwrap();
+    kit.engine.authenticate(&token.token).await.unwrap();
     kit.engine
         .remove_personal_access_token(&kit.admin, &bot, &token.token_id)
         .await
         .unwrap();
     assert_eq!(
-        kit.engine.authenticate(&token.token).unwrap_err().id,
+        kit.engine.authenticate(&token.token).await.unwrap_err().id,
         ErrorId::Unauthenticated
     );
     let expired = kit
@@ -339,8 +342,9 @@ async fn dropped_engine_keeps_every_acknowledged_change() {
         "bootstrap runs once"
     );
     let admin = Caller::system(engine.default_org_id().unwrap());
+    let admin = &admin;
     for (id, state, sequence) in expected {
-        let user = engine.get_user(&admin, &id).await.unwrap();
+        let user = engine.get_user(admin, &id).await.unwrap();
         assert_eq!(
             (user.state, user.details.sequence),
             (state, sequence),
@@ -449,7 +453,7 @@ async fn a_busy_actor_times_callers_out_without_blocking_others() {
     .await
     .unwrap();
     let boot = engine.bootstrap(None).await.unwrap().unwrap();
-    let admin = engine.authenticate(&boot.admin_token).unwrap();
+    let admin = engine.authenticate(&boot.admin_token).await.unwrap();
     let slow = engine
         .add_human_user(&admin, human("slow@example.com"))
         .await
@@ -484,7 +488,7 @@ async fn async_durability_keeps_everything_across_a_graceful_stop() {
     };
     let engine = Engine::open(config()).await.unwrap();
     let boot = engine.bootstrap(None).await.unwrap().unwrap();
-    let admin = engine.authenticate(&boot.admin_token).unwrap();
+    let admin = engine.authenticate(&boot.admin_token).await.unwrap();
     let mut expected = Vec::new();
     for i in 0..10 {
         let id = engine

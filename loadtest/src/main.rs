@@ -263,6 +263,8 @@ async fn open_target(cli: &Cli) -> Result<(Target, Setup, String), String> {
         return Ok((target, Setup::Spawned(server, dir), name));
     }
     if cli.target == "embedded" {
+        // The same metrics the server exports, recorded in-process for the server-side view.
+        latchkey_api::metrics::install();
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let config = Config::default()
             .data_dir(dir.path())
@@ -403,20 +405,20 @@ where
     result
 }
 
-/// Numeric series of `/metrics` (HTTP targets), keyed by their full name with labels.
+/// Numeric series of `/metrics` (or the in-process recorder, embedded), keyed by full name.
 async fn scrape(target: &Target) -> BTreeMap<String, f64> {
-    let Target::Http(http) = target else {
-        return BTreeMap::new();
+    let text = match target {
+        Target::Embedded { .. } => latchkey_api::metrics::render().await,
+        Target::Http(http) => match http
+            .client
+            .get(format!("{}/metrics", http.base))
+            .send()
+            .await
+        {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => return BTreeMap::new(),
+        },
     };
-    let Ok(response) = http
-        .client
-        .get(format!("{}/metrics", http.base))
-        .send()
-        .await
-    else {
-        return BTreeMap::new();
-    };
-    let text = response.text().await.unwrap_or_default();
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
@@ -452,6 +454,8 @@ fn server_view(
                 "mean flush ms".into(),
                 delta("latchkey_store_flush_seconds_sum") / flushes * 1000.0,
             );
+            let fast = delta("latchkey_store_flush_seconds_bucket{le=\"0.01\"}");
+            view.insert("flushes slower than 10 ms".into(), flushes - fast);
         }
     }
     view

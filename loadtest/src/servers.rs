@@ -24,6 +24,10 @@ pub async fn serve_baseline(listen: std::net::SocketAddr) -> std::io::Result<()>
         .route("/v2/users/human", post(fixed));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("baseline listening on http://{}", listener.local_addr()?);
+    // The same socket settings as Latchkey's server.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await
 }
 

@@ -3,6 +3,7 @@
 //! trait, so a command's behaviour is written once whatever the transport.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::body::{to_bytes, Body, Bytes};
 use axum::http::{header, HeaderMap};
@@ -50,7 +51,7 @@ impl HasUserId for crate::wire::UserIdRequest {
 }
 
 /// `Authorization: Bearer <token>` → the caller.
-pub fn authenticate(engine: &Engine, headers: &HeaderMap) -> Result<Caller, Error> {
+pub async fn authenticate(engine: &Engine, headers: &HeaderMap) -> Result<Arc<Caller>, Error> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -62,7 +63,7 @@ pub fn authenticate(engine: &Engine, headers: &HeaderMap) -> Result<Caller, Erro
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ErrorId::Unauthenticated.into());
     }
-    engine.authenticate(token.trim())
+    engine.authenticate(token.trim()).await
 }
 
 pub async fn read_body(body: Body) -> Result<Bytes, Error> {
@@ -99,7 +100,7 @@ pub async fn run<R: Rpc>(
     body: Body,
     fill: impl FnOnce(&mut R::Request),
 ) -> Result<R::Response, Error> {
-    let caller = authenticate(engine, headers)?;
+    let caller = authenticate(engine, headers).await?;
     let bytes = read_body(body).await?;
     let mut request: R::Request = decode(&bytes)?;
     fill(&mut request);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use latchkey_storage::{keys, Completion, Store, WriteBatch};
+use latchkey_storage::{keys, Completion, WriteBatch};
 
 use crate::access::{Grant, Reach};
 use crate::error::{Error, ErrorId};
@@ -114,7 +114,7 @@ impl UserActorState {
     /// event and `extra` to the writer as one atomic batch.
     fn commit(
         &mut self,
-        store: &Store,
+        registry: &Registry,
         kind: EventKind,
         at: Micros,
         extra: WriteBatch,
@@ -123,8 +123,17 @@ impl UserActorState {
         let event = record.record_event(kind, at);
         let batch = record.write(&event, extra);
         let details = record.details();
-        self.last_write = store.submit(&self.scope, batch);
+        self.submit(registry, batch);
         Ok(details)
+    }
+
+    /// Hands `batch` to the writer; a machine user's cached callers are dropped at once, so the
+    /// next request with one of its tokens re-reads this (durable) state.
+    fn submit(&mut self, registry: &Registry, batch: WriteBatch) {
+        self.last_write = registry.store().submit(&self.scope, batch);
+        if matches!(self.record.kind, Kind::Machine(_)) {
+            registry.auth_cache().invalidate(&self.id);
+        }
     }
 
     fn staged<T>(&self, result: Result<T, Error>) -> Staged<T> {
@@ -257,7 +266,7 @@ impl UserActor {
             }
         };
         record.state = next;
-        state.commit(self.registry.store(), kind, now_micros(), extra)
+        state.commit(&self.registry, kind, now_micros(), extra)
     }
 
     fn add_token(
@@ -275,7 +284,7 @@ impl UserActor {
             token_id: token.id.clone(),
         };
         machine.tokens.push(token);
-        state.commit(self.registry.store(), kind, now_micros(), extra)
+        state.commit(&self.registry, kind, now_micros(), extra)
     }
 
     fn remove_token(
@@ -296,7 +305,7 @@ impl UserActor {
         extra.delete(keys::token(&token.hash));
         extra.delete(keys::token_id(&token.id));
         let kind = EventKind::TokenRemoved { token_id: token.id };
-        state.commit(self.registry.store(), kind, now_micros(), extra)
+        state.commit(&self.registry, kind, now_micros(), extra)
     }
 
     /// Role assignments change the snapshot but are not user lifecycle events, so the user's
@@ -318,7 +327,7 @@ impl UserActor {
         if changed {
             let mut batch = WriteBatch::default();
             batch.put(keys::user(&record.id), record.encode());
-            state.last_write = self.registry.store().submit(&state.scope, batch);
+            state.submit(&self.registry, batch);
         }
         Ok(())
     }
