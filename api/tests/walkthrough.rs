@@ -543,3 +543,103 @@ async fn health_endpoints_need_no_token() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn revocations_and_new_roles_take_effect_on_the_next_request() {
+    let server = TestServer::start().await;
+    let someone = server.create_human("t@example.com").await;
+    let get = format!("/v2/users/{someone}");
+    let (bot, token) = server
+        .machine_with_role(&server.org, "bot", Some("ORG_USER_VIEWER"))
+        .await;
+    // warm the caller cache with a few requests
+    for _ in 0..3 {
+        let ok = server
+            .send(Method::GET, &get, Some(&token), None, None)
+            .await;
+        assert_eq!(ok.status, StatusCode::OK);
+    }
+    let unlock = format!("/v2/users/{someone}/lock");
+    assert_eq!(
+        server
+            .call_as(&token, Method::POST, &unlock, json!({}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    // a new role applies at once
+    let granted = server
+        .post(
+            "/v2beta/administrators",
+            json!({"userId": bot, "resource": {"organizationId": server.org}, "roles": ["ORG_USER_MANAGER"]}),
+        )
+        .await;
+    assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
+    assert_eq!(
+        server
+            .call_as(&token, Method::POST, &unlock, json!({}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // two more tokens; revoke one: it stops at once (even though it was cached), the other works
+    let (revoked_id, revoked) = server.add_token(&bot).await;
+    let (_, kept) = server.add_token(&bot).await;
+    for t in [&revoked, &kept] {
+        assert_eq!(
+            server
+                .send(Method::GET, &get, Some(t), None, None)
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    let removed = server
+        .send(
+            Method::DELETE,
+            &format!("/v2/users/{bot}/pats/{revoked_id}"),
+            Some(support::ADMIN_TOKEN),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.body);
+    assert_eq!(
+        server
+            .send(Method::GET, &get, Some(&revoked), None, None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server
+            .send(Method::GET, &get, Some(&kept), None, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // deleting the machine user cuts every token
+    assert_eq!(
+        server
+            .send(
+                Method::DELETE,
+                &format!("/v2/users/{bot}"),
+                Some(support::ADMIN_TOKEN),
+                None,
+                None
+            )
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for t in [&token, &kept] {
+        assert_eq!(
+            server
+                .send(Method::GET, &get, Some(t), None, None)
+                .await
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}

@@ -212,6 +212,18 @@ impl TestServer {
         (id, reply.body["token"].as_str().expect("token").to_owned())
     }
 
+    /// A new personal access token for `user`: (token id, token).
+    pub async fn add_token(&self, user: &str) -> (String, String) {
+        let reply = self
+            .post(&format!("/v2/users/{user}/pats"), json!({}))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        (
+            reply.body["tokenId"].as_str().expect("tokenId").to_owned(),
+            reply.body["token"].as_str().expect("token").to_owned(),
+        )
+    }
+
     pub async fn state_and_sequence(&self, id: &str) -> (String, u64) {
         let reply = self.get(&format!("/v2/users/{id}")).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
