@@ -45,7 +45,8 @@ struct Cli {
     spawn: bool,
     #[arg(long, value_enum, default_value = "uniform")]
     scenario: Scenario,
-    /// Concurrent clients (closed loop), or commands in flight (`hot`).
+    /// Concurrent clients (closed loop), most requests in flight (open loop), or commands in
+    /// flight (`hot`).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Open loop: requests per second, latency from the intended send time.

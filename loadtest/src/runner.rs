@@ -310,6 +310,10 @@ async fn open_loop(
     };
     // A dedicated thread dispatches: tokio's timer has 1 ms granularity, which would bunch the
     // sends and add up to 1 ms of the dispatcher's own lateness to every measured latency.
+    // At most `concurrency` requests in flight, like wrk2's fixed connections: an unbounded
+    // client opens a new connection for every request that finds none idle, and after one
+    // hiccup the server spends the rest of the run serving thousands of connections.
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.concurrency.max(1)));
     let dispatcher = {
         let (target, users) = (target.clone(), users.clone());
         let runtime = tokio::runtime::Handle::current();
@@ -330,7 +334,10 @@ async fn open_loop(
                     Op::Unlock
                 };
                 let (target, users, tx) = (target.clone(), users.clone(), tx.clone());
+                let slots = slots.clone();
                 runtime.spawn(async move {
+                    // Waiting for a slot counts: latency runs from the intended send time.
+                    let _slot = slots.acquire_owned().await;
                     let outcome = target.run(op, &users[user]).await;
                     let _ = tx.send((intended, outcome));
                 });
