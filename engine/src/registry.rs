@@ -164,13 +164,17 @@ impl Registry {
     async fn activate(self: &Arc<Self>, id: &str) -> Result<ActorRef<UserMsg>, Error> {
         let scope = keys::user(id);
         self.store.settle(Some(&scope)).await?;
-        // sled reads take a lock the writer holds while applying a batch: keep them off the
-        // async workers.
-        let store = self.store.clone();
-        let key = scope.clone();
-        let stored = tokio::task::spawn_blocking(move || store.get(&key))
-            .await
-            .map_err(|_| Error::new(ErrorId::Internal))??;
+        // Under write load, sled reads wait for a lock the writer holds while applying a batch:
+        // then read on the blocking pool, never on an async worker. An idle store reads inline.
+        let stored = if self.store.is_idle() {
+            self.store.get(&scope)?
+        } else {
+            let store = self.store.clone();
+            let key = scope.clone();
+            tokio::task::spawn_blocking(move || store.get(&key))
+                .await
+                .map_err(|_| Error::new(ErrorId::Internal))??
+        };
         let record = match stored {
             Some(bytes) => UserRecord::decode(&bytes)?,
             None => return Err(ErrorId::UserNotFound.into()),

@@ -4,7 +4,7 @@
 
 use latchkey_storage::{keys, WriteBatch};
 
-use crate::access::{Caller, Permission};
+use crate::access::{Caller, Permission, Reach};
 use crate::error::{Error, ErrorId};
 use crate::orgs::OrgRecord;
 use crate::password::{hash_password, validate_hash};
@@ -108,22 +108,13 @@ impl Engine {
             0 => 100,
             n => n.min(1000),
         } as usize;
-        let mut matching = Vec::new();
-        for item in self.inner.store.scan_prefix(keys::USERS) {
-            let (_, bytes) = item?;
-            let record = UserRecord::decode(&bytes)?;
-            if record.state == UserState::Deleted || !reach.covers(&record.org_id) {
-                continue;
-            }
-            let org = self.org(&record.org_id)?;
-            if request
-                .queries
-                .iter()
-                .all(|q| matches(&record, org.as_deref(), q))
-            {
-                matching.push(record);
-            }
-        }
+        // A full scan: on the blocking pool, so the async workers never wait on sled's locks.
+        let engine = self.clone();
+        let queries = request.queries.clone();
+        let mut matching =
+            tokio::task::spawn_blocking(move || engine.matching_users(&reach, &queries))
+                .await
+                .map_err(|_| Error::new(ErrorId::Internal))??;
         matching.sort_by(|a, b| {
             let ord = sort_key(a, request.sort_by)
                 .cmp(&sort_key(b, request.sort_by))
@@ -152,6 +143,27 @@ impl Engine {
             sort_by: request.sort_by,
             result,
         })
+    }
+
+    /// Every stored, non-deleted user within `reach` that matches all `queries`.
+    fn matching_users(
+        &self,
+        reach: &Reach,
+        queries: &[UserQuery],
+    ) -> Result<Vec<UserRecord>, Error> {
+        let mut matching = Vec::new();
+        for item in self.inner.store.scan_prefix(keys::USERS) {
+            let (_, bytes) = item?;
+            let record = UserRecord::decode(&bytes)?;
+            if record.state == UserState::Deleted || !reach.covers(&record.org_id) {
+                continue;
+            }
+            let org = self.org(&record.org_id)?;
+            if queries.iter().all(|q| matches(&record, org.as_deref(), q)) {
+                matching.push(record);
+            }
+        }
+        Ok(matching)
     }
 
     /// AddHumanUser: ACTIVE when a password (or hash) is given, INITIAL otherwise.

@@ -127,6 +127,12 @@ impl Store {
         self.writer.settle(scope).await
     }
 
+    /// True when no write is waiting for the writer. The writer then holds none of sled's locks,
+    /// so a point read will not wait behind a batch being applied.
+    pub fn is_idle(&self) -> bool {
+        self.writer.in_flight() == 0
+    }
+
     /// Flushes everything, stops the writer and releases the directory. Idempotent; the writer
     /// part is also done on drop.
     pub fn close(&self) -> Result<(), StoreError> {

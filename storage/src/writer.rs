@@ -216,6 +216,10 @@ impl Writer {
         done
     }
 
+    pub(crate) fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Acquire)
+    }
+
     pub(crate) async fn settle(&self, scope: Option<&[u8]>) -> Result<(), StoreError> {
         if self.shared.in_flight.load(Ordering::Acquire) == 0
             && self.shared.poisoned.load(Ordering::Acquire) == 0
