@@ -8,7 +8,7 @@ use crate::access::{Caller, Grant, Permission, Reach, Role};
 use crate::error::{Error, ErrorId};
 use crate::types::{OrgSelector, Resource};
 use crate::user::actor::Request;
-use crate::{valid_id, Engine};
+use crate::{check_user_id, Engine};
 
 impl Engine {
     pub async fn create_administrator(
@@ -20,9 +20,7 @@ impl Engine {
     ) -> Result<DateTime<Utc>, Error> {
         self.check_open()?;
         let reach = caller.reach(Permission::AdminManage)?;
-        if !valid_id(user_id) {
-            return Err(ErrorId::InvalidUserId.into());
-        }
+        check_user_id(user_id)?;
         if roles.is_empty() {
             return Err(Error::with(
                 ErrorId::InvalidRole,

@@ -15,6 +15,9 @@ use dashmap::DashMap;
 use crate::access::Caller;
 use crate::time::Micros;
 
+/// SHA-256 of a token: the cache key, with no allocation per request.
+pub(crate) type TokenHash = [u8; 32];
+
 #[derive(Clone)]
 pub(crate) struct CachedCaller {
     pub caller: Arc<Caller>,
@@ -24,17 +27,17 @@ pub(crate) struct CachedCaller {
 #[derive(Default)]
 struct UserEntries {
     generation: u64,
-    hashes: Vec<Vec<u8>>,
+    hashes: Vec<TokenHash>,
 }
 
 #[derive(Default)]
 pub(crate) struct AuthCache {
-    callers: DashMap<Vec<u8>, CachedCaller>,
+    callers: DashMap<TokenHash, CachedCaller>,
     by_user: DashMap<String, UserEntries>,
 }
 
 impl AuthCache {
-    pub fn get(&self, token_hash: &[u8]) -> Option<CachedCaller> {
+    pub fn get(&self, token_hash: &TokenHash) -> Option<CachedCaller> {
         self.callers.get(token_hash).map(|c| c.clone())
     }
 
@@ -44,10 +47,10 @@ impl AuthCache {
     }
 
     /// Caches `entry` unless `user_id` changed since `generation` was read.
-    pub fn fill(&self, token_hash: Vec<u8>, user_id: &str, generation: u64, entry: CachedCaller) {
+    pub fn fill(&self, token_hash: TokenHash, user_id: &str, generation: u64, entry: CachedCaller) {
         let mut user = self.by_user.entry(user_id.to_owned()).or_default();
         if user.generation == generation {
-            self.callers.insert(token_hash.clone(), entry);
+            self.callers.insert(token_hash, entry);
             user.hashes.push(token_hash);
         }
     }
@@ -81,23 +84,23 @@ mod tests {
     fn a_fill_that_raced_an_invalidation_is_refused() {
         let cache = AuthCache::default();
         let seen = cache.generation("u");
-        cache.fill(b"t1".to_vec(), "u", seen, entry());
-        assert!(cache.get(b"t1").is_some());
+        cache.fill([1; 32], "u", seen, entry());
+        assert!(cache.get(&[1; 32]).is_some());
 
         let before_change = cache.generation("u");
         cache.invalidate("u"); // the actor committed a change meanwhile
-        assert!(cache.get(b"t1").is_none());
-        cache.fill(b"t1".to_vec(), "u", before_change, entry());
-        assert!(cache.get(b"t1").is_none(), "stale fill must not land");
+        assert!(cache.get(&[1; 32]).is_none());
+        cache.fill([1; 32], "u", before_change, entry());
+        assert!(cache.get(&[1; 32]).is_none(), "stale fill must not land");
 
         // a change to a user with nothing cached still refuses a fill that started before it
         let started = cache.generation("v");
         cache.invalidate("v");
-        cache.fill(b"t2".to_vec(), "v", started, entry());
-        assert!(cache.get(b"t2").is_none());
+        cache.fill([2; 32], "v", started, entry());
+        assert!(cache.get(&[2; 32]).is_none());
 
         let fresh = cache.generation("u");
-        cache.fill(b"t1".to_vec(), "u", fresh, entry());
-        assert!(cache.get(b"t1").is_some());
+        cache.fill([1; 32], "u", fresh, entry());
+        assert!(cache.get(&[1; 32]).is_some());
     }
 }

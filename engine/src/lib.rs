@@ -286,6 +286,15 @@ pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.chars().count() <= 200
 }
 
+/// A user id from a request: 1 to 200 characters, else USER-ID-INVALID.
+pub(crate) fn check_user_id(id: &str) -> Result<(), Error> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(ErrorId::InvalidUserId.into())
+    }
+}
+
 /// Checks a required text field: 1 to `max` characters after trimming.
 pub(crate) fn required(field: &str, value: &str, max: usize) -> Result<(), Error> {
     let n = value.trim().chars().count();

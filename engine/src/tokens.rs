@@ -22,7 +22,7 @@ use crate::time::{now_micros, to_datetime, Micros};
 use crate::types::{Details, NewToken, UserState};
 use crate::user::actor::Request;
 use crate::user::record::{Kind, TokenRef};
-use crate::{valid_id, Engine};
+use crate::{check_user_id, valid_id, Engine};
 
 /// Stored under `keys::token(sha256(token))`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,8 +33,8 @@ pub(crate) struct TokenRecord {
     pub created: Micros,
 }
 
-pub(crate) fn hash_token(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+pub(crate) fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// A fresh random token (32 bytes, base64url): what every issued PAT looks like.
@@ -63,8 +63,14 @@ pub(crate) fn token_writes(
         keys::token(&hash),
         postcard::to_allocvec(&record).unwrap_or_default(),
     );
-    batch.put(keys::token_id(&token_id), hash.clone());
-    (TokenRef { id: token_id, hash }, batch)
+    batch.put(keys::token_id(&token_id), hash.to_vec());
+    (
+        TokenRef {
+            id: token_id,
+            hash: hash.to_vec(),
+        },
+        batch,
+    )
 }
 
 impl Engine {
@@ -144,9 +150,7 @@ impl Engine {
     ) -> Result<NewToken, Error> {
         self.check_open()?;
         let reach = caller.reach(Permission::UserWrite)?;
-        if !valid_id(user_id) {
-            return Err(ErrorId::InvalidUserId.into());
-        }
+        check_user_id(user_id)?;
         let expires = expiration.map(|e| e.timestamp_micros());
         if expires.is_some_and(|at| at <= now_micros()) {
             return Err(Error::invalid("expirationDate must be in the future"));
@@ -180,9 +184,7 @@ impl Engine {
     ) -> Result<Details, Error> {
         self.check_open()?;
         let reach = caller.reach(Permission::UserWrite)?;
-        if !valid_id(user_id) {
-            return Err(ErrorId::InvalidUserId.into());
-        }
+        check_user_id(user_id)?;
         if !valid_id(token_id) {
             return Err(Error::invalid("tokenId must be 1 to 200 characters"));
         }

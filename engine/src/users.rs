@@ -15,7 +15,7 @@ use crate::user::record::{
     decode_event, HumanRecord, Kind, MachineRecord, PasswordRecord, UserRecord,
 };
 use crate::user::state::Lifecycle;
-use crate::{required, valid_id, Engine};
+use crate::{check_user_id, required, valid_id, Engine};
 
 /// One entry of a user's event log (for audits and consistency checks).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,14 +23,6 @@ pub struct EventInfo {
     pub sequence: u64,
     pub event_type: &'static str,
     pub created_at: chrono::DateTime<chrono::Utc>,
-}
-
-fn check_user_id(id: &str) -> Result<(), Error> {
-    if valid_id(id) {
-        Ok(())
-    } else {
-        Err(ErrorId::InvalidUserId.into())
-    }
 }
 
 impl Engine {

@@ -279,15 +279,7 @@ async fn closed_loop(
         .iter()
         .map(|r| r.errors.values().sum::<u64>())
         .sum();
-    let checks = if checks_apply {
-        vec![Check {
-            name: "every command succeeded".into(),
-            passed: failures == 0,
-            detail: format!("{failures} failed"),
-        }]
-    } else {
-        Vec::new()
-    };
+    let checks = no_failures("every command succeeded", failures, checks_apply);
     Recorder::merge(recorders, elapsed, checks)
 }
 
@@ -545,16 +537,25 @@ async fn hot(
     }
     drop(results);
     let failures: u64 = recorder.errors.values().sum();
-    let checks = if checks_apply {
-        vec![Check {
-            name: "every command succeeded (strict alternation)".into(),
-            passed: failures == 0,
-            detail: format!("{failures} failed"),
-        }]
-    } else {
-        Vec::new()
-    };
+    let checks = no_failures(
+        "every command succeeded (strict alternation)",
+        failures,
+        checks_apply,
+    );
     Recorder::merge(vec![recorder], start.elapsed(), checks)
+}
+
+/// The check of scenarios in which every command is a valid transition: none may fail.
+/// (Baseline runs pass `apply` false: a fixed-response server has nothing to check.)
+fn no_failures(name: &str, failures: u64, apply: bool) -> Vec<Check> {
+    if !apply {
+        return Vec::new();
+    }
+    vec![Check {
+        name: name.into(),
+        passed: failures == 0,
+        detail: format!("{failures} failed"),
+    }]
 }
 
 async fn join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
