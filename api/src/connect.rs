@@ -1,9 +1,11 @@
-//! Connect unary over HTTP/1.1 with JSON bodies: `POST /<package>.<Service>/<Method>`, the whole
-//! request message as the body, errors in Connect's JSON error format.
+//! Connect unary: `POST /<package>.<Service>/<Method>` with the whole request message as the body,
+//! as JSON (`application/json`) or protobuf (`application/proto`); errors always in Connect's
+//! JSON error format. gRPC and gRPC-web share these paths; `grpc.rs` takes those requests by
+//! their content type before they get here.
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -16,39 +18,32 @@ use crate::rpc::{self, Rpc};
 use crate::server::AppState;
 
 pub fn routes() -> Router<AppState> {
-    use crate::rpc::*;
-    Router::new()
-        .merge(route::<user_state::UnlockUser>())
-        .merge(route::<user_state::LockUser>())
-        .merge(route::<user_state::DeactivateUser>())
-        .merge(route::<user_state::ReactivateUser>())
-        .merge(route::<user_state::DeleteUser>())
-        .merge(route::<get_user::GetUserById>())
-        .merge(route::<list_users::ListUsers>())
-        .merge(route::<add_human_user::AddHumanUser>())
-        .merge(route::<create_user::CreateUser>())
-        .merge(route::<pats::AddPersonalAccessToken>())
-        .merge(route::<pats::RemovePersonalAccessToken>())
-        .merge(route::<add_organization::AddOrganization>())
-        .merge(route::<create_administrator::CreateAdministrator>())
+    struct Routes(Router<AppState>);
+    impl rpc::Visitor for Routes {
+        fn visit<R: Rpc>(&mut self) {
+            let router = std::mem::take(&mut self.0);
+            self.0 = router.route(
+                &rpc::path::<R>(),
+                tracked(R::METHOD, "connect", post(handle::<R>)),
+            );
+        }
+    }
+    let mut routes = Routes(Router::new());
+    rpc::for_each(&mut routes);
+    routes.0
 }
 
-/// The Connect path of an RPC.
-pub fn path<R: Rpc>() -> String {
-    format!("/{}/{}", R::SERVICE, R::METHOD)
+/// The two Connect unary codecs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    Json,
+    Proto,
 }
 
-fn route<R: Rpc>() -> Router<AppState> {
-    Router::new().route(
-        &path::<R>(),
-        tracked(R::METHOD, "connect", post(handle::<R>)),
-    )
-}
-
-/// Connect JSON needs `application/json` (a missing type is taken as JSON).
-fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
+/// `application/json` or `application/proto` (a missing type is taken as JSON).
+fn codec(headers: &HeaderMap) -> Result<Codec, Error> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
+        return Ok(Codec::Json);
     };
     let media = value
         .to_str()
@@ -58,23 +53,37 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if media == "application/json" {
-        Ok(())
-    } else {
-        Err(Error::with(
+    match media.as_str() {
+        "application/json" => Ok(Codec::Json),
+        "application/proto" => Ok(Codec::Proto),
+        _ => Err(Error::with(
             ErrorId::Unsupported,
-            format!("content type {media:?} is not supported; use application/json"),
-        ))
+            format!("content type {media:?} is not supported; use application/json or application/proto"),
+        )),
     }
 }
 
 async fn handle<R: Rpc>(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let result = match check_content_type(&headers) {
-        Ok(()) => rpc::run::<R>(&app.engine, &headers, body, |_| {}).await,
+    let result = match codec(&headers) {
+        Ok(Codec::Json) => rpc::run::<R>(&app.engine, &headers, body, |_| {})
+            .await
+            .map(|response| Json(response).into_response()),
+        Ok(Codec::Proto) => proto::<R>(&app, &headers, body).await,
         Err(e) => Err(e),
     };
-    match result {
-        Ok(response) => Json(response).into_response(),
-        Err(e) => ApiError::new(Protocol::Connect, e).into_response(),
-    }
+    // Connect errors are JSON whatever the request's codec.
+    result.unwrap_or_else(|e| ApiError::new(Protocol::Connect, e).into_response())
+}
+
+async fn proto<R: Rpc>(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, Error> {
+    let bytes = rpc::read_body(body).await?;
+    let message = rpc::run_proto::<R>(&app.engine, headers, &bytes).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/proto"),
+        )],
+        message,
+    )
+        .into_response())
 }

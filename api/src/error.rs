@@ -8,6 +8,10 @@ use base64::Engine as _;
 use serde_json::json;
 
 use latchkey_engine::{Code, Error};
+use prost::Message as _;
+
+use crate::proto::google::rpc::Status as RpcStatus;
+use crate::proto::zitadel::v1::ErrorDetail;
 
 /// Which error shape a route speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,24 +53,32 @@ pub fn connect_code(code: Code) -> &'static str {
     }
 }
 
-/// `zitadel.v1.ErrorDetail{id = 1, message = 2}` in protobuf binary, for Connect details.
+/// `zitadel.v1.ErrorDetail` in protobuf binary, for Connect and gRPC details.
 fn error_detail_proto(id: &str, message: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(id.len() + message.len() + 8);
-    for (tag, text) in [(0x0a_u8, id), (0x12, message)] {
-        out.push(tag);
-        let mut len = text.len();
-        loop {
-            let byte = (len & 0x7f) as u8;
-            len >>= 7;
-            if len == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
-        out.extend_from_slice(text.as_bytes());
+    ErrorDetail {
+        id: id.to_owned(),
+        message: message.to_owned(),
     }
-    out
+    .encode_to_vec()
+}
+
+/// The gRPC status of an engine error: its code and message, and a `google.rpc.Status` with the
+/// `zitadel.v1.ErrorDetail` in `grpc-status-details-bin`, as ZITADEL sends it.
+pub fn grpc_status(error: &Error) -> tonic::Status {
+    let code = tonic::Code::from_i32(error.code().number());
+    let (id, message) = (error.id.id(), error.message());
+    if code == tonic::Code::Internal || code == tonic::Code::Unavailable {
+        tracing::warn!(id, message, "request failed");
+    }
+    let details = RpcStatus {
+        code: error.code().number(),
+        message: message.to_owned(),
+        details: vec![pbjson_types::Any {
+            type_url: "type.googleapis.com/zitadel.v1.ErrorDetail".into(),
+            value: error_detail_proto(id, message).into(),
+        }],
+    };
+    tonic::Status::with_details(code, message, details.encode_to_vec().into())
 }
 
 /// `google.rpc.Status` (REST) or a Connect error: code, message, details — in that order.
@@ -141,11 +153,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_detail_is_valid_protobuf() {
+    fn error_detail_is_id_then_message() {
         let bytes = error_detail_proto("USER-NOT-LOCKED", "user is not locked");
-        assert_eq!(bytes[0], 0x0a);
+        assert_eq!(bytes[0], 0x0a, "field 1, length-delimited");
         assert_eq!(bytes[1] as usize, "USER-NOT-LOCKED".len());
-        assert_eq!(bytes[2 + 15], 0x12);
+        assert_eq!(bytes[2 + 15], 0x12, "field 2, length-delimited");
+    }
+
+    #[test]
+    fn grpc_status_carries_code_message_and_detail() {
+        let status = grpc_status(&Error::new(latchkey_engine::ErrorId::UserNotLocked));
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(status.message(), "user is not locked");
+        let details = RpcStatus::decode(status.details()).unwrap();
+        assert_eq!(details.code, 9);
+        let detail = ErrorDetail::decode(details.details[0].value.as_ref()).unwrap();
+        assert_eq!(detail.id, "USER-NOT-LOCKED");
     }
 
     #[test]

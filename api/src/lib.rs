@@ -11,7 +11,9 @@
 pub mod config;
 pub mod connect;
 pub mod error;
+pub mod grpc;
 pub mod metrics;
+pub mod proto;
 pub mod rest;
 pub mod rpc;
 pub mod run;

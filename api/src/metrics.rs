@@ -91,7 +91,7 @@ impl RouteMetrics {
         })
     }
 
-    fn record(&self, status: u16, elapsed: Duration) {
+    pub fn record(&self, status: u16, elapsed: Duration) {
         let slot = STATUSES
             .iter()
             .position(|s| *s == status)

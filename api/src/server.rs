@@ -1,4 +1,4 @@
-//! The HTTP server: one router for REST and Connect, health endpoints, JSON-shaped 404/405, and
+//! The HTTP server: one router for REST, Connect, gRPC and gRPC-web (HTTP/1.1 and h2c), health endpoints, JSON-shaped 404/405, and
 //! graceful shutdown (stop accepting, finish in-flight requests, then flush and close the engine).
 
 use std::future::Future;
@@ -24,6 +24,7 @@ pub struct AppState {
 /// Every route Latchkey serves, over `engine`. Call [`crate::metrics::install`] before opening
 /// the engine to have its metrics exported too.
 pub fn router(engine: Engine) -> Router {
+    let grpc = crate::grpc::router(engine.clone());
     Router::new()
         .merge(crate::rest::routes())
         .merge(crate::connect::routes())
@@ -32,6 +33,11 @@ pub fn router(engine: Engine) -> Router {
         .route("/metrics", get(crate::metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // gRPC and gRPC-web share Connect's paths; they are told apart by content type.
+        .layer(axum::middleware::from_fn_with_state(
+            grpc,
+            crate::grpc::divert,
+        ))
         // Bodies are read with our own limit (rpc::BODY_LIMIT) so the 413 has our error shape.
         .layer(DefaultBodyLimit::disable())
         // One log line per request (at debug, from on_response).

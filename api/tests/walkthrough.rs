@@ -415,7 +415,21 @@ async fn connect_flow_with_connect_errors() {
             Some("application/proto"),
         )
         .await;
-    assert_eq!(proto.body["code"], "unimplemented");
+    // Connect binary is served; its errors are Connect JSON like everything else.
+    assert_eq!(
+        (proto.status, proto.body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let text = server
+        .send(
+            Method::POST,
+            &format!("/{svc}/UnlockUser"),
+            Some(ADMIN_TOKEN),
+            Some("{}"),
+            Some("text/plain"),
+        )
+        .await;
+    assert_eq!(text.body["code"], "unimplemented");
     let unknown = server
         .connect(ADMIN_TOKEN, &format!("{svc}/NoSuchMethod"), json!({}))
         .await;

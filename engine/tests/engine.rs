@@ -143,7 +143,7 @@ async fn concurrent_creations_of_one_username_give_one_success() {
 }
 
 fn rand_bool() -> bool {
-    Instant::now().elapsed().subsec_nanos() % 2 == 0
+    Instant::now().elapsed().subsec_nanos().is_multiple_of(2)
 }
 
 #[tokio::test]

@@ -320,7 +320,7 @@ async fn open_loop(
                 let user = i as usize % n;
                 let op = if rng.next_f64() < read_ratio {
                     Op::Get
-                } else if (i as usize / n) % 2 == 0 {
+                } else if (i as usize / n).is_multiple_of(2) {
                     Op::Lock
                 } else {
                     Op::Unlock

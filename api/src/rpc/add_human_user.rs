@@ -196,6 +196,8 @@ impl Rpc for AddHumanUser {
     const METHOD: &'static str = "AddHumanUser";
     type Request = AddHumanUserRequest;
     type Response = AddHumanUserResponse;
+    type ProtoRequest = crate::proto::zitadel::user::v2::AddHumanUserRequest;
+    type ProtoResponse = crate::proto::zitadel::user::v2::AddHumanUserResponse;
 
     async fn call(
         engine: &Engine,

@@ -33,6 +33,8 @@ impl Rpc for AddOrganization {
     const METHOD: &'static str = "AddOrganization";
     type Request = AddOrganizationRequest;
     type Response = AddOrganizationResponse;
+    type ProtoRequest = crate::proto::zitadel::org::v2::AddOrganizationRequest;
+    type ProtoResponse = crate::proto::zitadel::org::v2::AddOrganizationResponse;
 
     async fn call(
         engine: &Engine,

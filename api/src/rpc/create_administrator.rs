@@ -42,6 +42,10 @@ impl Rpc for CreateAdministrator {
     const METHOD: &'static str = "CreateAdministrator";
     type Request = CreateAdministratorRequest;
     type Response = CreateAdministratorResponse;
+    type ProtoRequest =
+        crate::proto::zitadel::internal_permission::v2beta::CreateAdministratorRequest;
+    type ProtoResponse =
+        crate::proto::zitadel::internal_permission::v2beta::CreateAdministratorResponse;
 
     async fn call(
         engine: &Engine,

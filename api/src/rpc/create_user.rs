@@ -42,6 +42,8 @@ impl Rpc for CreateUser {
     const METHOD: &'static str = "CreateUser";
     type Request = CreateUserRequest;
     type Response = CreateUserResponse;
+    type ProtoRequest = crate::proto::zitadel::user::v2::CreateUserRequest;
+    type ProtoResponse = crate::proto::zitadel::user::v2::CreateUserResponse;
 
     async fn call(
         engine: &Engine,

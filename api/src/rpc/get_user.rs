@@ -139,6 +139,8 @@ impl Rpc for GetUserById {
     const METHOD: &'static str = "GetUserByID";
     type Request = UserIdRequest;
     type Response = GetUserByIdResponse;
+    type ProtoRequest = crate::proto::zitadel::user::v2::GetUserByIdRequest;
+    type ProtoResponse = crate::proto::zitadel::user::v2::GetUserByIdResponse;
 
     async fn call(
         engine: &Engine,

@@ -260,6 +260,8 @@ impl Rpc for ListUsers {
     const METHOD: &'static str = "ListUsers";
     type Request = ListUsersRequest;
     type Response = ListUsersResponse;
+    type ProtoRequest = crate::proto::zitadel::user::v2::ListUsersRequest;
+    type ProtoResponse = crate::proto::zitadel::user::v2::ListUsersResponse;
 
     async fn call(
         engine: &Engine,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use latchkey_engine::{Caller, Engine, Error};
 
 use super::{HasUserId, Rpc};
-use crate::wire::{parse_timestamp, timestamp, DetailsResponse};
+use crate::wire::{parse_timestamp, timestamp, DetailsJson};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -37,6 +37,8 @@ impl Rpc for AddPersonalAccessToken {
     const METHOD: &'static str = "AddPersonalAccessToken";
     type Request = AddPatRequest;
     type Response = AddPatResponse;
+    type ProtoRequest = crate::proto::zitadel::user::v2::AddPersonalAccessTokenRequest;
+    type ProtoResponse = crate::proto::zitadel::user::v2::AddPersonalAccessTokenResponse;
 
     async fn call(
         engine: &Engine,
@@ -67,22 +69,35 @@ pub struct RemovePatRequest {
     pub token_id: String,
 }
 
+/// ZITADEL answers with `deletionDate`; Latchkey adds the user's `details` (spec table).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemovePatResponse {
+    pub deletion_date: String,
+    pub details: DetailsJson,
+}
+
 pub struct RemovePersonalAccessToken;
 
 impl Rpc for RemovePersonalAccessToken {
     const SERVICE: &'static str = "zitadel.user.v2.UserService";
     const METHOD: &'static str = "RemovePersonalAccessToken";
     type Request = RemovePatRequest;
-    type Response = DetailsResponse;
+    type Response = RemovePatResponse;
+    type ProtoRequest = crate::proto::zitadel::user::v2::RemovePersonalAccessTokenRequest;
+    type ProtoResponse = crate::proto::zitadel::user::v2::RemovePersonalAccessTokenResponse;
 
     async fn call(
         engine: &Engine,
         caller: &Caller,
         request: RemovePatRequest,
-    ) -> Result<DetailsResponse, Error> {
-        engine
+    ) -> Result<RemovePatResponse, Error> {
+        let details = engine
             .remove_personal_access_token(caller, &request.user_id, &request.token_id)
-            .await
-            .map(Into::into)
+            .await?;
+        Ok(RemovePatResponse {
+            deletion_date: timestamp(&details.change_date),
+            details: (&details).into(),
+        })
     }
 }

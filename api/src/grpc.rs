@@ -1,0 +1,244 @@
+//! gRPC over HTTP/2 cleartext and gRPC-web over HTTP/1.1, on the same port and the same method
+//! paths as Connect (`/<package>.<Service>/<Method>`).
+//!
+//! [`divert`] sits in front of the whole router and sends every request whose content type is
+//! `application/grpc…` here; everything else (REST, Connect, health endpoints) never sees this
+//! module. Each method is a tonic unary service over raw bytes that hands the message to
+//! [`rpc::run_proto`] — the same call, and the same errors, as every other protocol. gRPC-web
+//! requests are translated to gRPC by `tonic-web` in front of each service. The standard gRPC
+//! health service and server reflection (v1 and v1alpha) are served too, so grpcurl-style tools
+//! work without a local copy of the protos.
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use bytes::{Buf, BufMut, Bytes};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{http, BoxFuture, Context, Poll, Service, StdError};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::Status;
+use tonic_web::GrpcWebLayer;
+use tower::{Layer, ServiceExt};
+
+use latchkey_engine::Engine;
+
+use crate::error::{grpc_status, http_status};
+use crate::metrics::RouteMetrics;
+use crate::rpc::{self, Rpc, BODY_LIMIT};
+
+/// Is this a gRPC or gRPC-web request (`application/grpc`, `application/grpc+proto`,
+/// `application/grpc-web`, `application/grpc-web-text`, …)?
+pub fn is_grpc(request: &Request) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/grpc"))
+}
+
+/// Middleware for the top-level router: gRPC and gRPC-web requests go to `grpc`.
+pub async fn divert(State(grpc): State<Router>, request: Request, next: Next) -> Response {
+    if is_grpc(&request) {
+        match grpc.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    } else {
+        next.run(request).await
+    }
+}
+
+/// Every gRPC method, plus health and reflection, each also reachable over gRPC-web.
+pub fn router(engine: Engine) -> Router {
+    struct Methods {
+        router: Router,
+        engine: Engine,
+    }
+    impl rpc::Visitor for Methods {
+        fn visit<R: Rpc>(&mut self) {
+            let method = Method::<R> {
+                engine: self.engine.clone(),
+                metrics: RouteMetrics::new(R::METHOD, "grpc"),
+                rpc: PhantomData,
+            };
+            let router = std::mem::take(&mut self.router);
+            self.router =
+                router.route_service(&rpc::path::<R>(), GrpcWebLayer::new().layer(method));
+        }
+    }
+    let mut methods = Methods {
+        router: Router::new(),
+        engine,
+    };
+    rpc::for_each(&mut methods);
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    // The server as a whole ("") is serving as soon as it routes; per-service statuses name
+    // what it serves. Setting them is async (a tokio lock), hence the task.
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            for service in [
+                "zitadel.user.v2.UserService",
+                "zitadel.org.v2.OrganizationService",
+                "zitadel.internal_permission.v2beta.InternalPermissionService",
+            ] {
+                health_reporter
+                    .set_service_status(service, tonic_health::ServingStatus::Serving)
+                    .await;
+            }
+        });
+    }
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1();
+    let reflection_v1alpha = reflection().build_v1alpha();
+
+    let mut router = methods.router;
+    router = mount(router, health);
+    if let Ok(service) = reflection_v1 {
+        router = mount(router, service);
+    } else {
+        tracing::warn!("gRPC reflection v1 unavailable");
+    }
+    if let Ok(service) = reflection_v1alpha {
+        router = mount(router, service);
+    } else {
+        tracing::warn!("gRPC reflection v1alpha unavailable");
+    }
+    router.fallback(|request: Request| async move {
+        Status::unimplemented(format!("unknown gRPC method {}", request.uri().path()))
+            .into_http::<axum::body::Body>()
+    })
+}
+
+/// Mounts a tonic-generated service at `/<its name>/*`, with gRPC-web in front.
+fn mount<S>(router: Router, service: S) -> Router
+where
+    S: NamedService
+        + Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    router.route_service(
+        &format!("/{}/{{*method}}", S::NAME),
+        GrpcWebLayer::new().layer(service),
+    )
+}
+
+/// One RPC as a gRPC unary method.
+struct Method<R> {
+    engine: Engine,
+    metrics: Arc<RouteMetrics>,
+    rpc: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for Method<R> {
+    fn clone(&self) -> Self {
+        Method {
+            engine: self.engine.clone(),
+            metrics: self.metrics.clone(),
+            rpc: PhantomData,
+        }
+    }
+}
+
+impl<R: Rpc, B> Service<http::Request<B>> for Method<R>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let unary = self.clone();
+        Box::pin(async move {
+            let mut grpc = Grpc::new(RawCodec)
+                .apply_max_message_size_config(Some(BODY_LIMIT), Some(BODY_LIMIT * 16));
+            Ok(grpc.unary(unary, request).await)
+        })
+    }
+}
+
+impl<R: Rpc> UnaryService<Bytes> for Method<R> {
+    type Response = Bytes;
+    type Future = BoxFuture<tonic::Response<Bytes>, Status>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let (engine, metrics) = (self.engine.clone(), self.metrics.clone());
+        Box::pin(async move {
+            let started = Instant::now();
+            let (metadata, _, message) = request.into_parts();
+            let result = rpc::run_proto::<R>(&engine, &metadata.into_headers(), &message).await;
+            // Counted under the HTTP status REST would have answered, so dashboards can sum
+            // protocols; gRPC itself always answers 200 with the code in `grpc-status`.
+            let status = result
+                .as_ref()
+                .map_or_else(|e| http_status(e.code()).as_u16(), |_| 200);
+            metrics.record(status, started.elapsed());
+            match result {
+                Ok(bytes) => Ok(tonic::Response::new(Bytes::from(bytes))),
+                Err(e) => Err(grpc_status(&e)),
+            }
+        })
+    }
+}
+
+/// Passes message bytes through untouched: decoding belongs to [`rpc::run_proto`], so a bad
+/// message gets Latchkey's InvalidArgument like a bad JSON body does.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
