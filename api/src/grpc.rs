@@ -19,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use bytes::{Buf, BufMut, Bytes};
+use tonic::codec::CompressionEncoding;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{http, BoxFuture, Context, Poll, Service, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
@@ -114,10 +115,12 @@ pub fn router(engine: Engine) -> Router {
     } else {
         tracing::warn!("gRPC reflection v1alpha unavailable");
     }
-    router.fallback(|request: Request| async move {
-        Status::unimplemented(format!("unknown gRPC method {}", request.uri().path()))
-            .into_http::<axum::body::Body>()
-    })
+    // Unknown methods get gRPC's Unimplemented, in gRPC-web framing when asked that way.
+    let unknown = tower::service_fn(|request: http::Request<tonic::body::Body>| async move {
+        let status = Status::unimplemented(format!("unknown gRPC method {}", request.uri().path()));
+        Ok::<_, Infallible>(status.into_http::<tonic::body::Body>())
+    });
+    router.fallback_service(GrpcWebLayer::new().layer(unknown))
 }
 
 /// Mounts a tonic-generated service at `/<its name>/*`, with gRPC-web in front.
@@ -174,6 +177,7 @@ where
         let unary = self.clone();
         Box::pin(async move {
             let mut grpc = Grpc::new(RawCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
                 .apply_max_message_size_config(Some(BODY_LIMIT), Some(BODY_LIMIT * 16));
             Ok(grpc.unary(unary, request).await)
         })

@@ -235,4 +235,23 @@ impl TestServer {
             reply.sequence(),
         )
     }
+
+    /// A gRPC channel to the server over HTTP/2 cleartext (the same port as REST).
+    pub async fn grpc_channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.base.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("h2c connect")
+    }
+}
+
+/// A gRPC request carrying `authorization: Bearer <token>` metadata.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
 }
