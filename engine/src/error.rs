@@ -75,6 +75,7 @@ error_ids! {
     PermissionDenied => (PermissionDenied, "AUTH-PERMISSION-DENIED", "caller lacks the permission for this operation"),
     // runtime
     StoreUnavailable => (Unavailable, "STORE-UNAVAILABLE", "the change could not be made durable; nothing was changed"),
+    StoreOutcomeUnknown => (Unavailable, "STORE-OUTCOME-UNKNOWN", "the change was applied but could not be confirmed durable; read the user to learn its outcome"),
     ShuttingDown => (Unavailable, "SHUTTING-DOWN", "the engine is shutting down"),
     Timeout => (DeadlineExceeded, "CALL-TIMEOUT", "the user did not answer in time"),
     ActorFailed => (Internal, "USER-ACTOR-FAILED", "the user's actor failed while handling the request; it will be reloaded from durable state"),
@@ -121,6 +122,10 @@ impl From<latchkey_storage::StoreError> for Error {
     fn from(e: latchkey_storage::StoreError) -> Self {
         match e {
             latchkey_storage::StoreError::Closed => Error::new(ErrorId::ShuttingDown),
+            latchkey_storage::StoreError::NotDurable(cause) => {
+                tracing::warn!("store flush failed: {cause}");
+                Error::new(ErrorId::StoreOutcomeUnknown)
+            }
             other => {
                 tracing::warn!("store error: {other}");
                 Error::new(ErrorId::StoreUnavailable)

@@ -75,6 +75,9 @@ pub struct Config {
     pub max_batch: usize,
     /// Suffix of organization domains (`<org-name>.<instance_domain>`), used in login names.
     pub instance_domain: String,
+    /// Test-only: faults to inject into the store's medium (feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    pub faults: Option<latchkey_storage::faults::Faults>,
 }
 
 impl Default for Config {
@@ -86,6 +89,8 @@ impl Default for Config {
             call_timeout: Duration::from_secs(5),
             max_batch: 1024,
             instance_domain: "localhost".into(),
+            #[cfg(feature = "fault-injection")]
+            faults: None,
         }
     }
 }
@@ -105,6 +110,13 @@ impl Config {
     }
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
+        self
+    }
+    /// Test-only: the store's medium fails or stalls as `faults` says (see
+    /// `latchkey_storage::faults`).
+    #[cfg(feature = "fault-injection")]
+    pub fn faults(mut self, faults: latchkey_storage::faults::Faults) -> Self {
+        self.faults = Some(faults);
         self
     }
 }
@@ -153,9 +165,19 @@ impl Engine {
             durability: config.durability,
             max_batch: config.max_batch,
         };
-        let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
-            .await
-            .map_err(|e| OpenError::Engine(format!("store open task failed: {e}")))??;
+        #[cfg(feature = "fault-injection")]
+        let faults = config.faults.clone();
+        let store = tokio::task::spawn_blocking(move || {
+            #[cfg(feature = "fault-injection")]
+            if let Some(faults) = faults {
+                let backend =
+                    Arc::new(latchkey_storage::SledBackend::open(&store_config.data_dir)?);
+                return Store::with_backend(faults.wrap(backend), &store_config);
+            }
+            Store::open(&store_config)
+        })
+        .await
+        .map_err(|e| OpenError::Engine(format!("store open task failed: {e}")))??;
         let store = Arc::new(store);
         let registry = Arc::new(Registry::new(
             store.clone(),

@@ -132,7 +132,17 @@ impl Registry {
                 }
             };
             drop(guard);
-            return match staged.durable.wait().await {
+            // A stalled disk must not hang the caller: past the call timeout the outcome is
+            // unknown (the write may still land; if it fails, the scope is poisoned and the next
+            // call reloads the user).
+            let durable = tokio::time::timeout(self.call_timeout, staged.durable.wait()).await;
+            let Ok(durable) = durable else {
+                return Err(Error::with(
+                    ErrorId::Timeout,
+                    "the change was not confirmed durable in time; its outcome is unknown",
+                ));
+            };
+            return match durable {
                 Ok(()) => staged.result,
                 Err(e) => {
                     // The actor's memory holds a change that never reached the disk: replace it.

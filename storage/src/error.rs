@@ -13,6 +13,9 @@ pub enum StoreError {
     UnknownSchema { dir: PathBuf, found: String },
     #[error("storage I/O failed: {0}")]
     Io(String),
+    /// The batch was applied but the flush failed: it may or may not be on disk.
+    #[error("flush failed after the write was applied; durability unknown: {0}")]
+    NotDurable(String),
     #[error(
         "write rejected: an earlier write of the same user failed and it has not been reloaded"
     )]

@@ -15,6 +15,8 @@
 
 mod backend;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod keys;
 mod sled_backend;
 mod writer;

@@ -12,7 +12,10 @@
 //! Failure: a failed batch fails every write in it and marks each writer's scope (its user) as
 //! poisoned. Later writes of a poisoned scope fail without being applied — they were computed
 //! from state that never reached the disk — until [`Writer::settle`] clears the scope, which the
-//! engine does before it reloads that user from disk.
+//! engine does before it reloads that user from disk. A batch whose apply succeeded but whose
+//! flush failed fails with [`StoreError::NotDurable`]: its change is in the store (and will be on
+//! disk after the next successful flush), so its callers learn that the outcome is unknown, not
+//! that nothing changed; the reload then shows the change, and memory equals the store.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -416,7 +419,10 @@ impl WriterThread {
             let applied = self.backend.apply(&batch);
             self.metrics.apply_seconds.record(started.elapsed());
             let outcome = match (applied, self.durability) {
-                (Ok(()), Durability::Sync) => self.flush(),
+                // Applied but not confirmed on disk: callers must not be told "nothing changed".
+                (Ok(()), Durability::Sync) => self
+                    .flush()
+                    .map_err(|e| StoreError::NotDurable(e.to_string())),
                 (Ok(()), Durability::Async { .. }) => {
                     self.dirty_since.get_or_insert_with(Instant::now);
                     Ok(())

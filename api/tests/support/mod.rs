@@ -52,15 +52,27 @@ impl TestServer {
 
     pub async fn start_with(configure: impl FnOnce(Config) -> Config) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        Self::open(dir, configure).await
+    }
+
+    /// A server on a data dir a previous [`TestServer::stop`] returned: state from disk.
+    pub async fn reopen(dir: tempfile::TempDir) -> TestServer {
+        Self::open(dir, |c| c).await
+    }
+
+    async fn open(dir: tempfile::TempDir, configure: impl FnOnce(Config) -> Config) -> TestServer {
         latchkey_api::metrics::install();
         let engine = Engine::open(configure(Config::default().data_dir(dir.path())))
             .await
             .expect("engine opens");
-        let boot = engine
+        let org = match engine
             .bootstrap(Some(ADMIN_TOKEN.into()))
             .await
             .expect("bootstrap")
-            .expect("fresh dir");
+        {
+            Some(boot) => boot.org_id,
+            None => engine.default_org_id().expect("bootstrapped before"),
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
@@ -75,7 +87,7 @@ impl TestServer {
                 .build()
                 .expect("client"),
             engine,
-            org: boot.org_id,
+            org,
             dir,
             stop: Some(stop),
             task: Some(task),

@@ -1,0 +1,99 @@
+//! Test-only fault injection into the durable medium (feature `fault-injection`; never in the
+//! default build): a [`FaultyBackend`] wraps the real backend and, as its [`Faults`] handle says,
+//! refuses batches (nothing applied, like a full disk), applies them but fails the flush (the
+//! fsync error case: applied, durability unknown), or delays them (a slow disk).
+//!
+//! Faults switch on and off while the store runs, so tests can check that Latchkey answers
+//! promptly and correctly during the fault and recovers without a restart once it clears.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{Backend, KvIter, StoreError, WriteBatch};
+
+/// The switches, shared between a test and the backend it wraps.
+#[derive(Debug, Clone, Default)]
+pub struct Faults(Arc<Switches>);
+
+#[derive(Debug, Default)]
+struct Switches {
+    fail_apply: AtomicBool,
+    fail_flush: AtomicBool,
+    delay_micros: AtomicU64,
+}
+
+impl Faults {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every batch is refused before anything is applied.
+    pub fn fail_apply(&self, on: bool) {
+        self.0.fail_apply.store(on, Ordering::SeqCst);
+    }
+
+    /// Batches are applied but every flush fails.
+    pub fn fail_flush(&self, on: bool) {
+        self.0.fail_flush.store(on, Ordering::SeqCst);
+    }
+
+    /// Every batch waits this long before it is applied (zero: no delay).
+    pub fn delay_writes(&self, delay: Duration) {
+        self.0
+            .delay_micros
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// Clears every fault.
+    pub fn clear(&self) {
+        self.fail_apply(false);
+        self.fail_flush(false);
+        self.delay_writes(Duration::ZERO);
+    }
+
+    /// Wraps `backend` so these switches apply to it.
+    pub fn wrap(&self, backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
+        Arc::new(FaultyBackend {
+            inner: backend,
+            faults: self.clone(),
+        })
+    }
+}
+
+pub struct FaultyBackend {
+    inner: Arc<dyn Backend>,
+    faults: Faults,
+}
+
+impl Backend for FaultyBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
+        self.inner.scan_prefix(prefix)
+    }
+
+    fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        let delay = self.faults.0.delay_micros.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_micros(delay));
+        }
+        if self.faults.0.fail_apply.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("injected fault: write refused".into()));
+        }
+        self.inner.apply(batch)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.faults.0.fail_flush.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("injected fault: flush failed".into()));
+        }
+        self.inner.flush()
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        self.inner.close()
+    }
+}
