@@ -1,59 +1,18 @@
 //! The real `latchkey` binary: start-up errors, bootstrap, and durability across graceful stops
 //! and SIGKILL.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::binary::{self, BIN, TOKEN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
-const TOKEN: &str = "process-test-token";
-
-struct Running {
-    child: Child,
-    base: String,
-}
-
-fn start(dir: &Path, durability: &str) -> Running {
-    let mut child = Command::new(BIN)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--durability",
-            durability,
-            "--log",
-            "info",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("LATCHKEY_BOOTSTRAP_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn latchkey");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let base = loop {
-        assert!(Instant::now() < deadline, "latchkey did not start");
-        let line = lines.next().expect("latchkey exited early").expect("read");
-        if let Some(at) = line.find("listening on http://") {
-            let rest = &line[at + "listening on ".len()..];
-            break rest.split_whitespace().next().expect("address").to_owned();
-        }
-    };
-    // keep draining stderr so the server never blocks on a full pipe
-    std::thread::spawn(move || for _ in lines {});
-    Running { child, base }
-}
-
-fn sigterm(child: &Child) {
-    // SAFETY: plain kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+fn start(dir: &Path, durability: &str) -> binary::Running {
+    binary::start(dir, durability, &[])
 }
 
 async fn post(client: &reqwest::Client, base: &str, path: &str, body: Value) -> (u16, Value) {
@@ -138,7 +97,7 @@ async fn graceful_stop_keeps_everything_and_exits_zero() {
     let client = reqwest::Client::new();
     let mut server = start(dir.path(), "sync");
     let acknowledged = drive(&client, &server.base, "graceful", 12).await;
-    sigterm(&server.child);
+    server.sigterm();
     let status = server.child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
 
@@ -241,8 +200,12 @@ fn bootstrap_writes_a_private_token_file_once() {
                 break;
             }
         }
-        sigterm(&child);
-        let status = child.wait().unwrap();
+        let server = binary::Running {
+            child,
+            base: String::new(),
+        };
+        server.sigterm();
+        let status = server.wait();
         assert!(status.success(), "{status:?}");
     };
     run(dir.path());

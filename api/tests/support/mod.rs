@@ -2,6 +2,9 @@
 //! Each integration test reads as the scenario it checks.
 #![allow(dead_code)]
 
+pub mod binary;
+pub mod history;
+
 use std::time::Duration;
 
 use latchkey_engine::{Config, Engine};

@@ -1,0 +1,69 @@
+//! The real `latchkey` binary as a child process: start on port 0 over a data dir, read the
+//! address from its log, stop it with SIGTERM or SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+pub const TOKEN: &str = "process-test-token";
+
+pub struct Running {
+    pub child: Child,
+    pub base: String,
+}
+
+/// Starts the binary over `dir` with `durability` (`sync` / `async`) and extra flags.
+pub fn start(dir: &Path, durability: &str, extra: &[&str]) -> Running {
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--durability",
+            durability,
+            "--log",
+            "info",
+        ])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("LATCHKEY_BOOTSTRAP_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn latchkey");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let base = loop {
+        assert!(Instant::now() < deadline, "latchkey did not start");
+        let line = lines.next().expect("latchkey exited early").expect("read");
+        if let Some(at) = line.find("listening on http://") {
+            let rest = &line[at + "listening on ".len()..];
+            break rest.split_whitespace().next().expect("address").to_owned();
+        }
+    };
+    // keep draining stderr so the server never blocks on a full pipe
+    std::thread::spawn(move || for _ in lines {});
+    Running { child, base }
+}
+
+impl Running {
+    pub fn sigterm(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+    }
+
+    /// SIGKILL, and reap: the process is gone when this returns.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    pub fn wait(mut self) -> ExitStatus {
+        self.child.wait().expect("wait")
+    }
+}
