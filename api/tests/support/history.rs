@@ -113,10 +113,8 @@ fn step(model: &Model, operation: &Operation) -> Option<Model> {
                     sequence: n,
                 },
                 Op::Get,
-            ) => {
-                if (state, sequence) == (*s, *n) {
-                    next.push((state, sequence));
-                }
+            ) if (state, sequence) == (*s, *n) => {
+                next.push((state, sequence));
             }
             (Outcome::Ok { sequence: n }, op) if op != Op::Get => {
                 if let Some(after) = after {
@@ -125,10 +123,8 @@ fn step(model: &Model, operation: &Operation) -> Option<Model> {
                     }
                 }
             }
-            (Outcome::Refused, op) if op != Op::Get => {
-                if after.is_none() {
-                    next.push((state, sequence));
-                }
+            (Outcome::Refused, op) if op != Op::Get && after.is_none() => {
+                next.push((state, sequence));
             }
             (Outcome::Unknown, _) => {
                 next.push((state, sequence));
