@@ -57,7 +57,7 @@ fn codec(headers: &HeaderMap) -> Result<Codec, Error> {
         "application/json" => Ok(Codec::Json),
         "application/proto" => Ok(Codec::Proto),
         _ => Err(Error::with(
-            ErrorId::Unsupported,
+            ErrorId::UnsupportedMediaType,
             format!("content type {media:?} is not supported; use application/json or application/proto"),
         )),
     }

@@ -111,6 +111,8 @@ impl IntoResponse for ApiError {
             StatusCode::PAYLOAD_TOO_LARGE
         } else if self.error.id == latchkey_engine::ErrorId::MethodNotAllowed {
             StatusCode::METHOD_NOT_ALLOWED
+        } else if self.error.id == latchkey_engine::ErrorId::UnsupportedMediaType {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
         } else {
             http_status(code)
         };

@@ -18,6 +18,7 @@ pub mod rest;
 pub mod rpc;
 pub mod run;
 pub mod server;
+pub mod unread_body;
 pub mod wire;
 
 pub use server::{router, serve, shutdown_signal};

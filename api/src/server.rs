@@ -40,6 +40,10 @@ pub fn router(engine: Engine) -> Router {
         ))
         // Bodies are read with our own limit (rpc::BODY_LIMIT) so the 413 has our error shape.
         .layer(DefaultBodyLimit::disable())
+        // Answers that leave the body unread close the connection, and say so.
+        .layer(axum::middleware::from_fn(
+            crate::unread_body::close_if_unread,
+        ))
         // One log line per request (at debug, from on_response).
         .layer(TraceLayer::new_for_http().on_request(()))
         .with_state(AppState { engine })

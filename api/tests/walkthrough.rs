@@ -429,7 +429,8 @@ async fn connect_flow_with_connect_errors() {
             Some("text/plain"),
         )
         .await;
-    assert_eq!(text.body["code"], "unimplemented");
+    assert_eq!(text.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(text.body["code"], "invalid_argument");
     let unknown = server
         .connect(ADMIN_TOKEN, &format!("{svc}/NoSuchMethod"), json!({}))
         .await;

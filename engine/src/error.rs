@@ -68,6 +68,7 @@ error_ids! {
     InvalidRole => (InvalidArgument, "ROLE-INVALID", "unknown role for this resource"),
     MalformedBody => (InvalidArgument, "BODY-MALFORMED", "request body is not valid JSON for this method"),
     BodyTooLarge => (ResourceExhausted, "BODY-TOO-LARGE", "request body is too large"),
+    UnsupportedMediaType => (InvalidArgument, "CONTENT-TYPE-UNSUPPORTED", "content type not supported here; use application/json or application/proto"),
     RouteNotFound => (NotFound, "ROUTE-NOT-FOUND", "no such route"),
     MethodNotAllowed => (Unimplemented, "METHOD-NOT-ALLOWED", "method not allowed on this route"),
     // callers

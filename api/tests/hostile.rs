@@ -1,0 +1,285 @@
+//! Hostile input over HTTP: seeded random requests built from the things that break servers —
+//! odd methods, path tricks and very long ids, duplicate and garbage headers, truncated, huge,
+//! deeply nested, wrongly typed and non-UTF-8 bodies. None of them is a valid request by
+//! construction (ids never exist, bodies never parse into a valid command), so each must get a
+//! 4xx in the documented error shape — never a 5xx, never a dropped connection — and the store
+//! must be byte-for-byte what it was before.
+//!
+//! `LATCHKEY_HOSTILE_CASES=100000 cargo test --release -p latchkey-api --test hostile` runs more.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use latchkey_storage::{Store, StoreConfig};
+use reqwest::Method;
+use serde_json::Value;
+use support::{TestServer, ADMIN_TOKEN};
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+const METHODS: &[&str] = &[
+    "GET", "POST", "POST", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "BREW",
+];
+
+const PATHS: &[&str] = &[
+    "/v2/users/{id}/unlock",
+    "/v2/users/{id}/lock",
+    "/v2/users/{id}/deactivate",
+    "/v2/users/{id}/reactivate",
+    "/v2/users/{id}",
+    "/v2/users/{id}/pats",
+    "/v2/users/{id}/pats/{id}",
+    "/v2/users",
+    "/v2/users/human",
+    "/v2/users/new",
+    "/v2/organizations",
+    "/v2beta/administrators",
+    "/zitadel.user.v2.UserService/UnlockUser",
+    "/zitadel.user.v2.UserService/GetUserByID",
+    "/zitadel.user.v2.UserService/AddHumanUser",
+    "/zitadel.user.v2.UserService/CreateUser",
+    "/zitadel.user.v2.UserService/ListUsers",
+    "/zitadel.org.v2.OrganizationService/AddOrganization",
+    "/zitadel.internal_permission.v2beta.InternalPermissionService/CreateAdministrator",
+    "/zitadel.user.v2.UserService/NoSuchMethod",
+    "/v2/users/{id}/unlock/extra",
+    "/v2/users/{id}/../../v2/organizations",
+    "/%2e%2e/v2/users/{id}/unlock",
+    "/v2//users///{id}/lock",
+    "/v2/users/{id}/lock?userId=other&userId=again",
+    "/",
+    "/v3/users/{id}",
+];
+
+fn ids() -> Vec<String> {
+    vec![
+        "missing-user".into(),
+        "a".repeat(201),
+        "b".repeat(8000),
+        "%20".into(),
+        "..".into(),
+        "%2e%2e".into(),
+        "%00".into(),
+        "%FF%FE".into(),
+        "%F0%9F%92%A9".into(),
+        "ünïcödé".into(),
+        "'%20OR%201=1%20--".into(),
+        "$(reboot)".into(),
+        "%2F".into(),
+        "-1".into(),
+        "0".into(),
+    ]
+}
+
+const CONTENT_TYPES: &[Option<&str>] = &[
+    None,
+    Some("application/json"),
+    Some("application/json"),
+    Some("application/json; charset=latin1"),
+    Some("application/proto"),
+    Some("text/plain"),
+    Some("multipart/form-data; boundary=x"),
+    Some("application/x-www-form-urlencoded"),
+    Some(""),
+    Some("application/grpc"),
+    Some("application/grpc-web+proto"),
+];
+
+fn bodies() -> Vec<Vec<u8>> {
+    let mut bodies: Vec<Vec<u8>> = [
+        "",
+        "{",
+        "{\"userId\":",
+        "null",
+        "[]",
+        "123",
+        "\"text\"",
+        "{\"userId\": 5}",
+        "{\"userId\": [\"a\"]}",
+        "{\"profile\": \"Ada\", \"email\": 7}",
+        "{\"profile\": {\"givenName\": 1}, \"email\": {}}",
+        "{\"email\": {\"email\": \"a@b.c\"}}",
+        "{\"organizationId\": {}, \"machine\": 3}",
+        "{\"query\": {\"limit\": -1}}",
+        "{\"query\": {\"offset\": \"minus one\"}}",
+        "{\"queries\": [{\"noSuchQuery\": {}}]}",
+        "{\"queries\": [{\"stateQuery\": {\"state\": \"USER_STATE_NOPE\"}}]}",
+        "{\"sortingColumn\": 99}",
+        "{\"name\": 7}",
+        "{\"name\": \"\"}",
+        "{\"userId\": true, \"resource\": 3, \"roles\": \"IAM_OWNER\"}",
+        "{\"userId\": \"x\", \"resource\": {\"instance\": true}, \"roles\": [\"GOD\"]}",
+        "{\"userId\":\"a\",\"userId\":\"b\"}",
+        "{\"hashedPassword\": {\"hash\": \"not-a-hash\"}, \"profile\": {\"givenName\": \"A\", \"familyName\": \"B\"}, \"email\": {\"email\": \"x@example.com\"}}",
+        "\u{0000}\u{0000}",
+        "\n\t{}\u{feff}",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    bodies.push(vec![0xff, 0xfe, 0xfd, b'{', b'}']);
+    bodies.push(b"{\"userId\": \"\xc3\x28\"}".to_vec());
+    bodies.push("[".repeat(100_000).into_bytes());
+    bodies.push("{\"a\":".repeat(50_000).into_bytes());
+    bodies.push(vec![b' '; 2 * 1024 * 1024]);
+    bodies.push(format!("{{\"userId\": \"{}\"}}", "z".repeat(1_500_000)).into_bytes());
+    bodies.push(vec![0x0a, 0x7f, 0x01]); // a protobuf field claiming 127 bytes it lacks
+    bodies
+}
+
+fn authorizations() -> Vec<Vec<String>> {
+    vec![
+        vec![],
+        vec![format!("Bearer {ADMIN_TOKEN}")],
+        vec![format!("Bearer {ADMIN_TOKEN}")],
+        vec!["Bearer".into()],
+        vec!["Bearer    ".into()],
+        vec![format!("Bearer {}", "t".repeat(4000))],
+        vec!["Basic dXNlcjpwYXNz".into()],
+        vec![format!("bearer {ADMIN_TOKEN}")],
+        vec![format!("Bearer {ADMIN_TOKEN}"), "Bearer wrong".into()],
+        vec!["Bearer wrong".into(), format!("Bearer {ADMIN_TOKEN}")],
+    ]
+}
+
+/// Every key and value of the store under `dir`.
+fn store_contents(dir: &std::path::Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let store = Store::open(&StoreConfig::new(dir)).expect("open store");
+    let contents = store
+        .scan_prefix(&[])
+        .map(|item| item.expect("entry"))
+        .collect();
+    store.close().expect("close");
+    contents
+}
+
+fn documented_shape(path: &str, body: &Value) -> bool {
+    let details_ok = body["details"]
+        .as_array()
+        .is_some_and(|d| !d.is_empty() && d.iter().all(|x| x.is_object()));
+    let message_ok = body["message"].is_string();
+    if path.starts_with("/zitadel.") {
+        body["code"].is_string() && message_ok && details_ok
+    } else {
+        body["code"].is_u64()
+            && message_ok
+            && details_ok
+            && body["details"][0]["id"].is_string()
+            && body["details"][0]["@type"] == "type.googleapis.com/zitadel.v1.ErrorDetail"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_requests_get_documented_4xx_and_change_nothing() {
+    let cases: usize = std::env::var("LATCHKEY_HOSTILE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    // Some real state to protect.
+    let server = TestServer::start().await;
+    for i in 0..3 {
+        let id = server.create_human(&format!("keep{i}@example.com")).await;
+        if i == 0 {
+            server
+                .post(&format!("/v2/users/{id}/lock"), serde_json::json!({}))
+                .await;
+        }
+    }
+    let dir = server.stop().await;
+    let before = store_contents(dir.path());
+    let server = TestServer::reopen(dir).await;
+
+    let (ids, bodies, authorizations) = (ids(), bodies(), authorizations());
+    let mut rng = Rng(0x0BAD_5EED);
+    let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+    for case in 0..cases {
+        let method = *rng.pick(METHODS);
+        let id = rng.pick(&ids).clone();
+        let path = rng.pick(PATHS).replace("{id}", &id);
+        let content_type = *rng.pick(CONTENT_TYPES);
+        let body = rng.pick(&bodies).clone();
+        let auth = rng.pick(&authorizations).clone();
+        let url = format!("{}{path}", server.base);
+        let mut request = server.client.request(
+            Method::from_bytes(method.as_bytes()).expect("method"),
+            url.as_str(),
+        );
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+            if rng.below(8) == 0 {
+                request = request.header("content-type", "text/html"); // a duplicate
+            }
+        }
+        for value in auth {
+            request = request.header("authorization", value);
+        }
+        if rng.below(10) == 0 {
+            request = request.header("x-garbage", "~".repeat(8000));
+        }
+        if rng.below(6) == 0 {
+            request = request.header("connect-protocol-version", "1");
+        }
+        let shown = format!(
+            "case {case}: {method} {} ({:?}, {} body bytes)",
+            &path.chars().take(120).collect::<String>(),
+            content_type,
+            body.len()
+        );
+        let response = match request.body(body).send().await {
+            Ok(response) => response,
+            Err(e) if e.is_builder() => continue, // a URL the client itself refuses to send
+            Err(e) => panic!("{shown}: connection failed: {e:?}"),
+        };
+        let status = response.status().as_u16();
+        *statuses.entry(status).or_default() += 1;
+        let grpc = content_type.is_some_and(|c| c.starts_with("application/grpc"));
+        let text = response.bytes().await.expect("body");
+        assert!(
+            status < 500,
+            "{shown}: {status} {}",
+            String::from_utf8_lossy(&text)
+        );
+        if grpc {
+            // gRPC's own framing (grpc-status), or a 4xx: checked by never being a 5xx.
+            continue;
+        }
+        assert!(
+            !(200..300).contains(&status)
+                || method == "GET"
+                || path.contains("ListUsers")
+                || path == "/v2/users",
+            "{shown}: a hostile write was accepted: {status}"
+        );
+        if status >= 400 && method != "HEAD" {
+            let body: Value = serde_json::from_slice(&text)
+                .unwrap_or_else(|_| panic!("{shown}: error body is not JSON: {text:?}"));
+            let checked_path = path.split('?').next().unwrap_or("");
+            assert!(
+                documented_shape(checked_path, &body),
+                "{shown}: undocumented error shape {body}"
+            );
+        }
+    }
+    eprintln!("statuses: {statuses:?}");
+    assert_eq!(server.get("/healthz").await.status, reqwest::StatusCode::OK);
+    let dir = server.stop().await;
+    assert_eq!(
+        store_contents(dir.path()),
+        before,
+        "rejected requests changed the store"
+    );
+}
