@@ -22,9 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use latchkey_engine::{Caller, Config, Engine};
-use serde_json::json;
 use support::binary::{self, TOKEN};
-use support::history::{check, client_loop, Op, Operation, Outcome, State};
+use support::history::{check, client_loop, create_users, read_users, Operation, Outcome, State};
 
 struct Plan {
     durability: &'static str,
@@ -58,41 +57,6 @@ fn start(dir: &Path, plan: &Plan) -> binary::Running {
     binary::start(dir, plan.durability, &extra)
 }
 
-async fn read_all(
-    client: &reqwest::Client,
-    base: &str,
-    users: &[String],
-    clock: Instant,
-) -> (Vec<Operation>, BTreeMap<String, (State, u64)>) {
-    let (mut reads, mut states) = (Vec::new(), BTreeMap::new());
-    for user in users {
-        let invoked = clock.elapsed();
-        let body: serde_json::Value = client
-            .get(format!("{base}/v2/users/{user}"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("read after restart")
-            .json()
-            .await
-            .expect("json");
-        let state = State::from_wire(body["user"]["state"].as_str().unwrap_or("")).expect("state");
-        let sequence: u64 = body["details"]["sequence"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("sequence");
-        states.insert(user.clone(), (state, sequence));
-        reads.push(Operation {
-            user: user.clone(),
-            op: Op::Get,
-            invoked,
-            returned: clock.elapsed(),
-            outcome: Outcome::Read { state, sequence },
-        });
-    }
-    (reads, states)
-}
-
 async fn crash_run(plan: Plan) -> Report {
     let dir = tempfile::tempdir().expect("temp dir");
     let client = reqwest::Client::builder()
@@ -102,29 +66,12 @@ async fn crash_run(plan: Plan) -> Report {
     let clock = Instant::now();
     let server = start(dir.path(), &plan);
 
-    let mut users = Vec::new();
-    for i in 0..plan.users {
-        let reply: serde_json::Value = client
-            .post(format!("{}/v2/users/human", server.base))
-            .bearer_auth(TOKEN)
-            .json(&json!({
-                "profile": {"givenName": "C", "familyName": "K"},
-                "email": {"email": format!("crash{i}@example.com")},
-                "hashedPassword": {"hash": support::HASH},
-            }))
-            .send()
-            .await
-            .expect("create")
-            .json()
-            .await
-            .expect("json");
-        users.push(reply["userId"].as_str().expect("userId").to_owned());
-    }
+    let users = create_users(&client, &server.base, TOKEN, "crash", plan.users).await;
     // Creation is acknowledged; in async mode make it durable before the first kill.
     server.sigterm();
     assert!(server.wait().success());
     let server = start(dir.path(), &plan);
-    let (reads, initial) = read_all(&client, &server.base, &users, clock).await;
+    let (reads, initial) = read_users(&client, &server.base, TOKEN, &users, clock).await;
     let mut history = reads;
     let users = Arc::new(users);
 
@@ -137,7 +84,7 @@ async fn crash_run(plan: Plan) -> Report {
             None => {
                 // Restarted after a kill: read everyone first (the reads join the history).
                 let running = start(dir.path(), &plan);
-                let (reads, _) = read_all(&client, &running.base, &users, clock).await;
+                let (reads, _) = read_users(&client, &running.base, TOKEN, &users, clock).await;
                 history.extend(reads);
                 running
             }
@@ -180,7 +127,7 @@ async fn crash_run(plan: Plan) -> Report {
         if plan.durability == "async" {
             // What survived this kill, read by the next process before any new traffic.
             let next = start(dir.path(), &plan);
-            let (reads, recovered) = read_all(&client, &next.base, &users, clock).await;
+            let (reads, recovered) = read_users(&client, &next.base, TOKEN, &users, clock).await;
             check_async_window(&history[cycle_began..], killed_at, &recovered, &mut report);
             history.extend(reads);
             server = Some(next);
@@ -192,7 +139,7 @@ async fn crash_run(plan: Plan) -> Report {
         Some(running) => running,
         None => start(dir.path(), &plan),
     };
-    let (reads, last) = read_all(&client, &server.base, &users, clock).await;
+    let (reads, last) = read_users(&client, &server.base, TOKEN, &users, clock).await;
     history.extend(reads);
     server.sigterm();
     assert!(server.wait().success(), "graceful stop after the run");

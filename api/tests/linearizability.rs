@@ -19,6 +19,7 @@ fn op(op: Op, from_ms: u64, to_ms: u64, outcome: Outcome) -> Operation {
         invoked: Duration::from_millis(from_ms),
         returned: Duration::from_millis(to_ms),
         outcome,
+        status: 200,
     }
 }
 

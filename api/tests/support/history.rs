@@ -84,6 +84,8 @@ pub struct Operation {
     pub invoked: Duration,
     pub returned: Duration,
     pub outcome: Outcome,
+    /// The HTTP status, or 0 when no response arrived.
+    pub status: u16,
 }
 
 /// The sequential specification (the product's transition table for these commands).
@@ -295,6 +297,7 @@ pub async fn client_loop(
         };
         let invoked = clock.elapsed();
         let result = request.bearer_auth(token).send().await;
+        let mut status = 0;
         let outcome = match result {
             Err(e) if e.is_connect() => {
                 // Nothing was sent: the server is down; wait for the next cycle.
@@ -303,7 +306,7 @@ pub async fn client_loop(
             }
             Err(_) => Outcome::Unknown,
             Ok(response) => {
-                let status = response.status().as_u16();
+                status = response.status().as_u16();
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
                 let sequence = body["details"]["sequence"]
                     .as_str()
@@ -327,7 +330,78 @@ pub async fn client_loop(
             invoked,
             returned: clock.elapsed(),
             outcome,
+            status,
         });
     }
     out
+}
+
+/// Reads every user once (e.g. right after a restart); the reads, and the states they saw.
+pub async fn read_users(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    users: &[String],
+    clock: std::time::Instant,
+) -> (
+    Vec<Operation>,
+    std::collections::BTreeMap<String, (State, u64)>,
+) {
+    let (mut reads, mut states) = (Vec::new(), std::collections::BTreeMap::new());
+    for user in users {
+        let invoked = clock.elapsed();
+        let body: serde_json::Value = client
+            .get(format!("{base}/v2/users/{user}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("read after restart")
+            .json()
+            .await
+            .expect("json");
+        let state = State::from_wire(body["user"]["state"].as_str().unwrap_or("")).expect("state");
+        let sequence: u64 = body["details"]["sequence"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("sequence");
+        states.insert(user.clone(), (state, sequence));
+        reads.push(Operation {
+            user: user.clone(),
+            op: Op::Get,
+            invoked,
+            returned: clock.elapsed(),
+            outcome: Outcome::Read { state, sequence },
+            status: 200,
+        });
+    }
+    (reads, states)
+}
+
+/// Creates `n` ACTIVE human users (with a password hash) and returns their ids.
+pub async fn create_users(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    prefix: &str,
+    n: usize,
+) -> Vec<String> {
+    let mut users = Vec::new();
+    for i in 0..n {
+        let reply: serde_json::Value = client
+            .post(format!("{base}/v2/users/human"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({
+                "profile": {"givenName": "C", "familyName": "K"},
+                "email": {"email": format!("{prefix}{i}@example.com")},
+                "hashedPassword": {"hash": super::HASH},
+            }))
+            .send()
+            .await
+            .expect("create")
+            .json()
+            .await
+            .expect("json");
+        users.push(reply["userId"].as_str().expect("userId").to_owned());
+    }
+    users
 }
