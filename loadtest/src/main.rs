@@ -6,6 +6,7 @@
 mod ceiling;
 mod report;
 mod runner;
+mod scale;
 mod servers;
 mod target;
 
@@ -97,6 +98,17 @@ enum Internal {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
     },
+    /// Scale of state: create --users through the engine, restart the server on them, measure
+    /// readiness, memory (ready / many active / after passivation) and a cold first request.
+    Scale {
+        #[arg(long, default_value_t = 1_000_000)]
+        users: usize,
+        /// Users read over HTTP to fill the registry before the idle check.
+        #[arg(long, default_value_t = 20_000)]
+        touched: usize,
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        idle_timeout: Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -122,6 +134,15 @@ fn main() -> ExitCode {
             .block_on(servers::serve_baseline(listen))
             .map(|()| true)
             .map_err(|e| e.to_string()),
+        Some(Internal::Scale {
+            users,
+            touched,
+            idle_timeout,
+        }) => runtime.block_on(scale::run(scale::ScaleArgs {
+            users,
+            touched,
+            idle_timeout,
+        })),
         None => runtime.block_on(load_test(&cli)),
     };
     match result {

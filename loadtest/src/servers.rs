@@ -45,6 +45,10 @@ impl Drop for Spawned {
 }
 
 impl Spawned {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server gracefully (SIGTERM) and waits.
     pub fn stop(mut self) {
         #[cfg(unix)]

@@ -83,3 +83,36 @@ fn embedded_hot_user_alternates_strictly() {
     ]);
     assert_eq!(report["checks"][0]["passed"], true, "{report}");
 }
+
+#[test]
+fn scale_check_passes_on_a_small_population() {
+    // The short version of `latchkey-loadtest scale` (1,000,000 users in docs/reliability.md).
+    let output = Command::new(BIN)
+        .args([
+            "scale",
+            "--users",
+            "3000",
+            "--touched",
+            "500",
+            "--idle-timeout",
+            "500ms",
+        ])
+        .output()
+        .expect("run scale");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Exit 1 means a bar was missed; timing bars are not this test's business (they belong to
+    // docs/reliability.md), the behaviour is: one activation for the cold user, and an empty
+    // registry after the idle timeout.
+    assert!(
+        matches!(output.status.code(), Some(0 | 1)),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("restart → /readyz 200"), "{stdout}");
+    assert!(stdout.contains("HTTP 200"), "{stdout}");
+    assert!(stdout.contains("1 activation: ok"), "{stdout}");
+    assert!(
+        stdout.contains("passivation empties the registry: ok"),
+        "{stdout}"
+    );
+}

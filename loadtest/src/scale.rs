@@ -1,0 +1,260 @@
+//! `latchkey-loadtest scale`: the scale-of-state check. Creates N users through the engine (a
+//! precomputed password hash, so Argon2 is not what is measured), then starts the server on that
+//! data as a separate process and measures what an operator sees: how long until it is ready,
+//! its memory with N users on disk and none in memory, the first request on a cold user (which
+//! activates it from disk), memory with many users active, and memory once passivation has
+//! emptied the registry again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use latchkey_engine::{Caller, Config, Engine};
+
+use crate::runner::prepare_users;
+use crate::servers::{self, TOKEN};
+use crate::target::{Op, Target};
+
+pub struct ScaleArgs {
+    pub users: usize,
+    pub touched: usize,
+    pub idle_timeout: Duration,
+}
+
+/// Resident set size of a process (kB → bytes), from /proc.
+fn rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("n/a".into(), |b| {
+        format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+    })
+}
+
+async fn gauge(client: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs the check; `Ok(true)` when every bar is met.
+pub async fn run(args: ScaleArgs) -> Result<bool, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    eprintln!("creating {} users through the engine ...", args.users);
+    let engine = Engine::open(Config::default().data_dir(dir.path()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let boot = engine
+        .bootstrap(Some(TOKEN.into()))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("fresh directory was already bootstrapped")?;
+    let target = Target::Embedded {
+        engine: engine.clone(),
+        caller: Arc::new(Caller::system(boot.org_id)),
+    };
+    let started = Instant::now();
+    let ids = prepare_users(&target, args.users, 64, "scale", false, false).await?;
+    let created_in = started.elapsed();
+    let creator_rss = rss(std::process::id());
+    engine.shutdown().await.map_err(|e| e.to_string())?;
+    drop(target);
+    let disk: u64 = walk(dir.path());
+
+    eprintln!("starting the server on that data ...");
+    let idle = format!("{}ms", args.idle_timeout.as_millis());
+    let spawned_at = Instant::now();
+    let server = servers::spawn_self(
+        &[
+            "serve-latchkey",
+            "--listen",
+            "127.0.0.1:0",
+            "--idle-timeout",
+            &idle,
+        ],
+        Some(dir.path()),
+    )?;
+    let client = reqwest::Client::new();
+    let ready_in = loop {
+        let ready = client
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            break spawned_at.elapsed();
+        }
+        if spawned_at.elapsed() > Duration::from_secs(60) {
+            return Err("server not ready within 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let rss_ready = rss(server.pid());
+
+    // Authenticate once first (that activates the admin's own actor), so the cold request below
+    // is the only activation counted.
+    client
+        .post(format!("{}/v2/users", server.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"query": {"limit": 1}}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let activations_before = gauge(&client, &server.base, "latchkey_actor_activations_total")
+        .await
+        .unwrap_or(0.0);
+    let cold = &ids[ids.len() / 2];
+    let sent = Instant::now();
+    let first = client
+        .get(format!("{}/v2/users/{cold}", server.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let first_latency = sent.elapsed();
+    let first_status = first.status().as_u16();
+    let activated = gauge(&client, &server.base, "latchkey_actor_activations_total")
+        .await
+        .unwrap_or(0.0)
+        - activations_before;
+
+    // Two rounds over different users: with passivation, the second round reuses the memory
+    // the first one freed instead of adding to it.
+    let http = Target::http(server.base.clone(), TOKEN.into(), 32);
+    let step = (ids.len() / (2 * args.touched).max(1)).max(1);
+    let sample: Vec<String> = ids
+        .iter()
+        .step_by(step)
+        .take(2 * args.touched)
+        .cloned()
+        .collect();
+    let mut rounds = Vec::new();
+    for (round, users) in sample.chunks(args.touched.max(1)).take(2).enumerate() {
+        eprintln!(
+            "round {}: activating {} users over HTTP ...",
+            round + 1,
+            users.len()
+        );
+        let mut tasks = Vec::new();
+        for chunk in users.chunks(users.len().div_ceil(32).max(1)) {
+            let (http, chunk) = (http.clone(), chunk.to_vec());
+            tasks.push(tokio::spawn(async move {
+                for id in chunk {
+                    http.run(Op::Get, &id).await?;
+                }
+                Ok::<_, String>(())
+            }));
+        }
+        for task in tasks {
+            task.await.map_err(|e| e.to_string())??;
+        }
+        let active_hot = gauge(&client, &server.base, "latchkey_actors_active").await;
+        let rss_hot = rss(server.pid());
+        eprintln!("waiting for passivation ({:?}) ...", args.idle_timeout);
+        let deadline = Instant::now() + args.idle_timeout * 3 + Duration::from_secs(5);
+        let mut active_idle = active_hot;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            active_idle = gauge(&client, &server.base, "latchkey_actors_active").await;
+            if active_idle == Some(0.0) {
+                break;
+            }
+        }
+        rounds.push((
+            users.len(),
+            active_hot,
+            rss_hot,
+            active_idle,
+            rss(server.pid()),
+        ));
+    }
+    server.stop();
+
+    let ready_ok = ready_in < Duration::from_secs(2);
+    let first_ok = first_status == 200 && activated == 1.0;
+    let idle_ok = rounds.iter().all(|r| r.3 == Some(0.0));
+    // Bounded: the second round's idle RSS is within 25% of the first's.
+    let bounded_ok = match (
+        rounds.first().and_then(|r| r.4),
+        rounds.get(1).and_then(|r| r.4),
+    ) {
+        (Some(first), Some(second)) => (second as f64) <= first as f64 * 1.25,
+        _ => false,
+    };
+    println!("scale of state: {} users", args.users);
+    println!(
+        "  created through the engine in {:.1} s ({:.0} users/s); store on disk {}; creating process RSS {} (incl. the harness's id list)",
+        created_in.as_secs_f64(),
+        args.users as f64 / created_in.as_secs_f64(),
+        mib(Some(disk)),
+        mib(creator_rss)
+    );
+    println!(
+        "  restart → /readyz 200 in {:.0} ms (bar < 2000 ms): {}",
+        ready_in.as_secs_f64() * 1e3,
+        pass(ready_ok)
+    );
+    println!(
+        "  server RSS when ready (no user in memory): {}",
+        mib(rss_ready)
+    );
+    println!(
+        "  first request on a cold user: HTTP {first_status} in {:.2} ms, {activated} activation: {}",
+        first_latency.as_secs_f64() * 1e3,
+        pass(first_ok)
+    );
+    for (i, (n, active_hot, rss_hot, active_idle, rss_idle)) in rounds.iter().enumerate() {
+        println!(
+            "  round {}: {n} other users read → {:?} actors active, RSS {}; after the idle timeout {:?} active, RSS {}",
+            i + 1,
+            active_hot,
+            mib(*rss_hot),
+            active_idle,
+            mib(*rss_idle)
+        );
+    }
+    println!(
+        "  passivation empties the registry: {}; idle memory bounded (round 2 within 25% of round 1): {}",
+        pass(idle_ok),
+        pass(bounded_ok)
+    );
+    Ok(ready_ok && first_ok && idle_ok && bounded_ok)
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "FAILED"
+    }
+}
+
+fn walk(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        walk(&path)
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
