@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// How long a request waits for a user's actor before DeadlineExceeded.
     #[arg(long, env = "LATCHKEY_CALL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,
+    /// Bound of the store's page cache, in MiB: with passivation, what an idle server's memory
+    /// grows to on a large store.
+    #[arg(long, env = "LATCHKEY_CACHE_MB", default_value_t = 1024)]
+    pub cache_mb: u64,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive.
     #[arg(long, env = "LATCHKEY_LOG", default_value = "info")]
     pub log: String,
@@ -73,6 +77,7 @@ impl ServeArgs {
             .durability(durability)
             .idle_timeout(self.idle_timeout)
             .call_timeout(self.call_timeout)
+            .cache_bytes(self.cache_mb.saturating_mul(1024 * 1024))
     }
 }
 

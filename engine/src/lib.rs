@@ -73,6 +73,8 @@ pub struct Config {
     pub call_timeout: Duration,
     /// Most writes the store folds into one atomic batch and flush.
     pub max_batch: usize,
+    /// Bound of the store's page cache in bytes (the bulk of an idle server's memory).
+    pub cache_bytes: u64,
     /// Suffix of organization domains (`<org-name>.<instance_domain>`), used in login names.
     pub instance_domain: String,
     /// Test-only: faults to inject into the store's medium (feature `fault-injection`).
@@ -88,6 +90,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             call_timeout: Duration::from_secs(5),
             max_batch: 1024,
+            cache_bytes: latchkey_storage::DEFAULT_CACHE_BYTES,
             instance_domain: "localhost".into(),
             #[cfg(feature = "fault-injection")]
             faults: None,
@@ -110,6 +113,10 @@ impl Config {
     }
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
+        self
+    }
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = bytes;
         self
     }
     /// Test-only: the store's medium fails or stalls as `faults` says (see
@@ -164,14 +171,17 @@ impl Engine {
             data_dir: config.data_dir.clone(),
             durability: config.durability,
             max_batch: config.max_batch,
+            cache_bytes: config.cache_bytes,
         };
         #[cfg(feature = "fault-injection")]
         let faults = config.faults.clone();
         let store = tokio::task::spawn_blocking(move || {
             #[cfg(feature = "fault-injection")]
             if let Some(faults) = faults {
-                let backend =
-                    Arc::new(latchkey_storage::SledBackend::open(&store_config.data_dir)?);
+                let backend = Arc::new(latchkey_storage::SledBackend::open_with_cache(
+                    &store_config.data_dir,
+                    store_config.cache_bytes,
+                )?);
                 return Store::with_backend(faults.wrap(backend), &store_config);
             }
             Store::open(&store_config)

@@ -108,6 +108,9 @@ enum Internal {
         touched: usize,
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         idle_timeout: Duration,
+        /// The server's store cache bound (MiB).
+        #[arg(long, default_value_t = 1024)]
+        cache_mb: u64,
     },
 }
 
@@ -138,10 +141,12 @@ fn main() -> ExitCode {
             users,
             touched,
             idle_timeout,
+            cache_mb,
         }) => runtime.block_on(scale::run(scale::ScaleArgs {
             users,
             touched,
             idle_timeout,
+            cache_mb,
         })),
         None => runtime.block_on(load_test(&cli)),
     };

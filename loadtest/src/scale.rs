@@ -18,6 +18,8 @@ pub struct ScaleArgs {
     pub users: usize,
     pub touched: usize,
     pub idle_timeout: Duration,
+    /// The server's --cache-mb.
+    pub cache_mb: u64,
 }
 
 /// Resident set size of a process (kB → bytes), from /proc.
@@ -75,6 +77,7 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
 
     eprintln!("starting the server on that data ...");
     let idle = format!("{}ms", args.idle_timeout.as_millis());
+    let cache = args.cache_mb.to_string();
     let spawned_at = Instant::now();
     let server = servers::spawn_self(
         &[
@@ -83,6 +86,8 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
             "127.0.0.1:0",
             "--idle-timeout",
             &idle,
+            "--cache-mb",
+            &cache,
         ],
         Some(dir.path()),
     )?;
@@ -193,7 +198,10 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
         (Some(first), Some(second)) => (second as f64) <= first as f64 * 1.25,
         _ => false,
     };
-    println!("scale of state: {} users", args.users);
+    println!(
+        "scale of state: {} users (server --cache-mb {})",
+        args.users, args.cache_mb
+    );
     println!(
         "  created through the engine in {:.1} s ({:.0} users/s); store on disk {}; creating process RSS {} (incl. the harness's id list)",
         created_in.as_secs_f64(),

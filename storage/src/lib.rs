@@ -27,7 +27,7 @@ use std::time::Duration;
 
 pub use backend::{Backend, KvIter};
 pub use error::StoreError;
-pub use sled_backend::SledBackend;
+pub use sled_backend::{SledBackend, DEFAULT_CACHE_BYTES};
 pub use writer::{Completion, WriteBatch};
 
 use writer::Writer;
@@ -54,6 +54,8 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// Most writes folded into one atomic batch (and one flush).
     pub max_batch: usize,
+    /// Bound of sled's page cache in bytes.
+    pub cache_bytes: u64,
 }
 
 impl StoreConfig {
@@ -62,6 +64,7 @@ impl StoreConfig {
             data_dir: data_dir.into(),
             durability: Durability::Sync,
             max_batch: 1024,
+            cache_bytes: sled_backend::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -78,7 +81,10 @@ impl Store {
     /// the writer thread. Fails with a message naming the directory when it is locked by another
     /// process, unreadable, or of an unknown schema.
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
-        let backend: Arc<dyn Backend> = Arc::new(SledBackend::open(&config.data_dir)?);
+        let backend: Arc<dyn Backend> = Arc::new(SledBackend::open_with_cache(
+            &config.data_dir,
+            config.cache_bytes,
+        )?);
         Self::with_backend(backend, config)
     }
 

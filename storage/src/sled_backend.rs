@@ -6,6 +6,9 @@ use std::sync::{RwLock, RwLockReadGuard};
 
 use crate::{Backend, KvIter, StoreError, WriteBatch};
 
+/// sled's own default: 1 GiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
+
 pub struct SledBackend {
     /// `None` once closed, so the directory lock is released even while the store is referenced.
     db: RwLock<Option<sled::Db>>,
@@ -13,6 +16,12 @@ pub struct SledBackend {
 
 impl SledBackend {
     pub fn open(dir: &Path) -> Result<SledBackend, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens with sled's page cache bounded to `cache_bytes` (the bulk of an idle server's
+    /// memory on a large store).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<SledBackend, StoreError> {
         let open_err = |cause: String| StoreError::Open {
             dir: dir.to_path_buf(),
             cause,
@@ -22,6 +31,7 @@ impl SledBackend {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cache_bytes)
             // We flush ourselves: once per batch (sync) or on our own timer (async).
             .flush_every_ms(None)
             .open()
