@@ -205,7 +205,9 @@ async fn a_stalled_disk_times_out_promptly_and_the_write_lands_later() {
     let (_, before) = server.state_and_sequence(&id).await;
     server.state_and_sequence(&bystander).await; // active in memory
 
-    faults.delay_writes(Duration::from_secs(2));
+    // The bounds below are liveness checks against the injected 4 s stall (answered without
+    // waiting it out), not performance claims.
+    faults.delay_writes(Duration::from_secs(4));
     let started = Instant::now();
     let reply = server
         .post(&format!("/v2/users/{id}/lock"), json!({}))
@@ -213,17 +215,20 @@ async fn a_stalled_disk_times_out_promptly_and_the_write_lands_later() {
     let took = started.elapsed();
     assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.body);
     assert_eq!(reply.error_id(), "CALL-TIMEOUT");
-    assert!(took < Duration::from_millis(1500), "answered in {took:?}");
+    assert!(took < Duration::from_secs(3), "answered in {took:?}");
     // A read of another user is not stuck behind the disk.
     let started = Instant::now();
     assert_eq!(
         server.state_and_sequence(&bystander).await.0,
         "USER_STATE_ACTIVE"
     );
-    assert!(started.elapsed() < Duration::from_millis(400));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "not stuck behind the disk"
+    );
 
     faults.clear();
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    tokio::time::sleep(Duration::from_millis(4200)).await;
     // The timed-out write was not lost or half-done: it landed, once, and memory agrees.
     let (_, (state, sequence)) = memory_equals_disk(server, &id).await;
     assert_eq!(
