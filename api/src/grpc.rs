@@ -19,8 +19,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use bytes::{Buf, BufMut, Bytes};
-use tonic::codec::CompressionEncoding;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{http, BoxFuture, Context, Poll, Service, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::Status;
@@ -40,7 +39,8 @@ pub fn is_grpc(request: &Request) -> bool {
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/grpc"))
+        .and_then(|v| v.trim_start().get(.."application/grpc".len()))
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("application/grpc"))
 }
 
 /// Middleware for the top-level router: gRPC and gRPC-web requests go to `grpc`.
@@ -244,5 +244,38 @@ impl Decoder for RawCodec {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_type(content_type: &str) -> Request {
+        http::Request::builder()
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    }
+
+    #[test]
+    fn grpc_is_told_apart_by_content_type_alone() {
+        for grpc in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc-web+proto",
+            "application/grpc-web-text",
+            "Application/GRPC",
+        ] {
+            assert!(is_grpc(&with_type(grpc)), "{grpc}");
+        }
+        for other in [
+            "application/json",
+            "application/proto",
+            "application/gr",
+            "",
+        ] {
+            assert!(!is_grpc(&with_type(other)), "{other}");
+        }
     }
 }
