@@ -169,7 +169,8 @@ pub async fn run_proto<R: Rpc>(
 }
 
 /// The protobuf form of a response. Our JSON is protojson, so this cannot fail unless a
-/// response type and `proto/` disagree — which the tests in this module catch.
+/// response type and `proto/` disagree — which `api/tests/grpc.rs` would catch: it calls every
+/// method over gRPC.
 pub fn to_proto<R: Rpc>(response: &R::Response) -> Result<R::ProtoResponse, Error> {
     serde_json::to_value(response)
         .and_then(serde_json::from_value)
