@@ -9,6 +9,7 @@ use latchkey_storage::{keys, WriteBatch};
 
 use crate::access::{Caller, Permission, Reach};
 use crate::error::{Error, ErrorId};
+use crate::registry::read_off_worker;
 use crate::time::{now_micros, to_datetime, Micros};
 use crate::types::{Details, OrgSelector};
 use crate::{required, valid_id, Engine};
@@ -94,12 +95,19 @@ impl Engine {
         let _id = self.reserve(keys::org(&record.id), ErrorId::OrgIdTaken)?;
         let name_key = keys::org_name(&record.name.to_lowercase());
         let _name = self.reserve(name_key.clone(), ErrorId::OrgNameTaken)?;
-        if store.get(&keys::org(&record.id))?.is_some() {
+        let found = read_off_worker(
+            store,
+            &[
+                keys::org(&record.id),
+                name_key.clone(),
+                keys::org_domain(&record.domain),
+            ],
+        )
+        .await?;
+        if found[0].is_some() {
             return Err(ErrorId::OrgIdTaken.into());
         }
-        if store.get(&name_key)?.is_some()
-            || store.get(&keys::org_domain(&record.domain))?.is_some()
-        {
+        if found[1].is_some() || found[2].is_some() {
             return Err(ErrorId::OrgNameTaken.into());
         }
         store

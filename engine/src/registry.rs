@@ -174,17 +174,10 @@ impl Registry {
     async fn activate(self: &Arc<Self>, id: &str) -> Result<ActorRef<UserMsg>, Error> {
         let scope = keys::user(id);
         self.store.settle(Some(&scope)).await?;
-        // Under write load, sled reads wait for a lock the writer holds while applying a batch:
-        // then read on the blocking pool, never on an async worker. An idle store reads inline.
-        let stored = if self.store.is_idle() {
-            self.store.get(&scope)?
-        } else {
-            let store = self.store.clone();
-            let key = scope.clone();
-            tokio::task::spawn_blocking(move || store.get(&key))
-                .await
-                .map_err(|_| Error::new(ErrorId::Internal))??
-        };
+        let stored = read_off_worker(&self.store, &[scope])
+            .await?
+            .pop()
+            .flatten();
         let record = match stored {
             Some(bytes) => UserRecord::decode(&bytes)?,
             None => return Err(ErrorId::UserNotFound.into()),
@@ -282,4 +275,27 @@ impl Registry {
     pub fn actor_of(&self, id: &str) -> Option<ActorRef<UserMsg>> {
         self.slots.get(id).and_then(|s| s.actor.get().cloned())
     }
+}
+
+/// Point reads that never stall an async worker. Under write load, sled reads wait for a lock
+/// the writer holds while applying a batch: then they run on the blocking pool. An idle store
+/// reads inline (no hand-off cost).
+pub(crate) async fn read_off_worker(
+    store: &Arc<Store>,
+    keys: &[Vec<u8>],
+) -> Result<Vec<Option<Vec<u8>>>, Error> {
+    if store.is_idle() {
+        return keys
+            .iter()
+            .map(|key| store.get(key).map_err(Error::from))
+            .collect();
+    }
+    let (store, keys) = (store.clone(), keys.to_vec());
+    tokio::task::spawn_blocking(move || {
+        keys.iter()
+            .map(|key| store.get(key).map_err(Error::from))
+            .collect()
+    })
+    .await
+    .map_err(|_| Error::new(ErrorId::Internal))?
 }

@@ -8,6 +8,7 @@ use crate::access::{Caller, Permission, Reach};
 use crate::error::{Error, ErrorId};
 use crate::orgs::OrgRecord;
 use crate::password::{hash_password, validate_hash};
+use crate::registry::read_off_worker;
 use crate::time::{now_micros, to_datetime};
 use crate::types::*;
 use crate::user::actor::Request;
@@ -263,10 +264,11 @@ impl Engine {
         let _name_claim = self.reserve(username_key.clone(), ErrorId::UsernameTaken)?;
         // Every write submitted before is applied, so the checks below see the durable truth.
         store.settle(Some(&user_key)).await?;
-        if store.get(&user_key)?.is_some() {
+        let found = read_off_worker(store, &[user_key.clone(), username_key.clone()]).await?;
+        if found[0].is_some() {
             return Err(ErrorId::UserIdTaken.into());
         }
-        if store.get(&username_key)?.is_some() {
+        if found[1].is_some() {
             return Err(ErrorId::UsernameTaken.into());
         }
         let mut extra = WriteBatch::default();
