@@ -153,6 +153,9 @@ struct Inner {
     orgs: DashMap<String, Arc<OrgRecord>>,
     config: Config,
     closed: AtomicBool,
+    /// The bootstrap organization, once read: it never changes after bootstrap, and `/readyz`
+    /// asks for it on every probe.
+    default_org: std::sync::OnceLock<String>,
 }
 
 impl Drop for Inner {
@@ -208,6 +211,7 @@ impl Engine {
                 orgs: DashMap::new(),
                 config,
                 closed: AtomicBool::new(false),
+                default_org: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -218,12 +222,16 @@ impl Engine {
 
     /// The organization created by [`Engine::bootstrap`], once there is one.
     pub fn default_org_id(&self) -> Option<String> {
+        if let Some(org) = self.inner.default_org.get() {
+            return Some(org.clone());
+        }
         let bytes = self
             .inner
             .store
             .get(&keys::meta(bootstrap::DEFAULT_ORG))
             .ok()??;
-        String::from_utf8(bytes).ok()
+        let org = String::from_utf8(bytes).ok()?;
+        Some(self.inner.default_org.get_or_init(|| org).clone())
     }
 
     pub fn stats(&self) -> EngineStats {
