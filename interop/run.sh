@@ -47,7 +47,7 @@ token="$(cat "$work/data/admin.pat")"
 echo "   $base_url"
 
 status=0
-PYTHONWARNINGS=ignore "$work/py/bin/python" "$here/python/scenario.py" "$base_url" "$token" || status=1
+"$work/py/bin/python" "$here/python/scenario.py" "$base_url" "$token" || status=1
 (cd "$work/node" && node scenario.mjs "$base_url" "$token") || status=1
 
 kill -TERM "$server_pid"
