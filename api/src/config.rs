@@ -55,8 +55,8 @@ pub struct ServeArgs {
     /// How long a request waits for a user's actor before DeadlineExceeded.
     #[arg(long, env = "LATCHKEY_CALL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,
-    /// Bound of the store's page cache, in MiB: with passivation, what an idle server's memory
-    /// grows to on a large store.
+    /// Bound of the store's page cache, in MiB (kept roughly by sled): with the active users, what
+    /// a server's memory grows to on a large store.
     #[arg(long, env = "LATCHKEY_CACHE_MB", default_value_t = 1024)]
     pub cache_mb: u64,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive.
@@ -118,6 +118,20 @@ mod tests {
             Durability::Async {
                 flush_interval: Duration::from_millis(5)
             }
+        );
+        assert_eq!(
+            Cli::try_parse_from(["latchkey"])
+                .unwrap()
+                .serve_args()
+                .engine_config()
+                .cache_bytes,
+            1024 * 1024 * 1024,
+            "sled's own default"
+        );
+        let small = Cli::try_parse_from(["latchkey", "--cache-mb", "64"]).unwrap();
+        assert_eq!(
+            small.serve_args().engine_config().cache_bytes,
+            64 * 1024 * 1024
         );
         assert!(Cli::try_parse_from(["latchkey", "--durability", "maybe"]).is_err());
     }

@@ -69,3 +69,46 @@ impl http_body::Body for Tracked {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::post;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn app() -> Router {
+        Router::new()
+            .route("/reads", post(|body: String| async move { body }))
+            .route("/ignores", post(|| async { "no" }))
+            .layer(axum::middleware::from_fn(close_if_unread))
+    }
+
+    async fn connection_header(path: &str, body: &'static str) -> Option<String> {
+        let request = Request::builder()
+            .method("POST")
+            .uri(path)
+            .body(Body::from(body))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        response
+            .headers()
+            .get(header::CONNECTION)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn only_answers_that_leave_the_body_unread_close_the_connection() {
+        assert_eq!(connection_header("/reads", "{}").await, None);
+        assert_eq!(
+            connection_header("/ignores", "{}").await.as_deref(),
+            Some("close")
+        );
+        assert_eq!(
+            connection_header("/ignores", "").await,
+            None,
+            "nothing to read"
+        );
+    }
+}

@@ -76,7 +76,7 @@ async fn crash_run(plan: Plan) -> Report {
     let users = Arc::new(users);
 
     let mut report = Report::default();
-    let mut rng = plan.seed | 1;
+    let mut rng = support::Rng::new(plan.seed);
     let mut server = Some(server);
     for cycle in 0..plan.cycles {
         let running = match server.take() {
@@ -104,11 +104,9 @@ async fn crash_run(plan: Plan) -> Report {
                 ))
             })
             .collect();
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
         let (low, high) = plan.run_ms;
-        tokio::time::sleep(Duration::from_millis(low + rng % (high - low + 1))).await;
+        let run_ms = low + rng.below((high - low + 1) as usize) as u64;
+        tokio::time::sleep(Duration::from_millis(run_ms)).await;
         running.kill9();
         let killed_at = clock.elapsed();
         stop.store(true, Ordering::Relaxed);

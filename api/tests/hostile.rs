@@ -15,22 +15,7 @@ use std::collections::BTreeMap;
 use latchkey_storage::{Store, StoreConfig};
 use reqwest::Method;
 use serde_json::Value;
-use support::{TestServer, ADMIN_TOKEN};
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+use support::{Rng, TestServer, ADMIN_TOKEN};
 
 const METHODS: &[&str] = &[
     "GET", "POST", "POST", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "BREW",
@@ -205,7 +190,7 @@ async fn hostile_requests_get_documented_4xx_and_change_nothing() {
     let server = TestServer::reopen(dir).await;
 
     let (ids, bodies, authorizations) = (ids(), bodies(), authorizations());
-    let mut rng = Rng(0x0BAD_5EED);
+    let mut rng = Rng::new(0x0BAD_5EED);
     let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
     for case in 0..cases {
         let method = *rng.pick(METHODS);

@@ -223,12 +223,7 @@ async fn a_token_stops_working_on_the_next_request() {
     let path = format!("/v2/users/{bot}");
     let works = |token: String| {
         let (server, path) = (&server, &path);
-        async move {
-            server
-                .call_as(&token, Method::GET, path, json!({}))
-                .await
-                .status
-        }
+        async move { server.get_as(&token, path).await.status }
     };
     assert_eq!(works(token.clone()).await, StatusCode::OK);
 
@@ -378,12 +373,7 @@ async fn admin_operations_refuse_non_admins() {
         .await;
     assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
     let viewer_reads = server
-        .call_as(
-            &nothing,
-            Method::GET,
-            &format!("/v2/users/{nobody}"),
-            json!({}),
-        )
+        .get_as(&nothing, &format!("/v2/users/{nobody}"))
         .await;
     assert_eq!(viewer_reads.status, StatusCode::OK);
     let still_not_owner = server

@@ -240,15 +240,7 @@ async fn callers_are_authenticated_and_authorized() {
         .call_as(&viewer, Method::POST, "/v2/users/nobody/unlock", json!({}))
         .await;
     assert_eq!(denied_missing.status, StatusCode::FORBIDDEN);
-    let read = server
-        .send(
-            Method::GET,
-            &format!("/v2/users/{victim}"),
-            Some(&viewer),
-            None,
-            None,
-        )
-        .await;
+    let read = server.get_as(&viewer, &format!("/v2/users/{victim}")).await;
     assert_eq!(read.status, StatusCode::OK);
 
     // a manager of org B on a user of org A: indistinguishable from a missing user
@@ -298,29 +290,13 @@ async fn locking_a_machine_user_cuts_its_own_token_at_once() {
         .machine_with_role(&server.org, "bot", Some("ORG_USER_MANAGER"))
         .await;
     let someone = server.create_human("s@example.com").await;
-    let ok = server
-        .send(
-            Method::GET,
-            &format!("/v2/users/{someone}"),
-            Some(&token),
-            None,
-            None,
-        )
-        .await;
+    let ok = server.get_as(&token, &format!("/v2/users/{someone}")).await;
     assert_eq!(ok.status, StatusCode::OK);
     let lock = server
         .post(&format!("/v2/users/{bot}/lock"), json!({}))
         .await;
     assert_eq!(lock.status, StatusCode::OK);
-    let after = server
-        .send(
-            Method::GET,
-            &format!("/v2/users/{someone}"),
-            Some(&token),
-            None,
-            None,
-        )
-        .await;
+    let after = server.get_as(&token, &format!("/v2/users/{someone}")).await;
     assert_eq!(after.status, StatusCode::UNAUTHORIZED);
     // the bot locking itself is refused the same way afterwards
     let own = server
@@ -569,9 +545,7 @@ async fn revocations_and_new_roles_take_effect_on_the_next_request() {
         .await;
     // warm the caller cache with a few requests
     for _ in 0..3 {
-        let ok = server
-            .send(Method::GET, &get, Some(&token), None, None)
-            .await;
+        let ok = server.get_as(&token, &get).await;
         assert_eq!(ok.status, StatusCode::OK);
     }
     let unlock = format!("/v2/users/{someone}/lock");
@@ -602,13 +576,7 @@ async fn revocations_and_new_roles_take_effect_on_the_next_request() {
     let (revoked_id, revoked) = server.add_token(&bot).await;
     let (_, kept) = server.add_token(&bot).await;
     for t in [&revoked, &kept] {
-        assert_eq!(
-            server
-                .send(Method::GET, &get, Some(t), None, None)
-                .await
-                .status,
-            StatusCode::OK
-        );
+        assert_eq!(server.get_as(t, &get).await.status, StatusCode::OK);
     }
     let removed = server
         .send(
@@ -621,19 +589,10 @@ async fn revocations_and_new_roles_take_effect_on_the_next_request() {
         .await;
     assert_eq!(removed.status, StatusCode::OK, "{}", removed.body);
     assert_eq!(
-        server
-            .send(Method::GET, &get, Some(&revoked), None, None)
-            .await
-            .status,
+        server.get_as(&revoked, &get).await.status,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(
-        server
-            .send(Method::GET, &get, Some(&kept), None, None)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(server.get_as(&kept, &get).await.status, StatusCode::OK);
     // deleting the machine user cuts every token
     assert_eq!(
         server
@@ -650,10 +609,7 @@ async fn revocations_and_new_roles_take_effect_on_the_next_request() {
     );
     for t in [&token, &kept] {
         assert_eq!(
-            server
-                .send(Method::GET, &get, Some(t), None, None)
-                .await
-                .status,
+            server.get_as(t, &get).await.status,
             StatusCode::UNAUTHORIZED
         );
     }

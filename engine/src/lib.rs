@@ -73,7 +73,8 @@ pub struct Config {
     pub call_timeout: Duration,
     /// Most writes the store folds into one atomic batch and flush.
     pub max_batch: usize,
-    /// Bound of the store's page cache in bytes (the bulk of an idle server's memory).
+    /// Bound of the store's page cache in bytes (kept roughly by sled; with the active actors,
+    /// what memory grows to on a large store).
     pub cache_bytes: u64,
     /// Suffix of organization domains (`<org-name>.<instance_domain>`), used in login names.
     pub instance_domain: String,

@@ -135,12 +135,21 @@ impl Registry {
             // A stalled disk must not hang the caller: past the call timeout the outcome is
             // unknown (the write may still land; if it fails, the scope is poisoned and the next
             // call reloads the user).
-            let durable = tokio::time::timeout(self.call_timeout, staged.durable.wait()).await;
-            let Ok(durable) = durable else {
-                return Err(Error::with(
-                    ErrorId::Timeout,
-                    "the change was not confirmed durable in time; its outcome is unknown",
-                ));
+            // Reads and refusals of a user with no write in flight are settled already: no
+            // timer for them on the hot path.
+            let durable = match staged.durable.poll_result() {
+                Some(settled) => settled,
+                None => {
+                    let waited =
+                        tokio::time::timeout(self.call_timeout, staged.durable.wait()).await;
+                    let Ok(durable) = waited else {
+                        return Err(Error::with(
+                            ErrorId::Timeout,
+                            "the change was not confirmed durable in time; its outcome is unknown",
+                        ));
+                    };
+                    durable
+                }
             };
             return match durable {
                 Ok(()) => staged.result,

@@ -36,19 +36,9 @@ fn mib(bytes: Option<u64>) -> String {
     })
 }
 
-async fn gauge(client: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+/// One metric from the server's `/metrics` (the harness's own scrape).
+async fn gauge(http: &Target, name: &str) -> Option<f64> {
+    crate::scrape(http).await.get(name).copied()
 }
 
 /// Runs the check; `Ok(true)` when every bar is met.
@@ -107,6 +97,7 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let rss_ready = rss(server.pid());
+    let http = Target::http(server.base.clone(), TOKEN.into(), 32);
 
     // Authenticate once first (that activates the admin's own actor), so the cold request below
     // is the only activation counted.
@@ -117,7 +108,7 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
         .send()
         .await
         .map_err(|e| e.to_string())?;
-    let activations_before = gauge(&client, &server.base, "latchkey_actor_activations_total")
+    let activations_before = gauge(&http, "latchkey_actor_activations_total")
         .await
         .unwrap_or(0.0);
     let cold = &ids[ids.len() / 2];
@@ -130,14 +121,13 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let first_latency = sent.elapsed();
     let first_status = first.status().as_u16();
-    let activated = gauge(&client, &server.base, "latchkey_actor_activations_total")
+    let activated = gauge(&http, "latchkey_actor_activations_total")
         .await
         .unwrap_or(0.0)
         - activations_before;
 
     // Two rounds over different users: with passivation, the second round reuses the memory
     // the first one freed instead of adding to it.
-    let http = Target::http(server.base.clone(), TOKEN.into(), 32);
     let step = (ids.len() / (2 * args.touched).max(1)).max(1);
     let sample: Vec<String> = ids
         .iter()
@@ -165,14 +155,14 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
         for task in tasks {
             task.await.map_err(|e| e.to_string())??;
         }
-        let active_hot = gauge(&client, &server.base, "latchkey_actors_active").await;
+        let active_hot = gauge(&http, "latchkey_actors_active").await;
         let rss_hot = rss(server.pid());
         eprintln!("waiting for passivation ({:?}) ...", args.idle_timeout);
         let deadline = Instant::now() + args.idle_timeout * 3 + Duration::from_secs(5);
         let mut active_idle = active_hot;
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            active_idle = gauge(&client, &server.base, "latchkey_actors_active").await;
+            active_idle = gauge(&http, "latchkey_actors_active").await;
             if active_idle == Some(0.0) {
                 break;
             }

@@ -19,8 +19,7 @@ impl SledBackend {
         Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
     }
 
-    /// Opens with sled's page cache bounded to `cache_bytes` (the bulk of an idle server's
-    /// memory on a large store).
+    /// Opens with sled's page cache bounded to `cache_bytes` (sled keeps the bound roughly).
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<SledBackend, StoreError> {
         let open_err = |cause: String| StoreError::Open {
             dir: dir.to_path_buf(),

@@ -277,18 +277,11 @@ pub async fn client_loop(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     seed: u64,
 ) -> Vec<Operation> {
-    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut random = move |n: usize| {
-        // xorshift64: enough to spread operations; no statistical claims.
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % n as u64) as usize
-    };
+    let mut rng = super::Rng::new(seed);
     let mut out = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let user = users[random(users.len())].clone();
-        let op = Op::ALL[random(Op::ALL.len())];
+        let user = rng.pick(&users).clone();
+        let op = *rng.pick(&Op::ALL);
         let request = match op.action() {
             Some(action) => client
                 .post(format!("{base}/v2/users/{user}/{action}"))

@@ -150,8 +150,11 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str) -> Reply {
-        self.send(Method::GET, path, Some(ADMIN_TOKEN), None, None)
-            .await
+        self.get_as(ADMIN_TOKEN, path).await
+    }
+
+    pub async fn get_as(&self, token: &str, path: &str) -> Reply {
+        self.send(Method::GET, path, Some(token), None, None).await
     }
 
     /// A Connect JSON call: `POST /<service>/<method>`.
@@ -269,4 +272,26 @@ pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
         format!("Bearer {token}").parse().expect("ascii token"),
     );
     request
+}
+
+/// A seeded xorshift64 generator: reproducible test inputs, no statistical claims.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        // Spread small seeds; xorshift must never hold zero.
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A value in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
 }
