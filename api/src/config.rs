@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// a server's memory grows to on a large store.
     #[arg(long, env = "LATCHKEY_CACHE_MB", default_value_t = 1024)]
     pub cache_mb: u64,
+    /// Keys the write-ahead log keeps in memory before it checkpoints them into sled: more means
+    /// fewer checkpoints, more memory, and a longer log to replay at start.
+    #[arg(long, env = "LATCHKEY_CHECKPOINT_ENTRIES", default_value_t = latchkey_engine::DEFAULT_CHECKPOINT_ENTRIES)]
+    pub checkpoint_entries: usize,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive.
     #[arg(long, env = "LATCHKEY_LOG", default_value = "info")]
     pub log: String,
@@ -78,6 +82,7 @@ impl ServeArgs {
             .idle_timeout(self.idle_timeout)
             .call_timeout(self.call_timeout)
             .cache_bytes(self.cache_mb.saturating_mul(1024 * 1024))
+            .checkpoint_entries(self.checkpoint_entries)
     }
 }
 

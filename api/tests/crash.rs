@@ -47,13 +47,16 @@ struct Report {
     oldest_loss: Duration,
 }
 
+/// Small, so the write-ahead log checkpoints into sled every ~100 commands and kills land
+/// before, during and after checkpoints (the default is 131,072 keys).
+const CHECKPOINT_ENTRIES: &str = "200";
+
 fn start(dir: &Path, plan: &Plan) -> binary::Running {
     let interval = format!("{FLUSH_INTERVAL_MS}ms");
-    let extra: Vec<&str> = if plan.durability == "async" {
-        vec!["--flush-interval", &interval]
-    } else {
-        vec![]
-    };
+    let mut extra = vec!["--checkpoint-entries", CHECKPOINT_ENTRIES];
+    if plan.durability == "async" {
+        extra.extend(["--flush-interval", &interval]);
+    }
     binary::start(dir, plan.durability, &extra)
 }
 

@@ -52,7 +52,7 @@ use latchkey_storage::{keys, Store, StoreConfig};
 pub use access::{Caller, Grant, Permission, Reach, Role};
 pub use bootstrap::Bootstrapped;
 pub use error::{Code, Error, ErrorId, OpenError};
-pub use latchkey_storage::Durability;
+pub use latchkey_storage::{Durability, DEFAULT_CHECKPOINT_ENTRIES};
 pub use tokens::generate_token;
 pub use types::*;
 pub use users::EventInfo;
@@ -76,6 +76,8 @@ pub struct Config {
     /// Bound of the store's page cache in bytes (kept roughly by sled; with the active actors,
     /// what memory grows to on a large store).
     pub cache_bytes: u64,
+    /// Keys the store's write-ahead log holds in memory before checkpointing them into sled.
+    pub checkpoint_entries: usize,
     /// Suffix of organization domains (`<org-name>.<instance_domain>`), used in login names.
     pub instance_domain: String,
     /// Test-only: faults to inject into the store's medium (feature `fault-injection`).
@@ -92,6 +94,7 @@ impl Default for Config {
             call_timeout: Duration::from_secs(5),
             max_batch: 1024,
             cache_bytes: latchkey_storage::DEFAULT_CACHE_BYTES,
+            checkpoint_entries: latchkey_storage::DEFAULT_CHECKPOINT_ENTRIES,
             instance_domain: "localhost".into(),
             #[cfg(feature = "fault-injection")]
             faults: None,
@@ -118,6 +121,10 @@ impl Config {
     }
     pub fn cache_bytes(mut self, bytes: u64) -> Self {
         self.cache_bytes = bytes;
+        self
+    }
+    pub fn checkpoint_entries(mut self, entries: usize) -> Self {
+        self.checkpoint_entries = entries;
         self
     }
     /// Test-only: the store's medium fails or stalls as `faults` says (see
@@ -176,16 +183,14 @@ impl Engine {
             durability: config.durability,
             max_batch: config.max_batch,
             cache_bytes: config.cache_bytes,
+            checkpoint_entries: config.checkpoint_entries,
         };
         #[cfg(feature = "fault-injection")]
         let faults = config.faults.clone();
         let store = tokio::task::spawn_blocking(move || {
             #[cfg(feature = "fault-injection")]
             if let Some(faults) = faults {
-                let backend = Arc::new(latchkey_storage::SledBackend::open_with_cache(
-                    &store_config.data_dir,
-                    store_config.cache_bytes,
-                )?);
+                let backend = Store::open_backend(&store_config)?;
                 return Store::with_backend(faults.wrap(backend), &store_config);
             }
             Store::open(&store_config)

@@ -19,6 +19,7 @@ mod error;
 pub mod faults;
 pub mod keys;
 mod sled_backend;
+mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -28,13 +29,16 @@ use std::time::Duration;
 pub use backend::{Backend, KvIter};
 pub use error::StoreError;
 pub use sled_backend::{SledBackend, DEFAULT_CACHE_BYTES};
+pub use wal::{LoggedBackend, DEFAULT_CHECKPOINT_ENTRIES, WAL_DIR};
 pub use writer::{Completion, WriteBatch};
 
 use writer::Writer;
 
 /// The on-disk schema this build understands. Bumped whenever the key layout or the record
 /// encodings change incompatibly; a directory with another version is refused at open.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: the write-ahead log in `wal/` (`wal.rs`); a schema-1 directory (same keys, no log) is
+/// upgraded in place when opened.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// When a write is acknowledged.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,6 +60,9 @@ pub struct StoreConfig {
     pub max_batch: usize,
     /// Bound of sled's page cache in bytes.
     pub cache_bytes: u64,
+    /// Keys the write-ahead log's memtable holds before it is checkpointed into sled (see
+    /// `wal.rs`): more means fewer, larger checkpoints and more memory and replay at open.
+    pub checkpoint_entries: usize,
 }
 
 impl StoreConfig {
@@ -65,6 +72,7 @@ impl StoreConfig {
             durability: Durability::Sync,
             max_batch: 1024,
             cache_bytes: sled_backend::DEFAULT_CACHE_BYTES,
+            checkpoint_entries: DEFAULT_CHECKPOINT_ENTRIES,
         }
     }
 }
@@ -81,11 +89,22 @@ impl Store {
     /// the writer thread. Fails with a message naming the directory when it is locked by another
     /// process, unreadable, or of an unknown schema.
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
-        let backend: Arc<dyn Backend> = Arc::new(SledBackend::open_with_cache(
+        Self::with_backend(Self::open_backend(config)?, config)
+    }
+
+    /// The medium [`Store::open`] uses: sled with the write-ahead log in front of it (replayed
+    /// here). Exposed so tests can wrap it before handing it to [`Store::with_backend`].
+    pub fn open_backend(config: &StoreConfig) -> Result<Arc<dyn Backend>, StoreError> {
+        let sled: Arc<dyn Backend> = Arc::new(SledBackend::open_with_cache(
             &config.data_dir,
             config.cache_bytes,
         )?);
-        Self::with_backend(backend, config)
+        wal::upgrade_schema(sled.as_ref())?;
+        Ok(Arc::new(LoggedBackend::open(
+            sled,
+            &config.data_dir,
+            config.checkpoint_entries,
+        )?))
     }
 
     /// Opens a store over any backend (used by tests that inject faults into the medium).
