@@ -71,8 +71,6 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long a caller waits for a user's actor before DeadlineExceeded.
     pub call_timeout: Duration,
-    /// Most writes the store folds into one atomic batch and flush.
-    pub max_batch: usize,
     /// Bound of the store's page cache in bytes (kept roughly by sled; with the active actors,
     /// what memory grows to on a large store).
     pub cache_bytes: u64,
@@ -92,7 +90,6 @@ impl Default for Config {
             durability: Durability::Sync,
             idle_timeout: Duration::from_secs(60),
             call_timeout: Duration::from_secs(5),
-            max_batch: 1024,
             cache_bytes: latchkey_storage::DEFAULT_CACHE_BYTES,
             checkpoint_entries: latchkey_storage::DEFAULT_CHECKPOINT_ENTRIES,
             instance_domain: "localhost".into(),
@@ -181,7 +178,6 @@ impl Engine {
         let store_config = StoreConfig {
             data_dir: config.data_dir.clone(),
             durability: config.durability,
-            max_batch: config.max_batch,
             cache_bytes: config.cache_bytes,
             checkpoint_entries: config.checkpoint_entries,
         };

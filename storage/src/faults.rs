@@ -1,7 +1,7 @@
 //! Test-only fault injection into the durable medium (feature `fault-injection`; never in the
 //! default build): a [`FaultyBackend`] wraps the real backend and, as its [`Faults`] handle says,
-//! refuses batches (nothing applied, like a full disk), applies them but fails the flush (the
-//! fsync error case: applied, durability unknown), or delays them (a slow disk).
+//! refuses batches (nothing applied), applies them but fails the flush (the fsync or full-disk
+//! case: applied, durability unknown), or delays flushes (a stalled disk).
 //!
 //! Faults switch on and off while the store runs, so tests can check that Latchkey answers
 //! promptly and correctly during the fault and recovers without a restart once it clears.
@@ -38,7 +38,7 @@ impl Faults {
         self.0.fail_flush.store(on, Ordering::SeqCst);
     }
 
-    /// Every batch waits this long before it is applied (zero: no delay).
+    /// Every flush waits this long before it starts (zero: no delay): a stalled disk.
     pub fn delay_writes(&self, delay: Duration) {
         self.0
             .delay_micros
@@ -76,10 +76,6 @@ impl Backend for FaultyBackend {
     }
 
     fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        let delay = self.faults.0.delay_micros.load(Ordering::SeqCst);
-        if delay > 0 {
-            std::thread::sleep(Duration::from_micros(delay));
-        }
         if self.faults.0.fail_apply.load(Ordering::SeqCst) {
             return Err(StoreError::Io("injected fault: write refused".into()));
         }
@@ -87,6 +83,10 @@ impl Backend for FaultyBackend {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        let delay = self.faults.0.delay_micros.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_micros(delay));
+        }
         if self.faults.0.fail_flush.load(Ordering::SeqCst) {
             return Err(StoreError::Io("injected fault: flush failed".into()));
         }

@@ -56,8 +56,6 @@ pub enum Durability {
 pub struct StoreConfig {
     pub data_dir: PathBuf,
     pub durability: Durability,
-    /// Most writes folded into one atomic batch (and one flush).
-    pub max_batch: usize,
     /// Bound of sled's page cache in bytes.
     pub cache_bytes: u64,
     /// Keys the write-ahead log's memtable holds before it is checkpointed into sled (see
@@ -70,7 +68,6 @@ impl StoreConfig {
         StoreConfig {
             data_dir: data_dir.into(),
             durability: Durability::Sync,
-            max_batch: 1024,
             cache_bytes: sled_backend::DEFAULT_CACHE_BYTES,
             checkpoint_entries: DEFAULT_CHECKPOINT_ENTRIES,
         }
@@ -113,7 +110,7 @@ impl Store {
         config: &StoreConfig,
     ) -> Result<Store, StoreError> {
         check_schema(backend.as_ref(), &config.data_dir)?;
-        let writer = Writer::start(backend.clone(), config.durability, config.max_batch.max(1))?;
+        let writer = Writer::start(backend.clone(), config.durability)?;
         Ok(Store {
             backend,
             writer,

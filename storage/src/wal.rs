@@ -74,52 +74,31 @@ impl Tables {
     }
 }
 
-/// The current segment and what has not been made durable in it yet.
-struct Log {
+/// Records appended since the last successful sync, in order. Appending is all `apply` does to
+/// the log, so it never waits for the disk.
+#[derive(Default)]
+struct Buffer {
+    unsynced: Vec<u8>,
+    closed: bool,
+}
+
+/// The segment file being written; only the flushing thread touches it.
+struct Segment {
     dir: PathBuf,
     file: File,
-    segment: u64,
-    /// Records appended since the last successful sync.
-    unsynced: Vec<u8>,
-    /// How much of `unsynced` has been written to `file` (but not synced).
-    written: usize,
-    /// A write or sync failed: the next flush rewrites `unsynced` whole into a fresh segment.
+    number: u64,
+    /// A write or sync failed: the next flush writes the whole unsynced tail into a fresh segment
+    /// (the failed one may hold any prefix of it, or garbage in the page cache's place).
     broken: bool,
 }
 
-impl Log {
-    fn sync(&mut self) -> Result<(), StoreError> {
-        if self.broken {
-            let next = self.segment + 1;
-            self.file = create_segment(&self.dir, next)?;
-            self.segment = next;
-            self.written = 0;
-            self.broken = false;
-        }
-        if self.unsynced.is_empty() {
-            return Ok(());
-        }
-        let result = self
-            .file
-            .write_all(&self.unsynced[self.written..])
-            .and_then(|()| {
-                self.written = self.unsynced.len();
-                self.file.sync_data()
-            });
-        match result {
-            Ok(()) => {
-                self.unsynced.clear();
-                self.written = 0;
-                Ok(())
-            }
-            Err(e) => {
-                self.broken = true;
-                Err(StoreError::Io(format!(
-                    "write-ahead log segment {}: {e}",
-                    self.segment
-                )))
-            }
-        }
+impl Segment {
+    fn rotate(&mut self) -> Result<(), StoreError> {
+        let next = self.number + 1;
+        self.file = create_segment(&self.dir, next)?;
+        self.number = next;
+        self.broken = false;
+        Ok(())
     }
 }
 
@@ -139,8 +118,9 @@ struct CheckpointMetrics {
 pub struct LoggedBackend {
     inner: Arc<dyn Backend>,
     tables: Arc<RwLock<Tables>>,
-    /// `None` once closed.
-    log: Mutex<Option<Log>>,
+    buffer: Mutex<Buffer>,
+    /// Held for a whole flush, so flushes are serialized; `None` once closed.
+    segment: Mutex<Option<Segment>>,
     checkpoints: Mutex<Option<mpsc::Sender<Checkpoint>>>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
     closing: Arc<AtomicBool>,
@@ -169,8 +149,10 @@ impl LoggedBackend {
             replay(&bytes, &mut tables)
                 .map_err(|cause| open_err(format!("log segment {segment}: {cause}")))?;
         }
-        let segment = segments.last().map_or(1, |last| last + 1);
-        let file = create_segment(&wal_dir, segment)?;
+        let number = segments.last().map_or(1, |last| last + 1);
+        let file = create_segment(&wal_dir, number)?;
+        let memtable_entries = metrics::gauge!("latchkey_store_memtable_entries");
+        memtable_entries.set(tables.active.len() as f64);
         let tables = Arc::new(RwLock::new(tables));
         let closing = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
@@ -184,25 +166,22 @@ impl LoggedBackend {
                 .spawn(move || run_checkpoints(rx, inner, tables, wal_dir, closing))
                 .map_err(|e| StoreError::Io(format!("cannot start checkpoint thread: {e}")))?
         };
-        let backend = LoggedBackend {
+        Ok(LoggedBackend {
             inner,
             tables,
-            log: Mutex::new(Some(Log {
+            buffer: Mutex::new(Buffer::default()),
+            segment: Mutex::new(Some(Segment {
                 dir: wal_dir,
                 file,
-                segment,
-                unsynced: Vec::new(),
-                written: 0,
+                number,
                 broken: false,
             })),
             checkpoints: Mutex::new(Some(tx)),
             checkpointer: Mutex::new(Some(checkpointer)),
             closing,
             checkpoint_entries: checkpoint_entries.max(1),
-            memtable_entries: metrics::gauge!("latchkey_store_memtable_entries"),
-        };
-        backend.update_gauge();
-        Ok(backend)
+            memtable_entries,
+        })
     }
 
     fn read_tables(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
@@ -213,21 +192,49 @@ impl LoggedBackend {
         self.tables.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_log(&self) -> MutexGuard<'_, Option<Log>> {
-        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_buffer(&self) -> MutexGuard<'_, Buffer> {
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn update_gauge(&self) {
-        let tables = self.read_tables();
-        let frozen = tables.frozen.as_ref().map_or(0, |t| t.len());
-        self.memtable_entries
-            .set((tables.active.len() + frozen) as f64);
+    fn lock_segment(&self) -> MutexGuard<'_, Option<Segment>> {
+        self.segment.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Freezes the memtable for a checkpoint when it is big enough and no checkpoint is running.
-    /// The log is synced and a new segment started first, so every segment up to the old one
-    /// holds only records of the frozen table (or older ones).
-    fn maybe_freeze(&self, log: &mut Log) -> Result<(), StoreError> {
+    /// Writes and syncs everything appended so far. On failure the bytes go back in front of
+    /// the buffer and the segment is marked broken, so the next flush rewrites them whole.
+    fn sync(&self, segment: &mut Segment) -> Result<(), StoreError> {
+        let data = std::mem::take(&mut self.lock_buffer().unsynced);
+        let written = if segment.broken {
+            segment.rotate()
+        } else {
+            Ok(())
+        }
+        .and_then(|()| {
+            if data.is_empty() {
+                return Ok(());
+            }
+            segment
+                .file
+                .write_all(&data)
+                .and_then(|()| segment.file.sync_data())
+                .map_err(|e| {
+                    segment.broken = true;
+                    StoreError::Io(format!("write-ahead log segment {}: {e}", segment.number))
+                })
+        });
+        if written.is_err() && !data.is_empty() {
+            let mut buffer = self.lock_buffer();
+            let newer = std::mem::replace(&mut buffer.unsynced, data);
+            buffer.unsynced.extend_from_slice(&newer);
+        }
+        written
+    }
+
+    /// After a good sync: freezes the memtable for a checkpoint when it is big enough and no
+    /// checkpoint is running, and starts a new segment. Every segment up to the old one then
+    /// holds only records of the frozen table or older ones; records appended since the sync are
+    /// in the frozen table too and go to the new segment (replaying them twice is harmless).
+    fn maybe_freeze(&self, segment: &mut Segment) -> Result<(), StoreError> {
         {
             let tables = self.read_tables();
             let big = tables.active.len() >= self.checkpoint_entries
@@ -236,10 +243,8 @@ impl LoggedBackend {
                 return Ok(());
             }
         }
-        log.sync()?;
-        let upto = log.segment;
-        log.file = create_segment(&log.dir, upto + 1)?;
-        log.segment = upto + 1;
+        let upto = segment.number;
+        segment.rotate()?;
         let table = {
             let mut tables = self.write_tables();
             let table = Arc::new(std::mem::take(&mut tables.active));
@@ -252,6 +257,26 @@ impl LoggedBackend {
             let _ = sender.send(Checkpoint { upto, table });
         }
         Ok(())
+    }
+
+    /// Lets a running checkpoint finish (or give up retrying) and stops the thread, which
+    /// releases its handle on sled.
+    fn stop_checkpoints(&self) {
+        self.closing.store(true, Ordering::Release);
+        drop(
+            self.checkpoints
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        if let Some(thread) = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -284,11 +309,14 @@ impl Backend for LoggedBackend {
         })
     }
 
+    /// Memory only: one record appended to the buffer, the ops into the memtable, in the same
+    /// order (both under the buffer's lock).
     fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        let mut guard = self.lock_log();
-        let log = guard.as_mut().ok_or(StoreError::Closed)?;
-        self.maybe_freeze(log)?;
-        encode_record(batch, &mut log.unsynced);
+        let mut buffer = self.lock_buffer();
+        if buffer.closed {
+            return Err(StoreError::Closed);
+        }
+        encode_record(batch, &mut buffer.unsynced);
         let entries = {
             let mut tables = self.write_tables();
             for (key, value) in batch.ops() {
@@ -296,45 +324,33 @@ impl Backend for LoggedBackend {
             }
             tables.active.len() + tables.frozen.as_ref().map_or(0, |t| t.len())
         };
-        drop(guard);
+        drop(buffer);
         self.memtable_entries.set(entries as f64);
         Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        let mut guard = self.lock_log();
-        guard.as_mut().ok_or(StoreError::Closed)?.sync()
+        let mut guard = self.lock_segment();
+        let segment = guard.as_mut().ok_or(StoreError::Closed)?;
+        self.sync(segment)?;
+        if let Err(e) = self.maybe_freeze(segment) {
+            // The flush itself succeeded; the next one tries the checkpoint again.
+            tracing::error!("starting a checkpoint: {e}");
+        }
+        Ok(())
     }
 
     fn close(&self) -> Result<(), StoreError> {
-        let synced = match self.lock_log().take() {
-            Some(mut log) => log.sync(),
-            None => return Ok(()),
+        let synced = {
+            let mut guard = self.lock_segment();
+            let Some(mut segment) = guard.take() else {
+                return Ok(());
+            };
+            self.lock_buffer().closed = true;
+            self.sync(&mut segment)
         };
         self.stop_checkpoints();
         synced.and(self.inner.close())
-    }
-}
-
-impl LoggedBackend {
-    /// Lets a running checkpoint finish (or give up retrying) and stops the thread, which
-    /// releases its handle on sled.
-    fn stop_checkpoints(&self) {
-        self.closing.store(true, Ordering::Release);
-        drop(
-            self.checkpoints
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        );
-        if let Some(thread) = self
-            .checkpointer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -769,12 +785,14 @@ mod tests {
         backend.apply(&batch(&[("c", Some("3"))])).unwrap();
         {
             // Simulate a write that got half of the pending bytes out and then failed.
-            let mut guard = backend.lock_log();
-            let log = guard.as_mut().unwrap();
-            let half = log.unsynced.len() / 2;
-            log.file.write_all(&log.unsynced[..half]).unwrap();
-            log.written = half;
-            log.broken = true;
+            let pending = backend.lock_buffer().unsynced.clone();
+            let mut guard = backend.lock_segment();
+            let segment = guard.as_mut().unwrap();
+            segment
+                .file
+                .write_all(&pending[..pending.len() / 2])
+                .unwrap();
+            segment.broken = true;
         }
         backend.flush().unwrap();
         drop(backend);

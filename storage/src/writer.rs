@@ -1,28 +1,31 @@
-//! The group-commit writer: one OS thread that owns every write to the backend.
+//! Group commit: how a write becomes durable without costing a disk round trip per command.
 //!
-//! Actors never touch the disk. They hand a [`WriteBatch`] to [`Writer::submit`] and get a
-//! [`Completion`] back at once, so an actor can apply its next command while the previous one is
-//! still being written (pipelined commit). The thread drains everything queued, applies it as one
-//! atomic batch, flushes once (in `sync` mode), then completes every write of the batch. Under
-//! load many actors share one fsync; alone, a write waits for at most one flush.
+//! Actors never wait for the disk. [`Writer::submit`] applies an actor's [`WriteBatch`] to the
+//! backend at once, in the actor's own thread (for the write-ahead log that is one record appended
+//! to a buffer and a memtable insert: memory only), and returns a [`Completion`], so the actor can
+//! apply its next command while the previous one is still being made durable (pipelined commit).
+//! One flusher thread syncs: in `sync` mode it takes every write applied since its last flush,
+//! flushes once (one `fdatasync` of the log) and completes them all; writes applied while it
+//! flushes form the next group. Under load many actors share one flush and nobody wakes the
+//! flusher (it is already busy); alone, a write waits for one flush. In `async` mode a write is
+//! complete once applied and the flusher flushes every `flush_interval`.
 //!
-//! The flush is a blocking sled call, so it runs here and never on the async workers (with sled
-//! 0.34, `flush_async` awaited by many tasks at once was measured to stall).
+//! Blocking I/O (the sync, new log segments, checkpoints) happens only on the flusher and the
+//! log's checkpoint thread, never on the async workers.
 //!
-//! Failure: a failed batch fails every write in it and marks each writer's scope (its user) as
-//! poisoned. Later writes of a poisoned scope fail without being applied — they were computed
-//! from state that never reached the disk — until [`Writer::settle`] clears the scope, which the
-//! engine does before it reloads that user from disk. A batch whose apply succeeded but whose
-//! flush failed fails with [`StoreError::NotDurable`]: its change is in the store (and will be on
-//! disk after the next successful flush), so its callers learn that the outcome is unknown, not
+//! Failure: a write the backend refuses fails at once and marks its scope (its user) as poisoned.
+//! Later writes of a poisoned scope fail without being applied — they were computed from state
+//! that never reached the store — until [`Writer::settle`] clears the scope, which the engine does
+//! before it reloads that user. A failed flush fails every write of its group with
+//! [`StoreError::NotDurable`] and poisons their scopes: the changes are in the store (and will be
+//! on disk after the next successful flush), so callers learn that the outcome is unknown, not
 //! that nothing changed; the reload then shows the change, and memory equals the store.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{oneshot, Notify};
 
@@ -47,17 +50,7 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
-    fn append(&mut self, other: WriteBatch) {
-        if self.ops.is_empty() {
-            self.ops = other.ops;
-        } else {
-            self.ops.extend(other.ops);
-        }
-    }
 }
-
-/// How long a busy writer waits for more writes before it flushes (see `WriterThread::gather`).
-const COMMIT_WINDOW: Duration = Duration::from_micros(150);
 
 const PENDING: u8 = 0;
 const DONE: u8 = 1;
@@ -87,6 +80,12 @@ impl Completion {
     pub fn done() -> Self {
         let c = Self::pending();
         c.0.state.store(DONE, Ordering::Release);
+        c
+    }
+
+    fn failed(error: StoreError) -> Self {
+        let c = Self::pending();
+        c.finish(Err(error));
         c
     }
 
@@ -131,128 +130,161 @@ impl Completion {
     }
 }
 
-enum Request {
-    Write {
-        scope: Vec<u8>,
-        batch: WriteBatch,
-        done: Completion,
-    },
-    Settle {
-        scope: Option<Vec<u8>>,
-        done: oneshot::Sender<()>,
-    },
-    Close(mpsc::Sender<Result<(), StoreError>>),
+/// What the flusher has to do, guarded by one mutex that also orders every apply.
+#[derive(Default)]
+struct Queue {
+    /// Applied, not yet flushed (sync mode), in apply order.
+    pending: Vec<(Vec<u8>, Completion)>,
+    /// Settle barriers, answered after the flush of every write applied before them.
+    settles: Vec<(Option<Vec<u8>>, oneshot::Sender<()>)>,
+    poisoned: HashSet<Vec<u8>>,
+    /// Async mode: when the oldest unflushed write was applied.
+    dirty_since: Option<Instant>,
+    /// The flusher is waiting for work: whoever gives it some must wake it.
+    flusher_idle: bool,
+    closing: bool,
 }
 
 struct Shared {
-    /// Writes submitted and not yet completed.
+    backend: Arc<dyn Backend>,
+    durability: Durability,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    /// Writes applied and not yet completed.
     in_flight: AtomicUsize,
-    /// Number of poisoned scopes (mirrors the writer thread's set).
-    poisoned: AtomicUsize,
     closed: AtomicBool,
+    metrics: WriterMetrics,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake_flusher(&self, queue: &mut Queue) {
+        if queue.flusher_idle {
+            queue.flusher_idle = false;
+            self.wake.notify_one();
+        }
+    }
 }
 
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Request>,
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    durability: Durability,
 }
 
 impl Writer {
     pub(crate) fn start(
         backend: Arc<dyn Backend>,
         durability: Durability,
-        max_batch: usize,
     ) -> Result<Writer, StoreError> {
-        let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
+            backend,
+            durability,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
             in_flight: AtomicUsize::new(0),
-            poisoned: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            metrics: WriterMetrics::new(durability),
         });
-        let thread_shared = shared.clone();
+        let flusher = shared.clone();
         let thread = std::thread::Builder::new()
-            .name("latchkey-writer".into())
-            .spawn(move || {
-                WriterThread {
-                    metrics: WriterMetrics::new(durability),
-                    rx,
-                    backend,
-                    durability,
-                    max_batch,
-                    shared: thread_shared,
-                    poisoned: HashSet::new(),
-                    dirty_since: None,
-                }
-                .run()
-            })
-            .map_err(|e| StoreError::Io(format!("cannot start writer thread: {e}")))?;
+            .name("latchkey-flusher".into())
+            .spawn(move || run_flusher(&flusher))
+            .map_err(|e| StoreError::Io(format!("cannot start flusher thread: {e}")))?;
         Ok(Writer {
-            tx,
             shared,
             thread: Mutex::new(Some(thread)),
-            durability,
         })
     }
 
     pub(crate) fn durability(&self) -> Durability {
-        self.durability
+        self.shared.durability
     }
 
+    /// Applies `batch` now (unless its scope is poisoned) and returns its completion.
     pub(crate) fn submit(&self, scope: &[u8], batch: WriteBatch) -> Completion {
-        let done = Completion::pending();
-        if self.shared.closed.load(Ordering::Acquire) {
-            done.finish(Err(StoreError::Closed));
-            return done;
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Completion::failed(StoreError::Closed);
         }
-        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        let request = Request::Write {
-            scope: scope.to_vec(),
-            batch,
-            done: done.clone(),
-        };
-        if self.tx.send(request).is_err() {
-            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-            done.finish(Err(StoreError::Closed));
+        let mut queue = shared.lock();
+        if queue.closing {
+            return Completion::failed(StoreError::Closed);
         }
-        done
+        if queue.poisoned.contains(scope) {
+            return Completion::failed(StoreError::Poisoned);
+        }
+        if let Err(e) = shared.backend.apply(&batch) {
+            tracing::error!("store write refused: {e}");
+            shared.metrics.failed_writes.increment(1);
+            queue.poisoned.insert(scope.to_vec());
+            return Completion::failed(e);
+        }
+        match shared.durability {
+            Durability::Async { .. } => {
+                shared.metrics.writes.increment(1);
+                if queue.dirty_since.is_none() {
+                    queue.dirty_since = Some(Instant::now());
+                    shared.wake_flusher(&mut queue);
+                }
+                Completion::done()
+            }
+            Durability::Sync => {
+                let done = Completion::pending();
+                queue.pending.push((scope.to_vec(), done.clone()));
+                shared.in_flight.fetch_add(1, Ordering::AcqRel);
+                shared.wake_flusher(&mut queue);
+                done
+            }
+        }
     }
 
     pub(crate) fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Acquire)
     }
 
+    /// Waits until every write applied before this call has completed, and clears `scope`'s
+    /// poison mark.
     pub(crate) async fn settle(&self, scope: Option<&[u8]>) -> Result<(), StoreError> {
-        if self.shared.in_flight.load(Ordering::Acquire) == 0
-            && self.shared.poisoned.load(Ordering::Acquire) == 0
-        {
-            return Ok(());
-        }
-        let (done, wait) = oneshot::channel();
-        let request = Request::Settle {
-            scope: scope.map(<[u8]>::to_vec),
-            done,
+        let wait = {
+            let mut queue = self.shared.lock();
+            if queue.pending.is_empty() {
+                // Nothing unflushed (or async, where applied is complete): settle here.
+                if let Some(scope) = scope {
+                    queue.poisoned.remove(scope);
+                }
+                return Ok(());
+            }
+            if queue.closing {
+                return Err(StoreError::Closed);
+            }
+            let (done, wait) = oneshot::channel();
+            queue.settles.push((scope.map(<[u8]>::to_vec), done));
+            self.shared.wake_flusher(&mut queue);
+            wait
         };
-        self.tx.send(request).map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)
     }
 
+    /// Flushes what is applied, stops the flusher and fails later submits with `Closed`.
     pub(crate) fn close(&self) -> Result<(), StoreError> {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let (ack, result) = mpsc::channel();
-        let outcome = match self.tx.send(Request::Close(ack)) {
-            Ok(()) => result.recv().unwrap_or(Err(StoreError::Closed)),
-            Err(_) => Err(StoreError::Closed),
-        };
+        {
+            let mut queue = self.shared.lock();
+            queue.closing = true;
+            queue.flusher_idle = false;
+            self.shared.wake.notify_one();
+        }
         if let Ok(mut thread) = self.thread.lock() {
             if let Some(handle) = thread.take() {
                 let _ = handle.join();
             }
         }
-        outcome
+        self.shared.backend.flush()
     }
 }
 
@@ -267,7 +299,6 @@ impl Drop for Writer {
 /// The writer's metrics, registered once when it starts.
 struct WriterMetrics {
     batch_size: metrics::Histogram,
-    apply_seconds: metrics::Histogram,
     flush_seconds: metrics::Histogram,
     writes: metrics::Counter,
     failed_writes: metrics::Counter,
@@ -282,7 +313,6 @@ impl WriterMetrics {
         metrics::gauge!("latchkey_durability_mode", "mode" => mode).set(1.0);
         WriterMetrics {
             batch_size: metrics::histogram!("latchkey_store_batch_size"),
-            apply_seconds: metrics::histogram!("latchkey_store_apply_seconds"),
             flush_seconds: metrics::histogram!("latchkey_store_flush_seconds"),
             writes: metrics::counter!("latchkey_store_writes_total"),
             failed_writes: metrics::counter!("latchkey_store_failed_writes_total"),
@@ -290,206 +320,91 @@ impl WriterMetrics {
     }
 }
 
-struct WriterThread {
-    metrics: WriterMetrics,
-    rx: mpsc::Receiver<Request>,
-    backend: Arc<dyn Backend>,
-    durability: Durability,
-    max_batch: usize,
-    shared: Arc<Shared>,
-    poisoned: HashSet<Vec<u8>>,
-    /// Async mode: when the oldest unflushed write was applied.
-    dirty_since: Option<Instant>,
+fn flush(shared: &Shared) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let result = shared.backend.flush();
+    shared.metrics.flush_seconds.record(started.elapsed());
+    result
 }
 
-impl WriterThread {
-    fn run(mut self) {
-        let mut requests = Vec::with_capacity(self.max_batch);
-        let mut last_batch = 0;
-        loop {
-            let first = match self.next_request() {
-                Some(request) => request,
-                None => {
-                    // every sender is gone: make what was applied durable and stop
-                    let _ = self.flush_if_dirty();
-                    return;
+/// The flusher thread: one flush per group of applied writes (sync), or per interval (async).
+fn run_flusher(shared: &Shared) {
+    loop {
+        let (writes, settles) = {
+            let mut queue = shared.lock();
+            loop {
+                if !queue.pending.is_empty() || !queue.settles.is_empty() {
+                    break;
                 }
-            };
-            requests.push(first);
-            self.gather(&mut requests, last_batch);
-            last_batch = requests.len();
-            if self.process(&mut requests) {
-                return;
-            }
-        }
-    }
-
-    /// Collects what is queued behind the first request. When the previous batch showed
-    /// concurrency (several writers), it also waits up to [`COMMIT_WINDOW`] for more: one flush
-    /// then serves more commands, which costs far less CPU than flushing (and waking sled's I/O
-    /// threads) for each small batch. A lone writer never waits.
-    fn gather(&self, requests: &mut Vec<Request>, last_batch: usize) {
-        let window_ends = (last_batch >= 4).then(|| Instant::now() + COMMIT_WINDOW);
-        while requests.len() < self.max_batch {
-            match self.rx.try_recv() {
-                Ok(request) => requests.push(request),
-                Err(_) => {
-                    let Some(ends) = window_ends else { break };
-                    let left = ends.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    match self.rx.recv_timeout(left) {
-                        Ok(request) => requests.push(request),
-                        Err(_) => break,
-                    }
+                if queue.closing {
+                    return; // `close` flushes what async mode left unflushed
                 }
-            }
-        }
-    }
-
-    /// Blocks for the next request; in async mode wakes up to flush when the interval is due.
-    fn next_request(&mut self) -> Option<Request> {
-        loop {
-            let deadline = match (self.durability, self.dirty_since) {
-                (Durability::Async { flush_interval }, Some(since)) => Some(since + flush_interval),
-                _ => None,
-            };
-            match deadline {
-                None => return self.rx.recv().ok(),
-                Some(deadline) => {
-                    let timeout = deadline.saturating_duration_since(Instant::now());
-                    match self.rx.recv_timeout(timeout) {
-                        Ok(request) => return Some(request),
-                        Err(RecvTimeoutError::Timeout) => {
-                            if let Err(e) = self.flush_if_dirty() {
+                queue.flusher_idle = true;
+                queue = match (shared.durability, queue.dirty_since) {
+                    (Durability::Async { flush_interval }, Some(since)) => {
+                        let left =
+                            (since + flush_interval).saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            queue.flusher_idle = false;
+                            queue.dirty_since = None;
+                            drop(queue);
+                            if let Err(e) = flush(shared) {
                                 tracing::error!("periodic flush failed: {e}");
                             }
+                            shared.lock()
+                        } else {
+                            shared
+                                .wake
+                                .wait_timeout(queue, left)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0
                         }
-                        Err(RecvTimeoutError::Disconnected) => return None,
                     }
-                }
+                    _ => shared.wake.wait(queue).unwrap_or_else(|e| e.into_inner()),
+                };
+                queue.flusher_idle = false;
             }
-        }
-    }
-
-    fn flush_if_dirty(&mut self) -> Result<(), StoreError> {
-        if self.dirty_since.take().is_some() {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let result = self.backend.flush();
-        self.metrics.flush_seconds.record(started.elapsed());
-        result
-    }
-
-    /// Applies one batch; returns true when the writer must stop.
-    fn process(&mut self, requests: &mut Vec<Request>) -> bool {
-        let mut batch = WriteBatch::default();
-        let mut writes: Vec<(Vec<u8>, Completion)> = Vec::with_capacity(requests.len());
-        let mut settles = Vec::new();
-        let mut close = None;
-        for request in requests.drain(..) {
-            match request {
-                Request::Write {
-                    scope,
-                    batch: b,
-                    done,
-                } => {
-                    if self.poisoned.contains(&scope) {
-                        done.finish(Err(StoreError::Poisoned));
-                        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    } else {
-                        batch.append(b);
-                        writes.push((scope, done));
-                    }
-                }
-                Request::Settle { scope, done } => settles.push((scope, done)),
-                Request::Close(ack) => close = Some(ack),
-            }
-        }
+            (
+                std::mem::take(&mut queue.pending),
+                std::mem::take(&mut queue.settles),
+            )
+        };
 
         if !writes.is_empty() {
-            self.metrics.batch_size.record(writes.len() as f64);
-            let started = Instant::now();
-            let applied = self.backend.apply(&batch);
-            self.metrics.apply_seconds.record(started.elapsed());
-            let outcome = match (applied, self.durability) {
-                // Applied but not confirmed on disk: callers must not be told "nothing changed".
-                (Ok(()), Durability::Sync) => self
-                    .flush()
-                    .map_err(|e| StoreError::NotDurable(e.to_string())),
-                (Ok(()), Durability::Async { .. }) => {
-                    self.dirty_since.get_or_insert_with(Instant::now);
-                    Ok(())
-                }
-                (Err(e), _) => Err(e),
-            };
             let count = writes.len();
-            match outcome {
+            shared.metrics.batch_size.record(count as f64);
+            // Applied but not confirmed on disk: callers must not be told "nothing changed".
+            match flush(shared).map_err(|e| StoreError::NotDurable(e.to_string())) {
                 Ok(()) => {
-                    self.metrics.writes.increment(count as u64);
-                    for (_, done) in writes {
+                    shared.metrics.writes.increment(count as u64);
+                    for (_, done) in &writes {
                         done.finish(Ok(()));
                     }
                 }
                 Err(e) => {
-                    tracing::error!("store write of {count} commands failed: {e}");
-                    self.metrics.failed_writes.increment(count as u64);
-                    for (scope, done) in writes {
+                    tracing::error!("flush of {count} commands failed: {e}");
+                    shared.metrics.failed_writes.increment(count as u64);
+                    let mut queue = shared.lock();
+                    for (scope, done) in &writes {
                         done.finish(Err(e.clone()));
-                        self.poisoned.insert(scope);
+                        queue.poisoned.insert(scope.clone());
                     }
                 }
             }
-            self.shared.in_flight.fetch_sub(count, Ordering::AcqRel);
+            shared.in_flight.fetch_sub(count, Ordering::AcqRel);
         }
 
-        // A settle answers after the batch's outcome is known; its caller reloads from disk, so
-        // the scope it names starts clean.
-        for (scope, done) in settles {
-            if let Some(scope) = scope {
-                self.poisoned.remove(&scope);
-            }
-            let _ = done.send(());
-        }
-        self.shared
-            .poisoned
-            .store(self.poisoned.len(), Ordering::Release);
-
-        if let Durability::Async { flush_interval } = self.durability {
-            if self
-                .dirty_since
-                .is_some_and(|since| since.elapsed() >= flush_interval)
-            {
-                if let Err(e) = self.flush_if_dirty() {
-                    tracing::error!("periodic flush failed: {e}");
+        // A settle answers after the flush of what was applied before it; its caller reloads
+        // from the store, so the scope it names starts clean.
+        if !settles.is_empty() {
+            let mut queue = shared.lock();
+            for (scope, done) in settles {
+                if let Some(scope) = scope {
+                    queue.poisoned.remove(&scope);
                 }
+                let _ = done.send(());
             }
         }
-
-        if let Some(ack) = close {
-            let _ = ack.send(self.flush_if_dirty().and_then(|()| self.flush()));
-            // Fail whatever raced in after the close.
-            while let Ok(request) = self.rx.try_recv() {
-                match request {
-                    Request::Write { done, .. } => {
-                        done.finish(Err(StoreError::Closed));
-                        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    }
-                    Request::Settle { done, .. } => drop(done),
-                    Request::Close(ack) => {
-                        let _ = ack.send(Ok(()));
-                    }
-                }
-            }
-            return true;
-        }
-        false
     }
 }
 
@@ -550,7 +465,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_share_flushes() {
         let backend = Arc::new(FlakyBackend::default());
-        let writer = Arc::new(Writer::start(backend.clone(), Durability::Sync, 1024).unwrap());
+        let writer = Arc::new(Writer::start(backend.clone(), Durability::Sync).unwrap());
         let mut tasks = Vec::new();
         for i in 0..2000 {
             let writer = writer.clone();
@@ -572,7 +487,7 @@ mod tests {
     #[tokio::test]
     async fn failed_write_poisons_its_scope_until_settled() {
         let backend = Arc::new(FlakyBackend::default());
-        let writer = Writer::start(backend.clone(), Durability::Sync, 1024).unwrap();
+        let writer = Writer::start(backend.clone(), Durability::Sync).unwrap();
         backend.fail.store(true, Ordering::SeqCst);
         assert!(writer.submit(b"u1", put("a")).wait().await.is_err());
         backend.fail.store(false, Ordering::SeqCst);
@@ -594,7 +509,7 @@ mod tests {
         let durability = Durability::Async {
             flush_interval: std::time::Duration::from_millis(5),
         };
-        let writer = Writer::start(backend.clone(), durability, 1024).unwrap();
+        let writer = Writer::start(backend.clone(), durability).unwrap();
         writer.submit(b"s", put("a")).wait().await.unwrap();
         let mut flushed = false;
         for _ in 0..200 {
