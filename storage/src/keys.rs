@@ -8,6 +8,7 @@
 //! | `M` | meta name | engine-defined (bootstrap marker, ...) |
 //! | `u` | user id | user snapshot |
 //! | `e` | user id, sequence (u64 BE) | event |
+//! | `E` | user id, first sequence (u64 BE) | event chunk: consecutive events of one user, written by the log's checkpoints (`wal.rs`); scans of `e` prefixes see them as events |
 //! | `n` | org id, lowercased username | user id |
 //! | `o` | org id | organization |
 //! | `N` | lowercased org name | org id |
@@ -37,6 +38,11 @@ pub fn user(id: &str) -> Vec<u8> {
 }
 /// Prefix of every user snapshot.
 pub const USERS: &[u8] = b"u";
+/// Tag of event keys.
+pub const EVENT_TAG: u8 = b'e';
+/// Tag of event chunks in sled (storage-internal).
+pub const EVENT_CHUNK_TAG: u8 = b'E';
+
 /// Prefix of one user's event log.
 pub fn events_of(id: &str) -> Vec<u8> {
     tagged(b'e', &[id.as_bytes()])

@@ -14,7 +14,10 @@
 //! [`CHECKPOINT_BYTES`], the writer freezes it and starts a new segment; the checkpoint thread
 //! copies the frozen table into sled in small batches, flushes sled, and only then deletes the
 //! segments the table came from and drops it. Until then reads see it (active table, then frozen table, then sled), so no state is ever
-//! invisible. Several writes of one key between checkpoints cost sled one insert.
+//! invisible. Several writes of one key between checkpoints cost sled one insert, and the events
+//! of one user in a checkpoint are stored as one chunk (`E` keys): events are written once and
+//! never change, so one sled insert per user per checkpoint instead of one per command. Scans of
+//! event prefixes expand the chunks, so callers only ever see events.
 //!
 //! Recovery: open sled (which holds every completed checkpoint), then replay every remaining
 //! segment in order into the memtable. Records hold absolute values, so replaying a segment whose
@@ -303,10 +306,23 @@ impl Backend for LoggedBackend {
             }
             overlay
         };
-        Box::new(Merged {
-            overlay: overlay.into_iter().peekable(),
-            base: self.inner.scan_prefix(prefix).peekable(),
-        })
+        let sled = entries(self.inner.scan_prefix(prefix));
+        let base: Entries<'_> = if prefix.first() == Some(&keys::EVENT_TAG) {
+            let chunks = Expanded {
+                chunks: self.inner.scan_prefix(&chunk_key(prefix)),
+                current: Vec::new().into_iter(),
+                last: None,
+            };
+            Box::new(Union::new(sled, Box::new(chunks)))
+        } else {
+            sled
+        };
+        let merged = Union::new(Box::new(overlay.into_iter().map(Ok)), base);
+        Box::new(merged.filter_map(|entry| match entry {
+            Ok((key, Some(value))) => Some(Ok((key, value))),
+            Ok((_, None)) => None,
+            Err(e) => Some(Err(e)),
+        }))
     }
 
     /// Memory only: one record appended to the buffer, the ops into the memtable, in the same
@@ -406,10 +422,24 @@ fn run_checkpoints(
 
 fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreError> {
     let mut batch = WriteBatch::default();
-    for (key, value) in table {
-        match value {
-            Some(value) => batch.put(key.clone(), value.clone()),
-            None => batch.delete(key.clone()),
+    let mut entries = table.iter().peekable();
+    while let Some((key, value)) = entries.next() {
+        match (value, event_owner(key)) {
+            (Some(value), Some(owner)) => {
+                // The run of this user's events (keys sort by user, then sequence).
+                let mut chunk = Vec::new();
+                push_event(&mut chunk, key, value);
+                while let Some((next, Some(next_value))) = entries.peek() {
+                    if event_owner(next) != Some(owner) {
+                        break;
+                    }
+                    push_event(&mut chunk, next, next_value);
+                    entries.next();
+                }
+                batch.put(chunk_key(key), chunk);
+            }
+            (Some(value), None) => batch.put(key.clone(), value.clone()),
+            (None, _) => batch.delete(key.clone()),
         }
         if batch.ops().len() >= CHECKPOINT_CHUNK {
             inner.apply(&std::mem::take(&mut batch))?;
@@ -421,37 +451,119 @@ fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreError> {
     inner.flush()
 }
 
-/// Sorted merge of the memtable overlay over the base store's scan; the overlay wins on equal
-/// keys and its deletes hide the base's entries.
-struct Merged<'a> {
-    overlay: std::iter::Peekable<std::collections::btree_map::IntoIter<Vec<u8>, Option<Vec<u8>>>>,
-    base: std::iter::Peekable<KvIter<'a>>,
+/// The user part of an event key (everything but the sequence), or `None` for other keys.
+fn event_owner(key: &[u8]) -> Option<&[u8]> {
+    (key.first() == Some(&keys::EVENT_TAG) && key.len() > 1 + 8).then(|| &key[..key.len() - 8])
 }
 
-impl Iterator for Merged<'_> {
-    type Item = Result<(Vec<u8>, Vec<u8>), StoreError>;
+/// The chunk key for a run of events starting at `first` (an event key or an event prefix).
+fn chunk_key(first: &[u8]) -> Vec<u8> {
+    let mut key = first.to_vec();
+    key[0] = keys::EVENT_CHUNK_TAG;
+    key
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        use std::cmp::Ordering::{Equal, Greater, Less};
+// Chunk: per event [sequence: the event key's last 8 bytes][length u32 LE][event].
+fn push_event(chunk: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    chunk.extend_from_slice(&key[key.len() - 8..]);
+    chunk.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    chunk.extend_from_slice(value);
+}
+
+/// The events of one chunk as (event key, event), or `None` if it is corrupt.
+fn split_chunk(key: &[u8], chunk: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let owner = key.get(1..key.len().checked_sub(8)?)?;
+    let mut events = Vec::new();
+    let mut rest = chunk;
+    while !rest.is_empty() {
+        let (sequence, tail) = rest.split_first_chunk::<8>()?;
+        let (event, tail) = take_slice(tail)?;
+        let mut event_key = Vec::with_capacity(1 + owner.len() + 8);
+        event_key.push(keys::EVENT_TAG);
+        event_key.extend_from_slice(owner);
+        event_key.extend_from_slice(sequence);
+        events.push((event_key, event.to_vec()));
+        rest = tail;
+    }
+    Some(events)
+}
+
+type Entry = Result<(Vec<u8>, Option<Vec<u8>>), StoreError>;
+type Entries<'a> = Box<dyn Iterator<Item = Entry> + Send + 'a>;
+
+fn entries(scan: KvIter<'_>) -> Entries<'_> {
+    Box::new(scan.map(|item| item.map(|(key, value)| (key, Some(value)))))
+}
+
+/// A scan of event chunks as events, in key order. A chunk may repeat events of an earlier one
+/// (a segment replayed after its checkpoint was written, checkpointed again): those are skipped.
+struct Expanded<'a> {
+    chunks: KvIter<'a>,
+    current: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
+    last: Option<Vec<u8>>,
+}
+
+impl Iterator for Expanded<'_> {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
         loop {
-            let order = match (self.overlay.peek(), self.base.peek()) {
-                (None, None) => return None,
-                (Some(_), None) => Less,
-                (None, Some(_)) | (Some(_), Some(Err(_))) => Greater,
-                (Some((over, _)), Some(Ok((base, _)))) => over.cmp(base),
-            };
-            match order {
-                Greater => return self.base.next(),
-                Equal | Less => {
-                    if order == Equal {
-                        self.base.next(); // shadowed by the overlay
-                    }
-                    match self.overlay.next() {
-                        Some((key, Some(value))) => return Some(Ok((key, value))),
-                        Some((_, None)) => continue,
-                        None => return None,
-                    }
+            if let Some((key, event)) = self.current.next() {
+                if self.last.as_ref().is_some_and(|last| &key <= last) {
+                    continue;
                 }
+                self.last = Some(key.clone());
+                return Some(Ok((key, Some(event))));
+            }
+            let (key, chunk) = match self.chunks.next()? {
+                Ok(item) => item,
+                Err(e) => return Some(Err(e)),
+            };
+            match split_chunk(&key, &chunk) {
+                Some(events) => self.current = events.into_iter(),
+                None => {
+                    return Some(Err(StoreError::Io(format!(
+                        "corrupt event chunk at key {key:?}"
+                    ))))
+                }
+            }
+        }
+    }
+}
+
+/// Sorted union of two scans; `front` wins on equal keys. Deletes (`None`) are kept, so a
+/// front delete hides the back's entry; the caller drops them at the end.
+struct Union<'a> {
+    front: std::iter::Peekable<Entries<'a>>,
+    back: std::iter::Peekable<Entries<'a>>,
+}
+
+impl<'a> Union<'a> {
+    fn new(front: Entries<'a>, back: Entries<'a>) -> Self {
+        Union {
+            front: front.peekable(),
+            back: back.peekable(),
+        }
+    }
+}
+
+impl Iterator for Union<'_> {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let order = match (self.front.peek(), self.back.peek()) {
+            (None, None) => return None,
+            (Some(Err(_)), _) | (Some(_), None) => Less,
+            (_, Some(Err(_))) | (None, Some(_)) => Greater,
+            (Some(Ok((front, _))), Some(Ok((back, _)))) => front.cmp(back),
+        };
+        match order {
+            Less => self.front.next(),
+            Greater => self.back.next(),
+            Equal => {
+                self.back.next(); // shadowed
+                self.front.next()
             }
         }
     }
@@ -772,6 +884,92 @@ mod tests {
         let backend = open(dir.path(), 10);
         assert_eq!(scan(&backend, "k"), all, "same state after reopen");
         assert_eq!(get(&backend, "k00"), None);
+        backend.close().unwrap();
+    }
+
+    fn event_batch(user: &str, sequence: u64) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        batch.put(
+            keys::event(user, sequence),
+            format!("{user}-{sequence}").into_bytes(),
+        );
+        batch.put(keys::user(user), sequence.to_be_bytes().to_vec());
+        batch
+    }
+
+    fn events(backend: &dyn Backend, prefix: &[u8]) -> Vec<String> {
+        backend
+            .scan_prefix(prefix)
+            .map(|item| String::from_utf8(item.unwrap().1).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn checkpoints_store_each_users_events_as_chunks_and_scans_see_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = open(dir.path(), 8);
+        for sequence in 1..=30 {
+            for user in ["a", "ab"] {
+                backend.apply(&event_batch(user, sequence)).unwrap();
+            }
+            backend.flush().unwrap();
+            wait_for_checkpoint(&backend);
+        }
+        let expected =
+            |user: &str| -> Vec<String> { (1..=30).map(|s| format!("{user}-{s}")).collect() };
+        for user in ["a", "ab"] {
+            assert_eq!(events(&backend, &keys::events_of(user)), expected(user));
+        }
+        let all = events(&backend, &[keys::EVENT_TAG]);
+        assert_eq!(all.len(), 60);
+        // In sled itself the checkpointed events are chunks, never single event keys.
+        let sled = backend.inner.clone();
+        let chunks = sled.scan_prefix(&[keys::EVENT_CHUNK_TAG]).count();
+        assert!(chunks > 0 && chunks < 30, "{chunks} chunks for 60 events");
+        assert_eq!(sled.scan_prefix(&[keys::EVENT_TAG]).count(), 0);
+        backend.close().unwrap();
+
+        let backend = open(dir.path(), 8);
+        for user in ["a", "ab"] {
+            assert_eq!(events(&backend, &keys::events_of(user)), expected(user));
+        }
+        backend.close().unwrap();
+    }
+
+    #[test]
+    fn event_scans_merge_single_events_and_overlapping_chunks_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let sled = SledBackend::open(dir.path()).unwrap();
+            let mut batch = WriteBatch::default();
+            // a schema-1 single event, then two chunks where the second repeats 3 and 4 (a
+            // segment checkpointed twice)
+            batch.put(keys::event("u", 1), b"u-1".to_vec());
+            let mut first = Vec::new();
+            let mut second = Vec::new();
+            for s in 2..=4 {
+                push_event(
+                    &mut first,
+                    &keys::event("u", s),
+                    format!("u-{s}").as_bytes(),
+                );
+            }
+            for s in 3..=6 {
+                push_event(
+                    &mut second,
+                    &keys::event("u", s),
+                    format!("u-{s}").as_bytes(),
+                );
+            }
+            batch.put(chunk_key(&keys::event("u", 2)), first);
+            batch.put(chunk_key(&keys::event("u", 3)), second);
+            sled.apply(&batch).unwrap();
+            sled.close().unwrap();
+        }
+        let backend = open(dir.path(), DEFAULT_CHECKPOINT_ENTRIES);
+        backend.apply(&event_batch("u", 7)).unwrap();
+        let expected: Vec<String> = (1..=7).map(|s| format!("u-{s}")).collect();
+        assert_eq!(events(&backend, &keys::events_of("u")), expected);
         backend.close().unwrap();
     }
 
