@@ -431,6 +431,8 @@ mod tests {
     struct FlakyBackend {
         data: StdMutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
         fail: AtomicBool,
+        fail_flush: AtomicBool,
+        flush_delay_ms: std::sync::atomic::AtomicU64,
         flushes: AtomicUsize,
     }
 
@@ -463,7 +465,12 @@ mod tests {
             Ok(())
         }
         fn flush(&self) -> Result<(), StoreError> {
+            let delay = self.flush_delay_ms.load(Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(delay));
             self.flushes.fetch_add(1, Ordering::SeqCst);
+            if self.fail_flush.load(Ordering::SeqCst) {
+                return Err(StoreError::Io("injected flush failure".into()));
+            }
             Ok(())
         }
     }
@@ -513,6 +520,42 @@ mod tests {
         let data = backend.data.lock().unwrap();
         assert!(!data.contains_key(b"a".as_slice()) && !data.contains_key(b"b".as_slice()));
         assert!(data.contains_key(b"c".as_slice()) && data.contains_key(b"d".as_slice()));
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_is_an_unknown_outcome_and_poisons_until_settled() {
+        let backend = Arc::new(FlakyBackend::default());
+        let writer = Writer::start(backend.clone(), Durability::Sync).unwrap();
+        backend.fail_flush.store(true, Ordering::SeqCst);
+        let err = writer.submit(b"u1", put("a")).wait().await.unwrap_err();
+        assert!(matches!(err, StoreError::NotDurable(_)), "{err}");
+        backend.fail_flush.store(false, Ordering::SeqCst);
+        // applied, so the store shows it (it is durable once a later flush succeeds)
+        assert!(backend.data.lock().unwrap().contains_key(b"a".as_slice()));
+        let err = writer.submit(b"u1", put("b")).wait().await.unwrap_err();
+        assert!(matches!(err, StoreError::Poisoned));
+        writer.submit(b"u2", put("c")).wait().await.unwrap();
+        writer.settle(Some(b"u1")).await.unwrap();
+        writer.submit(b"u1", put("d")).wait().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn settle_returns_only_after_earlier_writes_completed() {
+        let backend = Arc::new(FlakyBackend::default());
+        backend.flush_delay_ms.store(50, Ordering::SeqCst);
+        let writer = Writer::start(backend.clone(), Durability::Sync).unwrap();
+        let pending: Vec<_> = (0..5)
+            .map(|i| writer.submit(b"s", put(&format!("k{i}"))))
+            .collect();
+        assert_eq!(writer.in_flight(), pending.len());
+        writer.settle(None).await.unwrap();
+        for completion in &pending {
+            assert!(
+                matches!(completion.poll_result(), Some(Ok(()))),
+                "settle returned before a write it follows was durable"
+            );
+        }
+        assert_eq!(writer.in_flight(), 0);
     }
 
     #[tokio::test]
