@@ -1,7 +1,8 @@
 //! Callers resolved from tokens, kept in memory so authentication never reads sled on an async
 //! worker. That matters beyond speed: once batches are in use, every sled read takes a global
-//! lock that the writer thread holds while it applies a batch, so a read on a tokio worker can
-//! stall the whole server behind the writer (measured: open-loop p99 in the hundreds of ms).
+//! lock that is held while a batch is applied to sled (by the log's checkpoint thread), so a read
+//! on a tokio worker can stall the whole server behind it (measured, when the group-commit writer
+//! still applied to sled: open-loop p99 in the hundreds of ms).
 //!
 //! Correctness: entries are filled only from the owning user's actor state (a staged read, so
 //! durable), and the actor invalidates its user's entries on every change it commits. A fill

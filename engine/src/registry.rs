@@ -286,9 +286,9 @@ impl Registry {
     }
 }
 
-/// Point reads that never stall an async worker. Under write load, sled reads wait for a lock
-/// the writer holds while applying a batch: then they run on the blocking pool. An idle store
-/// reads inline (no hand-off cost).
+/// Point reads that never stall an async worker. While a checkpoint writes into sled, sled reads
+/// wait for a lock it holds during each batch: then they run on the blocking pool. Otherwise
+/// they read inline (no hand-off cost; most hit the log's memtable).
 pub(crate) async fn read_off_worker(
     store: &Arc<Store>,
     keys: &[Vec<u8>],

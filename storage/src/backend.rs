@@ -12,6 +12,11 @@ pub trait Backend: Send + Sync + 'static {
     fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError>;
     /// Makes everything applied so far durable (fsync).
     fn flush(&self) -> Result<(), StoreError>;
+    /// True while the medium writes into its underlying store in the background (the log's
+    /// checkpoint into sled): a read that misses memory may then wait behind that write.
+    fn busy_in_background(&self) -> bool {
+        false
+    }
     /// Flushes and releases the medium (e.g. the directory lock); later calls fail with `Closed`.
     fn close(&self) -> Result<(), StoreError> {
         self.flush()

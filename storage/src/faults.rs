@@ -93,6 +93,10 @@ impl Backend for FaultyBackend {
         self.inner.flush()
     }
 
+    fn busy_in_background(&self) -> bool {
+        self.inner.busy_in_background()
+    }
+
     fn close(&self) -> Result<(), StoreError> {
         self.inner.close()
     }

@@ -7,9 +7,11 @@
 //!   scans, atomic batches, flush. [`SledBackend`] (in `sled_backend.rs`) is the embedded default.
 //! - [`keys`]: the one place that knows how entities are laid out as keys in the single keyspace.
 //!   One keyspace means every command's writes (snapshot, event, indexes) land in one atomic batch.
-//! - the writer (`writer.rs`): one dedicated OS thread that group-commits the writes of all actors,
-//!   flushing once per batch in `sync` mode, and completes a [`Completion`] per write so replies
-//!   can be held until the state they reveal is durable.
+//! - the writer (`writer.rs`): applies each write in the submitting thread and group-commits them
+//!   from one flusher thread (one sync per group in `sync` mode), completing a [`Completion`] per
+//!   write so replies can be held until the state they reveal is durable.
+//! - the write-ahead log (`wal.rs`): the embedded medium — log segments and a memtable in front of
+//!   sled, checkpointed into it in the background.
 //!
 //! [`Store`] ties them together and is what the engine holds.
 
@@ -151,10 +153,10 @@ impl Store {
         self.writer.settle(scope).await
     }
 
-    /// True when no write is waiting for the writer. The writer then holds none of sled's locks,
-    /// so a point read will not wait behind a batch being applied.
+    /// True when nothing is being written into sled (no checkpoint running), so a point read
+    /// cannot wait behind a sled batch. Writes themselves only touch the log's memory.
     pub fn is_idle(&self) -> bool {
-        self.writer.in_flight() == 0
+        !self.backend.busy_in_background()
     }
 
     /// Flushes everything, stops the writer and releases the directory. Idempotent; the writer
