@@ -12,6 +12,7 @@ use latchkey_api::config::Cli;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    latchkey_api::run::disable_transparent_huge_pages();
     let args = Cli::parse().serve_args();
     latchkey_api::run::init_logging(&args.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -109,3 +109,21 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     file.sync_all()?;
     std::fs::rename(&tmp, path)
 }
+
+/// Turns transparent huge pages off for this process (Linux). mimalloc asks for huge pages
+/// (`MADV_HUGEPAGE`), and with the kernel's common `defrag=madvise` setting a page fault in such a
+/// region may compact memory synchronously: measured as 50–100 ms stalls of every request, the
+/// whole open-loop p99 (60 ms → 6 ms at 15,500 req/s once off; docs/performance.md). Called first
+/// thing by the server binaries; an embedding program decides this for itself.
+pub fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl with PR_SET_THP_DISABLE takes no pointers; failure only keeps THP on.
+        let failed = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0;
+        if failed {
+            eprintln!(
+                "latchkey: could not turn transparent huge pages off (latency spikes possible)"
+            );
+        }
+    }
+}

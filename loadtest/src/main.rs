@@ -115,6 +115,8 @@ enum Internal {
 }
 
 fn main() -> ExitCode {
+    // The same process settings as the `latchkey` binary, for every server and client it runs.
+    latchkey_api::run::disable_transparent_huge_pages();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

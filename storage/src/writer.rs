@@ -247,6 +247,7 @@ impl Writer {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Acquire)
     }
