@@ -138,6 +138,19 @@ mod tests {
             small.serve_args().engine_config().cache_bytes,
             64 * 1024 * 1024
         );
+        assert_eq!(
+            Cli::try_parse_from(["latchkey"])
+                .unwrap()
+                .serve_args()
+                .engine_config()
+                .checkpoint_entries,
+            latchkey_engine::DEFAULT_CHECKPOINT_ENTRIES
+        );
+        let frequent = Cli::try_parse_from(["latchkey", "--checkpoint-entries", "200"]).unwrap();
+        assert_eq!(
+            frequent.serve_args().engine_config().checkpoint_entries,
+            200
+        );
         assert!(Cli::try_parse_from(["latchkey", "--durability", "maybe"]).is_err());
     }
 }
