@@ -127,3 +127,17 @@ pub fn disable_transparent_huge_pages() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn transparent_huge_pages_are_off_afterwards() {
+        super::disable_transparent_huge_pages();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        // Kernels since 5.0 report the process's flag; older ones have no such line.
+        if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+            assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+        }
+    }
+}

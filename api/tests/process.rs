@@ -147,7 +147,7 @@ fn a_locked_or_foreign_data_dir_is_refused_with_one_line_and_exit_1() {
             latchkey_storage::keys::SCHEMA.to_vec(),
             99u32.to_be_bytes().to_vec(),
         );
-        latchkey_storage::Backend::apply(&backend, &batch).unwrap();
+        latchkey_storage::Backend::apply(&backend, batch).unwrap();
         latchkey_storage::Backend::flush(&backend).unwrap();
     }
     assert_refused(future.path(), "unknown schema version 99");

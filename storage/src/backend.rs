@@ -9,7 +9,7 @@ pub trait Backend: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_>;
     /// Applies every put and delete of `batch` atomically: all or none.
-    fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError>;
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
     /// Makes everything applied so far durable (fsync).
     fn flush(&self) -> Result<(), StoreError>;
     /// True while the medium writes into its underlying store in the background (the log's

@@ -75,7 +75,7 @@ impl Backend for FaultyBackend {
         self.inner.scan_prefix(prefix)
     }
 
-    fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         if self.faults.0.fail_apply.load(Ordering::SeqCst) {
             return Err(StoreError::Io("injected fault: write refused".into()));
         }

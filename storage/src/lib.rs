@@ -194,7 +194,7 @@ fn check_schema(backend: &dyn Backend, dir: &Path) -> Result<(), StoreError> {
             }
             let mut batch = WriteBatch::default();
             batch.put(keys::SCHEMA.to_vec(), SCHEMA_VERSION.to_be_bytes().to_vec());
-            backend.apply(&batch)?;
+            backend.apply(batch)?;
             backend.flush()?;
             Ok(())
         }
@@ -254,7 +254,7 @@ mod tests {
             let backend = SledBackend::open(dir.path()).unwrap();
             let mut batch = WriteBatch::default();
             batch.put(keys::SCHEMA.to_vec(), 99u32.to_be_bytes().to_vec());
-            backend.apply(&batch).unwrap();
+            backend.apply(batch).unwrap();
             backend.flush().unwrap();
         }
         let err = Store::open(&StoreConfig::new(dir.path()))

@@ -111,12 +111,12 @@ impl Backend for SledBackend {
         }
     }
 
-    fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut sled_batch = sled::Batch::default();
-        for (key, value) in batch.ops() {
+        for (key, value) in batch.into_ops() {
             match value {
-                Some(v) => sled_batch.insert(key.as_slice(), v.as_slice()),
-                None => sled_batch.remove(key.as_slice()),
+                Some(v) => sled_batch.insert(key, v),
+                None => sled_batch.remove(key),
             }
         }
         self.db()?.apply_batch(sled_batch).map_err(io)

@@ -6,18 +6,19 @@
 //!
 //! - the **log**: one record (length, CRC-32, the puts and deletes) appended to a buffer; a flush
 //!   writes the buffer to the current segment file under `wal/` and `fdatasync`s it — one write and
-//!   one sync per group commit, on the writer thread, with no hand-off;
+//!   one sync per group commit, on the writer's flusher thread;
 //! - the **memtable**: an ordered map of the keys written since the last checkpoint, which reads
 //!   consult before sled (so a read sees every applied batch, as it did with sled alone).
 //!
 //! When the memtable grows past [`DEFAULT_CHECKPOINT_ENTRIES`] keys (configurable) or
-//! [`CHECKPOINT_BYTES`], the writer freezes it and starts a new segment; the checkpoint thread
-//! copies the frozen table into sled in small batches, flushes sled, and only then deletes the
-//! segments the table came from and drops it. Until then reads see it (active table, then frozen table, then sled), so no state is ever
-//! invisible. Several writes of one key between checkpoints cost sled one insert, and the events
-//! of one user in a checkpoint are stored as one chunk (`E` keys): events are written once and
-//! never change, so one sled insert per user per checkpoint instead of one per command. Scans of
-//! event prefixes expand the chunks, so callers only ever see events.
+//! [`CHECKPOINT_BYTES`], the next flush freezes it and starts a new segment; the checkpoint
+//! thread copies the frozen table into sled in small batches, flushes sled, and only then retires
+//! the segments the table came from and drops it. Until then reads see it (active table, then
+//! frozen table, then sled), so no state is ever invisible. Several writes of one key between
+//! checkpoints cost sled one insert, and the events of one user in a checkpoint are stored as one
+//! chunk (`E` keys): events are written once and never change, so one sled insert per user per
+//! checkpoint instead of one per command. Scans of event prefixes expand the chunks, so callers
+//! only ever see events.
 //!
 //! Segments are recycled: a checkpointed segment becomes a spare (at most [`MAX_SPARES`]) that
 //! the next rotation renames and overwrites from the start. Overwriting blocks a file already has
@@ -28,7 +29,7 @@
 //!
 //! Recovery: open sled (which holds every completed checkpoint), then replay every remaining
 //! segment in order into the memtable. Records hold absolute values, so replaying a segment whose
-//! checkpoint completed but which was not yet deleted is harmless. A segment is read up to its
+//! checkpoint completed but which was not yet retired is harmless. A segment is read up to its
 //! first torn or corrupt record: only records whose sync never completed can be torn, and those
 //! were never acknowledged — and after a failed write or sync, every record since the last good
 //! sync is written again, whole, into a fresh segment.
@@ -80,9 +81,9 @@ impl Tables {
         self.frozen.as_ref()?.get(key).cloned()
     }
 
-    fn insert(&mut self, key: &[u8], value: Option<&[u8]>) {
-        self.active_bytes += key.len() + value.map_or(0, <[u8]>::len);
-        self.active.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+    fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.active_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        self.active.insert(key, value);
     }
 }
 
@@ -345,16 +346,16 @@ impl Backend for LoggedBackend {
 
     /// Memory only: one record appended to the buffer, the ops into the memtable, in the same
     /// order (both under the buffer's lock).
-    fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut buffer = self.lock_buffer();
         if buffer.closed {
             return Err(StoreError::Closed);
         }
-        encode_record(batch, &mut buffer.unsynced);
+        encode_record(&batch, &mut buffer.unsynced);
         let entries = {
             let mut tables = self.write_tables();
-            for (key, value) in batch.ops() {
-                tables.insert(key, value.as_deref());
+            for (key, value) in batch.into_ops() {
+                tables.insert(key, value);
             }
             tables.active.len() + tables.frozen.as_ref().map_or(0, |t| t.len())
         };
@@ -400,7 +401,7 @@ impl Drop for LoggedBackend {
     }
 }
 
-/// The checkpoint thread: copies each frozen table into sled, flushes sled, then deletes the
+/// The checkpoint thread: copies each frozen table into sled, flushes sled, then retires the
 /// segments the table came from and drops it.
 fn run_checkpoints(
     rx: mpsc::Receiver<Checkpoint>,
@@ -479,11 +480,11 @@ fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreError> {
             (None, _) => batch.delete(key.clone()),
         }
         if batch.ops().len() >= CHECKPOINT_CHUNK {
-            inner.apply(&std::mem::take(&mut batch))?;
+            inner.apply(std::mem::take(&mut batch))?;
         }
     }
     if !batch.is_empty() {
-        inner.apply(&batch)?;
+        inner.apply(batch)?;
     }
     inner.flush()
 }
@@ -749,7 +750,7 @@ fn replay(segment: &[u8], number: u64, tables: &mut Tables) -> Result<(), String
     let mut rest = &segment[MAGIC.len()..];
     while let Some((ops, tail)) = decode_record(rest, number) {
         for (key, value) in ops {
-            tables.insert(key, value);
+            tables.insert(key.to_vec(), value.map(<[u8]>::to_vec));
         }
         rest = tail;
     }
@@ -809,7 +810,7 @@ pub(crate) fn upgrade_schema(inner: &dyn Backend) -> Result<(), StoreError> {
     if upgrade {
         let mut batch = WriteBatch::default();
         batch.put(keys::SCHEMA.to_vec(), current.to_vec());
-        inner.apply(&batch)?;
+        inner.apply(batch)?;
         inner.flush()?;
     }
     Ok(())
@@ -909,7 +910,7 @@ mod tests {
             for i in 0..40 {
                 let key = format!("k{i:02}");
                 backend
-                    .apply(&batch(&[(key.as_str(), Some(long.as_str()))]))
+                    .apply(batch(&[(key.as_str(), Some(long.as_str()))]))
                     .unwrap();
                 backend.flush().unwrap();
                 wait_for_checkpoint(&backend);
@@ -922,7 +923,7 @@ mod tests {
             // short writes into (recycled) segments, synced but never checkpointed
             for i in 0..3 {
                 let key = format!("short{i}");
-                backend.apply(&batch(&[(key.as_str(), Some("s"))])).unwrap();
+                backend.apply(batch(&[(key.as_str(), Some("s"))])).unwrap();
                 backend.flush().unwrap();
             }
             drop(backend); // crash: the log is all that holds the short writes
@@ -940,7 +941,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let sled = SledBackend::open(dir.path()).unwrap();
-            sled.apply(&batch(&[
+            sled.apply(batch(&[
                 ("k1", Some("sled")),
                 ("k2", Some("sled")),
                 ("k4", Some("sled")),
@@ -957,14 +958,14 @@ mod tests {
         {
             let backend = open(dir.path(), DEFAULT_CHECKPOINT_ENTRIES);
             backend
-                .apply(&batch(&[
+                .apply(batch(&[
                     ("k1", Some("log")),
                     ("k2", None),
                     ("k3", Some("log")),
                 ]))
                 .unwrap();
             backend
-                .apply(&batch(&[("x", Some("other prefix"))]))
+                .apply(batch(&[("x", Some("other prefix"))]))
                 .unwrap();
             assert_eq!(get(&backend, "k1").as_deref(), Some("log"));
             assert_eq!(get(&backend, "k2"), None, "the delete hides sled's value");
@@ -986,10 +987,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let backend = open(dir.path(), DEFAULT_CHECKPOINT_ENTRIES);
-            backend.apply(&batch(&[("a", Some("synced"))])).unwrap();
+            backend.apply(batch(&[("a", Some("synced"))])).unwrap();
             backend.flush().unwrap();
             backend
-                .apply(&batch(&[("b", Some("never synced"))]))
+                .apply(batch(&[("b", Some("never synced"))]))
                 .unwrap();
             drop(backend);
         }
@@ -1006,12 +1007,12 @@ mod tests {
             let key = format!("k{i:02}");
             let value = format!("v{i}");
             backend
-                .apply(&batch(&[(key.as_str(), Some(value.as_str()))]))
+                .apply(batch(&[(key.as_str(), Some(value.as_str()))]))
                 .unwrap();
             backend.flush().unwrap();
             wait_for_checkpoint(&backend);
         }
-        backend.apply(&batch(&[("k00", None)])).unwrap();
+        backend.apply(batch(&[("k00", None)])).unwrap();
         backend.flush().unwrap();
         // Two checkpoints ran (at 10 and 20 keys): their keys are in sled itself.
         assert_eq!(get(backend.inner.as_ref(), "k05").as_deref(), Some("v5"));
@@ -1055,7 +1056,7 @@ mod tests {
         let backend = open(dir.path(), 8);
         for sequence in 1..=30 {
             for user in ["a", "ab"] {
-                backend.apply(&event_batch(user, sequence)).unwrap();
+                backend.apply(event_batch(user, sequence)).unwrap();
             }
             backend.flush().unwrap();
             wait_for_checkpoint(&backend);
@@ -1108,11 +1109,11 @@ mod tests {
             }
             batch.put(chunk_key(&keys::event("u", 2)), first);
             batch.put(chunk_key(&keys::event("u", 3)), second);
-            sled.apply(&batch).unwrap();
+            sled.apply(batch).unwrap();
             sled.close().unwrap();
         }
         let backend = open(dir.path(), DEFAULT_CHECKPOINT_ENTRIES);
-        backend.apply(&event_batch("u", 7)).unwrap();
+        backend.apply(event_batch("u", 7)).unwrap();
         let expected: Vec<String> = (1..=7).map(|s| format!("u-{s}")).collect();
         assert_eq!(events(&backend, &keys::events_of("u")), expected);
         backend.close().unwrap();
@@ -1122,10 +1123,10 @@ mod tests {
     fn a_failed_write_is_rewritten_whole_into_a_fresh_segment() {
         let dir = tempfile::tempdir().unwrap();
         let backend = open(dir.path(), DEFAULT_CHECKPOINT_ENTRIES);
-        backend.apply(&batch(&[("a", Some("1"))])).unwrap();
+        backend.apply(batch(&[("a", Some("1"))])).unwrap();
         backend.flush().unwrap();
-        backend.apply(&batch(&[("b", Some("2"))])).unwrap();
-        backend.apply(&batch(&[("c", Some("3"))])).unwrap();
+        backend.apply(batch(&[("b", Some("2"))])).unwrap();
+        backend.apply(batch(&[("c", Some("3"))])).unwrap();
         {
             // Simulate a write that got half of the pending bytes out and then failed.
             let pending = backend.lock_buffer().unsynced.clone();
@@ -1148,6 +1149,31 @@ mod tests {
         backend.close().unwrap();
     }
 
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_checkpoint_thread_runs_at_a_lower_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = open(dir.path(), DEFAULT_CHECKPOINT_ENTRIES);
+        // /proc/self/task/<tid>/stat: "tid (comm) state ..."; nice is the 19th field.
+        let nice_of = |comm: &str| -> Option<i64> {
+            std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
+                let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+                let (name, rest) = stat.split_once(" (")?.1.split_once(") ")?;
+                (name == comm).then(|| rest.split(' ').nth(16)?.parse().ok())?
+            })
+        };
+        // The thread sets its own priority as it starts: give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match nice_of("latchkey-checkp") {
+                Some(10) => break,
+                found if Instant::now() > deadline => panic!("checkpoint thread nice: {found:?}"),
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        backend.close().unwrap();
+    }
+
     #[test]
     fn a_schema_1_store_is_upgraded_and_others_are_left_to_the_check() {
         let dir = tempfile::tempdir().unwrap();
@@ -1161,7 +1187,7 @@ mod tests {
         for (found, after) in [(1u32, crate::SCHEMA_VERSION), (99, 99)] {
             let mut batch = WriteBatch::default();
             batch.put(keys::SCHEMA.to_vec(), found.to_be_bytes().to_vec());
-            sled.apply(&batch).unwrap();
+            sled.apply(batch).unwrap();
             upgrade_schema(&sled).unwrap();
             assert_eq!(
                 sled.get(keys::SCHEMA).unwrap(),
