@@ -33,6 +33,8 @@ pub struct Side {
     pub percentile_curve: Vec<(f64, f64)>,
     /// Completions per second, one value per 100 ms tick.
     pub throughput: Vec<f64>,
+    /// The slowest request (ms) completed in each 100 ms tick: where stalls happened.
+    pub slowest_ms: Vec<f64>,
 }
 
 impl Side {
@@ -66,6 +68,10 @@ impl Side {
             throughput: run.timeline[..run.timeline.len().saturating_sub(1)]
                 .iter()
                 .map(|n| *n as f64 / TICK.as_secs_f64())
+                .collect(),
+            slowest_ms: run.slowest[..run.slowest.len().saturating_sub(1)]
+                .iter()
+                .map(|micros| ms(*micros))
                 .collect(),
         }
     }
@@ -161,19 +167,22 @@ impl Report {
                 (s.label.clone(), c, points)
             })
             .collect();
-        let throughput: Vec<Series> = sides
-            .iter()
-            .zip(colors)
-            .map(|(s, c)| {
-                let points = s
-                    .throughput
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (i as f64 * TICK.as_secs_f64(), *v))
-                    .collect();
-                (s.label.clone(), c, points)
-            })
-            .collect();
+        let over_time = |values: fn(&Side) -> &Vec<f64>| -> Vec<Series> {
+            sides
+                .iter()
+                .zip(colors)
+                .map(|(s, c)| {
+                    let points = values(s)
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (i as f64 * TICK.as_secs_f64(), *v))
+                        .collect();
+                    (s.label.clone(), c, points)
+                })
+                .collect()
+        };
+        let throughput = over_time(|s| &s.throughput);
+        let slowest = over_time(|s| &s.slowest_ms);
         let bars: Vec<(String, &str, f64)> = sides
             .iter()
             .zip(colors)
@@ -202,6 +211,7 @@ impl Report {
 <h2>Requests per second</h2>{bars}
 <h2>Latency by percentile</h2><p>x: percentile (log of nines: 90, 99, 99.9, 99.99), y: milliseconds</p>{curve}
 <h2>Throughput over time</h2><p>x: seconds, y: completed requests per second (100 ms buckets)</p>{timeline}
+<h2>Slowest request over time</h2><p>x: seconds, y: milliseconds, the slowest request completed in each 100 ms bucket (stalls show as spikes)</p>{slowest}
 </body></html>"#,
             scenario = escape(&self.scenario),
             target = escape(&self.target),
@@ -222,6 +232,7 @@ impl Report {
             bars = bar_chart(&bars),
             curve = line_chart(&curves, &["0", "90", "99", "99.9", "99.99"]),
             timeline = line_chart(&throughput, &[]),
+            slowest = line_chart(&slowest, &[]),
         )
     }
 

@@ -50,6 +50,38 @@ fn embedded_uniform_with_store_baseline() {
 }
 
 #[test]
+fn open_loop_sends_every_scheduled_request_and_times_them() {
+    let report = run(&[
+        "--target",
+        "embedded",
+        "--scenario",
+        "uniform",
+        "--users",
+        "64",
+        "--rate",
+        "400",
+    ]);
+    let side = &report["latchkey"];
+    // 1 s at 400/s: every intended request is sent once and answered.
+    assert_eq!(side["requests"].as_u64(), Some(400), "{side}");
+    assert_eq!(side["ok"].as_u64(), Some(400), "{side}");
+    // The slowest-per-tick series covers the run and agrees with the histogram's maximum.
+    let slowest: Vec<f64> = side["slowest_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(slowest.len() >= 8, "{slowest:?}");
+    assert_eq!(slowest.len(), side["throughput"].as_array().unwrap().len());
+    let max = side["latency"]["max_ms"].as_f64().unwrap();
+    assert!(
+        slowest.iter().all(|ms| *ms <= max + 0.01),
+        "{slowest:?} > {max}"
+    );
+}
+
+#[test]
 fn spawned_unlock_storm_has_one_winner_per_cycle() {
     let report = run(&[
         "--spawn",
