@@ -39,7 +39,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -61,6 +61,17 @@ const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 const MAGIC: &[u8; 8] = b"LKWAL001";
 /// Checkpointed segments kept for reuse.
 const MAX_SPARES: usize = 2;
+/// Size of a zero-filled spare: room for one memtable's worth of records (a segment reaches
+/// ≈ 37 MB under HTTP `uniform` before its freeze).
+const SPARE_BYTES: u64 = 64 << 20;
+/// Bytes a segment must hold before the log keeps a zero-filled spare ready: a store that writes
+/// little never pays for one.
+const PREALLOCATE_AFTER: u64 = 1 << 20;
+/// Zero-filled spares are written (and synced) in pieces this big, with a pause after each, so
+/// the disk never has a long burst of them queued in front of a commit's sync (4 MiB pieces
+/// written back to back made commits wait 60–100 ms).
+const ZEROING_PIECE: usize = 256 << 10;
+const ZEROING_PAUSE: Duration = Duration::from_millis(1);
 
 /// Key → value, or `None` for a delete that sled has not seen yet.
 type Table = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -100,16 +111,26 @@ struct Segment {
     dir: PathBuf,
     file: File,
     number: u64,
+    /// Bytes written so far (header included): where the next records go.
+    written: u64,
+    /// The file's size when it became this segment: below it, writes overwrite blocks the file
+    /// already has (a recycled or zero-filled spare); past it, they grow the file.
+    capacity: u64,
     /// A write or sync failed: the next flush writes the whole unsynced tail into a fresh segment
     /// (the failed one may hold any prefix of it, or garbage in the page cache's place).
     broken: bool,
+    /// Spare files ready in the directory (shared with the checkpoint thread, which makes them).
+    spares: Arc<AtomicUsize>,
 }
 
 impl Segment {
     fn rotate(&mut self) -> Result<(), StoreError> {
         let next = self.number + 1;
-        self.file = create_segment(&self.dir, next)?;
+        let (file, capacity) = create_segment(&self.dir, next, &self.spares)?;
+        self.file = file;
         self.number = next;
+        self.written = MAGIC.len() as u64;
+        self.capacity = capacity;
         self.broken = false;
         Ok(())
     }
@@ -118,7 +139,14 @@ impl Segment {
     fn append(&mut self, records: &mut [u8]) -> std::io::Result<()> {
         seal(records, self.number);
         self.file.write_all(records)?;
+        self.written += records.len() as u64;
         self.file.sync_data()
+    }
+
+    /// Writes now grow the file, so each sync also writes the file's size (one more disk round
+    /// trip per commit).
+    fn appending(&self) -> bool {
+        self.written >= self.capacity
     }
 }
 
@@ -126,6 +154,14 @@ struct Checkpoint {
     /// The newest segment whose records are all in `table` (or older).
     upto: u64,
     table: Arc<Table>,
+}
+
+/// Work for the background thread.
+enum Job {
+    Checkpoint(Checkpoint),
+    /// Write a zero-filled spare of `bytes`, named after segment `number` (the one being written,
+    /// so the name is new: no spare of a current segment exists).
+    PrepareSpare { number: u64, bytes: u64 },
 }
 
 struct CheckpointMetrics {
@@ -141,7 +177,12 @@ pub struct LoggedBackend {
     buffer: Mutex<Buffer>,
     /// Held for a whole flush, so flushes are serialized; `None` once closed.
     segment: Mutex<Option<Segment>>,
-    checkpoints: Mutex<Option<mpsc::Sender<Checkpoint>>>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// A zero-filled spare is being written.
+    preparing: Arc<AtomicBool>,
+    spares: Arc<AtomicUsize>,
+    spare_bytes: u64,
+    preallocate_after: u64,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
     closing: Arc<AtomicBool>,
     checkpoint_entries: usize,
@@ -169,27 +210,34 @@ impl LoggedBackend {
             replay(&bytes, segment, &mut tables)
                 .map_err(|cause| open_err(format!("log segment {segment}: {cause}")))?;
         }
+        remove_unfinished_spares(&wal_dir).map_err(open_err)?;
         // Above every number a file here ever had, so no stale record can pass a new seal.
-        let spares = spare_numbers(&wal_dir).map_err(open_err)?;
+        let spare_numbers = spare_numbers(&wal_dir).map_err(open_err)?;
         let number = segments
             .iter()
-            .chain(&spares)
+            .chain(&spare_numbers)
             .max()
             .map_or(1, |last| last + 1);
-        let file = create_segment(&wal_dir, number)?;
+        let spares = Arc::new(AtomicUsize::new(spare_numbers.len()));
+        let preparing = Arc::new(AtomicBool::new(false));
+        let (file, capacity) = create_segment(&wal_dir, number, &spares)?;
         let memtable_entries = metrics::gauge!("latchkey_store_memtable_entries");
         memtable_entries.set(tables.active.len() as f64);
         let tables = Arc::new(RwLock::new(tables));
         let closing = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let checkpointer = {
-            let inner = inner.clone();
-            let tables = tables.clone();
-            let closing = closing.clone();
-            let wal_dir = wal_dir.clone();
+            let background = Background {
+                inner: inner.clone(),
+                tables: tables.clone(),
+                wal_dir: wal_dir.clone(),
+                closing: closing.clone(),
+                spares: spares.clone(),
+                preparing: preparing.clone(),
+            };
             std::thread::Builder::new()
                 .name("latchkey-checkpoint".into())
-                .spawn(move || run_checkpoints(rx, inner, tables, wal_dir, closing))
+                .spawn(move || background.run(rx))
                 .map_err(|e| StoreError::Io(format!("cannot start checkpoint thread: {e}")))?
         };
         Ok(LoggedBackend {
@@ -200,9 +248,16 @@ impl LoggedBackend {
                 dir: wal_dir,
                 file,
                 number,
+                written: MAGIC.len() as u64,
+                capacity,
                 broken: false,
+                spares: spares.clone(),
             })),
-            checkpoints: Mutex::new(Some(tx)),
+            jobs: Mutex::new(Some(tx)),
+            preparing,
+            spares,
+            spare_bytes: SPARE_BYTES,
+            preallocate_after: PREALLOCATE_AFTER,
             checkpointer: Mutex::new(Some(checkpointer)),
             closing,
             checkpoint_entries: checkpoint_entries.max(1),
@@ -274,9 +329,36 @@ impl LoggedBackend {
             tables.frozen = Some(table.clone());
             table
         };
-        let sender = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(sender) = sender.as_ref() {
-            let _ = sender.send(Checkpoint { upto, table });
+        self.send(Job::Checkpoint(Checkpoint { upto, table }));
+        Ok(())
+    }
+
+    fn send(&self, job: Job) -> bool {
+        let sender = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        sender.as_ref().is_some_and(|s| s.send(job).is_ok())
+    }
+
+    /// Once the log is busy, keeps a zero-filled spare ready, and moves to it as soon as the
+    /// current segment grows its file: a sync of an appended file also writes the file's size,
+    /// one more disk round trip per commit (flush 0.36 → 0.20 ms under the open-loop load).
+    fn keep_preallocated(&self, segment: &mut Segment) -> Result<(), StoreError> {
+        if segment.written < self.preallocate_after {
+            return Ok(());
+        }
+        if self.spares.load(Ordering::Acquire) == 0 {
+            if !self.preparing.swap(true, Ordering::AcqRel) {
+                let job = Job::PrepareSpare {
+                    number: segment.number,
+                    bytes: self.spare_bytes,
+                };
+                if !self.send(job) {
+                    self.preparing.store(false, Ordering::Release);
+                }
+            }
+            return Ok(());
+        }
+        if segment.appending() {
+            segment.rotate()?;
         }
         Ok(())
     }
@@ -286,7 +368,7 @@ impl LoggedBackend {
     fn stop_checkpoints(&self) {
         self.closing.store(true, Ordering::Release);
         drop(
-            self.checkpoints
+            self.jobs
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take(),
@@ -372,9 +454,12 @@ impl Backend for LoggedBackend {
         let mut guard = self.lock_segment();
         let segment = guard.as_mut().ok_or(StoreError::Closed)?;
         self.sync(segment)?;
+        // The flush itself succeeded; the next one tries these again.
         if let Err(e) = self.maybe_freeze(segment) {
-            // The flush itself succeeded; the next one tries the checkpoint again.
             tracing::error!("starting a checkpoint: {e}");
+        }
+        if let Err(e) = self.keep_preallocated(segment) {
+            tracing::warn!("moving the log to a preallocated segment: {e}");
         }
         Ok(())
     }
@@ -401,46 +486,78 @@ impl Drop for LoggedBackend {
     }
 }
 
-/// The checkpoint thread: copies each frozen table into sled, flushes sled, then retires the
-/// segments the table came from and drops it.
-fn run_checkpoints(
-    rx: mpsc::Receiver<Checkpoint>,
+/// What the background thread works with.
+struct Background {
     inner: Arc<dyn Backend>,
     tables: Arc<RwLock<Tables>>,
     wal_dir: PathBuf,
     closing: Arc<AtomicBool>,
-) {
-    lower_priority();
-    let metrics = CheckpointMetrics {
-        seconds: metrics::histogram!("latchkey_store_checkpoint_seconds"),
-        entries: metrics::counter!("latchkey_store_checkpoint_entries_total"),
-        failures: metrics::counter!("latchkey_store_checkpoint_failures_total"),
-    };
-    for checkpoint in rx {
+    spares: Arc<AtomicUsize>,
+    preparing: Arc<AtomicBool>,
+}
+
+impl Background {
+    /// The checkpoint thread: copies each frozen table into sled, flushes sled, then retires the
+    /// segments the table came from and drops it; in between, writes zero-filled spares.
+    fn run(self, rx: mpsc::Receiver<Job>) {
+        lower_priority();
+        let metrics = CheckpointMetrics {
+            seconds: metrics::histogram!("latchkey_store_checkpoint_seconds"),
+            entries: metrics::counter!("latchkey_store_checkpoint_entries_total"),
+            failures: metrics::counter!("latchkey_store_checkpoint_failures_total"),
+        };
+        for job in rx {
+            match job {
+                Job::Checkpoint(checkpoint) => {
+                    if !self.checkpoint(checkpoint, &metrics) {
+                        return;
+                    }
+                }
+                Job::PrepareSpare { number, bytes } => {
+                    match prepare_spare(&self.wal_dir, number, bytes, &self.closing) {
+                        Ok(true) => {
+                            self.spares.fetch_add(1, Ordering::AcqRel);
+                        }
+                        Ok(false) => {}
+                        // Harmless: the log keeps appending to its current segment.
+                        Err(e) => tracing::warn!("preparing a log segment: {e}"),
+                    }
+                    self.preparing.store(false, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// `false` when the store is closing before the checkpoint could complete.
+    fn checkpoint(&self, checkpoint: Checkpoint, metrics: &CheckpointMetrics) -> bool {
         let started = Instant::now();
         loop {
-            match copy_into(inner.as_ref(), &checkpoint.table) {
+            match copy_into(self.inner.as_ref(), &checkpoint.table) {
                 Ok(()) => break,
                 Err(e) => {
                     metrics.failures.increment(1);
                     tracing::error!(
                         "checkpoint into the store failed (the log keeps the data; retrying): {e}"
                     );
-                    if closing.load(Ordering::Acquire) {
+                    if self.closing.load(Ordering::Acquire) {
                         // The segments stay; the next open replays them.
-                        return;
+                        return false;
                     }
                     std::thread::sleep(CHECKPOINT_RETRY);
                 }
             }
         }
-        if let Err(e) = retire_segments_upto(&wal_dir, checkpoint.upto) {
+        match retire_segments_upto(&self.wal_dir, checkpoint.upto) {
+            Ok(new_spares) => {
+                self.spares.fetch_add(new_spares, Ordering::AcqRel);
+            }
             // Harmless: a checkpointed segment replays to the same state.
-            tracing::warn!("retiring checkpointed log segments: {e}");
+            Err(e) => tracing::warn!("retiring checkpointed log segments: {e}"),
         }
-        tables.write().unwrap_or_else(|e| e.into_inner()).frozen = None;
+        self.tables.write().unwrap_or_else(|e| e.into_inner()).frozen = None;
         metrics.seconds.record(started.elapsed());
         metrics.entries.increment(checkpoint.table.len() as u64);
+        true
     }
 }
 
@@ -653,13 +770,21 @@ fn spare_numbers(dir: &Path) -> Result<Vec<u64>, String> {
 
 /// Makes segment `number` (a renamed spare, else a new file), writes its header and makes its
 /// directory entry durable, so records synced into it later cannot vanish with the entry.
-fn create_segment(dir: &Path, number: u64) -> Result<File, StoreError> {
+/// Returns the file and its size (what can be overwritten without growing it).
+fn create_segment(
+    dir: &Path,
+    number: u64,
+    spares: &AtomicUsize,
+) -> Result<(File, u64), StoreError> {
     let io = |e: std::io::Error| StoreError::Io(format!("creating log segment {number}: {e}"));
     let path = segment_path(dir, number);
     let recycled = list_spares(dir)
         .unwrap_or_default()
         .into_iter()
         .any(|spare| std::fs::rename(spare, &path).is_ok());
+    if recycled {
+        let _ = spares.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
     // Nothing acknowledged can be in a file of this number yet (numbers only grow, and a failed
     // rotation wrote nothing into it), so opening an existing one is safe.
     let mut file = OpenOptions::new()
@@ -668,20 +793,24 @@ fn create_segment(dir: &Path, number: u64) -> Result<File, StoreError> {
         .truncate(!recycled)
         .open(&path)
         .map_err(io)?;
+    let capacity = file.metadata().map_err(io)?.len();
     file.write_all(MAGIC).map_err(io)?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    Ok(file)
+    Ok((file, capacity))
 }
 
 /// After a checkpoint: segments up to `upto` become spares (up to [`MAX_SPARES`]) or go.
-fn retire_segments_upto(dir: &Path, upto: u64) -> Result<(), String> {
+/// Returns how many became spares.
+fn retire_segments_upto(dir: &Path, upto: u64) -> Result<usize, String> {
     let mut spares = list_spares(dir)?.len();
+    let mut new_spares = 0;
     for segment in list_segments(dir)? {
         if segment <= upto {
             let path = segment_path(dir, segment);
             if spares < MAX_SPARES {
                 std::fs::rename(&path, spare_path(dir, segment)).map_err(|e| e.to_string())?;
                 spares += 1;
+                new_spares += 1;
             } else {
                 std::fs::remove_file(path).map_err(|e| e.to_string())?;
             }
@@ -689,7 +818,57 @@ fn retire_segments_upto(dir: &Path, upto: u64) -> Result<(), String> {
     }
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(new_spares)
+}
+
+/// A spare being zero-filled (renamed to `spare-…` once complete).
+fn unfinished_spare_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("zeroing-{number:016}"))
+}
+
+/// Writes a zero-filled spare of `bytes` named after segment `number`. Zeros end a replay like a
+/// torn tail (a zero length's CRC never matches), so the spare needs no header of its own.
+/// `Ok(false)`: not made (the name is taken, or the store is closing).
+fn prepare_spare(
+    dir: &Path,
+    number: u64,
+    bytes: u64,
+    closing: &AtomicBool,
+) -> std::io::Result<bool> {
+    let path = spare_path(dir, number);
+    if path.exists() {
+        return Ok(false);
+    }
+    let unfinished = unfinished_spare_path(dir, number);
+    let mut file = File::create(&unfinished)?;
+    let zeros = vec![0u8; ZEROING_PIECE];
+    let mut left = bytes;
+    while left > 0 {
+        if closing.load(Ordering::Acquire) {
+            drop(file);
+            std::fs::remove_file(&unfinished)?;
+            return Ok(false);
+        }
+        let piece = left.min(ZEROING_PIECE as u64) as usize;
+        file.write_all(&zeros[..piece])?;
+        file.sync_data()?;
+        left -= piece as u64;
+        std::thread::sleep(ZEROING_PAUSE);
+    }
+    std::fs::rename(&unfinished, &path)?;
+    Ok(true)
+}
+
+/// Spares whose zero-filling a crash or close interrupted.
+fn remove_unfinished_spares(dir: &Path) -> Result<(), String> {
+    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if entry.file_name().to_string_lossy().starts_with("zeroing-") {
+            std::fs::remove_file(entry.path()).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 // Record: [payload length u32 LE][CRC-32 of (segment number u64 LE, payload) u32 LE][payload]
@@ -933,6 +1112,65 @@ mod tests {
             assert_eq!(get(&backend, &format!("short{i}")).as_deref(), Some("s"));
         }
         assert_eq!(scan(&backend, "k").len(), 40);
+        backend.close().unwrap();
+    }
+
+    #[test]
+    fn a_busy_log_moves_to_a_zero_filled_segment_and_replays_across_its_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join(WAL_DIR);
+        open(dir.path(), 1 << 20).close().unwrap();
+        // What a crash in the middle of zero-filling leaves behind.
+        std::fs::write(unfinished_spare_path(&wal, 7), b"partial").unwrap();
+        let value = "v".repeat(1000);
+        let mut written = 0;
+        {
+            let mut backend = open(dir.path(), 1 << 20);
+            assert!(!unfinished_spare_path(&wal, 7).exists());
+            backend.spare_bytes = 256 << 10;
+            backend.preallocate_after = 8 << 10;
+            let current = |backend: &LoggedBackend| {
+                let guard = backend.lock_segment();
+                let segment = guard.as_ref().unwrap();
+                (segment.number, segment.appending())
+            };
+            let (first, appending) = current(&backend);
+            assert!(appending, "a new store's first segment is a new file");
+            let mut write = |backend: &LoggedBackend| {
+                let key = format!("k{written:04}");
+                backend
+                    .apply(batch(&[(key.as_str(), Some(value.as_str()))]))
+                    .unwrap();
+                backend.flush().unwrap();
+                written += 1;
+            };
+            // Past the threshold the background thread zero-fills a spare, and a flush after
+            // that moves the log into it.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while current(&backend).0 == first {
+                assert!(Instant::now() < deadline, "the log never left its first segment");
+                write(&backend);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let (second, appending) = current(&backend);
+            assert!(!appending, "the new segment overwrites zeros");
+            for _ in 0..5 {
+                write(&backend);
+            }
+            let size = std::fs::metadata(segment_path(&wal, second)).unwrap().len();
+            assert_eq!(size, 256 << 10, "writes stay inside the preallocated file");
+            drop(backend); // crash: only the log holds the writes
+        }
+        let backend = open(dir.path(), 1 << 20);
+        assert_eq!(scan(&backend, "k").len(), written);
+        let leftovers = std::fs::read_dir(&wal)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("zeroing-")
+            })
+            .count();
+        assert_eq!(leftovers, 0);
         backend.close().unwrap();
     }
 
