@@ -9,7 +9,11 @@
 //! In `async` mode only the documented window may be lost: every acknowledged command missing
 //! after a restart was acknowledged within flush interval + one flush of the kill.
 //!
-//! The short runs are part of `cargo test`. The long run (≥ 50 cycles per mode, results in
+//! Most plans checkpoint every ~100 commands, so kills land around checkpoints; one keeps the
+//! default, so segments grow past 1 MiB and kills land while the log zero-fills a spare segment
+//! and after it has moved into one (its first kill waits until `/metrics` shows that move).
+//!
+//! The short runs are part of `cargo test`. The long run (≥ 50 cycles per plan, results in
 //! docs/reliability.md):
 //!   LATCHKEY_CRASH_CYCLES=50 cargo test --release -p latchkey-api --test crash -- --ignored --nocapture
 
@@ -33,6 +37,9 @@ struct Plan {
     /// Each cycle runs traffic for a random time in this range before the kill.
     run_ms: (u64, u64),
     seed: u64,
+    /// `--checkpoint-entries`: [`SMALL_CHECKPOINTS`], or `None` for the default, under which
+    /// segments grow past 1 MiB and the log zero-fills a spare and moves into it.
+    checkpoint_entries: Option<&'static str>,
 }
 
 const FLUSH_INTERVAL_MS: u64 = 50;
@@ -45,15 +52,20 @@ struct Report {
     checked: usize,
     lost: usize,
     oldest_loss: Duration,
+    /// The biggest log segment file at the end (a zero-filled spare, once the log moved into one).
+    largest_segment: u64,
 }
 
 /// Small, so the write-ahead log checkpoints into sled every ~100 commands and kills land
 /// before, during and after checkpoints (the default is 131,072 keys).
-const CHECKPOINT_ENTRIES: &str = "200";
+const SMALL_CHECKPOINTS: Option<&str> = Some("200");
 
 fn start(dir: &Path, plan: &Plan) -> binary::Running {
     let interval = format!("{FLUSH_INTERVAL_MS}ms");
-    let mut extra = vec!["--checkpoint-entries", CHECKPOINT_ENTRIES];
+    let mut extra = Vec::new();
+    if let Some(entries) = plan.checkpoint_entries {
+        extra.extend(["--checkpoint-entries", entries]);
+    }
     if plan.durability == "async" {
         extra.extend(["--flush-interval", &interval]);
     }
@@ -107,6 +119,10 @@ async fn crash_run(plan: Plan) -> Report {
                 ))
             })
             .collect();
+        if cycle == 0 && plan.checkpoint_entries.is_none() {
+            // Kill only once the log has moved into a zero-filled spare at least once.
+            wait_for_reused_segment(&client, &running.base).await;
+        }
         let (low, high) = plan.run_ms;
         let run_ms = low + rng.below((high - low + 1) as usize) as u64;
         tokio::time::sleep(Duration::from_millis(run_ms)).await;
@@ -144,6 +160,14 @@ async fn crash_run(plan: Plan) -> Report {
     history.extend(reads);
     server.sigterm();
     assert!(server.wait().success(), "graceful stop after the run");
+    report.largest_segment = std::fs::read_dir(dir.path().join("wal"))
+        .expect("log directory")
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.len())
+        .max()
+        .unwrap_or(0);
 
     report.operations = history.len();
     report.unknown = history
@@ -182,6 +206,35 @@ async fn crash_run(plan: Plan) -> Report {
 /// Async mode: every command of the cycle that was acknowledged but is missing after the restart
 /// must have been acknowledged within the documented loss window before the kill (flush interval
 /// plus one flush; 500 ms allowed for the flush of a debug build on a busy machine).
+/// Waits (traffic running) until `/metrics` counts a log segment started over a spare.
+async fn wait_for_reused_segment(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        let reused = metrics
+            .lines()
+            .find(|line| line.starts_with("latchkey_store_log_segments_total{file=\"reused\"}"))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if reused >= 1.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log never moved into a zero-filled segment"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn check_async_window(
     cycle: &[Operation],
     killed_at: Duration,
@@ -251,11 +304,33 @@ async fn five_kill_cycles_in_sync_mode_lose_nothing_and_stay_linearizable() {
         clients: 8,
         run_ms: (150, 400),
         seed: 0x5EED,
+        checkpoint_entries: SMALL_CHECKPOINTS,
     })
     .await;
     eprintln!("{report:?}");
     assert!(report.acknowledged > 20, "{report:?}");
     assert_eq!(report.lost, 0);
+}
+
+/// Default checkpoints: kills land while the log zero-fills a spare segment (an unfinished one
+/// is removed at the next start) and after it has moved into one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_cycles_around_zero_filled_segments_lose_nothing() {
+    let report = crash_run(Plan {
+        durability: "sync",
+        cycles: 4,
+        users: 8,
+        clients: 16,
+        run_ms: (300, 900),
+        seed: 0x2E80,
+        checkpoint_entries: None,
+    })
+    .await;
+    eprintln!("{report:?}");
+    assert!(report.acknowledged > 20, "{report:?}");
+    assert_eq!(report.lost, 0);
+    // 64 MiB: the log wrote into a zero-filled spare (a segment it grew itself is smaller).
+    assert!(report.largest_segment >= 64 << 20, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -267,6 +342,7 @@ async fn five_kill_cycles_in_async_mode_lose_at_most_the_window() {
         clients: 8,
         run_ms: (150, 400),
         seed: 0xA5C,
+        checkpoint_entries: SMALL_CHECKPOINTS,
     })
     .await;
     eprintln!("{report:?}");
@@ -281,7 +357,12 @@ async fn long_kill_cycles_in_both_modes() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    for (durability, seed) in [("sync", 0x10_u64), ("async", 0x20)] {
+    let plans = [
+        ("sync", 0x10_u64, SMALL_CHECKPOINTS),
+        ("sync", 0x30, None),
+        ("async", 0x20, SMALL_CHECKPOINTS),
+    ];
+    for (durability, seed, checkpoint_entries) in plans {
         let started = Instant::now();
         let report = crash_run(Plan {
             durability,
@@ -290,6 +371,7 @@ async fn long_kill_cycles_in_both_modes() {
             clients: 16,
             run_ms: (200, 1500),
             seed,
+            checkpoint_entries,
         })
         .await;
         let linearizability = if durability == "sync" {
@@ -300,8 +382,9 @@ async fn long_kill_cycles_in_both_modes() {
         } else {
             "linearizability not claimed across crashes in async mode".to_string()
         };
+        let checkpoints = checkpoint_entries.unwrap_or("default");
         println!(
-            "{durability}: {cycles} kills in {:.0?}: {} operations, {} acknowledged commands, {} unknown outcomes; {linearizability}; {} acknowledged commands lost (oldest {:?} before its kill)",
+            "{durability}, checkpoint entries {checkpoints}: {cycles} kills in {:.0?}: {} operations, {} acknowledged commands, {} unknown outcomes; {linearizability}; {} acknowledged commands lost (oldest {:?} before its kill)",
             started.elapsed(),
             report.operations,
             report.acknowledged,

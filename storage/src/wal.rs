@@ -801,6 +801,8 @@ fn create_segment(
     let capacity = file.metadata().map_err(io)?.len();
     file.write_all(MAGIC).map_err(io)?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    let kind = if recycled { "reused" } else { "new" };
+    metrics::counter!("latchkey_store_log_segments_total", "file" => kind).increment(1);
     Ok((file, capacity))
 }
 
