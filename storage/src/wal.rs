@@ -73,9 +73,10 @@ const SPARE_BYTES: u64 = 64 << 20;
 const PREALLOCATE_AFTER: u64 = 1 << 20;
 /// Zero-filled spares are written (and synced) in pieces this big, with a pause after each, so
 /// the disk never has a long burst of them queued in front of a commit's sync (4 MiB pieces
-/// written back to back made commits wait 60–100 ms).
+/// written back to back made commits wait 60–100 ms; 256 KiB with 1 ms pauses still 50–130 ms
+/// when the machine was near saturation). 64 MiB take ≈ 1.3 s.
 const ZEROING_PIECE: usize = 256 << 10;
-const ZEROING_PAUSE: Duration = Duration::from_millis(1);
+const ZEROING_PAUSE: Duration = Duration::from_millis(4);
 
 /// Key → value, or `None` for a delete that sled has not seen yet.
 type Table = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
