@@ -790,6 +790,9 @@ fn create_segment(
         .any(|spare| std::fs::rename(spare, &path).is_ok());
     if recycled {
         let _ = spares.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    } else {
+        // None was there (e.g. removed by hand): a stale count would rotate every few flushes.
+        spares.store(0, Ordering::Release);
     }
     // Nothing acknowledged can be in a file of this number yet (numbers only grow, and a failed
     // rotation wrote nothing into it), so opening an existing one is safe.
