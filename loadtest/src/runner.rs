@@ -300,6 +300,22 @@ async fn closed_loop(
 /// to this much after its intended time — which its measured latency includes.
 const DISPATCH_QUANTUM: Duration = Duration::from_micros(200);
 
+/// Counts an open-loop request as finished when its task ends, even by a panic, so the run
+/// cannot wait forever for it.
+struct Done {
+    finished: Arc<AtomicU64>,
+    all_done: Arc<tokio::sync::Notify>,
+    total: u64,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if self.finished.fetch_add(1, Ordering::AcqRel) + 1 == self.total {
+            self.all_done.notify_one();
+        }
+    }
+}
+
 /// Requests at fixed intended times; latency counted from the intended time.
 async fn open_loop(
     target: &Target,
@@ -358,9 +374,14 @@ async fn open_loop(
                 Op::Unlock
             };
             let (target, users, slots) = (target.clone(), users.clone(), slots.clone());
-            let (recorder, finished, all_done) =
-                (recorder.clone(), finished.clone(), all_done.clone());
+            let recorder = recorder.clone();
+            let done = Done {
+                finished: finished.clone(),
+                all_done: all_done.clone(),
+                total,
+            };
             tokio::spawn(async move {
+                let _done = done;
                 // Waiting for a slot counts: latency runs from the intended send time.
                 let _slot = slots.acquire_owned().await;
                 let outcome = target.run(op, &users[user]).await;
@@ -368,9 +389,6 @@ async fn open_loop(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .record(intended(i), &outcome);
-                if finished.fetch_add(1, Ordering::AcqRel) + 1 == total {
-                    all_done.notify_one();
-                }
             });
         }
     }
