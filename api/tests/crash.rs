@@ -218,12 +218,10 @@ async fn wait_for_reused_segment(client: &reqwest::Client, base: &str) {
             .text()
             .await
             .expect("metrics body");
-        let reused = metrics
-            .lines()
-            .find(|line| line.starts_with("latchkey_store_log_segments_total{file=\"reused\"}"))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse::<f64>().ok())
-            .unwrap_or(0.0);
+        let reused = support::metric_value(
+            &metrics,
+            r#"latchkey_store_log_segments_total{file="reused"}"#,
+        );
         if reused >= 1.0 {
             return;
         }

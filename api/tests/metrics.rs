@@ -5,16 +5,7 @@ mod support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::TestServer;
-
-fn value_of(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
+use support::{metric_value as value_of, TestServer};
 
 #[tokio::test]
 async fn metrics_reflect_traffic() {

@@ -734,15 +734,22 @@ fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:016}.log"))
 }
 
+/// The names of the files in the log's folder.
+fn file_names(dir: &Path) -> Result<Vec<String>, String> {
+    std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .map(|entry| {
+            let name = entry.map_err(|e| e.to_string())?.file_name();
+            Ok(name.to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
 fn list_segments(dir: &Path) -> Result<Vec<u64>, String> {
-    let mut segments = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
-        let name = entry.map_err(|e| e.to_string())?.file_name();
-        let name = name.to_string_lossy();
-        if let Some(number) = name.strip_suffix(".log").and_then(|n| n.parse().ok()) {
-            segments.push(number);
-        }
-    }
+    let mut segments: Vec<u64> = file_names(dir)?
+        .iter()
+        .filter_map(|name| name.strip_suffix(".log")?.parse().ok())
+        .collect();
     segments.sort_unstable();
     Ok(segments)
 }
@@ -760,18 +767,10 @@ fn list_spares(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// The numbers spares had as segments (their stale records are sealed with them).
 fn spare_numbers(dir: &Path) -> Result<Vec<u64>, String> {
-    let mut numbers = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
-        let name = entry.map_err(|e| e.to_string())?.file_name();
-        if let Some(number) = name
-            .to_string_lossy()
-            .strip_prefix("spare-")
-            .and_then(|n| n.parse().ok())
-        {
-            numbers.push(number);
-        }
-    }
-    Ok(numbers)
+    Ok(file_names(dir)?
+        .iter()
+        .filter_map(|name| name.strip_prefix("spare-")?.parse().ok())
+        .collect())
 }
 
 /// Makes segment `number` (a renamed spare, else a new file), writes its header and makes its
@@ -873,10 +872,9 @@ fn prepare_spare(
 
 /// Spares whose zero-filling a crash or close interrupted.
 fn remove_unfinished_spares(dir: &Path) -> Result<(), String> {
-    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
-        let entry = entry.map_err(|e| e.to_string())?;
-        if entry.file_name().to_string_lossy().starts_with("zeroing-") {
-            std::fs::remove_file(entry.path()).map_err(|e| e.to_string())?;
+    for name in file_names(dir)? {
+        if name.starts_with("zeroing-") {
+            std::fs::remove_file(dir.join(name)).map_err(|e| e.to_string())?;
         }
     }
     Ok(())
@@ -1127,6 +1125,24 @@ mod tests {
     }
 
     #[test]
+    fn a_new_segment_takes_a_spare_and_keeps_the_spare_count_true() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(spare_path(dir.path(), 3), vec![0u8; 4096]).unwrap();
+        let spares = AtomicUsize::new(1);
+        let (_, capacity) = create_segment(dir.path(), 5, &spares).unwrap();
+        assert_eq!(capacity, 4096, "the spare's blocks can be overwritten");
+        assert_eq!(spares.load(Ordering::Acquire), 0);
+        assert!(spare_numbers(dir.path()).unwrap().is_empty());
+        // A count that says a spare exists when none does (one removed by hand) is reset,
+        // so the log does not keep rotating in the hope of one.
+        spares.store(2, Ordering::Release);
+        let (_, capacity) = create_segment(dir.path(), 6, &spares).unwrap();
+        assert_eq!(capacity, 0, "a new file grows with every write");
+        assert_eq!(spares.load(Ordering::Acquire), 0);
+        assert_eq!(list_segments(dir.path()).unwrap(), vec![5, 6]);
+    }
+
+    #[test]
     fn a_busy_log_moves_to_a_zero_filled_segment_and_replays_across_its_zeros() {
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path().join(WAL_DIR);
@@ -1177,14 +1193,11 @@ mod tests {
         }
         let backend = open(dir.path(), 1 << 20);
         assert_eq!(scan(&backend, "k").len(), written);
-        let leftovers = std::fs::read_dir(&wal)
-            .unwrap()
-            .filter(|e| {
-                let name = e.as_ref().unwrap().file_name();
-                name.to_string_lossy().starts_with("zeroing-")
-            })
-            .count();
-        assert_eq!(leftovers, 0);
+        let names = file_names(&wal).unwrap();
+        assert!(
+            !names.iter().any(|n| n.starts_with("zeroing-")),
+            "{names:?}"
+        );
         backend.close().unwrap();
     }
 

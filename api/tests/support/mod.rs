@@ -265,6 +265,17 @@ impl TestServer {
 }
 
 /// A gRPC request carrying `authorization: Bearer <token>` metadata.
+/// The value of one series (name with its labels, exactly as printed) in a Prometheus text
+/// body; 0 when absent.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(
