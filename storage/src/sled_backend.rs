@@ -3,11 +3,14 @@
 
 use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use crate::{Backend, KvIter, StoreError, WriteBatch};
 
 /// sled's own default: 1 GiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
+/// How long opening waits for a lock that may still be held by a handle just dropped here.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
 
 pub struct SledBackend {
     /// `None` once closed, so the directory lock is released even while the store is referenced.
@@ -27,24 +30,31 @@ impl SledBackend {
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
         refuse_foreign(dir).map_err(open_err)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(cache_bytes)
             // We flush ourselves: once per batch (sync) or on our own timer (async).
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| {
-                let text = e.to_string();
-                if text.contains("could not acquire lock") {
-                    open_err(
-                        "it is locked by another process (is another latchkey running on it?)"
-                            .into(),
-                    )
-                } else {
-                    open_err(text)
+            .flush_every_ms(None);
+        // sled releases the directory's lock from its own I/O threads shortly after the last
+        // handle is dropped, so a store closed or dropped in this process a moment ago can still
+        // hold it: wait for that before saying another process does.
+        let deadline = Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    if Instant::now() >= deadline {
+                        return Err(open_err(
+                            "it is locked by another process (is another latchkey running on it?)"
+                                .into(),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-            })?;
+                Err(e) => return Err(open_err(e.to_string())),
+            }
+        };
         Ok(SledBackend {
             db: RwLock::new(Some(db)),
         })
