@@ -4,6 +4,7 @@
 //! what survives a noisy shared machine. See docs/performance.md for the recorded runs.
 
 mod ceiling;
+mod connection;
 mod report;
 mod runner;
 mod scale;

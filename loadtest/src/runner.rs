@@ -296,27 +296,16 @@ async fn closed_loop(
 
 /// The dispatcher's shortest sleep. Waking for every request (≈ 95 µs apart at 10k/s) cost the
 /// client two or three context switches per request and more CPU than the server under test; at
-/// most one wake per quantum sends everything that has come due since, so a request may leave up
-/// to this much after its intended time — which its measured latency includes.
+/// most one wake per quantum releases everything that has come due since, so a request may leave
+/// up to this much after its intended time — which its measured latency includes.
 const DISPATCH_QUANTUM: Duration = Duration::from_micros(200);
 
-/// Counts an open-loop request as finished when its task ends, even by a panic, so the run
-/// cannot wait forever for it.
-struct Done {
-    finished: Arc<AtomicU64>,
-    all_done: Arc<tokio::sync::Notify>,
-    total: u64,
-}
-
-impl Drop for Done {
-    fn drop(&mut self) {
-        if self.finished.fetch_add(1, Ordering::AcqRel) + 1 == self.total {
-            self.all_done.notify_one();
-        }
-    }
-}
-
 /// Requests at fixed intended times; latency counted from the intended time.
+///
+/// Like wrk2: `concurrency` clients, each with its own connection (HTTP) held for the whole run.
+/// A dispatcher thread releases each request when it comes due (a semaphore permit); a free
+/// client takes the next one. When every client is busy, due requests wait — and that wait is
+/// part of their latency, so a server that falls behind shows its queueing.
 async fn open_loop(
     target: &Target,
     settings: &Settings,
@@ -324,6 +313,11 @@ async fn open_loop(
     rate: f64,
     progress: Arc<AtomicU64>,
 ) -> RunResult {
+    let clients = settings.concurrency.max(1);
+    let mut sessions = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        sessions.push(target.session().await);
+    }
     let start = Instant::now();
     let rate = rate.max(1.0);
     let total = (settings.duration.as_secs_f64() * rate) as u64;
@@ -333,76 +327,73 @@ async fn open_loop(
     } else {
         0.0
     };
+    let due = Arc::new(tokio::sync::Semaphore::new(0));
+    let next = Arc::new(AtomicU64::new(0));
     // A dedicated thread keeps time: tokio's timer has 1 ms granularity, which would bunch the
-    // sends and add up to 1 ms of the dispatcher's own lateness to every measured latency. It
-    // hands the runtime one batch per wake (one cross-thread wake-up, not one per request).
-    let (batches, mut due) = tokio::sync::mpsc::unbounded_channel::<std::ops::Range<u64>>();
-    let dispatcher = std::thread::spawn(move || {
-        let mut next = 0;
-        while next < total {
-            let now = Instant::now();
-            let came_due = ((now.saturating_duration_since(start).as_secs_f64() * rate) as u64 + 1)
-                .min(total)
-                .max(next);
-            if came_due > next {
-                if batches.send(next..came_due).is_err() {
-                    return;
+    // sends and add up to 1 ms of the dispatcher's own lateness to every measured latency.
+    let dispatcher = {
+        let due = due.clone();
+        std::thread::spawn(move || {
+            let mut released = 0;
+            while released < total {
+                let elapsed = Instant::now().saturating_duration_since(start);
+                let came_due = ((elapsed.as_secs_f64() * rate) as u64 + 1)
+                    .min(total)
+                    .max(released);
+                if came_due > released {
+                    due.add_permits((came_due - released) as usize);
+                    released = came_due;
                 }
-                next = came_due;
+                let wait = intended(released).saturating_duration_since(Instant::now());
+                std::thread::sleep(wait.max(DISPATCH_QUANTUM));
             }
-            let wait = intended(next).saturating_duration_since(Instant::now());
-            std::thread::sleep(wait.max(DISPATCH_QUANTUM));
-        }
-    });
-    // At most `concurrency` requests in flight, like wrk2's fixed connections: an unbounded
-    // client opens a new connection for every request that finds none idle, and after one
-    // hiccup the server spends the rest of the run serving thousands of connections.
-    let slots = Arc::new(tokio::sync::Semaphore::new(settings.concurrency.max(1)));
-    let recorder = Arc::new(std::sync::Mutex::new(Recorder::new(start, progress)));
-    let finished = Arc::new(AtomicU64::new(0));
-    let all_done = Arc::new(tokio::sync::Notify::new());
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+            // One more permit per client: each finds no request left and stops.
+            due.add_permits(clients);
+        })
+    };
     let n = users.len().max(1);
-    while let Some(batch) = due.recv().await {
-        for i in batch {
-            let user = i as usize % n;
-            let op = if rng.next_f64() < read_ratio {
-                Op::Get
-            } else if (i as usize / n).is_multiple_of(2) {
-                Op::Lock
-            } else {
-                Op::Unlock
-            };
-            let (target, users, slots) = (target.clone(), users.clone(), slots.clone());
-            let recorder = recorder.clone();
-            let done = Done {
-                finished: finished.clone(),
-                all_done: all_done.clone(),
-                total,
-            };
-            tokio::spawn(async move {
-                let _done = done;
-                // Waiting for a slot counts: latency runs from the intended send time.
-                let _slot = slots.acquire_owned().await;
-                let outcome = target.run(op, &users[user]).await;
-                recorder
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record(intended(i), &outcome);
-            });
-        }
+    let mut tasks = Vec::with_capacity(clients);
+    for mut session in sessions {
+        let (users, due, next) = (users.clone(), due.clone(), next.clone());
+        let mut recorder = Recorder::new(start, progress.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match due.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => break,
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let user = i as usize % n;
+                let op = if unit_interval(i) < read_ratio {
+                    Op::Get
+                } else if (i as usize / n).is_multiple_of(2) {
+                    Op::Lock
+                } else {
+                    Op::Unlock
+                };
+                let outcome = session.run(op, &users[user]).await;
+                recorder.record(intended(i), &outcome);
+            }
+            recorder
+        }));
     }
-    if total > 0 {
-        all_done.notified().await;
-    }
-    let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
+    let recorders = join(tasks).await;
     let elapsed = start.elapsed();
-    // Every request has been recorded; the last tasks may still hold their handle.
-    let recorder = std::mem::replace(
-        &mut *recorder.lock().unwrap_or_else(|e| e.into_inner()),
-        Recorder::new(start, Arc::new(AtomicU64::new(0))),
-    );
-    Recorder::merge(vec![recorder], elapsed, Vec::new())
+    let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
+    Recorder::merge(recorders, elapsed, Vec::new())
+}
+
+/// Request `i`'s draw in [0, 1) (splitmix64): which open-loop requests are reads does not depend
+/// on which client sends them.
+fn unit_interval(i: u64) -> f64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Cycles: every client unlocks its hot user at once (exactly one may succeed per user), then

@@ -8,6 +8,8 @@ use std::time::Duration;
 use latchkey_engine::{Caller, Email, Engine, NewHuman, PasswordInput, Profile};
 use serde_json::json;
 
+use crate::connection::Connection;
+
 /// A precomputed bcrypt hash, so creation does not measure Argon2.
 pub const HASH: &str = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
 
@@ -45,7 +47,32 @@ pub fn http_client(connections: usize) -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// One client's own way to the target: the shared engine, or its own HTTP connection.
+pub enum Session {
+    Shared(Target),
+    Connection(Connection),
+}
+
+impl Session {
+    pub async fn run(&mut self, op: Op, user: &str) -> Outcome {
+        match self {
+            Session::Shared(target) => target.run(op, user).await,
+            Session::Connection(connection) => connection.run(op, user).await,
+        }
+    }
+}
+
 impl Target {
+    /// A session for one open-loop client; an HTTP connection is opened now, so the measured
+    /// requests do not pay for it (one that cannot be opened is retried by each request, which
+    /// then counts as a transport error).
+    pub async fn session(&self) -> Session {
+        match self {
+            Target::Embedded { .. } => Session::Shared(self.clone()),
+            Target::Http(http) => Session::Connection(Connection::open(http).await),
+        }
+    }
+
     pub fn http(base: String, token: String, connections: usize) -> Target {
         Target::Http(Arc::new(HttpTarget {
             client: http_client(connections),
@@ -134,7 +161,7 @@ impl Target {
     }
 }
 
-fn error_id(body: &serde_json::Value, status: u16) -> String {
+pub(crate) fn error_id(body: &serde_json::Value, status: u16) -> String {
     body["details"][0]["id"]
         .as_str()
         .map(str::to_owned)

@@ -1,0 +1,106 @@
+//! One HTTP/1.1 connection held open for a whole run, for the open loop.
+//!
+//! The open loop measures latency, and on a 2-core machine the client shares the cores with the
+//! server it measures: every microsecond the client spends per request is queueing the server's
+//! requests behind it. Through reqwest (pool checkout, URL parsing, its middleware), an open-loop
+//! request cost the client 50–90 µs of CPU — as much as the server. Like wrk2, the open loop
+//! therefore drives a fixed set of connections on hyper's connection-level API: the request head
+//! is built from preformatted parts, nothing is pooled, and a connection that fails is reopened
+//! for the next request.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::target::{error_id, HttpTarget, Op, Outcome};
+
+pub struct Connection {
+    /// `host:port` of the server.
+    authority: String,
+    host: HeaderValue,
+    authorization: HeaderValue,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Connection {
+    /// A connection to `target`'s server, opened now if it can be (else by the first request).
+    pub async fn open(target: &HttpTarget) -> Connection {
+        let authority = target.base.trim_start_matches("http://");
+        let mut connection = Connection {
+            authority: authority.trim_end_matches('/').to_owned(),
+            host: HeaderValue::from_str(authority).unwrap_or(HeaderValue::from_static("localhost")),
+            authorization: HeaderValue::from_str(&format!("Bearer {}", target.token))
+                .unwrap_or(HeaderValue::from_static("")),
+            sender: None,
+        };
+        connection.sender = connection.connect().await.ok();
+        connection
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let stream = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    /// Sends one request and reads its whole answer; transport failures are outcomes too.
+    pub async fn run(&mut self, op: Op, user: &str) -> Outcome {
+        let result = self.exchange(op, user).await;
+        if result.is_err() {
+            // Whatever went wrong, the next request starts on a fresh connection.
+            self.sender = None;
+        }
+        result.unwrap_or_else(|_| Err("TRANSPORT-ERROR".to_owned()))
+    }
+
+    /// `Err` for a transport failure, `Ok(outcome)` for any HTTP answer.
+    async fn exchange(&mut self, op: Op, user: &str) -> Result<Outcome, String> {
+        let (method, path, body) = match op {
+            Op::Lock => (Method::POST, format!("/v2/users/{user}/lock"), "{}"),
+            Op::Unlock => (Method::POST, format!("/v2/users/{user}/unlock"), "{}"),
+            Op::Get => (Method::GET, format!("/v2/users/{user}"), ""),
+        };
+        let mut request = Request::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *request.method_mut() = method;
+        *request.uri_mut() = path.parse().map_err(|e| format!("path {path}: {e}"))?;
+        let headers = request.headers_mut();
+        headers.insert(HOST, self.host.clone());
+        headers.insert(AUTHORIZATION, self.authorization.clone());
+        if !body.is_empty() {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if self.sender.is_none() {
+            self.sender = Some(self.connect().await?);
+        }
+        let Some(sender) = self.sender.as_mut() else {
+            return Err("not connected".to_owned());
+        };
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if status.is_success() {
+            return Ok(Ok(()));
+        }
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        Ok(Err(error_id(&body, status.as_u16())))
+    }
+}
