@@ -79,7 +79,13 @@ impl Connection {
         if !body.is_empty() {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        if self.sender.is_none() {
+        // A connection the server closed after its last answer (`Connection: close`, idle
+        // timeout) is replaced before anything is sent on it, so that is not an error.
+        let usable = match self.sender.as_mut() {
+            Some(sender) => sender.ready().await.is_ok(),
+            None => false,
+        };
+        if !usable {
             self.sender = Some(self.connect().await?);
         }
         let Some(sender) = self.sender.as_mut() else {
@@ -102,5 +108,79 @@ impl Connection {
         }
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         Ok(Err(error_id(&body, status.as_u16())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+    use axum::Router;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A server that refuses unlocks with an error body and closes the connection after every
+    /// answer, counting the connections it accepts.
+    async fn closing_server() -> (String, Arc<AtomicUsize>) {
+        let app = Router::new()
+            .route(
+                "/v2/users/{id}/lock",
+                post(|| async { ([("connection", "close")], "{}") }),
+            )
+            .route(
+                "/v2/users/{id}/unlock",
+                post(|| async {
+                    (
+                        hyper::StatusCode::BAD_REQUEST,
+                        [("connection", "close")],
+                        r#"{"code":9,"details":[{"id":"USER-NOT-LOCKED"}]}"#,
+                    )
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{address}"), accepted)
+    }
+
+    #[tokio::test]
+    async fn answers_become_outcomes_and_a_closed_connection_is_reopened() {
+        let (base, accepted) = closing_server().await;
+        let target = HttpTarget {
+            client: reqwest::Client::new(),
+            base,
+            token: "t".into(),
+        };
+        let mut connection = Connection::open(&target).await;
+        assert_eq!(connection.run(Op::Lock, "1").await, Ok(()));
+        assert_eq!(
+            connection.run(Op::Unlock, "1").await,
+            Err("USER-NOT-LOCKED".to_owned())
+        );
+        assert_eq!(connection.run(Op::Lock, "1").await, Ok(()));
+        // Every answer closed its connection: three requests, three connections, no error.
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_gone_is_a_transport_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let target = HttpTarget {
+            client: reqwest::Client::new(),
+            base,
+            token: "t".into(),
+        };
+        let mut connection = Connection::open(&target).await;
+        assert_eq!(
+            connection.run(Op::Lock, "1").await,
+            Err("TRANSPORT-ERROR".to_owned())
+        );
     }
 }

@@ -366,10 +366,14 @@ async fn open_loop(
                 if i >= total {
                     break;
                 }
-                let user = i as usize % n;
-                let op = if unit_interval(i) < read_ratio {
+                // Request i is round i / n for user i % n. Rounds pair up: a lock and the unlock
+                // after it, or (drawn per pair, so a user's locks and unlocks stay in turn) two
+                // reads.
+                let (user, round) = (i as usize % n, i as usize / n);
+                let pair = (round / 2 * n + user) as u64;
+                let op = if unit_interval(pair) < read_ratio {
                     Op::Get
-                } else if (i as usize / n).is_multiple_of(2) {
+                } else if round.is_multiple_of(2) {
                     Op::Lock
                 } else {
                     Op::Unlock
@@ -386,8 +390,8 @@ async fn open_loop(
     Recorder::merge(recorders, elapsed, Vec::new())
 }
 
-/// Request `i`'s draw in [0, 1) (splitmix64): which open-loop requests are reads does not depend
-/// on which client sends them.
+/// A draw in [0, 1) for `i` (splitmix64): which open-loop requests are reads does not depend on
+/// which client sends them.
 fn unit_interval(i: u64) -> f64 {
     let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -82,6 +82,31 @@ fn open_loop_sends_every_scheduled_request_and_times_them() {
 }
 
 #[test]
+fn spawned_open_loop_over_its_own_connections_reads_and_writes() {
+    let report = run(&[
+        "--spawn",
+        "--scenario",
+        "mixed",
+        "--read-ratio",
+        "0.5",
+        "--users",
+        "64",
+        "--concurrency",
+        "8",
+        "--rate",
+        "300",
+        "--baseline",
+    ]);
+    // Over HTTP, through 8 held connections, against Latchkey and the baseline: every request
+    // of the second is sent once and answered with success (reads and writes alike).
+    for side in ["latchkey", "baseline"] {
+        let side = &report[side];
+        assert_eq!(side["requests"].as_u64(), Some(300), "{side}");
+        assert_eq!(side["ok"].as_u64(), Some(300), "{side}");
+    }
+}
+
+#[test]
 fn spawned_unlock_storm_has_one_winner_per_cycle() {
     let report = run(&[
         "--spawn",

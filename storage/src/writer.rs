@@ -55,12 +55,6 @@ impl WriteBatch {
     }
 }
 
-/// How long the flusher lets a group grow before syncing it, when the previous group showed
-/// concurrency (≥ 4 writes). A sync costs ≈ 60–90 µs of CPU on the machines measured, so fuller
-/// groups leave more CPU to requests (HTTP `uniform`, sync: mean group 15 → 28, +2–3 % req/s);
-/// a lone writer never waits.
-const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_micros(300);
-
 const PENDING: u8 = 0;
 const DONE: u8 = 1;
 const FAILED: u8 = 2;
@@ -325,12 +319,11 @@ fn flush(shared: &Shared) -> Result<(), StoreError> {
 
 /// The flusher thread: one flush per group of applied writes (sync), or per interval (async).
 fn run_flusher(shared: &Shared) {
-    let mut last_group = 0;
+    // No waiting for a group to grow: the writes applied during one sync are the next group.
+    // (A 300 µs window after groups of ≥ 4 made the groups twice as big but, on the 2-core
+    // machine measured, did not raise closed-loop throughput and added its 0.3 ms to every
+    // write under moderate load: open-loop p99 at half peak ≈ 4.5 ms with it, ≈ 3 ms without.)
     loop {
-        if last_group >= 4 {
-            // Concurrent writers: let more of them join this group (see COMMIT_WINDOW).
-            std::thread::sleep(COMMIT_WINDOW);
-        }
         let (writes, settles) = {
             let mut queue = shared.lock();
             loop {
@@ -371,7 +364,6 @@ fn run_flusher(shared: &Shared) {
             )
         };
 
-        last_group = writes.len();
         if !writes.is_empty() {
             let count = writes.len();
             shared.metrics.batch_size.record(count as f64);
