@@ -18,6 +18,9 @@ use tokio::net::TcpStream;
 
 use crate::target::{error_id, HttpTarget, Op, Outcome};
 
+/// The same limit as the reqwest client's (`target::http_client`).
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct Connection {
     /// `host:port` of the server.
     authority: String,
@@ -55,12 +58,16 @@ impl Connection {
 
     /// Sends one request and reads its whole answer; transport failures are outcomes too.
     pub async fn run(&mut self, op: Op, user: &str) -> Outcome {
-        let result = self.exchange(op, user).await;
+        let result = match tokio::time::timeout(TIMEOUT, self.exchange(op, user)).await {
+            Ok(result) => result.map_err(|_| "TRANSPORT-ERROR"),
+            // A server that stopped answering must not hang the run (reqwest's timeout, too).
+            Err(_) => Err("TRANSPORT-TIMEOUT"),
+        };
         if result.is_err() {
             // Whatever went wrong, the next request starts on a fresh connection.
             self.sender = None;
         }
-        result.unwrap_or_else(|_| Err("TRANSPORT-ERROR".to_owned()))
+        result.unwrap_or_else(|id| Err(id.to_owned()))
     }
 
     /// `Err` for a transport failure, `Ok(outcome)` for any HTTP answer.
