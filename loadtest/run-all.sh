@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every scenario of docs/performance.md, each with its same-run baseline, and writes
-# JSON + HTML reports to $OUT (default ./loadtest-results). Takes about 6 minutes.
+# JSON + HTML reports to $OUT (default ./loadtest-results). Takes about 15 minutes: every row with a
+# ratio runs 3 times (--repeat 3, each on a fresh target) and reports the run with the median ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-loadtest-results}
@@ -9,15 +10,15 @@ cargo build --release -q -p latchkey-loadtest
 LT=target/release/latchkey-loadtest
 run() { name=$1; shift; echo "== $name: latchkey-loadtest $*"; "$LT" "$@" --json "$OUT/$name.json" --report "$OUT/$name.html" || true; }
 
-run embedded-uniform-sync --target embedded --scenario uniform --concurrency 64 --duration 10s --baseline
-run embedded-hot-user     --target embedded --scenario hot --concurrency 256 --duration 10s --baseline
+run embedded-uniform-sync --target embedded --scenario uniform --concurrency 64 --duration 10s --baseline --repeat 3
+run embedded-hot-user     --target embedded --scenario hot --concurrency 256 --duration 10s --baseline --repeat 3
 # 30 s: the steady state. A fresh server appends to new log files until its first checkpoints
 # retire segments for reuse (≈ 5–10 s at this load); overwriting recycled segments makes each
 # fdatasync cheaper (no journal commit), so 10 s runs read 2–4 % lower.
-run http-uniform-sync     --spawn --scenario uniform --concurrency 64 --duration 30s --baseline
-run http-uniform-async    --spawn --scenario uniform --durability async --concurrency 64 --duration 30s --baseline
-run http-unlock-storm     --spawn --scenario unlock-storm --hot-users 1 --concurrency 256 --duration 10s --baseline
-run http-mixed            --spawn --scenario mixed --read-ratio 0.9 --concurrency 64 --duration 10s --baseline
+run http-uniform-sync     --spawn --scenario uniform --concurrency 64 --duration 30s --baseline --repeat 3
+run http-uniform-async    --spawn --scenario uniform --durability async --concurrency 64 --duration 30s --baseline --repeat 3
+run http-unlock-storm     --spawn --scenario unlock-storm --hot-users 1 --concurrency 256 --duration 10s --baseline --repeat 3
+run http-mixed            --spawn --scenario mixed --read-ratio 0.9 --concurrency 64 --duration 10s --baseline --repeat 3
 peak=$(python3 -c "import json;print(int(json.load(open('$OUT/http-uniform-sync.json'))['latchkey']['per_second']))")
 run http-open-loop-half-peak --spawn --scenario uniform --rate $((peak / 2)) --duration 10s --baseline
 run embedded-create-1m    --target embedded --scenario create --count 1000000 --concurrency 64 --duration 120s

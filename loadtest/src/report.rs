@@ -88,14 +88,33 @@ pub struct Report {
     pub command: String,
     pub latchkey: Side,
     pub baseline: Option<Side>,
-    /// Latchkey req/s ÷ baseline req/s.
+    /// Latchkey req/s ÷ baseline req/s (with `--repeat`: of the run with the median ratio,
+    /// which is the run this report shows).
     pub ratio: Option<f64>,
+    /// With `--repeat`: every run's ratio, in run order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ratios: Vec<f64>,
     pub checks: Vec<Check>,
     /// Server-side view from `/metrics` (HTTP targets).
     pub server: BTreeMap<String, f64>,
 }
 
 impl Report {
+    /// "ratio latchkey / baseline: 0.52", and with `--repeat` every run's ratio.
+    fn ratio_text(&self) -> Option<String> {
+        let ratio = self.ratio?;
+        let mut text = format!("ratio latchkey / baseline: {ratio:.2}");
+        if self.ratios.len() > 1 {
+            let all: Vec<String> = self.ratios.iter().map(|r| format!("{r:.2}")).collect();
+            text += &format!(
+                " (median of {} runs: {})",
+                self.ratios.len(),
+                all.join(", ")
+            );
+        }
+        Some(text)
+    }
+
     pub fn passed(&self) -> bool {
         self.checks.iter().all(|c| c.passed)
     }
@@ -133,8 +152,8 @@ impl Report {
                 l.max_ms
             );
         }
-        if let Some(ratio) = self.ratio {
-            let _ = writeln!(out, "ratio latchkey / baseline: {ratio:.2}");
+        if let Some(ratio) = self.ratio_text() {
+            let _ = writeln!(out, "{ratio}");
         }
         if !self.latchkey.errors.is_empty() {
             let _ = writeln!(out, "errors by id: {:?}", self.latchkey.errors);
@@ -225,8 +244,7 @@ impl Report {
             command = escape(&self.command),
             table = self.html_table(&sides),
             ratio = self
-                .ratio
-                .map(|r| format!("ratio latchkey / baseline = {r:.2}"))
+                .ratio_text()
                 .unwrap_or_else(|| "no baseline in this run".into()),
             checks = checks,
             bars = bar_chart(&bars),

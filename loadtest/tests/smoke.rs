@@ -50,6 +50,38 @@ fn embedded_uniform_with_store_baseline() {
 }
 
 #[test]
+fn repeated_runs_report_the_median_ratio() {
+    let report = run(&[
+        "--target",
+        "embedded",
+        "--scenario",
+        "uniform",
+        "--users",
+        "64",
+        "--concurrency",
+        "8",
+        "--baseline",
+        "--repeat",
+        "3",
+    ]);
+    let mut ratios: Vec<f64> = report["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .collect();
+    assert_eq!(ratios.len(), 3, "{report}");
+    ratios.sort_by(f64::total_cmp);
+    // The report shows the median run: its ratio is the middle one, and its own numbers agree.
+    let ratio = report["ratio"].as_f64().unwrap();
+    assert_eq!(ratio, ratios[1], "{report}");
+    let own = report["latchkey"]["per_second"].as_f64().unwrap()
+        / report["baseline"]["per_second"].as_f64().unwrap();
+    assert!((own - ratio).abs() < 1e-9, "{own} vs {ratio}");
+    assert_eq!(report["checks"][0]["passed"], true);
+}
+
+#[test]
 fn open_loop_sends_every_scheduled_request_and_times_them() {
     let report = run(&[
         "--target",
