@@ -32,9 +32,12 @@ pub struct Connection {
 impl Connection {
     /// A connection to `target`'s server, opened now if it can be (else by the first request).
     pub async fn open(target: &HttpTarget) -> Connection {
-        let authority = target.base.trim_start_matches("http://");
+        let authority = target
+            .base
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
         let mut connection = Connection {
-            authority: authority.trim_end_matches('/').to_owned(),
+            authority: authority.to_owned(),
             host: HeaderValue::from_str(authority).unwrap_or(HeaderValue::from_static("localhost")),
             authorization: HeaderValue::from_str(&format!("Bearer {}", target.token))
                 .unwrap_or(HeaderValue::from_static("")),
