@@ -91,21 +91,21 @@ impl Connection {
         }
         // A connection the server closed after its last answer (`Connection: close`, idle
         // timeout) is replaced before anything is sent on it, so that is not an error.
-        let usable = match self.sender.as_mut() {
-            Some(sender) => sender.ready().await.is_ok(),
-            None => false,
+        let usable = match self.sender.take() {
+            Some(mut held) => held.ready().await.is_ok().then_some(held),
+            None => None,
         };
-        if !usable {
-            self.sender = Some(self.connect().await?);
-        }
-        let Some(sender) = self.sender.as_mut() else {
-            return Err("not connected".to_owned());
+        let mut sender = match usable {
+            Some(held) => held,
+            None => {
+                let mut fresh = self.connect().await?;
+                fresh.ready().await.map_err(|e| e.to_string())?;
+                fresh
+            }
         };
-        sender.ready().await.map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(request);
+        self.sender = Some(sender);
+        let response = response.await.map_err(|e| e.to_string())?;
         let status = response.status();
         let bytes = response
             .into_body()

@@ -566,3 +566,54 @@ fn machine() -> String {
         .unwrap_or(0);
     format!("{cpus} cores, {model}, {mem} GiB")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runner::Probe;
+
+    fn report(ratio: f64, check_passed: bool) -> Report {
+        let run = Probe::finish(Vec::new(), Duration::from_secs(1));
+        Report {
+            scenario: "uniform".into(),
+            target: "embedded".into(),
+            durability: "sync".into(),
+            concurrency: 1,
+            rate: None,
+            machine: String::new(),
+            command: format!("run with ratio {ratio}"),
+            latchkey: Side::from_run("latchkey", &run),
+            baseline: Some(Side::from_run("store", &run)),
+            ratio: Some(ratio),
+            ratios: Vec::new(),
+            checks: vec![Check {
+                name: "every command succeeded".into(),
+                passed: check_passed,
+                detail: String::new(),
+            }],
+            server: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_median_run_is_reported_with_every_ratio_and_every_failure() {
+        let picked = pick_median(vec![
+            report(0.55, true),
+            report(0.48, false),
+            report(0.62, true),
+        ]);
+        assert_eq!(picked.command, "run with ratio 0.55");
+        assert_eq!(picked.ratios, vec![0.55, 0.48, 0.62]);
+        // The second run failed a check: the whole repetition fails, and says which run.
+        assert!(!picked.passed());
+        assert_eq!(picked.checks[1].name, "every command succeeded (run 2)");
+    }
+
+    #[test]
+    fn a_single_run_is_reported_as_it_is() {
+        let picked = pick_median(vec![report(0.5, true)]);
+        assert!(picked.ratios.is_empty());
+        assert!(picked.passed());
+        assert_eq!(picked.checks.len(), 1);
+    }
+}
