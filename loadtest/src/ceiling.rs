@@ -25,7 +25,8 @@ pub async fn measure(
     let mut config = StoreConfig::new(dir);
     config.durability = durability;
     let store = Arc::new(Store::open(&config).map_err(|e| e.to_string())?);
-    let start = Instant::now();
+    // Warm-up as in the closed loop: the same clients write before the measured window.
+    let start = Instant::now() + settings.warmup;
     let end = start + settings.duration;
     let clients = settings.concurrency.max(1);
     let mut tasks = Vec::new();

@@ -56,6 +56,11 @@ struct Cli {
     rate: Option<f64>,
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Closed-loop `uniform` / `mixed` (and their baseline): run this long first, unmeasured, on
+    /// the same target and users, so the numbers are the steady state. A fresh store appends to
+    /// new log files until it has a preallocated one, which makes its first seconds slower.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
     /// Users for uniform / mixed / cold.
     #[arg(long, default_value_t = 1000)]
     users: usize,
@@ -191,6 +196,7 @@ impl Cli {
             scenario: self.scenario,
             concurrency: self.concurrency.max(1),
             duration: self.duration,
+            warmup: self.warmup,
             rate: self.rate,
             users: self.users.max(1),
             hot_users: self.hot_users.max(1),
@@ -265,6 +271,11 @@ async fn one_run(cli: &Cli) -> Result<Report, String> {
             "the hot scenario needs --target embedded (HTTP does not keep command order)".into(),
         );
     }
+    let closed_loop =
+        matches!(settings.scenario, Scenario::Uniform | Scenario::Mixed) && settings.rate.is_none();
+    if !settings.warmup.is_zero() && !closed_loop {
+        return Err("--warmup applies to closed-loop uniform and mixed runs (no --rate)".into());
+    }
     let (target, setup, target_name) = open_target(cli).await?;
     let users = Arc::new(prepare(&target, &setup, &settings, "lk").await?);
     let before = scrape(&target).await;
@@ -304,6 +315,7 @@ async fn one_run(cli: &Cli) -> Result<Report, String> {
         durability: format!("{:?}", cli.durability).to_lowercase(),
         concurrency: settings.concurrency,
         rate: cli.rate,
+        warmup_seconds: settings.warmup.as_secs_f64(),
         machine: machine(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         checks: latchkey.checks.clone(),
@@ -454,7 +466,7 @@ where
     Fut: std::future::Future<Output = T>,
 {
     let progress = Arc::new(AtomicU64::new(0));
-    let bar = ProgressBar::new(settings.duration.as_millis() as u64);
+    let bar = ProgressBar::new((settings.warmup + settings.duration).as_millis() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {elapsed_precise} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -580,6 +592,7 @@ mod tests {
             durability: "sync".into(),
             concurrency: 1,
             rate: None,
+            warmup_seconds: 0.0,
             machine: String::new(),
             command: format!("run with ratio {ratio}"),
             latchkey: Side::from_run("latchkey", &run),

@@ -84,6 +84,9 @@ pub struct Report {
     pub durability: String,
     pub concurrency: usize,
     pub rate: Option<f64>,
+    /// Unmeasured seconds before the measured window (closed loop).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub warmup_seconds: f64,
     pub machine: String,
     pub command: String,
     pub latchkey: Side,
@@ -99,7 +102,19 @@ pub struct Report {
     pub server: BTreeMap<String, f64>,
 }
 
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
+}
+
 impl Report {
+    fn warmup_text(&self) -> String {
+        if self.warmup_seconds > 0.0 {
+            format!(" · measured after {} s of warm-up", self.warmup_seconds)
+        } else {
+            String::new()
+        }
+    }
+
     /// "ratio latchkey / baseline: 0.52", and with `--repeat` every run's ratio.
     fn ratio_text(&self) -> Option<String> {
         let ratio = self.ratio?;
@@ -123,14 +138,15 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "\nscenario {} · target {} · durability {} · concurrency {}{}",
+            "\nscenario {} · target {} · durability {} · concurrency {}{}{}",
             self.scenario,
             self.target,
             self.durability,
             self.concurrency,
             self.rate
                 .map(|r| format!(" · open loop {r:.0}/s"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            self.warmup_text()
         );
         let _ = writeln!(
             out,
@@ -239,7 +255,8 @@ impl Report {
             rate = self
                 .rate
                 .map(|r| format!(" · open loop at <b>{r:.0}</b>/s"))
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                + &self.warmup_text(),
             machine = escape(&self.machine),
             command = escape(&self.command),
             table = self.html_table(&sides),

@@ -38,6 +38,9 @@ pub struct Settings {
     pub scenario: Scenario,
     pub concurrency: usize,
     pub duration: Duration,
+    /// Closed loop: run this long before the measured `duration` starts (same clients, same
+    /// users), so a fresh store's first seconds are not part of the numbers.
+    pub warmup: Duration,
     pub rate: Option<f64>,
     pub users: usize,
     pub hot_users: usize,
@@ -78,9 +81,11 @@ impl RunResult {
     }
 }
 
-/// One client's tallies (merged at the end: no shared locks on the hot path).
+/// One client's tallies (merged at the end: no shared locks on the hot path). Requests sent
+/// before `start` are the warm-up: not measured, but their failures are counted.
 pub struct Recorder {
     start: Instant,
+    warmup_failures: u64,
     histogram: Histogram<u64>,
     timeline: Vec<u64>,
     slowest: Vec<u64>,
@@ -93,6 +98,7 @@ impl Recorder {
     pub fn new(start: Instant, progress: Arc<AtomicU64>) -> Self {
         Recorder {
             start,
+            warmup_failures: 0,
             // 1 µs .. 60 s, 3 significant digits
             histogram: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| {
                 Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures is valid"))
@@ -106,6 +112,10 @@ impl Recorder {
     }
 
     pub fn record(&mut self, since: Instant, outcome: &Outcome) {
+        if since < self.start {
+            self.warmup_failures += u64::from(outcome.is_err());
+            return;
+        }
         let now = Instant::now();
         let micros = now.saturating_duration_since(since).as_micros() as u64;
         self.histogram.saturating_record(micros.max(1));
@@ -247,7 +257,7 @@ async fn closed_loop(
     progress: Arc<AtomicU64>,
     checks_apply: bool,
 ) -> RunResult {
-    let start = Instant::now();
+    let start = Instant::now() + settings.warmup;
     let end = start + settings.duration;
     let clients = settings.concurrency.min(users.len()).max(1);
     let read_ratio = if settings.scenario == Scenario::Mixed {
@@ -288,7 +298,7 @@ async fn closed_loop(
     let elapsed = start.elapsed();
     let failures: u64 = recorders
         .iter()
-        .map(|r| r.errors.values().sum::<u64>())
+        .map(|r| r.errors.values().sum::<u64>() + r.warmup_failures)
         .sum();
     let checks = no_failures("every command succeeded", failures, checks_apply);
     Recorder::merge(recorders, elapsed, checks)
@@ -615,4 +625,22 @@ async fn join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_up_requests_are_not_measured_but_their_failures_count() {
+        let start = Instant::now() + Duration::from_secs(60);
+        let mut recorder = Recorder::new(start, Arc::new(AtomicU64::new(0)));
+        let before = Instant::now();
+        recorder.record(before, &Ok(()));
+        recorder.record(before, &Err("USER-NOT-FOUND".into()));
+        assert_eq!(recorder.warmup_failures, 1);
+        let run = Recorder::merge(vec![recorder], Duration::from_secs(1), Vec::new());
+        assert_eq!(run.requests(), 0);
+        assert!(run.timeline.is_empty());
+    }
 }

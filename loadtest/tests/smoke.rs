@@ -50,6 +50,48 @@ fn embedded_uniform_with_store_baseline() {
 }
 
 #[test]
+fn a_warm_up_runs_before_the_measured_window() {
+    let report = run(&[
+        "--target",
+        "embedded",
+        "--scenario",
+        "uniform",
+        "--users",
+        "64",
+        "--concurrency",
+        "8",
+        "--warmup",
+        "1s",
+        "--baseline",
+    ]);
+    assert_eq!(report["warmup_seconds"], 1.0, "{report}");
+    for side in ["latchkey", "baseline"] {
+        assert!(report[side]["ok"].as_u64().unwrap() > 0, "{report}");
+        // 100 ms buckets of the measured second only (with the warm-up it would be ≈ 20)
+        let buckets = report[side]["throughput"].as_array().unwrap().len();
+        assert!((8..=13).contains(&buckets), "{side}: {buckets} buckets");
+        let seconds = report[side]["seconds"].as_f64().unwrap();
+        assert!(seconds < 1.5, "{side}: measured {seconds} s");
+    }
+    assert_eq!(report["checks"][0]["passed"], true);
+
+    // Only closed loops warm up: elsewhere the flag is refused, not ignored.
+    let refused = Command::new(BIN)
+        .args([
+            "--target",
+            "embedded",
+            "--scenario",
+            "hot",
+            "--warmup",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--warmup"));
+}
+
+#[test]
 fn repeated_runs_report_the_median_ratio() {
     let report = run(&[
         "--target",
