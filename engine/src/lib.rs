@@ -26,6 +26,7 @@ mod access;
 mod admins;
 mod auth_cache;
 mod bootstrap;
+mod deadline;
 mod error;
 mod ids;
 mod metrics;
@@ -199,6 +200,7 @@ impl Engine {
             config.idle_timeout,
             config.call_timeout,
         ));
+        registry.start();
         let (supervisor, _) = Actor::spawn(None, Supervisor, registry.clone())
             .await
             .map_err(|e| OpenError::Engine(format!("cannot start supervisor: {e}")))?;
