@@ -327,7 +327,8 @@ impl Drop for Reservation<'_> {
 
 /// Checks a user or org id: 1 to 200 characters.
 pub(crate) fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.chars().count() <= 200
+    // Up to 200 bytes is up to 200 characters: count characters only for longer ids.
+    !id.is_empty() && (id.len() <= 200 || id.chars().count() <= 200)
 }
 
 /// A user id from a request: 1 to 200 characters, else USER-ID-INVALID.
@@ -348,4 +349,19 @@ pub(crate) fn required(field: &str, value: &str, max: usize) -> Result<(), Error
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_id;
+
+    #[test]
+    fn ids_are_limited_in_characters_not_bytes() {
+        assert!(!valid_id(""));
+        assert!(valid_id(&"1".repeat(200)));
+        assert!(!valid_id(&"1".repeat(201)));
+        // two bytes per character: 400 bytes, still 200 characters
+        assert!(valid_id(&"é".repeat(200)));
+        assert!(!valid_id(&"é".repeat(201)));
+    }
 }

@@ -117,7 +117,7 @@ impl Engine {
             Err(e) if e.id == ErrorId::UserNotFound => return Err(unauthenticated()),
             Err(e) => return Err(e),
         };
-        let holds_token = match &user.kind {
+        let holds_token = match &*user.kind {
             Kind::Machine(machine) => machine.tokens.iter().any(|t| t.id == record.token_id),
             Kind::Human(_) => false,
         };
@@ -127,7 +127,7 @@ impl Engine {
         let caller = Arc::new(Caller {
             user_id: user.id.clone(),
             org_id: user.org_id,
-            grants: user.grants,
+            grants: user.grants.into_inner(),
         });
         cache.fill(
             hash,

@@ -348,7 +348,7 @@ fn text_matches(value: &str, pattern: &str, method: TextMatch) -> bool {
 }
 
 fn matches(record: &UserRecord, org: Option<&OrgRecord>, query: &UserQuery) -> bool {
-    let human = match &record.kind {
+    let human = match &*record.kind {
         Kind::Human(h) => Some(h),
         Kind::Machine(_) => None,
     };
@@ -378,7 +378,7 @@ fn matches(record: &UserRecord, org: Option<&OrgRecord>, query: &UserQuery) -> b
         }
         UserQuery::State(state) => record.state == *state,
         UserQuery::Type(kind) => matches!(
-            (&record.kind, kind),
+            (&*record.kind, kind),
             (Kind::Human(_), UserKindFilter::Human) | (Kind::Machine(_), UserKindFilter::Machine)
         ),
         UserQuery::OrganizationId(org) => &record.org_id == org,
@@ -402,7 +402,7 @@ enum SortValue<'a> {
 
 fn sort_key(record: &UserRecord, by: SortBy) -> SortValue<'_> {
     use std::borrow::Cow;
-    let human = match &record.kind {
+    let human = match &*record.kind {
         Kind::Human(h) => Some(h),
         Kind::Machine(_) => None,
     };

@@ -19,8 +19,13 @@
 pub const SCHEMA: &[u8] = b"S";
 
 fn tagged(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    tagged_with_room(tag, parts, 0)
+}
+
+/// `tagged`, with room for `extra` more bytes (no reallocation when the caller appends them).
+fn tagged_with_room(tag: u8, parts: &[&[u8]], extra: usize) -> Vec<u8> {
     let len: usize = parts.iter().map(|p| p.len() + 2).sum();
-    let mut key = Vec::with_capacity(1 + len);
+    let mut key = Vec::with_capacity(1 + len + extra);
     key.push(tag);
     for part in parts {
         // ids are at most 200 chars (800 bytes), so u16 always fits
@@ -48,7 +53,7 @@ pub fn events_of(id: &str) -> Vec<u8> {
     tagged(b'e', &[id.as_bytes()])
 }
 pub fn event(id: &str, sequence: u64) -> Vec<u8> {
-    let mut key = events_of(id);
+    let mut key = tagged_with_room(EVENT_TAG, &[id.as_bytes()], 8);
     key.extend_from_slice(&sequence.to_be_bytes());
     key
 }

@@ -131,7 +131,7 @@ impl UserActorState {
     /// next request with one of its tokens re-reads this (durable) state.
     fn submit(&mut self, registry: &Registry, batch: WriteBatch) {
         self.last_write = registry.store().submit(&self.scope, batch);
-        if matches!(self.record.kind, Kind::Machine(_)) {
+        if matches!(*self.record.kind, Kind::Machine(_)) {
             registry.auth_cache().invalidate(&self.id);
         }
     }
@@ -173,8 +173,10 @@ impl Actor for UserActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             UserMsg::Request { sent, request } => {
-                self.registry.metrics().mailbox_wait.record(sent.elapsed());
-                state.last_activity = Instant::now();
+                let now = Instant::now();
+                let waited = now.saturating_duration_since(sent);
+                self.registry.metrics().mailbox_wait.record(waited);
+                state.last_activity = now;
                 self.handle_request(state, request);
             }
             UserMsg::Tick => {
@@ -256,7 +258,7 @@ impl UserActor {
             Lifecycle::Delete => {
                 // Free the username and revoke every token with the user.
                 extra.delete(record.username_key());
-                if let Kind::Machine(m) = &mut record.kind {
+                if let Kind::Machine(m) = &mut *record.kind {
                     for token in m.tokens.drain(..) {
                         extra.delete(keys::token(&token.hash));
                         extra.delete(keys::token_id(&token.id));
@@ -277,7 +279,7 @@ impl UserActor {
         extra: WriteBatch,
     ) -> Result<Details, Error> {
         let record = state.visible(reach)?;
-        let Kind::Machine(machine) = &mut record.kind else {
+        let Kind::Machine(machine) = &mut *record.kind else {
             return Err(ErrorId::UserNotMachine.into());
         };
         let kind = EventKind::TokenAdded {
@@ -294,7 +296,7 @@ impl UserActor {
         token_id: &str,
     ) -> Result<Details, Error> {
         let record = state.visible(reach)?;
-        let Kind::Machine(machine) = &mut record.kind else {
+        let Kind::Machine(machine) = &mut *record.kind else {
             return Err(ErrorId::TokenNotFound.into());
         };
         let Some(at) = machine.tokens.iter().position(|t| t.id == token_id) else {
