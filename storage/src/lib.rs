@@ -20,6 +20,7 @@ mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 pub mod keys;
+mod memtable;
 mod sled_backend;
 mod wal;
 mod writer;

@@ -7,8 +7,9 @@
 //! - the **log**: one record (length, CRC-32, the puts and deletes) appended to a buffer; a flush
 //!   writes the buffer to the current segment file under `wal/` and `fdatasync`s it — one write and
 //!   one sync per group commit, on the writer's flusher thread;
-//! - the **memtable**: an ordered map of the keys written since the last checkpoint, which reads
-//!   consult before sled (so a read sees every applied batch, as it did with sled alone).
+//! - the **memtable** (`memtable.rs`): the keys written since the last checkpoint, in hash maps
+//!   (points by key, events by user), which reads consult before sled (so a read sees every
+//!   applied batch, as it did with sled alone).
 //!
 //! When the memtable grows past [`DEFAULT_CHECKPOINT_ENTRIES`] keys (configurable) or
 //! [`CHECKPOINT_BYTES`], the next flush freezes it and starts a new segment; the checkpoint
@@ -41,13 +42,13 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::memtable::{event_key, Table};
 use crate::{keys, Backend, KvIter, StoreError, WriteBatch};
 
 /// The log's folder inside the data directory.
@@ -79,8 +80,6 @@ const ZEROING_PIECE: usize = 256 << 10;
 const ZEROING_PAUSE: Duration = Duration::from_millis(4);
 
 /// Key → value, or `None` for a delete that sled has not seen yet.
-type Table = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-
 #[derive(Default)]
 struct Tables {
     active: Table,
@@ -400,13 +399,10 @@ impl Backend for LoggedBackend {
     fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
         let overlay = {
             let tables = self.read_tables();
-            let mut overlay = Table::new();
+            let mut overlay = BTreeMap::new();
             let tables_in_order = tables.frozen.as_deref().into_iter().chain([&tables.active]);
             for table in tables_in_order {
-                let range = table.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
-                for (key, value) in range.take_while(|(key, _)| key.starts_with(prefix)) {
-                    overlay.insert(key.clone(), value.clone());
-                }
+                overlay.extend(table.scan(prefix));
             }
             overlay
         };
@@ -583,38 +579,47 @@ fn lower_priority() {
 
 fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreError> {
     let mut batch = WriteBatch::default();
-    let mut entries = table.iter().peekable();
-    while let Some((key, value)) = entries.next() {
-        match (value, event_owner(key)) {
-            (Some(value), Some(owner)) => {
-                // The run of this user's events (keys sort by user, then sequence).
-                let mut chunk = Vec::new();
-                push_event(&mut chunk, key, value);
-                while let Some((next, Some(next_value))) = entries.peek() {
-                    if event_owner(next) != Some(owner) {
-                        break;
-                    }
-                    push_event(&mut chunk, next, next_value);
-                    entries.next();
-                }
-                batch.put(chunk_key(key), chunk);
-            }
-            (Some(value), None) => batch.put(key.clone(), value.clone()),
-            (None, _) => batch.delete(key.clone()),
-        }
+    let full = |batch: &mut WriteBatch| -> Result<(), StoreError> {
         if batch.ops().len() >= CHECKPOINT_CHUNK {
-            inner.apply(std::mem::take(&mut batch))?;
+            inner.apply(std::mem::take(batch))?;
         }
+        Ok(())
+    };
+    for (key, value) in table.points() {
+        match value {
+            Some(value) => batch.put(key.clone(), value.clone()),
+            None => batch.delete(key.clone()),
+        }
+        full(&mut batch)?;
+    }
+    for (owner, run) in table.event_runs() {
+        // One chunk per run of the user's events (a deleted event, never written by the engine,
+        // would end a run).
+        let mut chunk: Option<(Vec<u8>, Vec<u8>)> = None;
+        for (sequence, value) in run {
+            let key = event_key(owner, *sequence);
+            match value {
+                Some(value) => {
+                    let (_, events) = chunk.get_or_insert_with(|| (chunk_key(&key), Vec::new()));
+                    push_event(events, &key, value);
+                }
+                None => {
+                    if let Some((chunk_key, events)) = chunk.take() {
+                        batch.put(chunk_key, events);
+                    }
+                    batch.delete(key);
+                }
+            }
+        }
+        if let Some((chunk_key, events)) = chunk {
+            batch.put(chunk_key, events);
+        }
+        full(&mut batch)?;
     }
     if !batch.is_empty() {
         inner.apply(batch)?;
     }
     inner.flush()
-}
-
-/// The user part of an event key (everything but the sequence), or `None` for other keys.
-fn event_owner(key: &[u8]) -> Option<&[u8]> {
-    (key.first() == Some(&keys::EVENT_TAG) && key.len() > 1 + 8).then(|| &key[..key.len() - 8])
 }
 
 /// The chunk key for a run of events starting at `first` (an event key or an event prefix).

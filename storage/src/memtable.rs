@@ -1,0 +1,188 @@
+//! The log's memtable: what was written since the last checkpoint, held in memory in front of
+//! sled (see `wal.rs`).
+//!
+//! Every command inserts twice here (its snapshot and its event) while holding the log's lock,
+//! so inserting must be cheap. An ordered tree of ~100k heap-allocated keys was not: each insert
+//! chased pointers through a dozen compares, ≈ 15 % of the embedded hot path's CPU. So the table
+//! is two hash maps instead: point keys (snapshots, indexes, tokens) by key, and events by owner
+//! (the event key without its sequence), each owner's events in sequence order. A checkpoint
+//! then writes one chunk per user straight from its run, and a user's event log is found
+//! without a search. The ordered reads — prefix scans and checkpoints — are rare; a scan sorts
+//! what it takes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::keys;
+
+/// A value, or `None` for a delete (it must hide what sled still holds).
+pub(crate) type Value = Option<Vec<u8>>;
+
+#[derive(Default)]
+pub(crate) struct Table {
+    points: HashMap<Vec<u8>, Value>,
+    /// Owner → sequence → event.
+    events: HashMap<Vec<u8>, BTreeMap<u64, Value>>,
+    event_count: usize,
+}
+
+impl Table {
+    pub fn get(&self, key: &[u8]) -> Option<&Value> {
+        match split_event(key) {
+            Some((owner, sequence)) => self.events.get(owner)?.get(&sequence),
+            None => self.points.get(key),
+        }
+    }
+
+    pub fn insert(&mut self, key: Vec<u8>, value: Value) {
+        let Some((owner, sequence)) = split_event(&key) else {
+            self.points.insert(key, value);
+            return;
+        };
+        let run = match self.events.get_mut(owner) {
+            Some(run) => run,
+            None => self.events.entry(owner.to_vec()).or_default(),
+        };
+        if run.insert(sequence, value).is_none() {
+            self.event_count += 1;
+        }
+    }
+
+    /// Entries (keys, not users).
+    pub fn len(&self) -> usize {
+        self.points.len() + self.event_count
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entries whose key starts with `prefix`, in key order.
+    pub fn scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Value)> {
+        let mut found: Vec<(Vec<u8>, Value)> = self
+            .points
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        for (owner, run) in &self.events {
+            // An owner's keys all start with the owner: they can match only if the two agree.
+            let common = owner.len().min(prefix.len());
+            if owner[..common] != prefix[..common] {
+                continue;
+            }
+            for (sequence, value) in run {
+                let key = event_key(owner, *sequence);
+                if key.starts_with(prefix) {
+                    found.push((key, value.clone()));
+                }
+            }
+        }
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    /// Every point entry, in no particular order.
+    pub fn points(&self) -> impl Iterator<Item = (&Vec<u8>, &Value)> {
+        self.points.iter()
+    }
+
+    /// Every owner's events, in sequence order (owners in no particular order).
+    pub fn event_runs(&self) -> impl Iterator<Item = (&[u8], &BTreeMap<u64, Value>)> {
+        self.events
+            .iter()
+            .map(|(owner, run)| (owner.as_slice(), run))
+    }
+}
+
+/// An event key's owner (everything but the sequence: tag and user id) and its sequence;
+/// `None` for any other key.
+pub(crate) fn split_event(key: &[u8]) -> Option<(&[u8], u64)> {
+    if key.first() != Some(&keys::EVENT_TAG) || key.len() <= 1 + 8 {
+        return None;
+    }
+    let (owner, sequence) = key.split_at(key.len() - 8);
+    Some((owner, u64::from_be_bytes(sequence.try_into().ok()?)))
+}
+
+/// The event key of `owner`'s event `sequence`.
+pub(crate) fn event_key(owner: &[u8], sequence: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(owner.len() + 8);
+    key.extend_from_slice(owner);
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(text: &str) -> Value {
+        Some(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn points_and_events_are_found_and_overwritten() {
+        let mut table = Table::default();
+        table.insert(keys::user("1"), v("snapshot 1"));
+        table.insert(keys::event("1", 1), v("created"));
+        table.insert(keys::event("1", 2), v("locked"));
+        table.insert(keys::user("1"), v("snapshot 2"));
+        table.insert(keys::event("1", 2), v("locked again"));
+        table.insert(keys::username("o", "ada"), None);
+        assert_eq!(table.len(), 4);
+        assert_eq!(table.get(&keys::user("1")), Some(&v("snapshot 2")));
+        assert_eq!(table.get(&keys::event("1", 2)), Some(&v("locked again")));
+        assert_eq!(table.get(&keys::username("o", "ada")), Some(&None));
+        assert_eq!(table.get(&keys::event("1", 3)), None);
+        assert_eq!(table.get(&keys::user("2")), None);
+    }
+
+    #[test]
+    fn scans_return_exactly_the_prefixed_keys_in_key_order() {
+        let mut table = Table::default();
+        let mut all = Vec::new();
+        for id in ["1", "12", "2", "10"] {
+            for sequence in [3u64, 1, 256, 2] {
+                let key = keys::event(id, sequence);
+                table.insert(key.clone(), v(id));
+                all.push(key);
+            }
+            let key = keys::user(id);
+            table.insert(key.clone(), v(id));
+            all.push(key);
+        }
+        all.sort();
+        let keys_of = |prefix: &[u8]| -> Vec<Vec<u8>> {
+            table.scan(prefix).into_iter().map(|(key, _)| key).collect()
+        };
+        // everything, in byte order
+        assert_eq!(keys_of(b""), all);
+        // one user's events: not those of users whose ids start alike ("1" vs "10", "12")
+        let of_1: Vec<_> = [1u64, 2, 3, 256].map(|s| keys::event("1", s)).to_vec();
+        assert_eq!(keys_of(&keys::events_of("1")), of_1);
+        // every event, and every snapshot
+        let events: Vec<_> = all
+            .iter()
+            .filter(|k| k[0] == keys::EVENT_TAG)
+            .cloned()
+            .collect();
+        assert_eq!(keys_of(&[keys::EVENT_TAG]), events);
+        assert_eq!(keys_of(keys::USERS).len(), 4);
+        // a prefix reaching into the sequence
+        let mut partial = keys::events_of("1");
+        partial.extend_from_slice(&[0; 6]);
+        partial.push(1); // sequences 256..=511
+        assert_eq!(keys_of(&partial), vec![keys::event("1", 256)]);
+    }
+
+    #[test]
+    fn only_event_keys_are_split() {
+        let key = keys::event("42", 7);
+        let (owner, sequence) = split_event(&key).unwrap();
+        assert_eq!((owner, sequence), (keys::events_of("42").as_slice(), 7));
+        assert_eq!(event_key(owner, sequence), key);
+        assert!(split_event(&keys::user("42")).is_none());
+        assert!(split_event(&[keys::EVENT_TAG; 9]).is_none());
+    }
+}
