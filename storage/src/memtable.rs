@@ -7,8 +7,9 @@
 //! is two hash maps instead: point keys (snapshots, indexes, tokens) by key, and events by owner
 //! (the event key without its sequence), each owner's events in sequence order. A checkpoint
 //! then writes one chunk per user straight from its run, and a user's event log is found
-//! without a search. The ordered reads — prefix scans and checkpoints — are rare; a scan sorts
-//! what it takes.
+//! without a search. An owner's events share one buffer, so dropping a checkpointed table frees
+//! one allocation per user, not one per event. The ordered reads — prefix scans and checkpoints —
+//! are rare; a scan sorts what it takes.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,16 +21,54 @@ pub(crate) type Value = Option<Vec<u8>>;
 #[derive(Default)]
 pub(crate) struct Table {
     points: HashMap<Vec<u8>, Value>,
-    /// Owner → sequence → event.
-    events: HashMap<Vec<u8>, BTreeMap<u64, Value>>,
+    /// Owner → its events.
+    events: HashMap<Vec<u8>, Run>,
     event_count: usize,
 }
 
+/// One owner's events: their bytes one after another, and where each sequence's are (`None`:
+/// deleted). An overwritten event leaves its old bytes behind until the table is dropped.
+#[derive(Default)]
+pub(crate) struct Run {
+    bytes: Vec<u8>,
+    at: BTreeMap<u64, Option<(usize, usize)>>,
+}
+
+impl Run {
+    fn insert(&mut self, sequence: u64, value: Value) -> bool {
+        let place = value.map(|value| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(&value);
+            (start, value.len())
+        });
+        self.at.insert(sequence, place).is_none()
+    }
+
+    fn get(&self, sequence: u64) -> Option<Option<&[u8]>> {
+        self.at.get(&sequence).map(|place| self.value(*place))
+    }
+
+    fn value(&self, place: Option<(usize, usize)>) -> Option<&[u8]> {
+        place.map(|(start, len)| &self.bytes[start..start + len])
+    }
+
+    /// Sequence and event (`None`: deleted), in sequence order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Option<&[u8]>)> {
+        self.at
+            .iter()
+            .map(|(sequence, place)| (*sequence, self.value(*place)))
+    }
+}
+
 impl Table {
-    pub fn get(&self, key: &[u8]) -> Option<&Value> {
+    /// `Some(value)` if the table has the key (`Some(None)`: deleted here).
+    pub fn get(&self, key: &[u8]) -> Option<Value> {
         match split_event(key) {
-            Some((owner, sequence)) => self.events.get(owner)?.get(&sequence),
-            None => self.points.get(key),
+            Some((owner, sequence)) => {
+                let event = self.events.get(owner)?.get(sequence)?;
+                Some(event.map(<[u8]>::to_vec))
+            }
+            None => self.points.get(key).cloned(),
         }
     }
 
@@ -42,7 +81,7 @@ impl Table {
             Some(run) => run,
             None => self.events.entry(owner.to_vec()).or_default(),
         };
-        if run.insert(sequence, value).is_none() {
+        if run.insert(sequence, value) {
             self.event_count += 1;
         }
     }
@@ -71,10 +110,10 @@ impl Table {
             if owner[..common] != prefix[..common] {
                 continue;
             }
-            for (sequence, value) in run {
-                let key = event_key(owner, *sequence);
+            for (sequence, value) in run.iter() {
+                let key = event_key(owner, sequence);
                 if key.starts_with(prefix) {
-                    found.push((key, value.clone()));
+                    found.push((key, value.map(<[u8]>::to_vec)));
                 }
             }
         }
@@ -88,7 +127,7 @@ impl Table {
     }
 
     /// Every owner's events, in sequence order (owners in no particular order).
-    pub fn event_runs(&self) -> impl Iterator<Item = (&[u8], &BTreeMap<u64, Value>)> {
+    pub fn event_runs(&self) -> impl Iterator<Item = (&[u8], &Run)> {
         self.events
             .iter()
             .map(|(owner, run)| (owner.as_slice(), run))
@@ -131,9 +170,13 @@ mod tests {
         table.insert(keys::event("1", 2), v("locked again"));
         table.insert(keys::username("o", "ada"), None);
         assert_eq!(table.len(), 4);
-        assert_eq!(table.get(&keys::user("1")), Some(&v("snapshot 2")));
-        assert_eq!(table.get(&keys::event("1", 2)), Some(&v("locked again")));
-        assert_eq!(table.get(&keys::username("o", "ada")), Some(&None));
+        assert_eq!(table.get(&keys::user("1")), Some(v("snapshot 2")));
+        assert_eq!(table.get(&keys::event("1", 1)), Some(v("created")));
+        assert_eq!(table.get(&keys::event("1", 2)), Some(v("locked again")));
+        table.insert(keys::event("1", 1), None);
+        assert_eq!(table.get(&keys::event("1", 1)), Some(None));
+        assert_eq!(table.len(), 4);
+        assert_eq!(table.get(&keys::username("o", "ada")), Some(None));
         assert_eq!(table.get(&keys::event("1", 3)), None);
         assert_eq!(table.get(&keys::user("2")), None);
     }

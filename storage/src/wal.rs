@@ -91,9 +91,9 @@ struct Tables {
 impl Tables {
     fn lookup(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
         if let Some(value) = self.active.get(key) {
-            return Some(value.clone());
+            return Some(value);
         }
-        self.frozen.as_ref()?.get(key).cloned()
+        self.frozen.as_ref()?.get(key)
     }
 
     fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
@@ -596,8 +596,8 @@ fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreError> {
         // One chunk per run of the user's events (a deleted event, never written by the engine,
         // would end a run).
         let mut chunk: Option<(Vec<u8>, Vec<u8>)> = None;
-        for (sequence, value) in run {
-            let key = event_key(owner, *sequence);
+        for (sequence, value) in run.iter() {
+            let key = event_key(owner, sequence);
             match value {
                 Some(value) => {
                     let (_, events) = chunk.get_or_insert_with(|| (chunk_key(&key), Vec::new()));
