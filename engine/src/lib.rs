@@ -26,7 +26,6 @@ mod access;
 mod admins;
 mod auth_cache;
 mod bootstrap;
-mod deadline;
 mod error;
 mod ids;
 mod metrics;
@@ -200,7 +199,6 @@ impl Engine {
             config.idle_timeout,
             config.call_timeout,
         ));
-        registry.start();
         let (supervisor, _) = Actor::spawn(None, Supervisor, registry.clone())
             .await
             .map_err(|e| OpenError::Engine(format!("cannot start supervisor: {e}")))?;

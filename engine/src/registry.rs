@@ -21,18 +21,10 @@ use tokio::sync::OnceCell;
 use latchkey_storage::{keys, Store};
 
 use crate::auth_cache::AuthCache;
-use crate::deadline::Deadlines;
 use crate::error::{Error, ErrorId};
 use crate::metrics::EngineMetrics;
 use crate::user::actor::{Request, Staged, UserActor, UserActorArgs, UserMsg};
 use crate::user::record::UserRecord;
-
-/// What [`Registry::exchange`] settles to: the answer, its durability, and who gave it.
-type Answer<T> = (
-    Result<T, Error>,
-    Result<(), latchkey_storage::StoreError>,
-    ActorRef<UserMsg>,
-);
 
 struct Slot {
     actor: OnceCell<ActorRef<UserMsg>>,
@@ -57,7 +49,6 @@ pub(crate) struct Registry {
     supervisor: OnceLock<ActorCell>,
     idle_timeout: Duration,
     call_timeout: Duration,
-    deadlines: Arc<Deadlines>,
     metrics: EngineMetrics,
     auth: AuthCache,
 }
@@ -71,15 +62,9 @@ impl Registry {
             supervisor: OnceLock::new(),
             idle_timeout,
             call_timeout,
-            deadlines: Arc::new(Deadlines::new(call_timeout)),
             metrics: EngineMetrics::new(),
             auth: AuthCache::default(),
         }
-    }
-
-    /// Starts the registry's background work on the current runtime (the deadline sweeper).
-    pub fn start(&self) {
-        self.deadlines.start();
     }
 
     pub fn set_supervisor(&self, cell: ActorCell) {
@@ -108,48 +93,11 @@ impl Registry {
 
     /// Sends a message to `id`'s actor (activating it if needed) and waits until the reply may
     /// be shown: the actor answered and the state the answer depends on is durable.
-    ///
-    /// One deadline covers the whole exchange (`deadline.rs`: coarse, no timer per call): a
-    /// stalled actor or disk must not hang the caller. Past it the outcome is unknown — the
-    /// write may still land; if it fails, the scope is poisoned and the next call reloads the
-    /// user.
     pub async fn call<T: Send + 'static>(
         self: &Arc<Self>,
         id: &str,
         build: impl Fn(RpcReplyPort<Staged<T>>) -> Request,
     ) -> Result<T, Error> {
-        let mut answered = false;
-        let exchange = self.exchange(id, build, &mut answered);
-        let Some(settled) = self.deadlines.within(exchange).await else {
-            return Err(if answered {
-                Error::with(
-                    ErrorId::Timeout,
-                    "the change was not confirmed durable in time; its outcome is unknown",
-                )
-            } else {
-                ErrorId::Timeout.into()
-            });
-        };
-        let (staged, durable, actor) = settled?;
-        match durable {
-            Ok(()) => staged,
-            Err(e) => {
-                // The actor's memory holds a change that never reached the disk: replace it.
-                self.evict(id, &actor).await;
-                Err(e.into())
-            }
-        }
-    }
-
-    /// The untimed part of [`Registry::call`]: the actor's answer, its durability outcome, and
-    /// the actor (to evict it if that outcome is a failure). `answered` is set once the actor
-    /// has answered, so a timeout can say which wait it cut short.
-    async fn exchange<T: Send + 'static>(
-        self: &Arc<Self>,
-        id: &str,
-        build: impl Fn(RpcReplyPort<Staged<T>>) -> Request,
-        answered: &mut bool,
-    ) -> Result<Answer<T>, Error> {
         // A send can only fail when the actor died and the supervisor has not yet dropped it;
         // that message was never enqueued, so it is safe to retry on a fresh actor.
         for _ in 0..3 {
@@ -171,7 +119,7 @@ impl Registry {
                 sent: Instant::now(),
                 request: build(reply),
             };
-            let staged = match actor.call(envelope, None).await {
+            let staged = match actor.call(envelope, Some(self.call_timeout)).await {
                 Ok(CallResult::Success(staged)) => staged,
                 Ok(CallResult::Timeout) => return Err(ErrorId::Timeout.into()),
                 // The actor dropped our reply port: it failed while our message was queued or
@@ -184,13 +132,33 @@ impl Registry {
                 }
             };
             drop(guard);
-            *answered = true;
-            // Reads and refusals of a user with no write in flight are settled already.
+            // A stalled disk must not hang the caller: past the call timeout the outcome is
+            // unknown (the write may still land; if it fails, the scope is poisoned and the next
+            // call reloads the user).
+            // Reads and refusals of a user with no write in flight are settled already: no
+            // timer for them on the hot path.
             let durable = match staged.durable.poll_result() {
                 Some(settled) => settled,
-                None => staged.durable.wait().await,
+                None => {
+                    let waited =
+                        tokio::time::timeout(self.call_timeout, staged.durable.wait()).await;
+                    let Ok(durable) = waited else {
+                        return Err(Error::with(
+                            ErrorId::Timeout,
+                            "the change was not confirmed durable in time; its outcome is unknown",
+                        ));
+                    };
+                    durable
+                }
             };
-            return Ok((staged.result, durable, actor));
+            return match durable {
+                Ok(()) => staged.result,
+                Err(e) => {
+                    // The actor's memory holds a change that never reached the disk: replace it.
+                    self.evict(id, &actor).await;
+                    Err(e.into())
+                }
+            };
         }
         Err(ErrorId::ActorFailed.into())
     }
