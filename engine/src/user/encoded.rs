@@ -2,7 +2,8 @@
 //!
 //! Every write stores the user's whole snapshot, but a lifecycle command changes only a few
 //! small fields of it; the profile, email, password hash, tokens and grants stay as they were.
-//! Encoding those again on every command was ≈ 10 % of the embedded hot path's CPU. postcard
+//! Encoding those again on every command was most of the ≈ 10 % of CPU that building the write
+//! took on the embedded hot path (docs/performance.md, "Sixth session"). postcard
 //! encodes a struct as its fields one after another, so the snapshot can be assembled from the
 //! small fields encoded now and these fields' bytes encoded once.
 //!
