@@ -30,9 +30,9 @@ fn run(args: &[&str]) -> serde_json::Value {
     report
 }
 
-#[test]
-fn embedded_uniform_with_store_baseline() {
-    let report = run(&[
+/// A small embedded `uniform` run with its store baseline, plus `extra` arguments.
+fn embedded_uniform_with_baseline(extra: &[&str]) -> serde_json::Value {
+    let small = [
         "--target",
         "embedded",
         "--scenario",
@@ -42,7 +42,13 @@ fn embedded_uniform_with_store_baseline() {
         "--concurrency",
         "8",
         "--baseline",
-    ]);
+    ];
+    run(&[&small[..], extra].concat())
+}
+
+#[test]
+fn embedded_uniform_with_store_baseline() {
+    let report = embedded_uniform_with_baseline(&[]);
     assert!(report["latchkey"]["ok"].as_u64().unwrap() > 0);
     assert!(report["baseline"]["requests"].as_u64().unwrap() > 0);
     assert!(report["ratio"].as_f64().unwrap() > 0.0);
@@ -51,19 +57,7 @@ fn embedded_uniform_with_store_baseline() {
 
 #[test]
 fn a_warm_up_runs_before_the_measured_window() {
-    let report = run(&[
-        "--target",
-        "embedded",
-        "--scenario",
-        "uniform",
-        "--users",
-        "64",
-        "--concurrency",
-        "8",
-        "--warmup",
-        "1s",
-        "--baseline",
-    ]);
+    let report = embedded_uniform_with_baseline(&["--warmup", "1s"]);
     assert_eq!(report["warmup_seconds"], 1.0, "{report}");
     for side in ["latchkey", "baseline"] {
         assert!(report[side]["ok"].as_u64().unwrap() > 0, "{report}");
@@ -93,19 +87,7 @@ fn a_warm_up_runs_before_the_measured_window() {
 
 #[test]
 fn repeated_runs_report_the_median_ratio() {
-    let report = run(&[
-        "--target",
-        "embedded",
-        "--scenario",
-        "uniform",
-        "--users",
-        "64",
-        "--concurrency",
-        "8",
-        "--baseline",
-        "--repeat",
-        "3",
-    ]);
+    let report = embedded_uniform_with_baseline(&["--repeat", "3"]);
     let mut ratios: Vec<f64> = report["ratios"]
         .as_array()
         .unwrap()

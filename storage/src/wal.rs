@@ -579,7 +579,7 @@ fn lower_priority() {
 
 fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreError> {
     let mut batch = WriteBatch::default();
-    let full = |batch: &mut WriteBatch| -> Result<(), StoreError> {
+    let apply_when_full = |batch: &mut WriteBatch| -> Result<(), StoreError> {
         if batch.ops().len() >= CHECKPOINT_CHUNK {
             inner.apply(std::mem::take(batch))?;
         }
@@ -590,31 +590,32 @@ fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreError> {
             Some(value) => batch.put(key.clone(), value.clone()),
             None => batch.delete(key.clone()),
         }
-        full(&mut batch)?;
+        apply_when_full(&mut batch)?;
     }
     for (owner, run) in table.event_runs() {
-        // One chunk per run of the user's events (a deleted event, never written by the engine,
-        // would end a run).
+        // One chunk per run of the user's events. (The engine never deletes an event; a deleted
+        // one ends a run and is deleted as a single key.)
         let mut chunk: Option<(Vec<u8>, Vec<u8>)> = None;
         for (sequence, value) in run.iter() {
-            let key = event_key(owner, sequence);
             match value {
                 Some(value) => {
-                    let (_, events) = chunk.get_or_insert_with(|| (chunk_key(&key), Vec::new()));
-                    push_event(events, &key, value);
+                    let (_, events) = chunk.get_or_insert_with(|| {
+                        (chunk_key(&event_key(owner, sequence)), Vec::new())
+                    });
+                    push_event(events, sequence, value);
                 }
                 None => {
                     if let Some((chunk_key, events)) = chunk.take() {
                         batch.put(chunk_key, events);
                     }
-                    batch.delete(key);
+                    batch.delete(event_key(owner, sequence));
                 }
             }
         }
         if let Some((chunk_key, events)) = chunk {
             batch.put(chunk_key, events);
         }
-        full(&mut batch)?;
+        apply_when_full(&mut batch)?;
     }
     if !batch.is_empty() {
         inner.apply(batch)?;
@@ -629,9 +630,9 @@ fn chunk_key(first: &[u8]) -> Vec<u8> {
     key
 }
 
-// Chunk: per event [sequence: the event key's last 8 bytes][length u32 LE][event].
-fn push_event(chunk: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    chunk.extend_from_slice(&key[key.len() - 8..]);
+// Chunk: per event [sequence u64 BE, as in the event key][length u32 LE][event].
+fn push_event(chunk: &mut Vec<u8>, sequence: u64, value: &[u8]) {
+    chunk.extend_from_slice(&sequence.to_be_bytes());
     chunk.extend_from_slice(&(value.len() as u32).to_le_bytes());
     chunk.extend_from_slice(value);
 }
@@ -1364,18 +1365,10 @@ mod tests {
             let mut first = Vec::new();
             let mut second = Vec::new();
             for s in 2..=4 {
-                push_event(
-                    &mut first,
-                    &keys::event("u", s),
-                    format!("u-{s}").as_bytes(),
-                );
+                push_event(&mut first, s, format!("u-{s}").as_bytes());
             }
             for s in 3..=6 {
-                push_event(
-                    &mut second,
-                    &keys::event("u", s),
-                    format!("u-{s}").as_bytes(),
-                );
+                push_event(&mut second, s, format!("u-{s}").as_bytes());
             }
             batch.put(chunk_key(&keys::event("u", 2)), first);
             batch.put(chunk_key(&keys::event("u", 3)), second);
