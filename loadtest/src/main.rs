@@ -56,9 +56,10 @@ struct Cli {
     rate: Option<f64>,
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Closed-loop `uniform` / `mixed` (and their baseline): run this long first, unmeasured, on
-    /// the same target and users, so the numbers are the steady state. A fresh store appends to
-    /// new log files until it has a preallocated one, which makes its first seconds slower.
+    /// `uniform` / `mixed` (and their baseline), closed or open loop: run this long first,
+    /// unmeasured, on the same target and users (an open loop at the same rate), so the numbers
+    /// are the steady state. A fresh store appends to new log files and zero-fills its first
+    /// preallocated ones meanwhile, which makes its first seconds slower.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     warmup: Duration,
     /// Users for uniform / mixed / cold.
@@ -80,7 +81,8 @@ struct Cli {
     baseline: bool,
     /// Run everything this many times, each on a fresh target, and report the run with the
     /// median ratio (every run's ratio is listed): one run's ratio moves by ±0.05–0.1 on a
-    /// shared 2-core machine. Correctness checks must pass in every run.
+    /// shared 2-core machine. An open loop (`--rate`) reports the run with the median p99 and
+    /// lists every run's. Correctness checks must pass in every run.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
     /// Token for an external --target (defaults to $LATCHKEY_TOKEN).
@@ -235,15 +237,23 @@ async fn load_test(cli: &Cli) -> Result<bool, String> {
     Ok(report.passed())
 }
 
-/// The run with the median ratio (the later one of the middle two for an even count), carrying
-/// every run's ratio and every other run's failed checks.
+/// The run with the median ratio — for an open loop, the median Latchkey p99, its headline —
+/// (the later one of the middle two for an even count), carrying every run's ratio or p99 and
+/// every other run's failed checks.
 fn pick_median(mut runs: Vec<Report>) -> Report {
-    let ratios: Vec<f64> = runs.iter().filter_map(|r| r.ratio).collect();
+    let open_loop = runs.first().is_some_and(|r| r.rate.is_some());
+    let keys: Vec<f64> = runs
+        .iter()
+        .map(|r| {
+            if open_loop {
+                r.latchkey.latency.p99_ms
+            } else {
+                r.ratio.unwrap_or(0.0)
+            }
+        })
+        .collect();
     let mut order: Vec<usize> = (0..runs.len()).collect();
-    order.sort_by(|a, b| {
-        let key = |i: &usize| runs[*i].ratio.unwrap_or(0.0);
-        key(a).total_cmp(&key(b))
-    });
+    order.sort_by(|a, b| keys[*a].total_cmp(&keys[*b]));
     let chosen = order[order.len() / 2];
     let mut failed = Vec::new();
     for (i, run) in runs.iter().enumerate() {
@@ -254,10 +264,15 @@ fn pick_median(mut runs: Vec<Report>) -> Report {
             }));
         }
     }
+    let ratios: Vec<f64> = runs.iter().filter_map(|r| r.ratio).collect();
     let mut report = runs.swap_remove(chosen);
     report.checks.extend(failed);
-    if ratios.len() > 1 {
-        report.ratios = ratios;
+    if keys.len() > 1 {
+        if open_loop {
+            report.p99s_ms = keys;
+        } else {
+            report.ratios = ratios;
+        }
     }
     report
 }
@@ -271,10 +286,10 @@ async fn one_run(cli: &Cli) -> Result<Report, String> {
             "the hot scenario needs --target embedded (HTTP does not keep command order)".into(),
         );
     }
-    let closed_loop =
-        matches!(settings.scenario, Scenario::Uniform | Scenario::Mixed) && settings.rate.is_none();
-    if !settings.warmup.is_zero() && !closed_loop {
-        return Err("--warmup applies to closed-loop uniform and mixed runs (no --rate)".into());
+    if !settings.warmup.is_zero()
+        && !matches!(settings.scenario, Scenario::Uniform | Scenario::Mixed)
+    {
+        return Err("--warmup applies to uniform and mixed runs".into());
     }
     let (target, setup, target_name) = open_target(cli).await?;
     let users = Arc::new(prepare(&target, &setup, &settings, "lk").await?);
@@ -325,6 +340,7 @@ async fn one_run(cli: &Cli) -> Result<Report, String> {
             .map(|b| Side::from_run(if embedded { "store" } else { "baseline" }, b)),
         ratio,
         ratios: Vec::new(),
+        p99s_ms: Vec::new(),
         server,
     };
     Ok(report)
@@ -599,6 +615,7 @@ mod tests {
             baseline: Some(Side::from_run("store", &run)),
             ratio: Some(ratio),
             ratios: Vec::new(),
+            p99s_ms: Vec::new(),
             checks: vec![Check {
                 name: "every command succeeded".into(),
                 passed: check_passed,
@@ -620,6 +637,23 @@ mod tests {
         // The second run failed a check: the whole repetition fails, and says which run.
         assert!(!picked.passed());
         assert_eq!(picked.checks[1].name, "every command succeeded (run 2)");
+    }
+
+    #[test]
+    fn an_open_loop_reports_the_run_with_the_median_p99() {
+        let open = |p99: f64| {
+            let mut r = report(1.0, true);
+            r.rate = Some(1000.0);
+            r.latchkey.latency.p99_ms = p99;
+            r.command = format!("run with p99 {p99}");
+            r
+        };
+        let picked = pick_median(vec![open(9.5), open(2.5), open(3.0)]);
+        assert_eq!(picked.command, "run with p99 3");
+        assert_eq!(picked.p99s_ms, vec![9.5, 2.5, 3.0]);
+        // Its throughput ratio (≈ 1 in an open loop) is not what was ranked.
+        assert!(picked.ratios.is_empty());
+        assert!(picked.passed());
     }
 
     #[test]

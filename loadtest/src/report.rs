@@ -84,19 +84,22 @@ pub struct Report {
     pub durability: String,
     pub concurrency: usize,
     pub rate: Option<f64>,
-    /// Unmeasured seconds before the measured window (closed loop).
+    /// Unmeasured seconds before the measured window.
     #[serde(skip_serializing_if = "is_zero")]
     pub warmup_seconds: f64,
     pub machine: String,
     pub command: String,
     pub latchkey: Side,
     pub baseline: Option<Side>,
-    /// Latchkey req/s ÷ baseline req/s (with `--repeat`: of the run with the median ratio,
-    /// which is the run this report shows).
+    /// Latchkey req/s ÷ baseline req/s (with `--repeat`: of the run this report shows).
     pub ratio: Option<f64>,
     /// With `--repeat`: every run's ratio, in run order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ratios: Vec<f64>,
+    /// Open loop with `--repeat`: every run's Latchkey p99 (ms), in run order; the report
+    /// shows the run with the median.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub p99s_ms: Vec<f64>,
     pub checks: Vec<Check>,
     /// Server-side view from `/metrics` (HTTP targets).
     pub server: BTreeMap<String, f64>,
@@ -128,6 +131,20 @@ impl Report {
             );
         }
         Some(text)
+    }
+
+    /// Open loop with `--repeat`: "latchkey p99: median of 3 runs: 2.91, 3.40, 2.75 ms".
+    fn p99s_text(&self) -> Option<String> {
+        if self.p99s_ms.len() < 2 {
+            return None;
+        }
+        let all: Vec<String> = self.p99s_ms.iter().map(|p| format!("{p:.2}")).collect();
+        Some(format!(
+            "latchkey p99 {:.2} ms: the median of {} runs: {} ms",
+            self.latchkey.latency.p99_ms,
+            self.p99s_ms.len(),
+            all.join(", ")
+        ))
     }
 
     pub fn passed(&self) -> bool {
@@ -170,6 +187,9 @@ impl Report {
         }
         if let Some(ratio) = self.ratio_text() {
             let _ = writeln!(out, "{ratio}");
+        }
+        if let Some(p99s) = self.p99s_text() {
+            let _ = writeln!(out, "{p99s}");
         }
         if !self.latchkey.errors.is_empty() {
             let _ = writeln!(out, "errors by id: {:?}", self.latchkey.errors);
@@ -262,7 +282,11 @@ impl Report {
             table = self.html_table(&sides),
             ratio = self
                 .ratio_text()
-                .unwrap_or_else(|| "no baseline in this run".into()),
+                .unwrap_or_else(|| "no baseline in this run".into())
+                + &self
+                    .p99s_text()
+                    .map(|t| format!(" · {}", escape(&t)))
+                    .unwrap_or_default(),
             checks = checks,
             bars = bar_chart(&bars),
             curve = line_chart(&curves, &["0", "90", "99", "99.9", "99.99"]),

@@ -237,7 +237,7 @@ pub async fn run(
     match (settings.scenario, settings.rate) {
         (Scenario::UnlockStorm, _) => storm(target, settings, users, progress, checks_apply).await,
         (Scenario::Uniform | Scenario::Mixed, Some(rate)) => {
-            open_loop(target, settings, users, rate, progress).await
+            open_loop(target, settings, users, rate, progress, checks_apply).await
         }
         (Scenario::Uniform | Scenario::Mixed, None) => {
             closed_loop(target, settings, users, progress, checks_apply).await
@@ -322,16 +322,20 @@ async fn open_loop(
     users: Arc<Vec<String>>,
     rate: f64,
     progress: Arc<AtomicU64>,
+    checks_apply: bool,
 ) -> RunResult {
     let clients = settings.concurrency.max(1);
     let mut sessions = Vec::with_capacity(clients);
     for _ in 0..clients {
         sessions.push(target.session().await);
     }
-    let start = Instant::now();
+    // The schedule starts at `begin`; requests due before `start` are the warm-up (same rate,
+    // same users, not measured).
+    let begin = Instant::now();
+    let start = begin + settings.warmup;
     let rate = rate.max(1.0);
-    let total = (settings.duration.as_secs_f64() * rate) as u64;
-    let intended = move |i: u64| start + Duration::from_secs_f64(i as f64 / rate);
+    let total = ((settings.warmup + settings.duration).as_secs_f64() * rate) as u64;
+    let intended = move |i: u64| begin + Duration::from_secs_f64(i as f64 / rate);
     let read_ratio = if settings.scenario == Scenario::Mixed {
         settings.read_ratio
     } else {
@@ -346,7 +350,7 @@ async fn open_loop(
         std::thread::spawn(move || {
             let mut released = 0;
             while released < total {
-                let elapsed = Instant::now().saturating_duration_since(start);
+                let elapsed = Instant::now().saturating_duration_since(begin);
                 let came_due = ((elapsed.as_secs_f64() * rate) as u64 + 1)
                     .min(total)
                     .max(released);
@@ -397,7 +401,15 @@ async fn open_loop(
     let recorders = join(tasks).await;
     let elapsed = start.elapsed();
     let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
-    Recorder::merge(recorders, elapsed, Vec::new())
+    // Measured failures are in the error table (an overloaded server may refuse a command whose
+    // predecessor is still in flight); a warm-up that failed makes the steady state suspect.
+    let checks = if settings.warmup.is_zero() {
+        Vec::new()
+    } else {
+        let failures = recorders.iter().map(|r| r.warmup_failures).sum();
+        no_failures("every warm-up request succeeded", failures, checks_apply)
+    };
+    Recorder::merge(recorders, elapsed, checks)
 }
 
 /// A draw in [0, 1) for `i` (splitmix64): which open-loop requests are reads does not depend on

@@ -69,7 +69,7 @@ fn a_warm_up_runs_before_the_measured_window() {
     }
     assert_eq!(report["checks"][0]["passed"], true);
 
-    // Only closed loops warm up: elsewhere the flag is refused, not ignored.
+    // Only uniform and mixed warm up: elsewhere the flag is refused, not ignored.
     let refused = Command::new(BIN)
         .args([
             "--target",
@@ -134,6 +134,52 @@ fn open_loop_sends_every_scheduled_request_and_times_them() {
     assert!(
         slowest.iter().all(|ms| *ms <= max + 0.01),
         "{slowest:?} > {max}"
+    );
+}
+
+#[test]
+fn an_open_loop_warms_up_and_repeats_by_its_p99() {
+    let report = run(&[
+        "--target",
+        "embedded",
+        "--scenario",
+        "uniform",
+        "--users",
+        "64",
+        "--rate",
+        "400",
+        "--warmup",
+        "500ms",
+        "--repeat",
+        "3",
+    ]);
+    assert_eq!(report["warmup_seconds"], 0.5, "{report}");
+    // The half second at 400/s before the measured one is sent but not counted.
+    let side = &report["latchkey"];
+    assert_eq!(side["requests"].as_u64(), Some(400), "{side}");
+    assert_eq!(side["ok"].as_u64(), Some(400), "{side}");
+    let buckets = side["throughput"].as_array().unwrap().len();
+    assert!((8..=13).contains(&buckets), "{buckets} buckets");
+    // Three runs, and the one shown is the one with the median p99.
+    let mut p99s: Vec<f64> = report["p99s_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    assert_eq!(p99s.len(), 3, "{report}");
+    p99s.sort_by(f64::total_cmp);
+    assert_eq!(
+        side["latency"]["p99_ms"].as_f64(),
+        Some(p99s[1]),
+        "{report}"
+    );
+    let checks = report["checks"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "every warm-up request succeeded" && c["passed"] == true),
+        "{checks:?}"
     );
 }
 
