@@ -237,9 +237,9 @@ async fn load_test(cli: &Cli) -> Result<bool, String> {
     Ok(report.passed())
 }
 
-/// The run with the median ratio — for an open loop, the median Latchkey p99, its headline —
-/// (the later one of the middle two for an even count), carrying every run's ratio or p99 and
-/// every other run's failed checks.
+/// The run with the median ratio (for an open loop: the median Latchkey p99, its headline; the
+/// later one of the middle two for an even count), carrying every run's ratio or p99 and every
+/// other run's failed checks.
 fn pick_median(mut runs: Vec<Report>) -> Report {
     let open_loop = runs.first().is_some_and(|r| r.rate.is_some());
     let keys: Vec<f64> = runs

@@ -133,7 +133,7 @@ impl Report {
         Some(text)
     }
 
-    /// Open loop with `--repeat`: "latchkey p99: median of 3 runs: 2.91, 3.40, 2.75 ms".
+    /// Open loop with `--repeat`: "latchkey p99 2.91 ms: the median of 3 runs: 2.91, 3.40, 2.75 ms".
     fn p99s_text(&self) -> Option<String> {
         if self.p99s_ms.len() < 2 {
             return None;
