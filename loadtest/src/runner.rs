@@ -38,8 +38,8 @@ pub struct Settings {
     pub scenario: Scenario,
     pub concurrency: usize,
     pub duration: Duration,
-    /// Closed loop: run this long before the measured `duration` starts (same clients, same
-    /// users), so a fresh store's first seconds are not part of the numbers.
+    /// Run this long before the measured `duration` starts (same clients and users; an open
+    /// loop at the same rate), so a fresh store's first seconds are not part of the numbers.
     pub warmup: Duration,
     pub rate: Option<f64>,
     pub users: usize,

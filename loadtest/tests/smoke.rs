@@ -30,8 +30,18 @@ fn run(args: &[&str]) -> serde_json::Value {
     report
 }
 
-/// A small embedded `uniform` run with its store baseline, plus `extra` arguments.
-fn embedded_uniform_with_baseline(extra: &[&str]) -> serde_json::Value {
+/// A JSON array of numbers (ratios, p99s, a per-tick series).
+fn numbers(value: &serde_json::Value) -> Vec<f64> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+/// A small embedded `uniform` run (64 users), plus `extra` arguments.
+fn embedded_uniform(extra: &[&str]) -> serde_json::Value {
     let small = [
         "--target",
         "embedded",
@@ -39,11 +49,18 @@ fn embedded_uniform_with_baseline(extra: &[&str]) -> serde_json::Value {
         "uniform",
         "--users",
         "64",
-        "--concurrency",
-        "8",
-        "--baseline",
     ];
     run(&[&small[..], extra].concat())
+}
+
+/// The small embedded `uniform` run as an open loop at 400/s.
+fn embedded_open_loop(extra: &[&str]) -> serde_json::Value {
+    embedded_uniform(&[&["--rate", "400"][..], extra].concat())
+}
+
+/// The small embedded `uniform` run, closed loop of 8 clients, with its store baseline.
+fn embedded_uniform_with_baseline(extra: &[&str]) -> serde_json::Value {
+    embedded_uniform(&[&["--concurrency", "8", "--baseline"][..], extra].concat())
 }
 
 #[test]
@@ -88,12 +105,7 @@ fn a_warm_up_runs_before_the_measured_window() {
 #[test]
 fn repeated_runs_report_the_median_ratio() {
     let report = embedded_uniform_with_baseline(&["--repeat", "3"]);
-    let mut ratios: Vec<f64> = report["ratios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_f64().unwrap())
-        .collect();
+    let mut ratios = numbers(&report["ratios"]);
     assert_eq!(ratios.len(), 3, "{report}");
     ratios.sort_by(f64::total_cmp);
     // The report shows the median run: its ratio is the middle one, and its own numbers agree.
@@ -107,27 +119,13 @@ fn repeated_runs_report_the_median_ratio() {
 
 #[test]
 fn open_loop_sends_every_scheduled_request_and_times_them() {
-    let report = run(&[
-        "--target",
-        "embedded",
-        "--scenario",
-        "uniform",
-        "--users",
-        "64",
-        "--rate",
-        "400",
-    ]);
+    let report = embedded_open_loop(&[]);
     let side = &report["latchkey"];
     // 1 s at 400/s: every intended request is sent once and answered.
     assert_eq!(side["requests"].as_u64(), Some(400), "{side}");
     assert_eq!(side["ok"].as_u64(), Some(400), "{side}");
     // The slowest-per-tick series covers the run and agrees with the histogram's maximum.
-    let slowest: Vec<f64> = side["slowest_ms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let slowest = numbers(&side["slowest_ms"]);
     assert!(slowest.len() >= 8, "{slowest:?}");
     assert_eq!(slowest.len(), side["throughput"].as_array().unwrap().len());
     let max = side["latency"]["max_ms"].as_f64().unwrap();
@@ -139,20 +137,7 @@ fn open_loop_sends_every_scheduled_request_and_times_them() {
 
 #[test]
 fn an_open_loop_warms_up_and_repeats_by_its_p99() {
-    let report = run(&[
-        "--target",
-        "embedded",
-        "--scenario",
-        "uniform",
-        "--users",
-        "64",
-        "--rate",
-        "400",
-        "--warmup",
-        "500ms",
-        "--repeat",
-        "3",
-    ]);
+    let report = embedded_open_loop(&["--warmup", "500ms", "--repeat", "3"]);
     assert_eq!(report["warmup_seconds"], 0.5, "{report}");
     // The half second at 400/s before the measured one is sent but not counted.
     let side = &report["latchkey"];
@@ -161,12 +146,7 @@ fn an_open_loop_warms_up_and_repeats_by_its_p99() {
     let buckets = side["throughput"].as_array().unwrap().len();
     assert!((8..=13).contains(&buckets), "{buckets} buckets");
     // Three runs, and the one shown is the one with the median p99.
-    let mut p99s: Vec<f64> = report["p99s_ms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_f64().unwrap())
-        .collect();
+    let mut p99s = numbers(&report["p99s_ms"]);
     assert_eq!(p99s.len(), 3, "{report}");
     p99s.sort_by(f64::total_cmp);
     assert_eq!(
