@@ -1,7 +1,7 @@
 //! gRPC over HTTP/2 cleartext and gRPC-web over HTTP/1.1, on the same port and the same method
 //! paths as Connect (`/<package>.<Service>/<Method>`).
 //!
-//! [`divert`] sits in front of the whole router and sends every request whose content type is
+//! The edge (`edge.rs`) sits in front of the whole router and sends every request whose content type is
 //! `application/grpc…` here; everything else (REST, Connect, health endpoints) never sees this
 //! module. Each method is a tonic unary service over raw bytes that hands the message to
 //! [`rpc::run_proto`] — the same call, and the same errors, as every other protocol. gRPC-web
@@ -14,9 +14,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::Request;
 use axum::Router;
 use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -24,7 +22,7 @@ use tonic::codegen::{http, BoxFuture, Context, Poll, Service, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::Status;
 use tonic_web::GrpcWebLayer;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use latchkey_engine::Engine;
 
@@ -41,18 +39,6 @@ pub fn is_grpc(request: &Request) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim_start().get(.."application/grpc".len()))
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case("application/grpc"))
-}
-
-/// Middleware for the top-level router: gRPC and gRPC-web requests go to `grpc`.
-pub async fn divert(State(grpc): State<Router>, request: Request, next: Next) -> Response {
-    if is_grpc(&request) {
-        match grpc.oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        }
-    } else {
-        next.run(request).await
-    }
 }
 
 /// Every gRPC method, plus health and reflection, each also reachable over gRPC-web.

@@ -2,7 +2,8 @@
 //! [`latchkey_engine`]. Thin by design — routing, auth extraction, JSON mapping and error
 //! mapping; no business rule lives here.
 //!
-//! Code map: `server.rs` (router, health, shutdown) → `rest.rs` / `connect.rs` (transports) →
+//! Code map: `server.rs` (router, health, shutdown) → `edge.rs` (gRPC by content type,
+//! keep-alive safety) → `rest.rs` / `connect.rs` (transports) →
 //! `rpc/*.rs` (one file per command: request/response JSON and the engine call) → the engine.
 //! `wire.rs` holds the protojson conventions, `error.rs` the mapping of error codes to HTTP,
 //! `config.rs` the command line, `run.rs` start-up (open, bootstrap, listen), `metrics.rs`
@@ -10,6 +11,7 @@
 
 pub mod config;
 pub mod connect;
+pub mod edge;
 pub mod error;
 pub mod grpc;
 pub mod metrics;

@@ -4,15 +4,18 @@
 //! whatever recorder exists when they are created). Every route gets its handles once, when the
 //! router is built: a request only increments a counter it already holds and records one latency.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
+use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::MethodRouter;
 use metrics::{counter, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower::{Layer, Service};
 
 /// Latency buckets (seconds): 50 µs to 5 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -101,21 +104,77 @@ impl RouteMetrics {
     }
 }
 
-async fn track(State(metrics): State<Arc<RouteMetrics>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let response = next.run(request).await;
-    metrics.record(response.status().as_u16(), started.elapsed());
-    response
-}
-
 /// Wraps a route's handlers so each request is counted and timed with handles made here, once.
 pub fn tracked<S: Clone + Send + Sync + 'static>(
     route: &'static str,
     protocol: &'static str,
     method_router: MethodRouter<S>,
 ) -> MethodRouter<S> {
-    method_router.layer(middleware::from_fn_with_state(
-        RouteMetrics::new(route, protocol),
-        track,
-    ))
+    method_router.layer(Track(RouteMetrics::new(route, protocol)))
+}
+
+/// The layer behind [`tracked`]: a plain service around the route, so counting a request costs
+/// no allocation of its own (axum's `from_fn` would box a future per request).
+#[derive(Clone)]
+struct Track(Arc<RouteMetrics>);
+
+impl<S> Layer<S> for Track {
+    type Service = Tracked<S>;
+
+    fn layer(&self, inner: S) -> Tracked<S> {
+        Tracked {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    metrics: Arc<RouteMetrics>,
+}
+
+impl<S: Service<Request, Response = Response>> Service<Request> for Tracked<S> {
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        TrackedFuture {
+            started: Instant::now(),
+            inner: self.inner.call(request),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        metrics: Arc<RouteMetrics>,
+        started: Instant,
+    }
+}
+
+impl<F, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = ready!(this.inner.poll(cx));
+        if let Ok(response) = &output {
+            this.metrics
+                .record(response.status().as_u16(), this.started.elapsed());
+        }
+        Poll::Ready(output)
+    }
 }

@@ -14,6 +14,7 @@ use tower_http::trace::TraceLayer;
 
 use latchkey_engine::{Engine, ErrorId};
 
+use crate::edge::Edge;
 use crate::error::{ApiError, Protocol};
 
 #[derive(Clone)]
@@ -21,11 +22,12 @@ pub struct AppState {
     pub engine: Engine,
 }
 
-/// Every route Latchkey serves, over `engine`. Call [`crate::metrics::install`] before opening
-/// the engine to have its metrics exported too.
-pub fn router(engine: Engine) -> Router {
-    let grpc = crate::grpc::router(engine.clone());
-    Router::new()
+/// Every route Latchkey serves, over `engine`, behind the [`Edge`] (gRPC by content type,
+/// keep-alive safety). Call [`crate::metrics::install`] before opening the engine to have its
+/// metrics exported too.
+pub fn router(engine: Engine) -> Edge {
+    let grpc = common_layers(crate::grpc::router(engine.clone()));
+    let router = Router::new()
         .merge(crate::rest::routes())
         .merge(crate::connect::routes())
         .route("/healthz", get(|| async { "ok" }))
@@ -33,20 +35,17 @@ pub fn router(engine: Engine) -> Router {
         .route("/metrics", get(crate::metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // gRPC and gRPC-web share Connect's paths; they are told apart by content type.
-        .layer(axum::middleware::from_fn_with_state(
-            grpc,
-            crate::grpc::divert,
-        ))
+        .with_state(AppState { engine });
+    Edge::new(common_layers(router), grpc)
+}
+
+/// What every route of both routers gets.
+fn common_layers(router: Router) -> Router {
+    router
         // Bodies are read with our own limit (rpc::BODY_LIMIT) so the 413 has our error shape.
         .layer(DefaultBodyLimit::disable())
-        // Answers that leave the body unread close the connection, and say so.
-        .layer(axum::middleware::from_fn(
-            crate::unread_body::close_if_unread,
-        ))
         // One log line per request (at debug, from on_response).
         .layer(TraceLayer::new_for_http().on_request(()))
-        .with_state(AppState { engine })
 }
 
 async fn readyz(State(app): State<AppState>) -> Response {
@@ -89,7 +88,7 @@ pub async fn serve(
     });
     let served = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
     )
     .with_graceful_shutdown(shutdown)
     .await;
