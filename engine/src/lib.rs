@@ -34,6 +34,7 @@ mod password;
 mod registry;
 mod supervisor;
 mod time;
+mod timer_anchor;
 mod tokens;
 mod types;
 mod user;
@@ -161,10 +162,12 @@ struct Inner {
     /// The bootstrap organization, once read: it never changes after bootstrap, and `/readyz`
     /// asks for it on every probe.
     default_org: std::sync::OnceLock<String>,
+    timer_anchor: tokio::task::AbortHandle,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.timer_anchor.abort();
         // Dropped without shutdown (e.g. an embedder's panic): stop the actors so the store is
         // released; everything acknowledged is already durable.
         self.supervisor.stop_children(None);
@@ -203,6 +206,7 @@ impl Engine {
             .await
             .map_err(|e| OpenError::Engine(format!("cannot start supervisor: {e}")))?;
         registry.set_supervisor(supervisor.get_cell());
+        let timer_anchor = timer_anchor::spawn(config.call_timeout);
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -214,6 +218,7 @@ impl Engine {
                 config,
                 closed: AtomicBool::new(false),
                 default_org: std::sync::OnceLock::new(),
+                timer_anchor,
             }),
         })
     }
@@ -258,6 +263,7 @@ impl Engine {
             .supervisor
             .stop_and_wait(None, Some(self.inner.config.call_timeout))
             .await;
+        self.inner.timer_anchor.abort();
         let store = self.inner.store.clone();
         tokio::task::spawn_blocking(move || store.close())
             .await
