@@ -22,7 +22,7 @@ const MIN_PERIOD: Duration = Duration::from_millis(10);
 
 /// Starts the anchor on the current runtime; abort the handle to stop it.
 pub(crate) fn spawn(call_timeout: Duration) -> AbortHandle {
-    let period = (call_timeout / 2).max(MIN_PERIOD);
+    let period = period(call_timeout);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -31,4 +31,40 @@ pub(crate) fn spawn(call_timeout: Duration) -> AbortHandle {
         }
     })
     .abort_handle()
+}
+
+/// Shorter than the call timeout (so the anchor is always due before a new call's deadline),
+/// but not so short that the anchor itself wakes the runtime often.
+fn period(call_timeout: Duration) -> Duration {
+    (call_timeout / 2).max(MIN_PERIOD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_anchor_is_due_before_any_new_calls_deadline() {
+        for ms in [20, 100, 5_000, 60_000] {
+            let call_timeout = Duration::from_millis(ms);
+            assert!(period(call_timeout) < call_timeout, "{ms} ms");
+        }
+        // Absurdly short call timeouts get no anchor faster than MIN_PERIOD.
+        assert_eq!(period(Duration::from_millis(1)), MIN_PERIOD);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_anchor_stops() {
+        let anchor = spawn(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(!anchor.is_finished());
+        anchor.abort();
+        for _ in 0..100 {
+            if anchor.is_finished() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the anchor task outlived its abort");
+    }
 }
