@@ -24,7 +24,7 @@ pub fn routes() -> Router<AppState> {
             let router = std::mem::take(&mut self.0);
             self.0 = router.route(
                 &rpc::path::<R>(),
-                tracked(R::METHOD, "connect", post(handle::<R>)),
+                tracked(R::METHOD, "connect", |t| post(t.on(handle::<R>))),
             );
         }
     }

@@ -11,6 +11,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
+use axum::handler::{Handler, Layered};
 use axum::response::Response;
 use axum::routing::MethodRouter;
 use metrics::{counter, histogram, Counter, Histogram};
@@ -104,19 +105,34 @@ impl RouteMetrics {
     }
 }
 
-/// Wraps a route's handlers so each request is counted and timed with handles made here, once.
+/// A route whose handlers are each counted and timed with handles made here, once: `build` makes
+/// the route's `MethodRouter`, wrapping each handler with [`Track::on`]; the route's 405 answer is
+/// counted too. The layer goes on the handlers, not on the built `MethodRouter`: axum boxes each
+/// request's future once more for a `MethodRouter` layer, not for a handler's.
 pub fn tracked<S: Clone + Send + Sync + 'static>(
     route: &'static str,
     protocol: &'static str,
-    method_router: MethodRouter<S>,
+    build: impl FnOnce(&Track) -> MethodRouter<S>,
 ) -> MethodRouter<S> {
-    method_router.layer(Track(RouteMetrics::new(route, protocol)))
+    let track = Track(RouteMetrics::new(route, protocol));
+    build(&track).fallback(track.on(crate::server::method_not_allowed))
 }
 
-/// The layer behind [`tracked`]: a plain service around the route, so counting a request costs
-/// no allocation of its own (axum's `from_fn` would box a future per request).
+/// One route's metrics as a layer: a plain service around each handler, so counting a request
+/// costs no allocation of its own (axum's `from_fn` would box a future per request).
 #[derive(Clone)]
-struct Track(Arc<RouteMetrics>);
+pub struct Track(Arc<RouteMetrics>);
+
+impl Track {
+    /// `handler`, counted and timed as this route.
+    pub fn on<H, T, S>(&self, handler: H) -> Layered<Track, H, T, S>
+    where
+        H: Handler<T, S>,
+        S: Clone + Send + Sync + 'static,
+    {
+        handler.layer(self.clone())
+    }
+}
 
 impl<S> Layer<S> for Track {
     type Service = Tracked<S>;
@@ -130,7 +146,7 @@ impl<S> Layer<S> for Track {
 }
 
 #[derive(Clone)]
-struct Tracked<S> {
+pub struct Tracked<S> {
     inner: S,
     metrics: Arc<RouteMetrics>,
 }
@@ -154,7 +170,7 @@ impl<S: Service<Request, Response = Response>> Service<Request> for Tracked<S> {
 }
 
 pin_project_lite::pin_project! {
-    struct TrackedFuture<F> {
+    pub struct TrackedFuture<F> {
         #[pin]
         inner: F,
         metrics: Arc<RouteMetrics>,

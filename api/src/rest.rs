@@ -12,57 +12,54 @@ use axum::{Json, Router};
 use latchkey_engine::{Error, ErrorId};
 
 use crate::error::{ApiError, Protocol};
-use crate::metrics::tracked;
+use crate::metrics::{tracked, Track};
 use crate::rpc::{self, HasUserId, Rpc};
 use crate::server::AppState;
 
 pub fn routes() -> Router<AppState> {
     use crate::rpc::*;
-    let table: [(&'static str, MethodRouter<AppState>); 12] = [
-        ("/v2/users", post(plain::<list_users::ListUsers>)),
-        (
-            "/v2/users/human",
-            post(plain::<add_human_user::AddHumanUser>),
-        ),
-        ("/v2/users/new", post(plain::<create_user::CreateUser>)),
-        (
-            "/v2/users/{userId}",
-            get(with_user::<get_user::GetUserById>).delete(with_user::<user_state::DeleteUser>),
-        ),
-        (
-            "/v2/users/{userId}/unlock",
-            post(with_user::<user_state::UnlockUser>),
-        ),
-        (
-            "/v2/users/{userId}/lock",
-            post(with_user::<user_state::LockUser>),
-        ),
-        (
-            "/v2/users/{userId}/deactivate",
-            post(with_user::<user_state::DeactivateUser>),
-        ),
-        (
-            "/v2/users/{userId}/reactivate",
-            post(with_user::<user_state::ReactivateUser>),
-        ),
-        (
-            "/v2/users/{userId}/pats",
-            post(with_user::<pats::AddPersonalAccessToken>),
-        ),
-        ("/v2/users/{userId}/pats/{tokenId}", delete(remove_pat)),
-        (
-            "/v2/organizations",
-            post(plain::<add_organization::AddOrganization>),
-        ),
-        (
-            "/v2beta/administrators",
-            post(plain::<create_administrator::CreateAdministrator>),
-        ),
+    type Build = fn(&Track) -> MethodRouter<AppState>;
+    let table: [(&'static str, Build); 12] = [
+        ("/v2/users", |t| post(t.on(plain::<list_users::ListUsers>))),
+        ("/v2/users/human", |t| {
+            post(t.on(plain::<add_human_user::AddHumanUser>))
+        }),
+        ("/v2/users/new", |t| {
+            post(t.on(plain::<create_user::CreateUser>))
+        }),
+        ("/v2/users/{userId}", |t| {
+            get(t.on(with_user::<get_user::GetUserById>))
+                .delete(t.on(with_user::<user_state::DeleteUser>))
+        }),
+        ("/v2/users/{userId}/unlock", |t| {
+            post(t.on(with_user::<user_state::UnlockUser>))
+        }),
+        ("/v2/users/{userId}/lock", |t| {
+            post(t.on(with_user::<user_state::LockUser>))
+        }),
+        ("/v2/users/{userId}/deactivate", |t| {
+            post(t.on(with_user::<user_state::DeactivateUser>))
+        }),
+        ("/v2/users/{userId}/reactivate", |t| {
+            post(t.on(with_user::<user_state::ReactivateUser>))
+        }),
+        ("/v2/users/{userId}/pats", |t| {
+            post(t.on(with_user::<pats::AddPersonalAccessToken>))
+        }),
+        ("/v2/users/{userId}/pats/{tokenId}", |t| {
+            delete(t.on(remove_pat))
+        }),
+        ("/v2/organizations", |t| {
+            post(t.on(plain::<add_organization::AddOrganization>))
+        }),
+        ("/v2beta/administrators", |t| {
+            post(t.on(plain::<create_administrator::CreateAdministrator>))
+        }),
     ];
     table
         .into_iter()
-        .fold(Router::new(), |router, (path, handlers)| {
-            router.route(path, tracked(path, "rest", handlers))
+        .fold(Router::new(), |router, (path, build)| {
+            router.route(path, tracked(path, "rest", build))
         })
 }
 

@@ -1,15 +1,18 @@
 //! The HTTP server: one router for REST, Connect, gRPC and gRPC-web (HTTP/1.1 and h2c), health endpoints, JSON-shaped 404/405, and
 //! graceful shutdown (stop accepting, finish in-flight requests, then flush and close the engine).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tower::{Service, ServiceBuilder};
 use tower_http::trace::TraceLayer;
 
 use latchkey_engine::{Engine, ErrorId};
@@ -22,11 +25,20 @@ pub struct AppState {
     pub engine: Engine,
 }
 
-/// Every route Latchkey serves, over `engine`, behind the [`Edge`] (gRPC by content type,
-/// keep-alive safety). Call [`crate::metrics::install`] before opening the engine to have its
-/// metrics exported too.
-pub fn router(engine: Engine) -> Edge {
-    let grpc = common_layers(crate::grpc::router(engine.clone()));
+/// Every route Latchkey serves, over `engine`: the [`Edge`] in front of the REST/Connect and gRPC
+/// routers, with request tracing and the body-limit opt-out around it. Call
+/// [`crate::metrics::install`] before opening the engine to have its metrics exported too.
+///
+/// Everything that applies to every request wraps the routers as a service rather than being a
+/// router layer: axum boxes each request's future once more for every layer on a route.
+pub fn router(
+    engine: Engine,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    let grpc = crate::grpc::router(engine.clone());
     let router = Router::new()
         .merge(crate::rest::routes())
         .merge(crate::connect::routes())
@@ -36,16 +48,22 @@ pub fn router(engine: Engine) -> Edge {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(AppState { engine });
-    Edge::new(common_layers(router), grpc)
-}
-
-/// What every route of both routers gets.
-fn common_layers(router: Router) -> Router {
-    router
+    ServiceBuilder::new()
+        .map_response(axum_body)
+        // One log line per request (at debug, from on_response); 5xx answers at error.
+        .layer(TraceLayer::new_for_http().on_request(()))
         // Bodies are read with our own limit (rpc::BODY_LIMIT) so the 413 has our error shape.
         .layer(DefaultBodyLimit::disable())
-        // One log line per request (at debug, from on_response).
-        .layer(TraceLayer::new_for_http().on_request(()))
+        .service(Edge::new(router, grpc))
+}
+
+/// tower-http's tracing wraps the response body; axum's server takes its own body type.
+fn axum_body<B>(response: axum::http::Response<B>) -> Response
+where
+    B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    response.map(Body::new)
 }
 
 async fn readyz(State(app): State<AppState>) -> Response {
@@ -68,7 +86,7 @@ async fn not_found(request: Request) -> Response {
     ApiError::new(protocol_of(&request), ErrorId::RouteNotFound).into_response()
 }
 
-async fn method_not_allowed(request: Request) -> Response {
+pub(crate) async fn method_not_allowed(request: Request) -> Response {
     ApiError::new(protocol_of(&request), ErrorId::MethodNotAllowed).into_response()
 }
 

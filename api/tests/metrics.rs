@@ -17,6 +17,21 @@ async fn metrics_reflect_traffic() {
     server
         .post(&format!("/v2/users/{id}/unlock"), json!({}))
         .await;
+    // A method the route does not serve is counted under the route, and says what it serves.
+    let wrong_method = server
+        .client
+        .get(format!("{}/v2/users/{id}/unlock", server.base))
+        .send()
+        .await
+        .expect("GET unlock");
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        wrong_method
+            .headers()
+            .get(reqwest::header::ALLOW)
+            .map(|v| v.to_str().unwrap()),
+        Some("POST")
+    );
 
     let reply = server.send(Method::GET, "/metrics", None, None, None).await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -34,6 +49,13 @@ async fn metrics_reflect_traffic() {
         value_of(
             &text,
             &format!("latchkey_http_requests_total{{{unlock},status=\"400\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        value_of(
+            &text,
+            &format!("latchkey_http_requests_total{{{unlock},status=\"405\"}}")
         ),
         1.0
     );
