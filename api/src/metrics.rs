@@ -145,6 +145,7 @@ impl<S> Layer<S> for Track {
     }
 }
 
+/// A handler counted and timed by [`Track`].
 #[derive(Clone)]
 pub struct Tracked<S> {
     inner: S,
@@ -170,6 +171,7 @@ impl<S: Service<Request, Response = Response>> Service<Request> for Tracked<S> {
 }
 
 pin_project_lite::pin_project! {
+    /// A tracked handler's response: recorded when it is ready.
     pub struct TrackedFuture<F> {
         #[pin]
         inner: F,

@@ -1,5 +1,6 @@
-//! The HTTP server: one router for REST, Connect, gRPC and gRPC-web (HTTP/1.1 and h2c), health endpoints, JSON-shaped 404/405, and
-//! graceful shutdown (stop accepting, finish in-flight requests, then flush and close the engine).
+//! The HTTP server: one service for REST, Connect, gRPC and gRPC-web (HTTP/1.1 and h2c) — the
+//! edge in front of two routers —, health endpoints, JSON-shaped 404/405, and graceful shutdown
+//! (stop accepting, finish in-flight requests, then flush and close the engine).
 
 use std::convert::Infallible;
 use std::future::Future;
