@@ -11,7 +11,7 @@
 //! one allocation per user, not one per event. The ordered reads — prefix scans and checkpoints —
 //! are rare; a scan sorts what it takes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::keys;
 
@@ -27,25 +27,42 @@ pub(crate) struct Table {
 }
 
 /// One owner's events: their bytes one after another, and where each sequence's are (`None`:
-/// deleted). An overwritten event leaves its old bytes behind until the table is dropped.
+/// deleted), sorted by sequence. Sequences arrive in order, so an insert is almost always a push;
+/// anything else (replay, an overwrite) finds its place by binary search. An overwritten event
+/// leaves its old bytes behind until the table is dropped.
 #[derive(Default)]
 pub(crate) struct Run {
     bytes: Vec<u8>,
-    at: BTreeMap<u64, Option<(usize, usize)>>,
+    at: Vec<(u64, Option<(usize, usize)>)>,
 }
 
 impl Run {
+    /// True if `sequence` is new to the run.
     fn insert(&mut self, sequence: u64, value: Value) -> bool {
         let place = value.map(|value| {
             let start = self.bytes.len();
             self.bytes.extend_from_slice(&value);
             (start, value.len())
         });
-        self.at.insert(sequence, place).is_none()
+        if self.at.last().is_none_or(|(last, _)| *last < sequence) {
+            self.at.push((sequence, place));
+            return true;
+        }
+        match self.at.binary_search_by_key(&sequence, |(s, _)| *s) {
+            Ok(i) => {
+                self.at[i].1 = place;
+                false
+            }
+            Err(i) => {
+                self.at.insert(i, (sequence, place));
+                true
+            }
+        }
     }
 
     fn get(&self, sequence: u64) -> Option<Option<&[u8]>> {
-        self.at.get(&sequence).map(|place| self.value(*place))
+        let i = self.at.binary_search_by_key(&sequence, |(s, _)| *s).ok()?;
+        Some(self.value(self.at[i].1))
     }
 
     fn value(&self, place: Option<(usize, usize)>) -> Option<&[u8]> {
