@@ -1,8 +1,8 @@
 //! gRPC over HTTP/2 cleartext and gRPC-web over HTTP/1.1, on the same port and the same method
 //! paths as Connect (`/<package>.<Service>/<Method>`).
 //!
-//! The edge (`edge.rs`) sits in front of the whole router and sends every request whose content type is
-//! `application/grpc…` here; everything else (REST, Connect, health endpoints) never sees this
+//! The edge (`edge.rs`) sits in front of the routers and sends every request whose content
+//! type is `application/grpc…` here; everything else (REST, Connect, health endpoints) never sees this
 //! module. Each method is a tonic unary service over raw bytes that hands the message to
 //! [`rpc::run_proto`] — the same call, and the same errors, as every other protocol. gRPC-web
 //! requests are translated to gRPC by `tonic-web` in front of each service. The standard gRPC

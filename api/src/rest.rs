@@ -20,47 +20,63 @@ pub fn routes() -> Router<AppState> {
     use crate::rpc::*;
     type Build = fn(&Track) -> MethodRouter<AppState>;
     let table: [(&'static str, Build); 12] = [
-        ("/v2/users", |t| post(t.on(plain::<list_users::ListUsers>))),
-        ("/v2/users/human", |t| {
-            post(t.on(plain::<add_human_user::AddHumanUser>))
-        }),
-        ("/v2/users/new", |t| {
-            post(t.on(plain::<create_user::CreateUser>))
-        }),
+        ("/v2/users", post_plain::<list_users::ListUsers>),
+        (
+            "/v2/users/human",
+            post_plain::<add_human_user::AddHumanUser>,
+        ),
+        ("/v2/users/new", post_plain::<create_user::CreateUser>),
         ("/v2/users/{userId}", |t| {
             get(t.on(with_user::<get_user::GetUserById>))
                 .delete(t.on(with_user::<user_state::DeleteUser>))
         }),
-        ("/v2/users/{userId}/unlock", |t| {
-            post(t.on(with_user::<user_state::UnlockUser>))
-        }),
-        ("/v2/users/{userId}/lock", |t| {
-            post(t.on(with_user::<user_state::LockUser>))
-        }),
-        ("/v2/users/{userId}/deactivate", |t| {
-            post(t.on(with_user::<user_state::DeactivateUser>))
-        }),
-        ("/v2/users/{userId}/reactivate", |t| {
-            post(t.on(with_user::<user_state::ReactivateUser>))
-        }),
-        ("/v2/users/{userId}/pats", |t| {
-            post(t.on(with_user::<pats::AddPersonalAccessToken>))
-        }),
+        (
+            "/v2/users/{userId}/unlock",
+            post_user::<user_state::UnlockUser>,
+        ),
+        ("/v2/users/{userId}/lock", post_user::<user_state::LockUser>),
+        (
+            "/v2/users/{userId}/deactivate",
+            post_user::<user_state::DeactivateUser>,
+        ),
+        (
+            "/v2/users/{userId}/reactivate",
+            post_user::<user_state::ReactivateUser>,
+        ),
+        (
+            "/v2/users/{userId}/pats",
+            post_user::<pats::AddPersonalAccessToken>,
+        ),
         ("/v2/users/{userId}/pats/{tokenId}", |t| {
             delete(t.on(remove_pat))
         }),
-        ("/v2/organizations", |t| {
-            post(t.on(plain::<add_organization::AddOrganization>))
-        }),
-        ("/v2beta/administrators", |t| {
-            post(t.on(plain::<create_administrator::CreateAdministrator>))
-        }),
+        (
+            "/v2/organizations",
+            post_plain::<add_organization::AddOrganization>,
+        ),
+        (
+            "/v2beta/administrators",
+            post_plain::<create_administrator::CreateAdministrator>,
+        ),
     ];
     table
         .into_iter()
         .fold(Router::new(), |router, (path, build)| {
             router.route(path, tracked(path, "rest", build))
         })
+}
+
+/// `POST` of `R` with its whole request in the body.
+fn post_plain<R: Rpc>(track: &Track) -> MethodRouter<AppState> {
+    post(track.on(plain::<R>))
+}
+
+/// `POST` of `R` on a `{userId}` path.
+fn post_user<R: Rpc>(track: &Track) -> MethodRouter<AppState>
+where
+    R::Request: HasUserId,
+{
+    post(track.on(with_user::<R>))
 }
 
 fn respond<T: serde::Serialize>(result: Result<T, Error>) -> Response {
