@@ -4,11 +4,11 @@
 //! their content type before they get here.
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 
 use latchkey_engine::{Error, ErrorId};
 
@@ -63,12 +63,15 @@ fn codec(headers: &HeaderMap) -> Result<Codec, Error> {
     }
 }
 
-async fn handle<R: Rpc>(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let result = match codec(&headers) {
-        Ok(Codec::Json) => rpc::run::<R>(&app.engine, &headers, body, |_| {})
+async fn handle<R: Rpc>(State(app): State<AppState>, request: Request) -> Response {
+    // The headers are read in place (axum's `HeaderMap` extractor clones them).
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let result = match codec(headers) {
+        Ok(Codec::Json) => rpc::run::<R>(&app.engine, headers, body, |_| {})
             .await
-            .map(|response| Json(response).into_response()),
-        Ok(Codec::Proto) => proto::<R>(&app, &headers, body).await,
+            .and_then(|response| crate::wire::json_response(&response)),
+        Ok(Codec::Proto) => proto::<R>(&app, headers, body).await,
         Err(e) => Err(e),
     };
     // Connect errors are JSON whatever the request's codec.

@@ -1,13 +1,11 @@
 //! REST routes (grpc-gateway style): the v2 paths, path ids winning over body ids, errors as
 //! grpc-gateway `google.rpc.Status` bodies.
 
-use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
-use axum::{Json, Router};
+use axum::Router;
 
 use latchkey_engine::{Error, ErrorId};
 
@@ -15,6 +13,7 @@ use crate::error::{ApiError, Protocol};
 use crate::metrics::{tracked, Track};
 use crate::rpc::{self, HasUserId, Rpc};
 use crate::server::AppState;
+use crate::wire::json_response;
 
 pub fn routes() -> Router<AppState> {
     use crate::rpc::*;
@@ -80,8 +79,8 @@ where
 }
 
 fn respond<T: serde::Serialize>(result: Result<T, Error>) -> Response {
-    match result {
-        Ok(body) => Json(body).into_response(),
+    match result.and_then(|body| json_response(&body)) {
+        Ok(response) => response,
         Err(e) => ApiError::new(Protocol::Rest, e).into_response(),
     }
 }
@@ -93,15 +92,17 @@ fn bad_path(rejection: PathRejection) -> Error {
     )
 }
 
-async fn plain<R: Rpc>(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    respond(rpc::run::<R>(&app.engine, &headers, body, |_| {}).await)
+// Handlers take the whole request last and read its headers in place (axum's `HeaderMap`
+// extractor clones them).
+async fn plain<R: Rpc>(State(app): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    respond(rpc::run::<R>(&app.engine, &parts.headers, body, |_| {}).await)
 }
 
 async fn with_user<R: Rpc>(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response
 where
     R::Request: HasUserId,
@@ -110,21 +111,27 @@ where
         Ok(Path(id)) => id,
         Err(rejection) => return respond::<()>(Err(bad_path(rejection))),
     };
-    respond(rpc::run::<R>(&app.engine, &headers, body, |r| r.set_user_id(user_id)).await)
+    let (parts, body) = request.into_parts();
+    respond(
+        rpc::run::<R>(&app.engine, &parts.headers, body, |r| {
+            r.set_user_id(user_id)
+        })
+        .await,
+    )
 }
 
 async fn remove_pat(
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let (user_id, token_id) = match path {
         Ok(Path(ids)) => ids,
         Err(rejection) => return respond::<()>(Err(bad_path(rejection))),
     };
+    let (parts, body) = request.into_parts();
     respond(
-        rpc::run::<rpc::pats::RemovePersonalAccessToken>(&app.engine, &headers, body, |r| {
+        rpc::run::<rpc::pats::RemovePersonalAccessToken>(&app.engine, &parts.headers, body, |r| {
             r.user_id = user_id;
             r.token_id = token_id;
         })

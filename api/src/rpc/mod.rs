@@ -105,8 +105,42 @@ pub async fn authenticate(engine: &Engine, headers: &HeaderMap) -> Result<Arc<Ca
     engine.authenticate(token.trim()).await
 }
 
-pub async fn read_body(body: Body) -> Result<Bytes, Error> {
-    to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+/// The whole body, at most [`BODY_LIMIT`] bytes (413 beyond).
+pub async fn read_body(mut body: Body) -> Result<Bytes, Error> {
+    use http_body::Body as _;
+    // Nearly every body is one frame (its length was announced and it came with the head): take
+    // it as is, without collecting through a buffer list. Anything longer is collected.
+    if body.size_hint().lower() > BODY_LIMIT as u64 {
+        return Err(Error::new(ErrorId::BodyTooLarge));
+    }
+    let first = match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        None => return Ok(Bytes::new()),
+        Some(Err(_)) => return Err(broken_body()),
+        Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
+    };
+    if first.len() > BODY_LIMIT {
+        return Err(Error::new(ErrorId::BodyTooLarge));
+    }
+    if body.is_end_stream() {
+        return Ok(first);
+    }
+    let rest = collect_body(body, BODY_LIMIT - first.len()).await?;
+    if first.is_empty() {
+        return Ok(rest);
+    }
+    let mut whole = Vec::with_capacity(first.len() + rest.len());
+    whole.extend_from_slice(&first);
+    whole.extend_from_slice(&rest);
+    Ok(whole.into())
+}
+
+fn broken_body() -> Error {
+    Error::with(ErrorId::MalformedBody, "request body could not be read")
+}
+
+async fn collect_body(body: Body, limit: usize) -> Result<Bytes, Error> {
+    to_bytes(body, limit).await.map_err(|e| {
         // hyper reports an oversized body through the limit; anything else is a broken stream
         let text = e.to_string();
         if text.contains("length limit")
@@ -114,7 +148,7 @@ pub async fn read_body(body: Body) -> Result<Bytes, Error> {
         {
             Error::new(ErrorId::BodyTooLarge)
         } else {
-            Error::with(ErrorId::MalformedBody, "request body could not be read")
+            broken_body()
         }
     })
 }
