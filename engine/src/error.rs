@@ -78,7 +78,7 @@ error_ids! {
     StoreUnavailable => (Unavailable, "STORE-UNAVAILABLE", "the change could not be made durable; nothing was changed"),
     StoreOutcomeUnknown => (Unavailable, "STORE-OUTCOME-UNKNOWN", "the change was applied but could not be confirmed durable; read the user to learn its outcome"),
     ShuttingDown => (Unavailable, "SHUTTING-DOWN", "the engine is shutting down"),
-    Timeout => (DeadlineExceeded, "CALL-TIMEOUT", "the user did not answer in time"),
+    Timeout => (DeadlineExceeded, "CALL-TIMEOUT", "no answer, or no confirmation that the change is durable, within the call timeout; the outcome is unknown"),
     ActorFailed => (Internal, "USER-ACTOR-FAILED", "the user's actor failed while handling the request; it will be reloaded from durable state"),
     Internal => (Internal, "INTERNAL", "internal error"),
     Unsupported => (Unimplemented, "FEATURE-UNSUPPORTED", "this feature is not supported by Latchkey yet"),

@@ -18,7 +18,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorId, ActorRef, RpcReplyPort};
 use tokio::sync::OnceCell;
 
-use latchkey_storage::{keys, Store};
+use latchkey_storage::{keys, Store, StoreError};
 
 use crate::auth_cache::AuthCache;
 use crate::error::{Error, ErrorId};
@@ -30,6 +30,16 @@ struct Slot {
     actor: OnceCell<ActorRef<UserMsg>>,
     /// Callers holding a message for this actor (sent or about to be).
     in_flight: AtomicUsize,
+}
+
+/// How a call to an actor ended, within its deadline.
+enum Answer<T> {
+    /// The reply, and whether the state it depends on is durable.
+    Staged(Result<T, Error>, Result<(), StoreError>),
+    /// The actor dropped the reply port (it failed): outcome unknown.
+    Failed,
+    /// The message was not enqueued (the actor had stopped): safe to retry.
+    NotSent,
 }
 
 /// Lowers a slot's in-flight count when the caller is done with it.
@@ -119,41 +129,36 @@ impl Registry {
                 sent: Instant::now(),
                 request: build(reply),
             };
-            let staged = match actor.call(envelope, Some(self.call_timeout)).await {
-                Ok(CallResult::Success(staged)) => staged,
-                Ok(CallResult::Timeout) => return Err(ErrorId::Timeout.into()),
-                // The actor dropped our reply port: it failed while our message was queued or
-                // being handled. Its outcome is unknown, so report, don't retry.
-                Ok(CallResult::SenderError) => return Err(ErrorId::ActorFailed.into()),
-                Err(_) => {
-                    drop(guard);
+            // One deadline for the answer and its durability: a stalled actor or disk cannot
+            // hang the caller, and each call arms one timer, not two. Past it the outcome is
+            // unknown (the write may still land; if it fails, the scope is poisoned and the next
+            // call reloads the user).
+            let answered = tokio::time::timeout(self.call_timeout, async {
+                let staged = match actor.call(envelope, None).await {
+                    Ok(CallResult::Success(staged)) => staged,
+                    // The actor dropped our reply port: it failed while our message was queued
+                    // or being handled. Its outcome is unknown, so report, don't retry.
+                    Ok(_) => return Answer::Failed,
+                    Err(_) => return Answer::NotSent,
+                };
+                // Reads and refusals of a user with no write in flight are settled already.
+                let durable = match staged.durable.poll_result() {
+                    Some(settled) => settled,
+                    None => staged.durable.wait().await,
+                };
+                Answer::Staged(staged.result, durable)
+            })
+            .await;
+            drop(guard);
+            return match answered {
+                Err(_) => Err(ErrorId::Timeout.into()),
+                Ok(Answer::Failed) => Err(ErrorId::ActorFailed.into()),
+                Ok(Answer::NotSent) => {
                     self.drop_slot(id, &actor);
                     continue;
                 }
-            };
-            drop(guard);
-            // A stalled disk must not hang the caller: past the call timeout the outcome is
-            // unknown (the write may still land; if it fails, the scope is poisoned and the next
-            // call reloads the user).
-            // Reads and refusals of a user with no write in flight are settled already: no
-            // timer for them on the hot path.
-            let durable = match staged.durable.poll_result() {
-                Some(settled) => settled,
-                None => {
-                    let waited =
-                        tokio::time::timeout(self.call_timeout, staged.durable.wait()).await;
-                    let Ok(durable) = waited else {
-                        return Err(Error::with(
-                            ErrorId::Timeout,
-                            "the change was not confirmed durable in time; its outcome is unknown",
-                        ));
-                    };
-                    durable
-                }
-            };
-            return match durable {
-                Ok(()) => staged.result,
-                Err(e) => {
+                Ok(Answer::Staged(result, Ok(()))) => result,
+                Ok(Answer::Staged(_, Err(e))) => {
                     // The actor's memory holds a change that never reached the disk: replace it.
                     self.evict(id, &actor).await;
                     Err(e.into())

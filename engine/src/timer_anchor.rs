@@ -1,6 +1,6 @@
 //! Keeps arming a call's timeout from waking a parked tokio worker.
 //!
-//! Every call arms timers (ractor's reply timeout, then the durability wait), each due
+//! Every call arms a timer (one deadline for the actor's answer and its durability) due
 //! `call_timeout` later. tokio's timer driver remembers, when a worker parks, when it must wake
 //! next; a timer registered *earlier* than that — or at all, when no timer was pending — makes the
 //! registering thread wake the parked worker (an eventfd write, then a context switch on the
