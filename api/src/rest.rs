@@ -13,7 +13,7 @@ use crate::error::{ApiError, Protocol};
 use crate::metrics::{tracked, Track};
 use crate::rpc::{self, HasUserId, Rpc};
 use crate::server::AppState;
-use crate::wire::json_response;
+use crate::wire::{json_response, JsonAnswer};
 
 pub fn routes() -> Router<AppState> {
     use crate::rpc::*;
@@ -78,7 +78,7 @@ where
     post(track.on(with_user::<R>))
 }
 
-fn respond<T: serde::Serialize>(result: Result<T, Error>) -> Response {
+fn respond<T: JsonAnswer>(result: Result<T, Error>) -> Response {
     match result.and_then(|body| json_response(&body)) {
         Ok(response) => response,
         Err(e) => ApiError::new(Protocol::Rest, e).into_response(),

@@ -189,6 +189,8 @@ pub struct AddHumanUserResponse {
     pub details: DetailsJson,
 }
 
+impl crate::wire::JsonAnswer for AddHumanUserResponse {}
+
 pub struct AddHumanUser;
 
 impl Rpc for AddHumanUser {

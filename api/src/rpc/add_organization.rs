@@ -26,6 +26,8 @@ pub struct AddOrganizationResponse {
     pub created_admins: Vec<serde_json::Value>,
 }
 
+impl crate::wire::JsonAnswer for AddOrganizationResponse {}
+
 pub struct AddOrganization;
 
 impl Rpc for AddOrganization {

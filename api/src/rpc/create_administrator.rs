@@ -35,6 +35,8 @@ pub struct CreateAdministratorResponse {
     pub creation_date: String,
 }
 
+impl crate::wire::JsonAnswer for CreateAdministratorResponse {}
+
 pub struct CreateAdministrator;
 
 impl Rpc for CreateAdministrator {

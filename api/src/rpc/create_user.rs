@@ -35,6 +35,8 @@ pub struct CreateUserResponse {
     pub creation_date: String,
 }
 
+impl crate::wire::JsonAnswer for CreateUserResponse {}
+
 pub struct CreateUser;
 
 impl Rpc for CreateUser {

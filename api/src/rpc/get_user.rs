@@ -132,6 +132,8 @@ pub struct GetUserByIdResponse {
     pub user: UserJson,
 }
 
+impl crate::wire::JsonAnswer for GetUserByIdResponse {}
+
 pub struct GetUserById;
 
 impl Rpc for GetUserById {

@@ -253,6 +253,8 @@ pub struct ListUsersResponse {
     pub result: Vec<UserJson>,
 }
 
+impl crate::wire::JsonAnswer for ListUsersResponse {}
+
 pub struct ListUsers;
 
 impl Rpc for ListUsers {

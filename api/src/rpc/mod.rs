@@ -37,7 +37,7 @@ pub trait Rpc: Send + Sync + 'static {
     /// Method name, e.g. `UnlockUser`.
     const METHOD: &'static str;
     type Request: DeserializeOwned + Default + Send + 'static;
-    type Response: Serialize + Send + 'static;
+    type Response: crate::wire::JsonAnswer + Send + 'static;
     /// The request message on the binary protocols (`proto/`).
     type ProtoRequest: prost::Message + Default + Serialize + Send + 'static;
     /// The response message on the binary protocols.

@@ -30,6 +30,8 @@ pub struct AddPatResponse {
     pub token: String,
 }
 
+impl crate::wire::JsonAnswer for AddPatResponse {}
+
 pub struct AddPersonalAccessToken;
 
 impl Rpc for AddPersonalAccessToken {
@@ -76,6 +78,8 @@ pub struct RemovePatResponse {
     pub deletion_date: String,
     pub details: DetailsJson,
 }
+
+impl crate::wire::JsonAnswer for RemovePatResponse {}
 
 pub struct RemovePersonalAccessToken;
 
