@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Userland instructions per request of a server, counted by callgrind: deterministic where
+# throughput on a shared 2-core machine moves ±10 % from run to run, so a change worth 1-2 % of
+# the server's CPU shows. Needs valgrind (not part of the build; `apt install valgrind`).
+#
+#   loadtest/instructions.sh [latchkey|baseline] [OUT_DIR]
+#   LT=/path/to/other/latchkey-loadtest loadtest/instructions.sh   # another build (A/B)
+#
+# Starts `latchkey-loadtest serve-latchkey` (or `serve-baseline`) under callgrind, drives it with
+# the closed-loop HTTP `uniform` scenario (16 clients, 40 s; the server runs ≈ 50 times slower),
+# counts from 5 s into the run for 15 s, and prints instructions per request. Requests are the
+# server's vectored socket writes in that window (hyper writes each answer with one; checked
+# against Latchkey's own request count to 0.2 %), so both servers are counted the same way. Kernel time (TCP, syscalls) is not counted; under valgrind
+# SHA-256 runs without the CPU's SHA extensions, so token hashing counts ≈ 3,600 instructions
+# per request that the real CPU does in a few hundred. `callgrind_annotate OUT_DIR/out.1` shows
+# where they go (add `--inclusive=yes` for totals per function).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KIND=${1:-latchkey}
+OUT=${2:-loadtest-results/instructions-$KIND}
+PORT=${PORT:-18097}
+rm -rf "$OUT"
+mkdir -p "$OUT"
+if [ -z "${LT:-}" ]; then
+  cargo build --release -q -p latchkey-loadtest
+  LT=target/release/latchkey-loadtest
+fi
+TOKEN=loadtest-admin-token
+
+if [ "$KIND" = baseline ]; then
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/out" \
+    "$LT" serve-baseline --listen "127.0.0.1:$PORT" > "$OUT/server.log" 2>&1 &
+else
+  LATCHKEY_BOOTSTRAP_TOKEN=$TOKEN valgrind --tool=callgrind --callgrind-out-file="$OUT/out" \
+    "$LT" serve-latchkey --listen "127.0.0.1:$PORT" --data-dir "$OUT/data" --log warn \
+    > "$OUT/server.log" 2>&1 &
+fi
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 120); do
+  curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break
+  sleep 1
+done
+
+LATCHKEY_TOKEN=$TOKEN "$LT" --target "http://127.0.0.1:$PORT" --scenario uniform \
+  --concurrency 16 --duration 40s > "$OUT/client.log" 2>&1 &
+CLIENT=$!
+for _ in $(seq 120); do
+  grep -q "running" "$OUT/client.log" && break
+  sleep 1
+done
+sleep 5
+
+callgrind_control -z "$SERVER" > /dev/null
+sleep 15
+callgrind_control -d "$SERVER" > /dev/null
+wait "$CLIENT" || true
+
+total=$(callgrind_annotate "$OUT/out.1" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+requests=$(callgrind_annotate --inclusive=yes --tree=calling "$OUT/out.1" \
+  | grep -E '> .*TcpStream as tokio::io::async_write::AsyncWrite>::poll_write_vectored \(' \
+  | sed -E 's/.*\(([0-9,]+)x\).*/\1/; s/,//g' | awk '{s += $1} END {print s + 0}')
+echo "$KIND: $total instructions over $requests requests = $((total / requests)) per request"
