@@ -1,6 +1,7 @@
 //! protojson conventions shared by every message: 64-bit integers as JSON strings (numbers
 //! accepted on input), enums by full name (numbers accepted on input), timestamps as RFC 3339 UTC
-//! with `Z`, and the engine-to-JSON mapping of the messages used by more than one method.
+//! with `Z`, and the engine-to-JSON mapping of the messages used by more than one method; and how
+//! an answer becomes a JSON response ([`json_response`], [`JsonAnswer`]).
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
