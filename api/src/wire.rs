@@ -268,14 +268,20 @@ pub struct DetailsJson {
     pub creation_date: String,
 }
 
-impl From<&engine::Details> for DetailsJson {
-    fn from(d: &engine::Details) -> Self {
+impl From<engine::Details> for DetailsJson {
+    fn from(d: engine::Details) -> Self {
         DetailsJson {
             sequence: d.sequence,
             change_date: timestamp(&d.change_date),
-            resource_owner: d.resource_owner.clone(),
+            resource_owner: d.resource_owner,
             creation_date: timestamp(&d.creation_date),
         }
+    }
+}
+
+impl From<&engine::Details> for DetailsJson {
+    fn from(d: &engine::Details) -> Self {
+        d.clone().into()
     }
 }
 
@@ -287,14 +293,7 @@ pub struct DetailsResponse {
 
 impl From<engine::Details> for DetailsResponse {
     fn from(d: engine::Details) -> Self {
-        DetailsResponse {
-            details: DetailsJson {
-                sequence: d.sequence,
-                change_date: timestamp(&d.change_date),
-                creation_date: timestamp(&d.creation_date),
-                resource_owner: d.resource_owner,
-            },
-        }
+        DetailsResponse { details: d.into() }
     }
 }
 

@@ -126,13 +126,7 @@ pub async fn read_body(mut body: Body) -> Result<Bytes, Error> {
         return Ok(first);
     }
     let rest = collect_body(body, BODY_LIMIT - first.len()).await?;
-    if first.is_empty() {
-        return Ok(rest);
-    }
-    let mut whole = Vec::with_capacity(first.len() + rest.len());
-    whole.extend_from_slice(&first);
-    whole.extend_from_slice(&rest);
-    Ok(whole.into())
+    Ok([first, rest].concat().into())
 }
 
 fn broken_body() -> Error {
