@@ -1,4 +1,6 @@
-//! The command line: `latchkey [serve] [flags]`. Every flag has an environment fallback.
+//! The command line: `latchkey [serve] [flags]`. Every flag has an environment fallback and may
+//! come before or after the subcommand (`latchkey --data-dir X serve` and `latchkey serve
+//! --data-dir X` are the same).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,14 +19,15 @@ use latchkey_engine::{Config, Durability};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The server's settings: global, so they are read wherever they stand on the line.
     #[command(flatten)]
     pub serve: ServeArgs,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -38,33 +41,49 @@ pub enum DurabilityArg {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the log says which).
-    #[arg(long, env = "LATCHKEY_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
     /// Where the sled store lives.
-    #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = "./latchkey-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_DATA_DIR",
+        default_value = "./latchkey-data"
+    )]
     pub data_dir: PathBuf,
     /// When a write is acknowledged.
-    #[arg(long, env = "LATCHKEY_DURABILITY", value_enum, default_value = "sync")]
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_DURABILITY",
+        value_enum,
+        default_value = "sync"
+    )]
     pub durability: DurabilityArg,
     /// Flush interval in async mode (e.g. 10ms).
-    #[arg(long, env = "LATCHKEY_FLUSH_INTERVAL", default_value = "10ms", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, env = "LATCHKEY_FLUSH_INTERVAL", default_value = "10ms", value_parser = humantime::parse_duration)]
     pub flush_interval: Duration,
     /// Passivate a user's actor after this much idleness (e.g. 60s, 5m).
-    #[arg(long, env = "LATCHKEY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, env = "LATCHKEY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
     /// How long a request waits for a user's actor before DeadlineExceeded.
-    #[arg(long, env = "LATCHKEY_CALL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, env = "LATCHKEY_CALL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,
     /// Bound of the store's page cache, in MiB (kept roughly by sled): with the active users, what
     /// a server's memory grows to on a large store.
-    #[arg(long, env = "LATCHKEY_CACHE_MB", default_value_t = 1024)]
+    #[arg(long, global = true, env = "LATCHKEY_CACHE_MB", default_value_t = 1024)]
     pub cache_mb: u64,
     /// Keys the write-ahead log keeps in memory before it checkpoints them into sled: more means
     /// fewer checkpoints, more memory, and a longer log to replay at start.
-    #[arg(long, env = "LATCHKEY_CHECKPOINT_ENTRIES", default_value_t = latchkey_engine::DEFAULT_CHECKPOINT_ENTRIES)]
+    #[arg(long, global = true, env = "LATCHKEY_CHECKPOINT_ENTRIES", default_value_t = latchkey_engine::DEFAULT_CHECKPOINT_ENTRIES)]
     pub checkpoint_entries: usize,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive.
-    #[arg(long, env = "LATCHKEY_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "LATCHKEY_LOG", default_value = "info")]
     pub log: String,
 }
 
@@ -89,8 +108,7 @@ impl ServeArgs {
 impl Cli {
     pub fn serve_args(self) -> ServeArgs {
         match self.command {
-            Some(Command::Serve(args)) => args,
-            None => self.serve,
+            Some(Command::Serve) | None => self.serve,
         }
     }
 }
@@ -152,5 +170,40 @@ mod tests {
             200
         );
         assert!(Cli::try_parse_from(["latchkey", "--durability", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn flags_count_before_and_after_the_subcommand() {
+        for line in [
+            &[
+                "latchkey",
+                "--data-dir",
+                "/x",
+                "--listen",
+                "127.0.0.1:9",
+                "serve",
+            ][..],
+            &[
+                "latchkey",
+                "serve",
+                "--data-dir",
+                "/x",
+                "--listen",
+                "127.0.0.1:9",
+            ],
+            &[
+                "latchkey",
+                "--data-dir",
+                "/x",
+                "serve",
+                "--listen",
+                "127.0.0.1:9",
+            ],
+            &["latchkey", "--data-dir", "/x", "--listen", "127.0.0.1:9"],
+        ] {
+            let args = Cli::try_parse_from(line).unwrap().serve_args();
+            assert_eq!(args.data_dir, PathBuf::from("/x"), "{line:?}");
+            assert_eq!(args.listen.to_string(), "127.0.0.1:9", "{line:?}");
+        }
     }
 }

@@ -24,7 +24,7 @@ use tonic::Status;
 use tonic_web::GrpcWebLayer;
 use tower::Layer;
 
-use latchkey_engine::Engine;
+use latchkey_engine::{Engine, Error, ErrorId};
 
 use crate::error::{grpc_status, http_status};
 use crate::metrics::RouteMetrics;
@@ -162,10 +162,13 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let unary = self.clone();
         Box::pin(async move {
+            let started = Instant::now();
+            let metrics = unary.metrics.clone();
             let mut grpc = Grpc::new(RawCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .apply_max_message_size_config(Some(BODY_LIMIT), Some(BODY_LIMIT * 16));
-            Ok(grpc.unary(unary, request).await)
+            let response = grpc.unary(unary, request).await;
+            Ok(refused_framing(response, &metrics, started))
         })
     }
 }
@@ -191,6 +194,59 @@ impl<R: Rpc> UnaryService<Bytes> for Method<R> {
                 Err(e) => Err(grpc_status(&e)),
             }
         })
+    }
+}
+
+/// tonic answers a request whose gRPC framing it cannot read (a bad compression flag, a frame
+/// cut short) with Internal before any method runs. That is the client's error: it becomes
+/// BODY-MALFORMED (InvalidArgument), like a bad protobuf message. Such answers are told apart
+/// from a method's own by what they lack: every error a method returns carries Latchkey's
+/// `grpc-status-details-bin`.
+fn refused_framing(
+    response: http::Response<tonic::body::Body>,
+    metrics: &RouteMetrics,
+    started: Instant,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers();
+    if headers.contains_key("grpc-status-details-bin") {
+        return response;
+    }
+    let Some(status) = Status::from_header_map(headers) else {
+        return response;
+    };
+    let error = match status.code() {
+        tonic::Code::Internal | tonic::Code::Unknown => Error::with(
+            ErrorId::MalformedBody,
+            format!(
+                "request is not a readable gRPC message: {}",
+                status.message()
+            ),
+        ),
+        // tonic's other refusals (too large, unknown compression) already name the client's
+        // error; count them and pass them on.
+        code => {
+            metrics.record(http_status_of(code), started.elapsed());
+            return response;
+        }
+    };
+    metrics.record(http_status(error.code()).as_u16(), started.elapsed());
+    let mut replaced = grpc_status(&error).into_http::<tonic::body::Body>();
+    // Keep the gRPC-web framing tonic-web chose.
+    if let Some(content_type) = response.headers().get(http::header::CONTENT_TYPE) {
+        replaced
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, content_type.clone());
+    }
+    replaced
+}
+
+/// The HTTP status REST would answer for a gRPC code tonic chose.
+fn http_status_of(code: tonic::Code) -> u16 {
+    match code {
+        tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => 413,
+        tonic::Code::Unimplemented => 501,
+        tonic::Code::InvalidArgument => 400,
+        _ => 500,
     }
 }
 

@@ -76,7 +76,7 @@ async fn lock_unlock_pairs_over_many_users_keep_sequences_exact() {
     for id in &users {
         let (_, sequence) = server.state_and_sequence(id).await;
         assert_eq!(sequence, 1 + successes[id], "user {id}");
-        let log = server.engine.event_log(id).unwrap();
+        let log = server.event_log(id).await;
         assert_eq!(
             log.len() as u64,
             sequence,

@@ -263,7 +263,10 @@ async fn check_store(dir: &Path, last: &BTreeMap<String, (State, u64)>) {
         .expect("open store");
     let org = engine.default_org_id().expect("bootstrapped");
     for (user, &(state, sequence)) in last {
-        let log = engine.event_log(user).expect("event log");
+        let log = engine
+            .event_log(&Caller::system(org.clone()), user)
+            .await
+            .expect("event log");
         let sequences: Vec<u64> = log.iter().map(|e| e.sequence).collect();
         assert_eq!(
             sequences,

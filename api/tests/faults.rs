@@ -18,7 +18,7 @@ use support::TestServer;
 /// (after a graceful restart), which must agree. Returns the server on the same data.
 async fn memory_equals_disk(server: TestServer, id: &str) -> (TestServer, (String, u64)) {
     let in_memory = server.state_and_sequence(id).await;
-    let log = server.engine.event_log(id).expect("event log");
+    let log = server.event_log(id).await;
     let sequences: Vec<u64> = log.iter().map(|e| e.sequence).collect();
     let expected: Vec<u64> = (1..=in_memory.1).collect();
     assert_eq!(

@@ -642,6 +642,34 @@ async fn bad_messages_and_unknown_methods_get_grpc_errors() {
     let (messages, trailers) = grpc_web(&server, "UnlockUser", &[0x0a, 100, 1]).await;
     assert!(messages.is_empty());
     assert!(trailers.contains("grpc-status:3"), "{trailers}");
+    // Not even a gRPC frame: a compression flag gRPC does not define. The client's error, not
+    // the server's (tonic alone would answer Internal).
+    let mut garbage = grpc_web_frame(0, b"{}");
+    garbage[0] = b'{';
+    let response = server
+        .client
+        .post(format!(
+            "{}/zitadel.user.v2.UserService/UnlockUser",
+            server.base
+        ))
+        .header("content-type", "application/grpc-web+proto")
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(garbage)
+        .send()
+        .await
+        .expect("grpc-web request");
+    assert_eq!(response.headers()["grpc-status"], "3");
+    let details = response.headers()["grpc-status-details-bin"]
+        .to_str()
+        .unwrap();
+    let details = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        details.trim_end_matches('='),
+    )
+    .expect("base64");
+    let status = google::rpc::Status::decode(details.as_slice()).expect("google.rpc.Status");
+    let detail = zitadel::v1::ErrorDetail::decode(status.details[0].value.as_ref()).unwrap();
+    assert_eq!(detail.id, "BODY-MALFORMED");
     let (_, trailers) = grpc_web(&server, "NoSuchMethod", &[]).await;
     assert!(trailers.contains("grpc-status:12"), "{trailers}");
 

@@ -142,6 +142,36 @@ fn authorizations() -> Vec<Vec<String>> {
     ]
 }
 
+/// The gRPC codes a refused request may get: InvalidArgument, NotFound, AlreadyExists,
+/// PermissionDenied, ResourceExhausted, FailedPrecondition, Unimplemented, Unauthenticated — the
+/// ones REST answers with a 4xx. Never Unknown, Internal, Unavailable or DataLoss.
+const CLIENT_ERROR_CODES: &[u32] = &[3, 5, 6, 7, 8, 9, 12, 16];
+
+/// `grpc-status` from the headers (a trailers-only answer) or from the trailer frame (flag 0x80)
+/// of a gRPC-web body.
+fn grpc_status(headers: &reqwest::header::HeaderMap, body: &[u8]) -> Option<u32> {
+    let parse = |value: &str| value.trim().parse().ok();
+    if let Some(value) = headers.get("grpc-status") {
+        return parse(value.to_str().ok()?);
+    }
+    let mut at = 0;
+    while at + 5 <= body.len() {
+        let len = u32::from_be_bytes(body[at + 1..at + 5].try_into().ok()?) as usize;
+        let payload = body.get(at + 5..at + 5 + len)?;
+        if body[at] & 0x80 != 0 {
+            let trailers = String::from_utf8_lossy(payload);
+            return trailers.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("grpc-status")
+                    .then(|| parse(value))?
+            });
+        }
+        at += 5 + len;
+    }
+    None
+}
+
 /// Every key and value of the store under `dir`.
 fn store_contents(dir: &std::path::Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let store = Store::open(&StoreConfig::new(dir)).expect("open store");
@@ -192,6 +222,7 @@ async fn hostile_requests_get_documented_4xx_and_change_nothing() {
     let (ids, bodies, authorizations) = (ids(), bodies(), authorizations());
     let mut rng = Rng::new(0x0BAD_5EED);
     let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut grpc_codes: BTreeMap<u32, usize> = BTreeMap::new();
     for case in 0..cases {
         let method = *rng.pick(METHODS);
         let id = rng.pick(&ids).clone();
@@ -240,14 +271,27 @@ async fn hostile_requests_get_documented_4xx_and_change_nothing() {
         let status = response.status().as_u16();
         *statuses.entry(status).or_default() += 1;
         let grpc = content_type.is_some_and(|c| c.starts_with("application/grpc"));
+        let headers = response.headers().clone();
         let text = response.bytes().await.expect("body");
         assert!(
             status < 500,
             "{shown}: {status} {}",
             String::from_utf8_lossy(&text)
         );
+        if grpc && status == 200 {
+            // gRPC answers 200 and puts the outcome in `grpc-status`: a header when the answer
+            // is trailers-only, else the trailer frame at the end of a gRPC-web body.
+            let code = grpc_status(&headers, &text)
+                .unwrap_or_else(|| panic!("{shown}: a gRPC answer without grpc-status"));
+            assert!(
+                CLIENT_ERROR_CODES.contains(&code),
+                "{shown}: grpc-status {code} ({:?})",
+                headers.get("grpc-message")
+            );
+            *grpc_codes.entry(code).or_default() += 1;
+            continue;
+        }
         if grpc {
-            // gRPC's own framing (grpc-status), or a 4xx: checked by never being a 5xx.
             continue;
         }
         assert!(
@@ -267,7 +311,11 @@ async fn hostile_requests_get_documented_4xx_and_change_nothing() {
             );
         }
     }
-    eprintln!("statuses: {statuses:?}");
+    eprintln!("statuses: {statuses:?}, grpc-status: {grpc_codes:?}");
+    assert!(
+        grpc_codes.keys().any(|code| *code != 0),
+        "the gRPC cases were all answered without an error code"
+    );
     assert_eq!(server.get("/healthz").await.status, reqwest::StatusCode::OK);
     let dir = server.stop().await;
     assert_eq!(

@@ -125,6 +125,28 @@ async fn sigkill_right_after_a_2xx_loses_nothing() {
     server.child.wait().unwrap();
 }
 
+/// `binary::start` puts its flags before the extra arguments and `--data-dir` after them: with
+/// `serve` in between, one flag stands on each side of the subcommand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_before_and_after_the_subcommand_both_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut server = binary::start(dir.path(), "sync", &["serve"]);
+    assert!(
+        !server.base.ends_with(":8080"),
+        "--listen before `serve` was ignored: {}",
+        server.base
+    );
+    let acknowledged = drive(&client, &server.base, "flags", 1).await;
+    assert!(
+        dir.path().join("wal").is_dir(),
+        "--data-dir after `serve` was ignored"
+    );
+    verify(&client, &server.base, &acknowledged).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
 #[test]
 fn a_locked_or_foreign_data_dir_is_refused_with_one_line_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();

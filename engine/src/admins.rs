@@ -35,7 +35,8 @@ impl Engine {
                 None
             }
             Resource::Organization(org) => Some(
-                self.target_org(&OrgSelector::Id(org.clone()), &reach)?
+                self.target_org(&OrgSelector::Id(org.clone()), &reach)
+                    .await?
                     .id
                     .clone(),
             ),

@@ -6,12 +6,19 @@
 //!
 //! Correctness: entries are filled only from the owning user's actor state (a staged read, so
 //! durable), and the actor invalidates its user's entries on every change it commits. A fill
-//! that raced an invalidation is refused by a per-user generation, checked under the same lock
-//! the invalidation takes — so a stale caller can never be cached.
+//! that raced an invalidation is refused by a generation counter, bumped by every invalidation
+//! and checked under the same lock — so a stale caller can never be cached.
+//!
+//! Memory: the counter is one for the whole cache, not one per user, so nothing is kept for a
+//! user without cached tokens; `by_user` holds exactly the users whose tokens are cached, and an
+//! invalidation removes the user's entry with its tokens. The price is that a fill racing a change
+//! of *any* machine user is refused too; that request is still answered (from the actor), only not
+//! cached, and the next one fills.
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 
 use crate::access::Caller;
 use crate::time::Micros;
@@ -26,15 +33,12 @@ pub(crate) struct CachedCaller {
 }
 
 #[derive(Default)]
-struct UserEntries {
-    generation: u64,
-    hashes: Vec<TokenHash>,
-}
-
-#[derive(Default)]
 pub(crate) struct AuthCache {
     callers: DashMap<TokenHash, CachedCaller>,
-    by_user: DashMap<String, UserEntries>,
+    /// The cached tokens of each user, for invalidation.
+    by_user: DashMap<String, Vec<TokenHash>>,
+    /// Bumped by every invalidation; fills and invalidations take it in turn.
+    generation: Mutex<u64>,
 }
 
 impl AuthCache {
@@ -43,16 +47,19 @@ impl AuthCache {
     }
 
     /// Read before asking the actor; pass to [`AuthCache::fill`].
-    pub fn generation(&self, user_id: &str) -> u64 {
-        self.by_user.get(user_id).map_or(0, |u| u.generation)
+    pub fn generation(&self) -> u64 {
+        *self.generation.lock()
     }
 
-    /// Caches `entry` unless `user_id` changed since `generation` was read.
+    /// Caches `entry` unless a user changed since `generation` was read.
     pub fn fill(&self, token_hash: TokenHash, user_id: &str, generation: u64, entry: CachedCaller) {
-        let mut user = self.by_user.entry(user_id.to_owned()).or_default();
-        if user.generation == generation {
+        let current = self.generation.lock();
+        if *current == generation {
             self.callers.insert(token_hash, entry);
-            user.hashes.push(token_hash);
+            let mut hashes = self.by_user.entry(user_id.to_owned()).or_default();
+            if !hashes.contains(&token_hash) {
+                hashes.push(token_hash);
+            }
         }
     }
 
@@ -60,13 +67,19 @@ impl AuthCache {
     /// the generation (even with nothing cached), so a fill already under way is refused.
     pub fn invalidate(&self, user_id: &str) {
         let hashes = {
-            let mut user = self.by_user.entry(user_id.to_owned()).or_default();
-            user.generation += 1;
-            std::mem::take(&mut user.hashes)
+            let mut generation = self.generation.lock();
+            *generation += 1;
+            self.by_user.remove(user_id).map(|(_, hashes)| hashes)
         };
-        for hash in hashes {
+        for hash in hashes.into_iter().flatten() {
             self.callers.remove(&hash);
         }
+    }
+
+    /// Users with cached tokens (tests: the cache must not grow with changes).
+    #[cfg(test)]
+    fn users(&self) -> usize {
+        self.by_user.len()
     }
 }
 
@@ -84,24 +97,53 @@ mod tests {
     #[test]
     fn a_fill_that_raced_an_invalidation_is_refused() {
         let cache = AuthCache::default();
-        let seen = cache.generation("u");
+        let seen = cache.generation();
         cache.fill([1; 32], "u", seen, entry());
         assert!(cache.get(&[1; 32]).is_some());
 
-        let before_change = cache.generation("u");
+        let before_change = cache.generation();
         cache.invalidate("u"); // the actor committed a change meanwhile
         assert!(cache.get(&[1; 32]).is_none());
         cache.fill([1; 32], "u", before_change, entry());
         assert!(cache.get(&[1; 32]).is_none(), "stale fill must not land");
 
         // a change to a user with nothing cached still refuses a fill that started before it
-        let started = cache.generation("v");
+        let started = cache.generation();
         cache.invalidate("v");
         cache.fill([2; 32], "v", started, entry());
         assert!(cache.get(&[2; 32]).is_none());
 
-        let fresh = cache.generation("u");
+        let fresh = cache.generation();
         cache.fill([1; 32], "u", fresh, entry());
         assert!(cache.get(&[1; 32]).is_some());
+    }
+
+    #[test]
+    fn changes_of_users_leave_nothing_behind() {
+        let cache = AuthCache::default();
+        for round in 0..1000u32 {
+            let user = format!("machine-{round}");
+            cache.invalidate(&user);
+            let seen = cache.generation();
+            cache.fill(
+                round.to_be_bytes().repeat(8).try_into().unwrap(),
+                &user,
+                seen,
+                entry(),
+            );
+            cache.invalidate(&user);
+        }
+        assert_eq!(
+            cache.users(),
+            0,
+            "one entry per changed user would stay forever"
+        );
+        assert!(cache.callers.is_empty());
+        // A user whose tokens are cached is kept, once, however often they are filled.
+        let seen = cache.generation();
+        cache.fill([7; 32], "kept", seen, entry());
+        cache.fill([7; 32], "kept", seen, entry());
+        assert_eq!(cache.users(), 1);
+        assert_eq!(cache.by_user.get("kept").unwrap().len(), 1);
     }
 }

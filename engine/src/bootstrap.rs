@@ -32,7 +32,7 @@ impl Engine {
     pub async fn bootstrap(&self, token: Option<String>) -> Result<Option<Bootstrapped>, Error> {
         self.check_open()?;
         let store = &self.inner.store;
-        if store.get(&keys::meta(DEFAULT_ORG))?.is_some() {
+        if self.default_org_id().is_some() {
             return Ok(None);
         }
         let now = now_micros();
@@ -91,6 +91,8 @@ impl Engine {
         batch.put(keys::meta(DEFAULT_ORG), org.id.as_bytes().to_vec());
         batch.put(keys::meta(ADMIN_USER), user.id.as_bytes().to_vec());
         store.submit(&keys::user(&user.id), batch).wait().await?;
+        // Only now: a failed write leaves the engine unbootstrapped, to be tried again.
+        let _ = self.inner.default_org.set(org.id.clone());
         Ok(Some(Bootstrapped {
             org_id: org.id,
             admin_user_id: user_id,

@@ -42,7 +42,7 @@ mod users;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -161,7 +161,7 @@ struct Inner {
     closed: AtomicBool,
     /// The bootstrap organization, once read: it never changes after bootstrap, and `/readyz`
     /// asks for it on every probe.
-    default_org: std::sync::OnceLock<String>,
+    default_org: OnceLock<String>,
     timer_anchor: tokio::task::AbortHandle,
 }
 
@@ -186,13 +186,26 @@ impl Engine {
         };
         #[cfg(feature = "fault-injection")]
         let faults = config.faults.clone();
-        let store = tokio::task::spawn_blocking(move || {
+        let (store, default_org) = tokio::task::spawn_blocking(move || {
             #[cfg(feature = "fault-injection")]
-            if let Some(faults) = faults {
-                let backend = Store::open_backend(&store_config)?;
-                return Store::with_backend(faults.wrap(backend), &store_config);
-            }
-            Store::open(&store_config)
+            let store = match faults {
+                Some(faults) => {
+                    let backend = Store::open_backend(&store_config)?;
+                    Store::with_backend(faults.wrap(backend), &store_config)?
+                }
+                None => Store::open(&store_config)?,
+            };
+            #[cfg(not(feature = "fault-injection"))]
+            let store = Store::open(&store_config)?;
+            let default_org = store
+                .get(&keys::meta(bootstrap::DEFAULT_ORG))?
+                .map(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| {
+                        OpenError::Engine("the store's default organization id is not UTF-8".into())
+                    })
+                })
+                .transpose()?;
+            Ok::<_, OpenError>((store, default_org))
         })
         .await
         .map_err(|e| OpenError::Engine(format!("store open task failed: {e}")))??;
@@ -217,7 +230,7 @@ impl Engine {
                 orgs: DashMap::new(),
                 config,
                 closed: AtomicBool::new(false),
-                default_org: std::sync::OnceLock::new(),
+                default_org: default_org.map(OnceLock::from).unwrap_or_default(),
                 timer_anchor,
             }),
         })
@@ -227,18 +240,11 @@ impl Engine {
         &self.inner.config
     }
 
-    /// The organization created by [`Engine::bootstrap`], once there is one.
+    /// The organization created by [`Engine::bootstrap`], once there is one. Read from the
+    /// store at open and set by the bootstrap, so asking (every `/readyz` probe does) never
+    /// touches the store.
     pub fn default_org_id(&self) -> Option<String> {
-        if let Some(org) = self.inner.default_org.get() {
-            return Some(org.clone());
-        }
-        let bytes = self
-            .inner
-            .store
-            .get(&keys::meta(bootstrap::DEFAULT_ORG))
-            .ok()??;
-        let org = String::from_utf8(bytes).ok()?;
-        Some(self.inner.default_org.get_or_init(|| org).clone())
+        self.inner.default_org.get().cloned()
     }
 
     pub fn stats(&self) -> EngineStats {

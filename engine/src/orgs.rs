@@ -119,11 +119,30 @@ impl Engine {
         Ok(result)
     }
 
-    pub(crate) fn org(&self, id: &str) -> Result<Option<Arc<OrgRecord>>, Error> {
+    /// The organization `id`, from the cache or the store (read off the async workers).
+    pub(crate) async fn org(&self, id: &str) -> Result<Option<Arc<OrgRecord>>, Error> {
         if let Some(org) = self.inner.orgs.get(id) {
             return Ok(Some(org.clone()));
         }
-        let Some(bytes) = self.inner.store.get(&keys::org(id))? else {
+        let stored = read_off_worker(&self.inner.store, &[keys::org(id)]).await?;
+        self.cache_org(id, stored.into_iter().next().flatten())
+    }
+
+    /// [`Engine::org`] for code already on the blocking pool (scans).
+    pub(crate) fn org_blocking(&self, id: &str) -> Result<Option<Arc<OrgRecord>>, Error> {
+        if let Some(org) = self.inner.orgs.get(id) {
+            return Ok(Some(org.clone()));
+        }
+        let stored = self.inner.store.get(&keys::org(id))?;
+        self.cache_org(id, stored)
+    }
+
+    fn cache_org(
+        &self,
+        id: &str,
+        stored: Option<Vec<u8>>,
+    ) -> Result<Option<Arc<OrgRecord>>, Error> {
+        let Some(bytes) = stored else {
             return Ok(None);
         };
         let record: OrgRecord = postcard::from_bytes(&bytes)
@@ -135,7 +154,7 @@ impl Engine {
 
     /// The organization a creation targets, if it exists and `reach` covers it; otherwise the
     /// same NotFound whether it is missing or out of reach.
-    pub(crate) fn target_org(
+    pub(crate) async fn target_org(
         &self,
         selector: &OrgSelector,
         reach: &Reach,
@@ -143,15 +162,17 @@ impl Engine {
         let id = match selector {
             OrgSelector::Id(id) => id.clone(),
             OrgSelector::Domain(domain) => {
-                let bytes = self
-                    .inner
-                    .store
-                    .get(&keys::org_domain(&domain.to_lowercase()))?
+                let key = keys::org_domain(&domain.to_lowercase());
+                let bytes = read_off_worker(&self.inner.store, &[key])
+                    .await?
+                    .into_iter()
+                    .next()
+                    .flatten()
                     .ok_or(ErrorId::OrgNotFound)?;
                 String::from_utf8(bytes).map_err(|_| Error::new(ErrorId::Internal))?
             }
         };
-        match self.org(&id)? {
+        match self.org(&id).await? {
             Some(org) if reach.covers(&org.id) => Ok(org),
             _ => Err(ErrorId::OrgNotFound.into()),
         }

@@ -40,13 +40,19 @@ pub fn validate_hash(hash: &str) -> Result<(), Error> {
     Err(ErrorId::InvalidPasswordHash.into())
 }
 
-/// `$2b$12$` + 53 characters of bcrypt's base64 alphabet.
+/// bcrypt's cost is a two-digit log2 of its rounds; the algorithm defines 04 to 31.
+const BCRYPT_COSTS: std::ops::RangeInclusive<u8> = 4..=31;
+
+/// `$2b$12$` + 53 characters of bcrypt's base64 alphabet, with a cost bcrypt defines.
 fn is_bcrypt(hash: &str) -> bool {
     let bytes = hash.as_bytes();
+    let cost = match (bytes.get(4), bytes.get(5)) {
+        (Some(tens @ b'0'..=b'9'), Some(ones @ b'0'..=b'9')) => (tens - b'0') * 10 + (ones - b'0'),
+        _ => return false,
+    };
     bytes.len() == 60
         && (hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$"))
-        && bytes[4].is_ascii_digit()
-        && bytes[5].is_ascii_digit()
+        && BCRYPT_COSTS.contains(&cost)
         && bytes[6] == b'$'
         && bytes[7..]
             .iter()
@@ -83,6 +89,23 @@ mod tests {
             "$5$rounds=5000$x$y",
         ] {
             assert!(validate_hash(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bcrypt_costs_outside_04_to_31_are_refused() {
+        let with_cost = |cost: &str| {
+            format!("$2b${cost}$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy")
+        };
+        for good in ["04", "10", "31"] {
+            validate_hash(&with_cost(good)).unwrap();
+        }
+        for bad in ["00", "03", "32", "99"] {
+            assert_eq!(
+                validate_hash(&with_cost(bad)).unwrap_err().id,
+                ErrorId::InvalidPasswordHash,
+                "{bad}"
+            );
         }
     }
 }

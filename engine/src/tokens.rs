@@ -103,7 +103,7 @@ impl Engine {
             return Err(unauthenticated());
         }
         // The owner's actor holds the authoritative (and, once staged, durable) state.
-        let generation = cache.generation(&record.user_id);
+        let generation = cache.generation();
         let user = match self
             .inner
             .registry

@@ -89,7 +89,8 @@ impl Engine {
                 reply,
             })
             .await?;
-        self.view(&record)
+        let org = self.org(&record.org_id).await?;
+        Ok(view(&record, org.as_deref()))
     }
 
     /// ListUsers: the users the caller may read, filtered (all queries must match), sorted and
@@ -101,13 +102,33 @@ impl Engine {
             0 => 100,
             n => n.min(1000),
         } as usize;
-        // A full scan: on the blocking pool, so the async workers never wait on sled's locks.
+        // A full scan, sorted and paged: on the blocking pool, so the async workers never wait
+        // on sled's locks.
         let engine = self.clone();
-        let queries = request.queries.clone();
-        let mut matching =
-            tokio::task::spawn_blocking(move || engine.matching_users(&reach, &queries))
+        let sort_by = request.sort_by;
+        let (total_result, processed_sequence, result) =
+            tokio::task::spawn_blocking(move || engine.list_blocking(&reach, &request, limit))
                 .await
                 .map_err(|_| Error::new(ErrorId::Internal))??;
+        // Everything this list observed must be durable before it is shown.
+        self.inner.store.settle(None).await?;
+        Ok(UserList {
+            total_result,
+            processed_sequence,
+            timestamp: chrono::Utc::now(),
+            sort_by,
+            result,
+        })
+    }
+
+    /// ListUsers' scan: (total, highest sequence seen, the page).
+    fn list_blocking(
+        &self,
+        reach: &Reach,
+        request: &ListUsers,
+        limit: usize,
+    ) -> Result<(u64, u64, Vec<User>), Error> {
+        let mut matching = self.matching_users(reach, &request.queries)?;
         matching.sort_by(|a, b| {
             let ord = sort_key(a, request.sort_by)
                 .cmp(&sort_key(b, request.sort_by))
@@ -121,21 +142,13 @@ impl Engine {
         });
         let total_result = matching.len() as u64;
         let processed_sequence = matching.iter().map(|r| r.sequence).max().unwrap_or(0);
-        let result = matching
+        let page = matching
             .iter()
             .skip(request.offset.min(usize::MAX as u64) as usize)
             .take(limit)
-            .map(|r| self.view(r))
-            .collect::<Result<Vec<_>, _>>()?;
-        // Everything this list observed must be durable before it is shown.
-        self.inner.store.settle(None).await?;
-        Ok(UserList {
-            total_result,
-            processed_sequence,
-            timestamp: chrono::Utc::now(),
-            sort_by: request.sort_by,
-            result,
-        })
+            .map(|r| Ok(view(r, self.org_blocking(&r.org_id)?.as_deref())))
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok((total_result, processed_sequence, page))
     }
 
     /// Every stored, non-deleted user within `reach` that matches all `queries`.
@@ -151,7 +164,7 @@ impl Engine {
             if record.state == UserState::Deleted || !reach.covers(&record.org_id) {
                 continue;
             }
-            let org = self.org(&record.org_id)?;
+            let org = self.org_blocking(&record.org_id)?;
             if queries.iter().all(|q| matches(&record, org.as_deref(), q)) {
                 matching.push(record);
             }
@@ -179,7 +192,7 @@ impl Engine {
             .organization
             .clone()
             .unwrap_or_else(|| OrgSelector::Id(caller.org_id.clone()));
-        let org = self.target_org(&selector, &reach)?;
+        let org = self.target_org(&selector, &reach).await?;
         let now = now_micros();
         let password = match input.password {
             None => None,
@@ -238,7 +251,9 @@ impl Engine {
         if !valid_id(&input.organization_id) {
             return Err(ErrorId::InvalidOrgId.into());
         }
-        let org = self.target_org(&OrgSelector::Id(input.organization_id.clone()), &reach)?;
+        let org = self
+            .target_org(&OrgSelector::Id(input.organization_id.clone()), &reach)
+            .await?;
         let now = now_micros();
         let username = input.username.unwrap_or_else(|| input.name.clone());
         let kind = Kind::Machine(MachineRecord {
@@ -284,35 +299,55 @@ impl Engine {
         })
     }
 
-    /// The user's event log as stored, oldest first.
-    pub fn event_log(&self, user_id: &str) -> Result<Vec<EventInfo>, Error> {
-        let mut events = Vec::new();
-        for item in self.inner.store.scan_prefix(&keys::events_of(user_id)) {
-            let (_, bytes) = item?;
-            let event = decode_event(&bytes)?;
-            events.push(EventInfo {
-                sequence: event.sequence,
-                event_type: event.kind.name(),
-                created_at: to_datetime(event.at),
-            });
-        }
-        Ok(events)
-    }
-
-    pub(crate) fn view(&self, record: &UserRecord) -> Result<User, Error> {
-        let login_name = match self.org(&record.org_id)? {
-            Some(org) => login_name(&record.username, &org),
-            None => record.username.clone(),
-        };
-        Ok(User {
-            id: record.id.clone(),
-            details: record.details(),
-            state: record.state,
-            username: record.username.clone(),
-            login_names: vec![login_name.clone()],
-            preferred_login_name: login_name,
-            user_type: record.user_type(),
+    /// The user's event log as stored, oldest first (for audits and consistency checks). Needs
+    /// `user.read` on the user's organization, like GetUserByID: the same 403 and 404.
+    pub async fn event_log(&self, caller: &Caller, user_id: &str) -> Result<Vec<EventInfo>, Error> {
+        self.check_open()?;
+        let reach = caller.reach(Permission::UserRead)?;
+        check_user_id(user_id)?;
+        // The actor answers only for a user within reach, and only once the state it shows is
+        // durable: the log read after it holds every event up to that snapshot.
+        self.inner
+            .registry
+            .call(user_id, |reply| Request::Read {
+                reach: reach.clone(),
+                reply,
+            })
+            .await?;
+        let store = self.inner.store.clone();
+        let prefix = keys::events_of(user_id);
+        tokio::task::spawn_blocking(move || {
+            let mut events = Vec::new();
+            for item in store.scan_prefix(&prefix) {
+                let (_, bytes) = item?;
+                let event = decode_event(&bytes)?;
+                events.push(EventInfo {
+                    sequence: event.sequence,
+                    event_type: event.kind.name(),
+                    created_at: to_datetime(event.at),
+                });
+            }
+            Ok(events)
         })
+        .await
+        .map_err(|_| Error::new(ErrorId::Internal))?
+    }
+}
+
+/// A user as reads return it; `org` gives the login name its domain.
+fn view(record: &UserRecord, org: Option<&OrgRecord>) -> User {
+    let login_name = match org {
+        Some(org) => login_name(&record.username, org),
+        None => record.username.clone(),
+    };
+    User {
+        id: record.id.clone(),
+        details: record.details(),
+        state: record.state,
+        username: record.username.clone(),
+        login_names: vec![login_name.clone()],
+        preferred_login_name: login_name,
+        user_type: record.user_type(),
     }
 }
 

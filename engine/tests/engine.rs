@@ -350,7 +350,7 @@ async fn dropped_engine_keeps_every_acknowledged_change() {
             (state, sequence),
             "{id}"
         );
-        let log = engine.event_log(&id).unwrap();
+        let log = engine.event_log(admin, &id).await.unwrap();
         let seqs: Vec<u64> = log.iter().map(|e| e.sequence).collect();
         assert_eq!(
             seqs,
@@ -517,4 +517,45 @@ async fn async_durability_keeps_everything_across_a_graceful_stop() {
         );
     }
     engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_logs_are_read_with_the_callers_permission() {
+    let kit = kit().await;
+    let id = kit.locked_user("audited@example.com").await;
+    let log = kit.engine.event_log(&kit.admin, &id).await.unwrap();
+    let kinds: Vec<_> = log.iter().map(|e| e.event_type).collect();
+    assert_eq!(kinds, ["user.human.added", "user.locked"]);
+
+    let caller = |grants: Vec<Grant>| Caller {
+        user_id: "auditor".into(),
+        org_id: "elsewhere".into(),
+        grants,
+    };
+    let viewer_elsewhere = caller(vec![Grant {
+        role: Role::OrgUserViewer,
+        org_id: Some("elsewhere".into()),
+    }]);
+    let err = kit
+        .engine
+        .event_log(&viewer_elsewhere, &id)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.id,
+        ErrorId::UserNotFound,
+        "out of reach reads as missing"
+    );
+    let err = kit
+        .engine
+        .event_log(&caller(Vec::new()), &id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.id, ErrorId::PermissionDenied);
+    let viewer_here = caller(vec![Grant {
+        role: Role::OrgUserViewer,
+        org_id: Some(kit.org.clone()),
+    }]);
+    assert_eq!(kit.engine.event_log(&viewer_here, &id).await.unwrap(), log);
+    kit.engine.shutdown().await.unwrap();
 }

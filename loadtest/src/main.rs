@@ -102,9 +102,13 @@ enum DurabilityArg {
 
 #[derive(Debug, Subcommand)]
 enum Internal {
-    /// (internal) run the Latchkey server: what --spawn starts.
+    /// (internal) run the Latchkey server: what --spawn starts. Takes exactly the `latchkey`
+    /// binary's command line.
     #[command(hide = true)]
-    ServeLatchkey(latchkey_api::config::ServeArgs),
+    ServeLatchkey {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// (internal) run the bare axum baseline server.
     #[command(hide = true)]
     ServeBaseline {
@@ -142,11 +146,18 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.internal {
-        Some(Internal::ServeLatchkey(args)) => {
-            latchkey_api::run::init_logging(&args.log);
-            runtime
-                .block_on(latchkey_api::run::run(args))
-                .map(|()| true)
+        Some(Internal::ServeLatchkey { args }) => {
+            let line = std::iter::once("latchkey".to_owned()).chain(args);
+            match latchkey_api::config::Cli::try_parse_from(line) {
+                Ok(server) => {
+                    let args = server.serve_args();
+                    latchkey_api::run::init_logging(&args.log);
+                    runtime
+                        .block_on(latchkey_api::run::run(args))
+                        .map(|()| true)
+                }
+                Err(e) => Err(e.to_string()),
+            }
         }
         Some(Internal::ServeBaseline { listen }) => runtime
             .block_on(servers::serve_baseline(listen))

@@ -135,11 +135,8 @@ fn broken_body() -> Error {
 
 async fn collect_body(body: Body, limit: usize) -> Result<Bytes, Error> {
     to_bytes(body, limit).await.map_err(|e| {
-        // hyper reports an oversized body through the limit; anything else is a broken stream
-        let text = e.to_string();
-        if text.contains("length limit")
-            || std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
-        {
+        // An oversized body is the limit's own error type; anything else is a broken stream.
+        if e.into_inner().is::<http_body_util::LengthLimitError>() {
             Error::new(ErrorId::BodyTooLarge)
         } else {
             broken_body()

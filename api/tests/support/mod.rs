@@ -254,6 +254,14 @@ impl TestServer {
         )
     }
 
+    /// The user's event log as stored, read through the engine as an instance administrator.
+    pub async fn event_log(&self, id: &str) -> Vec<latchkey_engine::EventInfo> {
+        self.engine
+            .event_log(&latchkey_engine::Caller::system(self.org.clone()), id)
+            .await
+            .expect("event log")
+    }
+
     /// A gRPC channel to the server over HTTP/2 cleartext (the same port as REST).
     pub async fn grpc_channel(&self) -> tonic::transport::Channel {
         tonic::transport::Channel::from_shared(self.base.clone())
