@@ -102,6 +102,9 @@ impl ServeArgs {
             .call_timeout(self.call_timeout)
             .cache_bytes(self.cache_mb.saturating_mul(1024 * 1024))
             .checkpoint_entries(self.checkpoint_entries)
+            // The bootstrap token file (`run.rs`), and its temporary name while it is written.
+            .keep_file(crate::run::ADMIN_TOKEN_FILE)
+            .keep_file(format!("{}.tmp", crate::run::ADMIN_TOKEN_FILE))
     }
 }
 

@@ -36,6 +36,9 @@ impl Write for LossyStderr {
     }
 }
 
+/// The admin token's file in the data directory, written on the first start when no token is given.
+pub const ADMIN_TOKEN_FILE: &str = "admin.pat";
+
 /// Runs the server; the error is the one line `latchkey` prints before exiting with 1.
 pub async fn run(args: ServeArgs) -> Result<(), String> {
     crate::metrics::install();
@@ -80,7 +83,7 @@ async fn bootstrap(engine: &Engine, data_dir: &Path) -> Result<(), String> {
         }
         None => {
             let token = latchkey_engine::generate_token();
-            let path = data_dir.join("admin.pat");
+            let path = data_dir.join(ADMIN_TOKEN_FILE);
             write_secret(&path, &token)
                 .map_err(|e| format!("cannot write admin token to {}: {e}", path.display()))?;
             tracing::info!("bootstrapping: admin token written to {}", path.display());
@@ -95,7 +98,9 @@ async fn bootstrap(engine: &Engine, data_dir: &Path) -> Result<(), String> {
 }
 
 fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("pat.tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

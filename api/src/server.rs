@@ -68,6 +68,13 @@ where
 }
 
 async fn readyz(State(app): State<AppState>) -> Response {
+    if let Some(reason) = app.engine.store_failure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store failed: {reason}"),
+        )
+            .into_response();
+    }
     if app.engine.default_org_id().is_some() {
         "ready".into_response()
     } else {

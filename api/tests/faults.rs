@@ -236,3 +236,70 @@ async fn a_stalled_disk_times_out_promptly_and_the_write_lands_later() {
         ("USER_STATE_LOCKED", before + 1)
     );
 }
+
+/// A background thread of the store dies: the store is failed, and says so — `/readyz` turns
+/// 503 with the reason, every write answers STORE-UNAVAILABLE at once (well inside the call
+/// timeout), and nothing more is written, even once the medium works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_flusher_fails_the_store_loudly_and_at_once() {
+    let faults = Faults::new();
+    let server = TestServer::start_with(|c| c.faults(faults.clone())).await;
+    let id = server.create_human("doomed@example.com").await;
+    let other = server.create_human("other@example.com").await;
+    assert_eq!(server.get("/readyz").await.status, StatusCode::OK);
+
+    faults.panic_flush(true);
+    let lock = server
+        .post(&format!("/v2/users/{id}/lock"), json!({}))
+        .await;
+    assert_eq!(
+        lock.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        lock.body
+    );
+    assert_eq!(
+        lock.error_id(),
+        "STORE-OUTCOME-UNKNOWN",
+        "it was applied, not confirmed"
+    );
+    faults.clear();
+
+    let ready = server
+        .send(reqwest::Method::GET, "/readyz", None, None, None)
+        .await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        ready
+            .body
+            .as_str()
+            .is_some_and(|text| text.contains("flusher panicked")),
+        "{}",
+        ready.body
+    );
+    let started = Instant::now();
+    for path in [
+        format!("/v2/users/{other}/lock"),
+        format!("/v2/users/{id}/unlock"),
+    ] {
+        let reply = server.post(&path, json!({})).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.body
+        );
+        assert_eq!(reply.error_id(), "STORE-UNAVAILABLE");
+    }
+    let created = server
+        .post(
+            "/v2/users/human",
+            json!({"profile": {"givenName": "A", "familyName": "B"}, "email": {"email": "late@example.com"}}),
+        )
+        .await;
+    assert_eq!(created.error_id(), "STORE-UNAVAILABLE", "{}", created.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused at once, not after the call timeout"
+    );
+}

@@ -12,7 +12,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use latchkey_storage::{Store, StoreConfig};
+use latchkey_storage::Store;
 use reqwest::Method;
 use serde_json::Value;
 use support::{Rng, TestServer, ADMIN_TOKEN};
@@ -174,7 +174,10 @@ fn grpc_status(headers: &reqwest::header::HeaderMap, body: &[u8]) -> Option<u32>
 
 /// Every key and value of the store under `dir`.
 fn store_contents(dir: &std::path::Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let store = Store::open(&StoreConfig::new(dir)).expect("open store");
+    let store = Store::open(&latchkey_engine::store_config(
+        &latchkey_engine::Config::default().data_dir(dir),
+    ))
+    .expect("open store");
     let contents = store
         .scan_prefix(&[])
         .map(|item| item.expect("entry"))

@@ -164,9 +164,10 @@ fn a_locked_or_foreign_data_dir_is_refused_with_one_line_and_exit_1() {
     let future = tempfile::tempdir().unwrap();
     {
         let backend = latchkey_storage::SledBackend::open(future.path()).unwrap();
+        let config = latchkey_engine::Config::default().data_dir(future.path());
         let mut batch = latchkey_storage::WriteBatch::default();
         batch.put(
-            latchkey_storage::keys::SCHEMA.to_vec(),
+            latchkey_engine::store_config(&config).layout.schema_key,
             99u32.to_be_bytes().to_vec(),
         );
         latchkey_storage::Backend::apply(&backend, batch).unwrap();

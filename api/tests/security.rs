@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use latchkey_api::proto::zitadel::user::v2 as user;
-use latchkey_storage::{Store, StoreConfig};
+use latchkey_storage::Store;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::{authed, TestServer, ADMIN_TOKEN};
@@ -168,7 +168,10 @@ async fn tokens_are_stored_only_as_hashes() {
 
     let tokens = [ADMIN_TOKEN, token.as_str(), second.as_str()];
     // Every key and value the store holds.
-    let store = Store::open(&StoreConfig::new(dir.path())).expect("open store");
+    let store = Store::open(&latchkey_engine::store_config(
+        &latchkey_engine::Config::default().data_dir(dir.path()),
+    ))
+    .expect("open store");
     let mut entries = 0;
     for item in store.scan_prefix(&[]) {
         let (key, value) = item.expect("entry");

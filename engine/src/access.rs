@@ -5,8 +5,6 @@
 //! holds it only in other organizations than the target's gets the same NotFound as for a
 //! missing target ([`Reach::covers`], checked by whoever knows the target's organization).
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, ErrorId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +18,7 @@ pub enum Permission {
     AdminManage,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     IamOwner,
     OrgOwner,
@@ -66,7 +64,7 @@ impl Role {
 }
 
 /// A role on a scope: the instance (`org_id: None`) or one organization.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Grant {
     pub role: Role,
     pub org_id: Option<String>,

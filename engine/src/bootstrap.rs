@@ -2,7 +2,7 @@
 //! user (IAM_OWNER) and a personal access token for it — all in one atomic write, so a crash
 //! mid-bootstrap leaves nothing half-made and the next start simply bootstraps again.
 
-use latchkey_storage::keys;
+use crate::keys;
 
 use crate::access::{Grant, Role};
 use crate::error::Error;
@@ -10,7 +10,7 @@ use crate::orgs::{domain_for, OrgRecord};
 use crate::time::now_micros;
 use crate::tokens::{generate_token, token_writes};
 use crate::types::UserState;
-use crate::user::event::{Event, EventKind};
+use crate::user::event::EventKind;
 use crate::user::record::{Kind, MachineRecord, UserRecord};
 use crate::Engine;
 
@@ -60,10 +60,13 @@ impl Engine {
             kind,
             now,
         );
-        user.grants.push(Grant {
-            role: Role::IamOwner,
-            org_id: None,
-        });
+        user.grants.push(
+            Grant {
+                role: Role::IamOwner,
+                org_id: None,
+            }
+            .into(),
+        );
         let added = user.record_event(
             EventKind::MachineAdded {
                 org_id: org.id.clone(),
@@ -80,7 +83,7 @@ impl Engine {
         batch = user.write(&added, batch);
         batch.put(
             keys::event(&user.id, token_added.sequence),
-            postcard::to_allocvec::<Event>(&token_added).unwrap_or_default(),
+            token_added.encode(),
         );
         batch.put(user.username_key(), user.id.as_bytes().to_vec());
         for (key, value) in org.write().ops() {

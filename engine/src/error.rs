@@ -123,6 +123,8 @@ impl From<latchkey_storage::StoreError> for Error {
     fn from(e: latchkey_storage::StoreError) -> Self {
         match e {
             latchkey_storage::StoreError::Closed => Error::new(ErrorId::ShuttingDown),
+            // Logged once by the store when it failed; not again for every refused request.
+            latchkey_storage::StoreError::Failed(_) => Error::new(ErrorId::StoreUnavailable),
             latchkey_storage::StoreError::NotDurable(cause) => {
                 tracing::warn!("store flush failed: {cause}");
                 Error::new(ErrorId::StoreOutcomeUnknown)

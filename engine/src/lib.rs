@@ -28,10 +28,12 @@ mod auth_cache;
 mod bootstrap;
 mod error;
 mod ids;
+mod keys;
 mod metrics;
 mod orgs;
 mod password;
 mod registry;
+mod stored;
 mod supervisor;
 mod time;
 mod timer_anchor;
@@ -48,12 +50,13 @@ use std::time::Duration;
 use dashmap::DashMap;
 use ractor::{Actor, ActorRef};
 
-use latchkey_storage::{keys, Store, StoreConfig};
+use latchkey_storage::{Schema, Store, StoreConfig};
 
 pub use access::{Caller, Grant, Permission, Reach, Role};
 pub use bootstrap::Bootstrapped;
 pub use error::{Code, Error, ErrorId, OpenError};
 pub use latchkey_storage::{Durability, DEFAULT_CHECKPOINT_ENTRIES};
+pub use stored::SCHEMA_VERSION;
 pub use tokens::generate_token;
 pub use types::*;
 pub use users::EventInfo;
@@ -79,6 +82,9 @@ pub struct Config {
     pub checkpoint_entries: usize,
     /// Suffix of organization domains (`<org-name>.<instance_domain>`), used in login names.
     pub instance_domain: String,
+    /// Files the embedding program keeps in the data directory (names; the server keeps its
+    /// `admin.pat` there): a directory holding only these and no store yet is opened as a new one.
+    pub kept_files: Vec<String>,
     /// Test-only: faults to inject into the store's medium (feature `fault-injection`).
     #[cfg(feature = "fault-injection")]
     pub faults: Option<latchkey_storage::faults::Faults>,
@@ -94,6 +100,7 @@ impl Default for Config {
             cache_bytes: latchkey_storage::DEFAULT_CACHE_BYTES,
             checkpoint_entries: latchkey_storage::DEFAULT_CHECKPOINT_ENTRIES,
             instance_domain: "localhost".into(),
+            kept_files: Vec::new(),
             #[cfg(feature = "fault-injection")]
             faults: None,
         }
@@ -123,6 +130,11 @@ impl Config {
     }
     pub fn checkpoint_entries(mut self, entries: usize) -> Self {
         self.checkpoint_entries = entries;
+        self
+    }
+    /// Adds a file the embedding program keeps in the data directory (see [`Config::kept_files`]).
+    pub fn keep_file(mut self, name: impl Into<String>) -> Self {
+        self.kept_files.push(name.into());
         self
     }
     /// Test-only: the store's medium fails or stalls as `faults` says (see
@@ -178,12 +190,7 @@ impl Drop for Inner {
 impl Engine {
     /// Opens the store in `config.data_dir` (creating it if needed) and starts the supervisor.
     pub async fn open(config: Config) -> Result<Engine, OpenError> {
-        let store_config = StoreConfig {
-            data_dir: config.data_dir.clone(),
-            durability: config.durability,
-            cache_bytes: config.cache_bytes,
-            checkpoint_entries: config.checkpoint_entries,
-        };
+        let store_config = store_config(&config);
         #[cfg(feature = "fault-injection")]
         let faults = config.faults.clone();
         let (store, default_org) = tokio::task::spawn_blocking(move || {
@@ -245,6 +252,13 @@ impl Engine {
     /// touches the store.
     pub fn default_org_id(&self) -> Option<String> {
         self.inner.default_org.get().cloned()
+    }
+
+    /// Why the engine takes no more writes, if its store has failed for good (a background
+    /// thread of the store panicked): every write then answers STORE-UNAVAILABLE at once, and the
+    /// server's `/readyz` says not ready, until the process restarts.
+    pub fn store_failure(&self) -> Option<String> {
+        self.inner.store.failure()
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -322,6 +336,36 @@ impl Engine {
             })
             .unwrap_or(false)
     }
+}
+
+/// The store configuration [`Engine::open`] uses for `config`: the engine's key layout and schema
+/// on `config`'s directory and settings. For tools that measure or inspect the store alone (the
+/// load-test harness's store ceiling, tests that compare stores byte for byte).
+pub fn store_config(config: &Config) -> StoreConfig {
+    let mut store = StoreConfig::new(
+        &config.data_dir,
+        keys::layout(),
+        Schema {
+            version: stored::SCHEMA_VERSION,
+            upgrade_from: stored::UPGRADES_FROM.to_vec(),
+        },
+    );
+    store.durability = config.durability;
+    store.cache_bytes = config.cache_bytes;
+    store.checkpoint_entries = config.checkpoint_entries;
+    store.kept_files = config.kept_files.clone();
+    store
+}
+
+/// A key of an append-only run as the engine lays out its events: `owner`'s entry `sequence`.
+/// With [`store_config`], what a harness needs to write records shaped like the engine's.
+pub fn event_key(owner: &str, sequence: u64) -> Vec<u8> {
+    keys::event(owner, sequence)
+}
+
+/// The engine's snapshot key of user `id`.
+pub fn snapshot_key(id: &str) -> Vec<u8> {
+    keys::user(id)
 }
 
 struct Reservation<'a> {

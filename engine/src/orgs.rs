@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use latchkey_storage::{keys, WriteBatch};
+use latchkey_storage::WriteBatch;
 
 use crate::access::{Caller, Permission, Reach};
 use crate::error::{Error, ErrorId};
+use crate::keys;
 use crate::registry::read_off_worker;
 use crate::time::{now_micros, to_datetime, Micros};
 use crate::types::{Details, OrgSelector};
@@ -35,10 +36,7 @@ impl OrgRecord {
     /// The index entries and record of a new organization.
     pub fn write(&self) -> WriteBatch {
         let mut batch = WriteBatch::default();
-        batch.put(
-            keys::org(&self.id),
-            postcard::to_allocvec(self).unwrap_or_default(),
-        );
+        batch.put(keys::org(&self.id), crate::stored::encode(self));
         batch.put(
             keys::org_name(&self.name.to_lowercase()),
             self.id.as_bytes().to_vec(),

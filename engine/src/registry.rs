@@ -18,7 +18,9 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorId, ActorRef, RpcReplyPort};
 use tokio::sync::OnceCell;
 
-use latchkey_storage::{keys, Store, StoreError};
+use latchkey_storage::{Store, StoreError};
+
+use crate::keys;
 
 use crate::auth_cache::AuthCache;
 use crate::error::{Error, ErrorId};

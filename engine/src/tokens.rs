@@ -1,8 +1,10 @@
 //! Personal access tokens and authentication.
 //!
 //! A token is 32 random bytes (base64url); only its SHA-256 is stored, under which the token
-//! record (owner, expiry) is found. Authentication re-reads the owner's snapshot on every request,
-//! so locking, deactivating or deleting a machine user cuts its access at once.
+//! record (owner, expiry) is found. Authentication reads the owner's state from its actor on the
+//! token's first use and serves later requests from the caller cache (`auth_cache.rs`), which the
+//! owner's actor empties on every change — so locking, deactivating or deleting a machine user
+//! cuts its access at once.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -11,13 +13,14 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use latchkey_storage::{keys, WriteBatch};
+use latchkey_storage::WriteBatch;
 
 use std::sync::Arc;
 
 use crate::access::{Caller, Permission, Reach};
 use crate::auth_cache::CachedCaller;
 use crate::error::{Error, ErrorId};
+use crate::keys;
 use crate::time::{now_micros, to_datetime, Micros};
 use crate::types::{Details, NewToken, UserState};
 use crate::user::actor::Request;
@@ -59,10 +62,7 @@ pub(crate) fn token_writes(
         created: now_micros(),
     };
     let mut batch = WriteBatch::default();
-    batch.put(
-        keys::token(&hash),
-        postcard::to_allocvec(&record).unwrap_or_default(),
-    );
+    batch.put(keys::token(&hash), crate::stored::encode(&record));
     batch.put(keys::token_id(&token_id), hash.to_vec());
     (
         TokenRef {
@@ -127,7 +127,12 @@ impl Engine {
         let caller = Arc::new(Caller {
             user_id: user.id.clone(),
             org_id: user.org_id,
-            grants: user.grants.into_inner(),
+            grants: user
+                .grants
+                .into_inner()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
         });
         cache.fill(
             hash,

@@ -1,11 +1,11 @@
 //! The engine's public data types: what commands take and return. Protocol-neutral; each
-//! transport maps them to its own wire shape.
+//! transport maps them to its own wire shape. None of them is ever written to disk as it is (they
+//! have no serde impls on purpose): the store holds the mirror types of `stored.rs`.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 /// The v2 user states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UserState {
     Active,
     Inactive,
@@ -25,7 +25,7 @@ pub struct Details {
     pub creation_date: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Gender {
     #[default]
     Unspecified,
@@ -34,7 +34,7 @@ pub enum Gender {
     Diverse,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Profile {
     pub given_name: String,
     pub family_name: String,
@@ -44,13 +44,13 @@ pub struct Profile {
     pub gender: Gender,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Email {
     pub email: String,
     pub is_verified: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Phone {
     pub phone: String,
     pub is_verified: bool,

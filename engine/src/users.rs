@@ -2,7 +2,9 @@
 //! and creation of human and machine users. Each checks the caller's permission first (403
 //! before any lookup), then hands the user-specific part to the user's actor.
 
-use latchkey_storage::{keys, WriteBatch};
+use latchkey_storage::WriteBatch;
+
+use crate::keys;
 
 use crate::access::{Caller, Permission, Reach};
 use crate::error::{Error, ErrorId};
@@ -223,9 +225,9 @@ impl Engine {
         };
         let username = input.username.unwrap_or_else(|| input.email.email.clone());
         let kind = Kind::Human(HumanRecord {
-            profile: input.profile,
-            email: input.email,
-            phone: input.phone.filter(|p| !p.phone.is_empty()),
+            profile: input.profile.into(),
+            email: input.email.into(),
+            phone: input.phone.filter(|p| !p.phone.is_empty()).map(Into::into),
             password,
         });
         let id = input.user_id.unwrap_or_else(|| self.inner.ids.next_id());

@@ -8,7 +8,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use latchkey_storage::{keys, Durability, Store, StoreConfig, WriteBatch};
+use latchkey_engine::{event_key, snapshot_key, store_config, Config};
+use latchkey_storage::{Durability, Store, WriteBatch};
 
 use crate::runner::{RunResult, Settings};
 
@@ -22,8 +23,7 @@ pub async fn measure(
     settings: &Settings,
     progress: Arc<AtomicU64>,
 ) -> Result<RunResult, String> {
-    let mut config = StoreConfig::new(dir);
-    config.durability = durability;
+    let config = store_config(&Config::default().data_dir(dir).durability(durability));
     let store = Arc::new(Store::open(&config).map_err(|e| e.to_string())?);
     // Warm-up as in the closed loop: the same clients write before the measured window.
     let start = Instant::now() + settings.warmup;
@@ -40,11 +40,11 @@ pub async fn measure(
                 let user = &users[sequence as usize % users.len()];
                 sequence += 1;
                 let mut batch = WriteBatch::default();
-                batch.put(keys::user(user), vec![0xA5; SNAPSHOT_BYTES]);
-                batch.put(keys::event(user, sequence), vec![0x5A; EVENT_BYTES]);
+                batch.put(snapshot_key(user), vec![0xA5; SNAPSHOT_BYTES]);
+                batch.put(event_key(user, sequence), vec![0x5A; EVENT_BYTES]);
                 let sent = Instant::now();
                 let outcome = store
-                    .submit(&keys::user(user), batch)
+                    .submit(&snapshot_key(user), batch)
                     .wait()
                     .await
                     .map_err(|e| e.to_string());

@@ -17,6 +17,11 @@ pub trait Backend: Send + Sync + 'static {
     fn busy_in_background(&self) -> bool {
         false
     }
+    /// Why the medium can take no more writes, if a background part of it failed for good (the
+    /// log's checkpoint thread panicked).
+    fn failure(&self) -> Option<String> {
+        None
+    }
     /// Flushes and releases the medium (e.g. the directory lock); later calls fail with `Closed`.
     fn close(&self) -> Result<(), StoreError> {
         self.flush()

@@ -7,19 +7,25 @@ pub enum StoreError {
     #[error("cannot open data directory {dir}: {cause}")]
     Open { dir: PathBuf, cause: String },
     #[error(
-        "data directory {dir} has unknown schema version {found} (this build understands {})",
-        crate::SCHEMA_VERSION
+        "data directory {dir} has unknown schema version {found} (this build understands {expected})"
     )]
-    UnknownSchema { dir: PathBuf, found: String },
+    UnknownSchema {
+        dir: PathBuf,
+        found: String,
+        expected: u32,
+    },
     #[error("storage I/O failed: {0}")]
     Io(String),
     /// The batch was applied but the flush failed: it may or may not be on disk.
     #[error("flush failed after the write was applied; durability unknown: {0}")]
     NotDurable(String),
     #[error(
-        "write rejected: an earlier write of the same user failed and it has not been reloaded"
+        "write rejected: an earlier write of the same scope failed and the scope has not been settled"
     )]
     Poisoned,
+    /// A background thread of the store failed for good; nothing more is written.
+    #[error("the store has failed and takes no more writes: {0}")]
+    Failed(String),
     #[error("store is closed")]
     Closed,
 }

@@ -1,7 +1,8 @@
 //! Test-only fault injection into the durable medium (feature `fault-injection`; never in the
 //! default build): a [`FaultyBackend`] wraps the real backend and, as its [`Faults`] handle says,
 //! refuses batches (nothing applied), applies them but fails the flush (the fsync or full-disk
-//! case: applied, durability unknown), or delays flushes (a stalled disk).
+//! case: applied, durability unknown), panics in the flush (a bug under the writer), or delays
+//! flushes (a stalled disk).
 //!
 //! Faults switch on and off while the store runs, so tests can check that Latchkey answers
 //! promptly and correctly during the fault and recovers without a restart once it clears.
@@ -20,6 +21,7 @@ pub struct Faults(Arc<Switches>);
 struct Switches {
     fail_apply: AtomicBool,
     fail_flush: AtomicBool,
+    panic_flush: AtomicBool,
     delay_micros: AtomicU64,
 }
 
@@ -38,6 +40,12 @@ impl Faults {
         self.0.fail_flush.store(on, Ordering::SeqCst);
     }
 
+    /// Every flush panics (a bug in the medium, or one under it): the flusher thread must not
+    /// die silently.
+    pub fn panic_flush(&self, on: bool) {
+        self.0.panic_flush.store(on, Ordering::SeqCst);
+    }
+
     /// Every flush waits this long before it starts (zero: no delay): a stalled disk.
     pub fn delay_writes(&self, delay: Duration) {
         self.0
@@ -49,6 +57,7 @@ impl Faults {
     pub fn clear(&self) {
         self.fail_apply(false);
         self.fail_flush(false);
+        self.panic_flush(false);
         self.delay_writes(Duration::ZERO);
     }
 
@@ -90,11 +99,18 @@ impl Backend for FaultyBackend {
         if self.faults.0.fail_flush.load(Ordering::SeqCst) {
             return Err(StoreError::Io("injected fault: flush failed".into()));
         }
+        if self.faults.0.panic_flush.load(Ordering::SeqCst) {
+            panic!("injected fault: flush panicked");
+        }
         self.inner.flush()
     }
 
     fn busy_in_background(&self) -> bool {
         self.inner.busy_in_background()
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.inner.failure()
     }
 
     fn close(&self) -> Result<(), StoreError> {

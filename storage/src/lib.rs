@@ -1,28 +1,32 @@
 //! Durable state for Latchkey.
 //!
 //! The engine keeps every user in memory inside its actor; this crate is what makes that state
-//! survive a crash. It has three parts:
+//! survive a crash. It knows nothing of users: it stores keys and values, and the caller tells it,
+//! in a [`Layout`], the few things it must know about them. It has four parts:
 //!
 //! - [`Backend`] (in `backend.rs`): the small trait over the durable medium — point reads, prefix
-//!   scans, atomic batches, flush. [`SledBackend`] (in `sled_backend.rs`) is the embedded default.
-//! - [`keys`]: the one place that knows how entities are laid out as keys in the single keyspace.
-//!   One keyspace means every command's writes (snapshot, event, indexes) land in one atomic batch.
-//! - the writer (`writer.rs`): applies each write in the submitting thread and group-commits them
-//!   from one flusher thread (one sync per group in `sync` mode), completing a [`Completion`] per
-//!   write so replies can be held until the state they reveal is durable.
-//! - the write-ahead log (`wal.rs`): the embedded medium — log segments and a memtable in front of
-//!   sled, checkpointed into it in the background.
+//!   scans, atomic batches, flush. [`SledBackend`] (in `sled_backend.rs`) is the embedded default;
+//!   `lock.rs` is the directory lock it holds.
+//! - the write-ahead log (`log/`): the medium the store actually writes — log segments and a
+//!   memtable (`memtable.rs`) in front of sled, checkpointed into it in the background.
+//! - the writer (`writer.rs`, `completion.rs`): applies each write in the submitting thread and
+//!   group-commits them from one flusher thread (one sync per group in `sync` mode), completing a
+//!   [`Completion`] per write so replies can be held until the state they reveal is durable.
+//! - the schema check (`schema.rs`): the caller's version recorded in the store and checked at
+//!   every open.
 //!
 //! [`Store`] ties them together and is what the engine holds.
 
 mod backend;
+mod completion;
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
-pub mod keys;
+mod lock;
+mod log;
 mod memtable;
+mod schema;
 mod sled_backend;
-mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -30,18 +34,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use backend::{Backend, KvIter};
+pub use completion::{Completion, WriteBatch};
 pub use error::StoreError;
+pub use log::{LoggedBackend, DEFAULT_CHECKPOINT_ENTRIES, WAL_DIR};
+pub use schema::Schema;
 pub use sled_backend::{SledBackend, DEFAULT_CACHE_BYTES};
-pub use wal::{LoggedBackend, DEFAULT_CHECKPOINT_ENTRIES, WAL_DIR};
-pub use writer::{Completion, WriteBatch};
 
 use writer::Writer;
-
-/// The on-disk schema this build understands. Bumped whenever the key layout or the record
-/// encodings change incompatibly; a directory with another version is refused at open.
-/// 2: the write-ahead log in `wal/` (`wal.rs`); a schema-1 directory (same keys, no log) is
-/// upgraded in place when opened.
-pub const SCHEMA_VERSION: u32 = 2;
 
 /// When a write is acknowledged.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,6 +53,46 @@ pub enum Durability {
     Async { flush_interval: Duration },
 }
 
+/// What the store must know of its caller's keys, in the store's own terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The key the schema version is kept under.
+    pub schema_key: Vec<u8>,
+    /// The append-only runs among the caller's keys.
+    pub runs: Runs,
+}
+
+/// Append-only runs: keys `<tag><owner><sequence as u64 big-endian>`, where `owner` is any bytes
+/// that never make one owner's keys a prefix of another's, and each key is written once. The
+/// memtable keeps an owner's run together, and a checkpoint stores its consecutive entries as one
+/// chunk under `chunk_tag` instead of one key each; scans of a run prefix see the chunks as the
+/// entries they hold. `chunk_tag` must be a first byte no other key of the caller uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runs {
+    pub tag: u8,
+    pub chunk_tag: u8,
+}
+
+impl Runs {
+    /// The key of `owner`'s entry `sequence`.
+    pub fn key(&self, owner: &[u8], sequence: u64) -> Vec<u8> {
+        let mut key = Vec::with_capacity(1 + owner.len() + 8);
+        key.push(self.tag);
+        key.extend_from_slice(owner);
+        key.extend_from_slice(&sequence.to_be_bytes());
+        key
+    }
+
+    /// A run key's owner part (tag included) and sequence; `None` for any other key.
+    pub(crate) fn split<'k>(&self, key: &'k [u8]) -> Option<(&'k [u8], u64)> {
+        if key.first() != Some(&self.tag) || key.len() <= 1 + 8 {
+            return None;
+        }
+        let (owner, sequence) = key.split_at(key.len() - 8);
+        Some((owner, u64::from_be_bytes(sequence.try_into().ok()?)))
+    }
+}
+
 /// How to open a [`Store`].
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -62,17 +101,25 @@ pub struct StoreConfig {
     /// Bound of sled's page cache in bytes.
     pub cache_bytes: u64,
     /// Keys the write-ahead log's memtable holds before it is checkpointed into sled (see
-    /// `wal.rs`): more means fewer, larger checkpoints and more memory and replay at open.
+    /// `log/`): more means fewer, larger checkpoints and more memory and replay at open.
     pub checkpoint_entries: usize,
+    pub layout: Layout,
+    pub schema: Schema,
+    /// Files the caller keeps in the data directory beside the store (names): a directory that
+    /// holds only these and no store yet is a new store, not a foreign directory.
+    pub kept_files: Vec<String>,
 }
 
 impl StoreConfig {
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(data_dir: impl Into<PathBuf>, layout: Layout, schema: Schema) -> Self {
         StoreConfig {
             data_dir: data_dir.into(),
             durability: Durability::Sync,
             cache_bytes: sled_backend::DEFAULT_CACHE_BYTES,
             checkpoint_entries: DEFAULT_CHECKPOINT_ENTRIES,
+            layout,
+            schema,
+            kept_files: Vec::new(),
         }
     }
 }
@@ -85,7 +132,7 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the sled store in `config.data_dir`, checks its schema version and starts
+    /// Opens (or creates) the store in `config.data_dir`, checks its schema version and starts
     /// the writer thread. Fails with a message naming the directory when it is locked by another
     /// process, unreadable, or of an unknown schema.
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
@@ -95,14 +142,16 @@ impl Store {
     /// The medium [`Store::open`] uses: sled with the write-ahead log in front of it (replayed
     /// here). Exposed so tests can wrap it before handing it to [`Store::with_backend`].
     pub fn open_backend(config: &StoreConfig) -> Result<Arc<dyn Backend>, StoreError> {
-        let sled: Arc<dyn Backend> = Arc::new(SledBackend::open_with_cache(
+        let sled: Arc<dyn Backend> = Arc::new(SledBackend::open_with(
             &config.data_dir,
             config.cache_bytes,
+            &config.kept_files,
         )?);
-        wal::upgrade_schema(sled.as_ref())?;
+        schema::upgrade(sled.as_ref(), &config.layout, &config.schema)?;
         Ok(Arc::new(LoggedBackend::open(
             sled,
             &config.data_dir,
+            config.layout.runs,
             config.checkpoint_entries,
         )?))
     }
@@ -112,7 +161,12 @@ impl Store {
         backend: Arc<dyn Backend>,
         config: &StoreConfig,
     ) -> Result<Store, StoreError> {
-        check_schema(backend.as_ref(), &config.data_dir)?;
+        schema::check(
+            backend.as_ref(),
+            &config.layout,
+            &config.schema,
+            &config.data_dir,
+        )?;
         let writer = Writer::start(backend.clone(), config.durability)?;
         Ok(Store {
             backend,
@@ -140,9 +194,9 @@ impl Store {
     }
 
     /// Hands a batch to the writer. The returned completion resolves once the batch is durable
-    /// (sync) or applied (async), or failed. `scope` names the owner (a user key): after a failed
-    /// batch, later writes of the same scope fail too until [`Store::settle`] resets it, so a
-    /// lost write can never be followed by one that built on it.
+    /// (sync) or applied (async), or failed. `scope` names the batch's owner (the engine uses a
+    /// user's key): after a failed batch, later writes of the same scope fail too until
+    /// [`Store::settle`] resets it, so a lost write can never be followed by one built on it.
     pub fn submit(&self, scope: &[u8], batch: WriteBatch) -> Completion {
         self.writer.submit(scope, batch)
     }
@@ -160,6 +214,13 @@ impl Store {
         !self.backend.busy_in_background()
     }
 
+    /// Why the store takes no more writes, if it has failed: a background thread (the flusher or
+    /// the checkpoint) panicked or hit an error it cannot recover from. Writes are then refused
+    /// at once with [`StoreError::Failed`] until the process restarts.
+    pub fn failure(&self) -> Option<String> {
+        self.writer.failure().or_else(|| self.backend.failure())
+    }
+
     /// Flushes everything, stops the writer and releases the directory. Idempotent; the writer
     /// part is also done on drop.
     pub fn close(&self) -> Result<(), StoreError> {
@@ -169,47 +230,34 @@ impl Store {
     }
 }
 
-fn check_schema(backend: &dyn Backend, dir: &Path) -> Result<(), StoreError> {
-    match backend.get(keys::SCHEMA)? {
-        Some(bytes) => {
-            let found = <[u8; 4]>::try_from(bytes.as_slice())
-                .map(u32::from_be_bytes)
-                .map_err(|_| StoreError::UnknownSchema {
-                    dir: dir.to_path_buf(),
-                    found: format!("{bytes:?}"),
-                })?;
-            if found != SCHEMA_VERSION {
-                return Err(StoreError::UnknownSchema {
-                    dir: dir.to_path_buf(),
-                    found: found.to_string(),
-                });
-            }
-            Ok(())
-        }
-        None => {
-            if backend.scan_prefix(b"").next().is_some() {
-                return Err(StoreError::UnknownSchema {
-                    dir: dir.to_path_buf(),
-                    found: "none (data without a schema marker)".into(),
-                });
-            }
-            let mut batch = WriteBatch::default();
-            batch.put(keys::SCHEMA.to_vec(), SCHEMA_VERSION.to_be_bytes().to_vec());
-            backend.apply(batch)?;
-            backend.flush()?;
-            Ok(())
-        }
+/// A layout and schema for the crate's own tests: runs under `e`, chunks under `E`.
+#[cfg(test)]
+pub(crate) fn test_config(dir: &Path) -> StoreConfig {
+    StoreConfig::new(dir, test_layout(), Schema::new(7))
+}
+
+#[cfg(test)]
+pub(crate) fn test_layout() -> Layout {
+    Layout {
+        schema_key: b"S".to_vec(),
+        runs: TEST_RUNS,
     }
 }
+
+#[cfg(test)]
+pub(crate) const TEST_RUNS: Runs = Runs {
+    tag: b'e',
+    chunk_tag: b'E',
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn writes_survive_reopen_and_schema_is_checked() {
+    async fn writes_survive_reopen_and_a_held_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let config = StoreConfig::new(dir.path());
+        let config = test_config(dir.path());
         {
             let store = Store::open(&config).unwrap();
             let mut batch = WriteBatch::default();
@@ -227,41 +275,23 @@ mod tests {
             err.to_string().contains(&dir.path().display().to_string()),
             "{err}"
         );
+        assert!(
+            err.to_string().contains("locked by another process"),
+            "{err}"
+        );
         store.close().unwrap();
+        // released by close, while the handle still lives
+        Store::open(&config).unwrap().close().unwrap();
+        drop(store);
     }
 
     #[test]
-    fn a_foreign_directory_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
-        let err = Store::open(&StoreConfig::new(dir.path()))
-            .err()
-            .expect("must refuse");
-        assert!(
-            err.to_string().contains("not a Latchkey data directory"),
-            "{err}"
-        );
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "nothing written"
-        );
-    }
-
-    #[tokio::test]
-    async fn unknown_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let backend = SledBackend::open(dir.path()).unwrap();
-            let mut batch = WriteBatch::default();
-            batch.put(keys::SCHEMA.to_vec(), 99u32.to_be_bytes().to_vec());
-            backend.apply(batch).unwrap();
-            backend.flush().unwrap();
-        }
-        let err = Store::open(&StoreConfig::new(dir.path()))
-            .err()
-            .expect("must refuse");
-        assert!(matches!(err, StoreError::UnknownSchema { .. }), "{err}");
-        assert!(err.to_string().contains("99"), "{err}");
+    fn run_keys_split_into_owner_and_sequence() {
+        let key = TEST_RUNS.key(b"\x00\x0242", 7);
+        assert_eq!(TEST_RUNS.split(&key), Some((&b"e\x00\x0242"[..], 7)));
+        assert!(TEST_RUNS.split(b"u\x00\x0242\0\0\0\0\0\0\0\x07").is_none());
+        assert!(TEST_RUNS.split(&[b'e'; 9]).is_none(), "no owner");
+        assert!(TEST_RUNS.key(b"a", 2) < TEST_RUNS.key(b"a", 10));
+        assert!(TEST_RUNS.key(b"a", 255) < TEST_RUNS.key(b"a", 256));
     }
 }

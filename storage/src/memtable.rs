@@ -1,32 +1,32 @@
 //! The log's memtable: what was written since the last checkpoint, held in memory in front of
-//! sled (see `wal.rs`).
+//! sled (see `log/`).
 //!
 //! Every command inserts twice here (its snapshot and its event) while holding the log's lock,
 //! so inserting must be cheap. An ordered tree of ~100k heap-allocated keys was not: each insert
 //! chased pointers through a dozen compares, ≈ 15 % of the embedded hot path's CPU. So the table
-//! is two hash maps instead: point keys (snapshots, indexes, tokens) by key, and events by owner
-//! (the event key without its sequence), each owner's events in sequence order. A checkpoint
-//! then writes one chunk per user straight from its run, and a user's event log is found
-//! without a search. An owner's events share one buffer, so dropping a checkpointed table frees
-//! one allocation per user, not one per event. The ordered reads — prefix scans and checkpoints —
+//! is two hash maps instead: point keys by key, and the entries of append-only runs (the
+//! engine's events; [`Runs`]) by owner (the run key without its sequence), each owner's entries
+//! in sequence order. A checkpoint then writes one chunk per owner straight from its run, and an
+//! owner's run is found without a search. An owner's entries share one buffer, so dropping a
+//! checkpointed table frees one allocation per owner, not one per entry. The ordered reads — prefix scans and checkpoints —
 //! are rare; a scan sorts what it takes.
 
 use std::collections::HashMap;
 
-use crate::keys;
+use crate::Runs;
 
 /// A value, or `None` for a delete (it must hide what sled still holds).
 pub(crate) type Value = Option<Vec<u8>>;
 
-#[derive(Default)]
 pub(crate) struct Table {
+    runs: Runs,
     points: HashMap<Vec<u8>, Value>,
-    /// Owner → its events.
+    /// Owner → its run.
     events: HashMap<Vec<u8>, Run>,
     event_count: usize,
 }
 
-/// One owner's events: their bytes one after another, and where each sequence's are (`None`:
+/// One owner's run: its entries' bytes one after another, and where each sequence's are (`None`:
 /// deleted), sorted by sequence. Sequences arrive in order, so an insert is almost always a push;
 /// anything else (replay, an overwrite) finds its place by binary search. An overwritten event
 /// leaves its old bytes behind until the table is dropped.
@@ -78,9 +78,23 @@ impl Run {
 }
 
 impl Table {
+    pub fn new(runs: Runs) -> Self {
+        Table {
+            runs,
+            points: HashMap::new(),
+            events: HashMap::new(),
+            event_count: 0,
+        }
+    }
+
+    /// The layout of the runs this table keeps.
+    pub fn runs(&self) -> Runs {
+        self.runs
+    }
+
     /// `Some(value)` if the table has the key (`Some(None)`: deleted here).
     pub fn get(&self, key: &[u8]) -> Option<Value> {
-        match split_event(key) {
+        match self.runs.split(key) {
             Some((owner, sequence)) => {
                 let event = self.events.get(owner)?.get(sequence)?;
                 Some(event.map(<[u8]>::to_vec))
@@ -90,7 +104,7 @@ impl Table {
     }
 
     pub fn insert(&mut self, key: Vec<u8>, value: Value) {
-        let Some((owner, sequence)) = split_event(&key) else {
+        let Some((owner, sequence)) = self.runs.split(&key) else {
             self.points.insert(key, value);
             return;
         };
@@ -143,7 +157,7 @@ impl Table {
         self.points.iter()
     }
 
-    /// Every owner's events, in sequence order (owners in no particular order).
+    /// Every owner's run, in sequence order (owners in no particular order).
     pub fn event_runs(&self) -> impl Iterator<Item = (&[u8], &Run)> {
         self.events
             .iter()
@@ -151,17 +165,7 @@ impl Table {
     }
 }
 
-/// An event key's owner (everything but the sequence: tag and user id) and its sequence;
-/// `None` for any other key.
-pub(crate) fn split_event(key: &[u8]) -> Option<(&[u8], u64)> {
-    if key.first() != Some(&keys::EVENT_TAG) || key.len() <= 1 + 8 {
-        return None;
-    }
-    let (owner, sequence) = key.split_at(key.len() - 8);
-    Some((owner, u64::from_be_bytes(sequence.try_into().ok()?)))
-}
-
-/// The event key of `owner`'s event `sequence`.
+/// The run key of `owner`'s (tag included) entry `sequence`.
 pub(crate) fn event_key(owner: &[u8], sequence: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(owner.len() + 8);
     key.extend_from_slice(owner);
@@ -172,43 +176,67 @@ pub(crate) fn event_key(owner: &[u8], sequence: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TEST_RUNS;
 
     fn v(text: &str) -> Value {
         Some(text.as_bytes().to_vec())
     }
 
+    /// Owners as the engine writes them: length-prefixed, so "1" never prefixes "12".
+    fn owner(id: &str) -> Vec<u8> {
+        let mut owner = (id.len() as u16).to_be_bytes().to_vec();
+        owner.extend_from_slice(id.as_bytes());
+        owner
+    }
+
+    fn event(id: &str, sequence: u64) -> Vec<u8> {
+        TEST_RUNS.key(&owner(id), sequence)
+    }
+
+    fn events_of(id: &str) -> Vec<u8> {
+        let mut prefix = vec![TEST_RUNS.tag];
+        prefix.extend_from_slice(&owner(id));
+        prefix
+    }
+
+    fn point(id: &str) -> Vec<u8> {
+        let mut key = b"u".to_vec();
+        key.extend_from_slice(&owner(id));
+        key
+    }
+
     #[test]
     fn points_and_events_are_found_and_overwritten() {
-        let mut table = Table::default();
-        table.insert(keys::user("1"), v("snapshot 1"));
-        table.insert(keys::event("1", 1), v("created"));
-        table.insert(keys::event("1", 2), v("locked"));
-        table.insert(keys::user("1"), v("snapshot 2"));
-        table.insert(keys::event("1", 2), v("locked again"));
-        table.insert(keys::username("o", "ada"), None);
+        let mut table = Table::new(TEST_RUNS);
+        table.insert(point("1"), v("snapshot 1"));
+        table.insert(event("1", 1), v("created"));
+        table.insert(event("1", 2), v("locked"));
+        table.insert(point("1"), v("snapshot 2"));
+        table.insert(event("1", 2), v("locked again"));
+        table.insert(b"n-ada".to_vec(), None);
         assert_eq!(table.len(), 4);
-        assert_eq!(table.get(&keys::user("1")), Some(v("snapshot 2")));
-        assert_eq!(table.get(&keys::event("1", 1)), Some(v("created")));
-        assert_eq!(table.get(&keys::event("1", 2)), Some(v("locked again")));
-        table.insert(keys::event("1", 1), None);
-        assert_eq!(table.get(&keys::event("1", 1)), Some(None));
+        assert_eq!(table.get(&point("1")), Some(v("snapshot 2")));
+        assert_eq!(table.get(&event("1", 1)), Some(v("created")));
+        assert_eq!(table.get(&event("1", 2)), Some(v("locked again")));
+        table.insert(event("1", 1), None);
+        assert_eq!(table.get(&event("1", 1)), Some(None));
         assert_eq!(table.len(), 4);
-        assert_eq!(table.get(&keys::username("o", "ada")), Some(None));
-        assert_eq!(table.get(&keys::event("1", 3)), None);
-        assert_eq!(table.get(&keys::user("2")), None);
+        assert_eq!(table.get(b"n-ada"), Some(None));
+        assert_eq!(table.get(&event("1", 3)), None);
+        assert_eq!(table.get(&point("2")), None);
     }
 
     #[test]
     fn scans_return_exactly_the_prefixed_keys_in_key_order() {
-        let mut table = Table::default();
+        let mut table = Table::new(TEST_RUNS);
         let mut all = Vec::new();
         for id in ["1", "12", "2", "10"] {
             for sequence in [3u64, 1, 256, 2] {
-                let key = keys::event(id, sequence);
+                let key = event(id, sequence);
                 table.insert(key.clone(), v(id));
                 all.push(key);
             }
-            let key = keys::user(id);
+            let key = point(id);
             table.insert(key.clone(), v(id));
             all.push(key);
         }
@@ -218,31 +246,30 @@ mod tests {
         };
         // everything, in byte order
         assert_eq!(keys_of(b""), all);
-        // one user's events: not those of users whose ids start alike ("1" vs "10", "12")
-        let of_1: Vec<_> = [1u64, 2, 3, 256].map(|s| keys::event("1", s)).to_vec();
-        assert_eq!(keys_of(&keys::events_of("1")), of_1);
-        // every event, and every snapshot
+        // one owner's run: not those of owners whose ids start alike ("1" vs "10", "12")
+        let of_1: Vec<_> = [1u64, 2, 3, 256].map(|s| event("1", s)).to_vec();
+        assert_eq!(keys_of(&events_of("1")), of_1);
+        // every run entry, and every point
         let events: Vec<_> = all
             .iter()
-            .filter(|k| k[0] == keys::EVENT_TAG)
+            .filter(|k| k[0] == TEST_RUNS.tag)
             .cloned()
             .collect();
-        assert_eq!(keys_of(&[keys::EVENT_TAG]), events);
-        assert_eq!(keys_of(keys::USERS).len(), 4);
+        assert_eq!(keys_of(&[TEST_RUNS.tag]), events);
+        assert_eq!(keys_of(b"u").len(), 4);
         // a prefix reaching into the sequence
-        let mut partial = keys::events_of("1");
+        let mut partial = events_of("1");
         partial.extend_from_slice(&[0; 6]);
         partial.push(1); // sequences 256..=511
-        assert_eq!(keys_of(&partial), vec![keys::event("1", 256)]);
+        assert_eq!(keys_of(&partial), vec![event("1", 256)]);
     }
 
     #[test]
-    fn only_event_keys_are_split() {
-        let key = keys::event("42", 7);
-        let (owner, sequence) = split_event(&key).unwrap();
-        assert_eq!((owner, sequence), (keys::events_of("42").as_slice(), 7));
+    fn only_run_keys_are_split() {
+        let key = event("42", 7);
+        let (owner, sequence) = TEST_RUNS.split(&key).unwrap();
+        assert_eq!((owner, sequence), (events_of("42").as_slice(), 7));
         assert_eq!(event_key(owner, sequence), key);
-        assert!(split_event(&keys::user("42")).is_none());
-        assert!(split_event(&[keys::EVENT_TAG; 9]).is_none());
+        assert!(TEST_RUNS.split(&point("42")).is_none());
     }
 }

@@ -1,67 +1,76 @@
 //! The embedded default backend: one sled tree (the default one) holding every keyspace, so a
-//! whole group-commit batch is a single atomic `apply_batch`.
+//! whole group-commit batch is a single atomic `apply_batch`. It holds the directory's lock
+//! (`lock.rs`) for as long as it is open, which also covers the write-ahead log in `wal/`.
 
 use std::path::Path;
-use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
+use parking_lot::{RwLock, RwLockReadGuard};
+
+use crate::lock::{DirLock, LOCK_FILE};
 use crate::{Backend, KvIter, StoreError, WriteBatch};
 
 /// sled's own default: 1 GiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
-/// How long opening waits for a lock that may still be held by a handle just dropped here.
-const LOCK_WAIT: Duration = Duration::from_secs(1);
+/// How long opening waits for sled's own lock while a handle just dropped in this process still
+/// releases it (sled does that from its I/O threads, shortly after the last handle goes).
+const SLED_RELEASE_WAIT: Duration = Duration::from_secs(1);
+
+/// An open sled and the directory lock, dropped together at close.
+struct Open {
+    db: sled::Db,
+    _lock: DirLock,
+}
 
 pub struct SledBackend {
-    /// `None` once closed, so the directory lock is released even while the store is referenced.
-    db: RwLock<Option<sled::Db>>,
+    /// `None` once closed, so the directory is released even while the store is referenced.
+    open: RwLock<Option<Open>>,
 }
 
 impl SledBackend {
     pub fn open(dir: &Path) -> Result<SledBackend, StoreError> {
-        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+        Self::open_with(dir, DEFAULT_CACHE_BYTES, &[])
     }
 
     /// Opens with sled's page cache bounded to `cache_bytes` (sled keeps the bound roughly).
-    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<SledBackend, StoreError> {
+    /// `kept_files` are the caller's files that may stand in a directory without a store.
+    pub fn open_with(
+        dir: &Path,
+        cache_bytes: u64,
+        kept_files: &[String],
+    ) -> Result<SledBackend, StoreError> {
         let open_err = |cause: String| StoreError::Open {
             dir: dir.to_path_buf(),
             cause,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        refuse_foreign(dir).map_err(open_err)?;
+        refuse_foreign(dir, kept_files).map_err(open_err)?;
+        let lock = DirLock::acquire(dir).map_err(open_err)?;
         let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(cache_bytes)
             // We flush ourselves: once per batch (sync) or on our own timer (async).
             .flush_every_ms(None);
-        // sled releases the directory's lock from its own I/O threads shortly after the last
-        // handle is dropped, so a store closed or dropped in this process a moment ago can still
-        // hold it: wait for that before saying another process does.
-        let deadline = Instant::now() + LOCK_WAIT;
+        // With the directory locked by us, sled's own lock can only be held by a handle this
+        // process just dropped: its I/O failures are retried for a moment before they count.
+        let deadline = Instant::now() + SLED_RELEASE_WAIT;
         let db = loop {
             match config.open() {
                 Ok(db) => break db,
-                Err(e) if e.to_string().contains("could not acquire lock") => {
-                    if Instant::now() >= deadline {
-                        return Err(open_err(
-                            "it is locked by another process (is another latchkey running on it?)"
-                                .into(),
-                        ));
-                    }
+                Err(sled::Error::Io(_)) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) => return Err(open_err(e.to_string())),
             }
         };
         Ok(SledBackend {
-            db: RwLock::new(Some(db)),
+            open: RwLock::new(Some(Open { db, _lock: lock })),
         })
     }
 
     fn db(&self) -> Result<DbGuard<'_>, StoreError> {
-        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        let guard = self.open.read();
         if guard.is_some() {
             Ok(DbGuard(guard))
         } else {
@@ -70,20 +79,20 @@ impl SledBackend {
     }
 }
 
-struct DbGuard<'a>(RwLockReadGuard<'a, Option<sled::Db>>);
+struct DbGuard<'a>(RwLockReadGuard<'a, Option<Open>>);
 
 impl std::ops::Deref for DbGuard<'_> {
     type Target = sled::Db;
     fn deref(&self) -> &sled::Db {
         // Constructed only when the option is Some.
-        self.0.as_ref().unwrap_or_else(|| unreachable!())
+        &self.0.as_ref().unwrap_or_else(|| unreachable!()).db
     }
 }
 
 /// sled treats a directory without its files as a new, empty store and starts writing into it.
 /// Pointing `--data-dir` at the wrong place must not do that: a non-empty directory needs sled's
-/// `conf` file to be opened. Latchkey's own `admin.pat` alone does not count as foreign.
-fn refuse_foreign(dir: &Path) -> Result<(), String> {
+/// `conf` file to be opened, unless it holds only the lock file and the caller's kept files.
+fn refuse_foreign(dir: &Path, kept_files: &[String]) -> Result<(), String> {
     if dir.join("conf").exists() {
         return Ok(());
     }
@@ -91,7 +100,7 @@ fn refuse_foreign(dir: &Path) -> Result<(), String> {
     for entry in entries {
         let name = entry.map_err(|e| e.to_string())?.file_name();
         let name = name.to_string_lossy();
-        if !name.starts_with("admin.pat") {
+        if name != LOCK_FILE && !kept_files.iter().any(|kept| *kept == name) {
             return Err(format!(
                 "it is not a Latchkey data directory (it holds {name:?} but no store); \
                  choose an empty or new directory"
@@ -137,10 +146,48 @@ impl Backend for SledBackend {
     }
 
     fn close(&self) -> Result<(), StoreError> {
-        let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
-        match slot.take() {
-            Some(db) => db.flush().map(|_| ()).map_err(io),
+        match self.open.write().take() {
+            Some(open) => open.db.flush().map(|_| ()).map_err(io),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_foreign_directory_is_refused_and_kept_files_are_not_foreign() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+        let err = SledBackend::open(dir.path()).err().expect("must refuse");
+        assert!(
+            err.to_string().contains("not a Latchkey data directory"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing written"
+        );
+        let kept = ["notes.txt".to_owned()];
+        let backend = SledBackend::open_with(dir.path(), DEFAULT_CACHE_BYTES, &kept).unwrap();
+        backend.close().unwrap();
+    }
+
+    #[test]
+    fn closing_releases_the_directory_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SledBackend::open(dir.path()).unwrap();
+        let err = SledBackend::open(dir.path()).err().expect("held");
+        assert!(
+            err.to_string().contains("locked by another process"),
+            "{err}"
+        );
+        first.close().unwrap();
+        let second = SledBackend::open(dir.path()).unwrap();
+        second.close().unwrap();
+        drop(first);
     }
 }

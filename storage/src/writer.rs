@@ -13,125 +13,32 @@
 //! Blocking I/O (the sync, new log segments, checkpoints) happens only on the flusher and the
 //! log's checkpoint thread, never on the async workers.
 //!
-//! Failure: a write the backend refuses fails at once and marks its scope (its user) as poisoned.
-//! Later writes of a poisoned scope fail without being applied — they were computed from state
-//! that never reached the store — until [`Writer::settle`] clears the scope, which the engine does
-//! before it reloads that user. A failed flush fails every write of its group with
-//! [`StoreError::NotDurable`] and poisons their scopes: the changes are in the store (and will be
-//! on disk after the next successful flush), so callers learn that the outcome is unknown, not
+//! Failure of a write: a write the backend refuses fails at once and marks its scope as
+//! poisoned. Later writes of a poisoned scope fail without being applied — they were computed
+//! from state that never reached the store — until [`Writer::settle`] clears the scope, which the
+//! engine does before it reloads that scope's owner. A failed flush fails every write of its group
+//! with [`StoreError::NotDurable`] and poisons their scopes: the changes are in the store (and will
+//! be on disk after the next successful flush), so callers learn that the outcome is unknown, not
 //! that nothing changed; the reload then shows the change, and memory equals the store.
+//!
+//! Failure of the store: if the flusher panics, or the backend reports that a background part of
+//! it failed for good, the writer is *failed*: the group being flushed ends NotDurable, every later
+//! submit and settle fails at once with [`StoreError::Failed`] (never waiting out a timeout), and
+//! [`Writer::failure`] says why until the process restarts.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use tokio::sync::{oneshot, Notify};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use tokio::sync::oneshot;
 
-use crate::{Backend, Durability, StoreError};
+use crate::{Backend, Completion, Durability, StoreError, WriteBatch};
 
-/// Puts and deletes that must land together (all or none).
-#[derive(Debug, Default, Clone)]
-pub struct WriteBatch {
-    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-}
-
-impl WriteBatch {
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push((key, Some(value)));
-    }
-    pub fn delete(&mut self, key: Vec<u8>) {
-        self.ops.push((key, None));
-    }
-    pub fn ops(&self) -> &[(Vec<u8>, Option<Vec<u8>>)] {
-        &self.ops
-    }
-    pub fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        self.ops
-    }
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-}
-
-const PENDING: u8 = 0;
-const DONE: u8 = 1;
-const FAILED: u8 = 2;
-
-struct CompletionState {
-    state: AtomicU8,
-    error: OnceLock<StoreError>,
-    notify: Notify,
-}
-
-/// The outcome of one submitted write, shared by everyone whose reply depends on it: the caller
-/// of the command that wrote it, and callers of later reads that observed its state.
-#[derive(Clone)]
-pub struct Completion(Arc<CompletionState>);
-
-impl Completion {
-    fn pending() -> Self {
-        Completion(Arc::new(CompletionState {
-            state: AtomicU8::new(PENDING),
-            error: OnceLock::new(),
-            notify: Notify::new(),
-        }))
-    }
-
-    /// A completion that is already durable (nothing to wait for).
-    pub fn done() -> Self {
-        let c = Self::pending();
-        c.0.state.store(DONE, Ordering::Release);
-        c
-    }
-
-    fn failed(error: StoreError) -> Self {
-        let c = Self::pending();
-        c.finish(Err(error));
-        c
-    }
-
-    fn finish(&self, result: Result<(), StoreError>) {
-        let state = match result {
-            Ok(()) => DONE,
-            Err(e) => {
-                let _ = self.0.error.set(e);
-                FAILED
-            }
-        };
-        self.0.state.store(state, Ordering::Release);
-        self.0.notify.notify_waiters();
-    }
-
-    /// `None` while pending, then the outcome.
-    pub fn poll_result(&self) -> Option<Result<(), StoreError>> {
-        match self.0.state.load(Ordering::Acquire) {
-            PENDING => None,
-            DONE => Some(Ok(())),
-            _ => Some(Err(self
-                .0
-                .error
-                .get()
-                .cloned()
-                .unwrap_or(StoreError::Io("write failed".into())))),
-        }
-    }
-
-    /// Resolves once the write is durable (sync) / applied (async), or failed.
-    pub async fn wait(&self) -> Result<(), StoreError> {
-        loop {
-            let notified = self.0.notify.notified();
-            tokio::pin!(notified);
-            // Register before checking, so a finish between the check and the await is not missed.
-            notified.as_mut().enable();
-            if let Some(result) = self.poll_result() {
-                return result;
-            }
-            notified.await;
-        }
-    }
-}
+/// Where a settle's outcome goes.
+type Settled = oneshot::Sender<Result<(), StoreError>>;
 
 /// What the flusher has to do, guarded by one mutex that also orders every apply.
 #[derive(Default)]
@@ -139,13 +46,15 @@ struct Queue {
     /// Applied, not yet flushed (sync mode), in apply order.
     pending: Vec<(Vec<u8>, Completion)>,
     /// Settle barriers, answered after the flush of every write applied before them.
-    settles: Vec<(Option<Vec<u8>>, oneshot::Sender<()>)>,
+    settles: Vec<(Option<Vec<u8>>, Settled)>,
     poisoned: HashSet<Vec<u8>>,
     /// Async mode: when the oldest unflushed write was applied.
     dirty_since: Option<Instant>,
     /// The flusher is waiting for work: whoever gives it some must wake it.
     flusher_idle: bool,
     closing: bool,
+    /// Why the store failed for good, once it has.
+    failed: Option<String>,
 }
 
 struct Shared {
@@ -158,7 +67,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        self.queue.lock()
     }
 
     fn wake_flusher(&self, queue: &mut Queue) {
@@ -201,12 +110,20 @@ impl Writer {
         self.shared.durability
     }
 
+    /// Why the writer takes no more writes, once it has failed.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.shared.lock().failed.clone()
+    }
+
     /// Applies `batch` now (unless its scope is poisoned) and returns its completion.
     pub(crate) fn submit(&self, scope: &[u8], batch: WriteBatch) -> Completion {
         let shared = &self.shared;
         let mut queue = shared.lock();
         if queue.closing {
             return Completion::failed(StoreError::Closed);
+        }
+        if let Some(reason) = &queue.failed {
+            return Completion::failed(StoreError::Failed(reason.clone()));
         }
         if queue.poisoned.contains(scope) {
             return Completion::failed(StoreError::Poisoned);
@@ -240,6 +157,9 @@ impl Writer {
     pub(crate) async fn settle(&self, scope: Option<&[u8]>) -> Result<(), StoreError> {
         let wait = {
             let mut queue = self.shared.lock();
+            if let Some(reason) = &queue.failed {
+                return Err(StoreError::Failed(reason.clone()));
+            }
             if queue.pending.is_empty() {
                 // Nothing unflushed (or async, where applied is complete): settle here.
                 if let Some(scope) = scope {
@@ -255,7 +175,7 @@ impl Writer {
             self.shared.wake_flusher(&mut queue);
             wait
         };
-        wait.await.map_err(|_| StoreError::Closed)
+        wait.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Flushes what is applied, stops the flusher and fails later submits with `Closed`.
@@ -269,10 +189,8 @@ impl Writer {
             queue.flusher_idle = false;
             self.shared.wake.notify_one();
         }
-        if let Ok(mut thread) = self.thread.lock() {
-            if let Some(handle) = thread.take() {
-                let _ = handle.join();
-            }
+        if let Some(handle) = self.thread.lock().take() {
+            let _ = handle.join();
         }
         self.shared.backend.flush()
     }
@@ -310,11 +228,40 @@ impl WriterMetrics {
     }
 }
 
-fn flush(shared: &Shared) -> Result<(), StoreError> {
+/// One flush of the backend, timed. A panic inside it, or a backend that has failed for good,
+/// is the store's failure: `Err(reason)` — the store must not be written any more.
+fn flush(shared: &Shared) -> Result<Result<(), StoreError>, String> {
+    if let Some(reason) = shared.backend.failure() {
+        return Err(reason);
+    }
     let started = Instant::now();
-    let result = shared.backend.flush();
+    let result = catch_unwind(AssertUnwindSafe(|| shared.backend.flush()))
+        .map_err(|panic| format!("the flusher panicked: {}", panic_text(&panic)))?;
     shared.metrics.flush_seconds.record(started.elapsed());
-    result
+    Ok(result)
+}
+
+/// A panic's message, when it has one.
+pub(crate) fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Marks the writer failed: logged once, every later submit and settle refused at once.
+fn fail(queue: &mut Queue, reason: String) {
+    if queue.failed.is_none() {
+        tracing::error!("{reason}; the store takes no more writes until the process restarts");
+        queue.failed = Some(reason.clone());
+    }
+    for (_, done) in queue.pending.drain(..) {
+        done.finish(Err(StoreError::NotDurable(reason.clone())));
+    }
+    for (_, done) in queue.settles.drain(..) {
+        let _ = done.send(Err(StoreError::Failed(reason.clone())));
+    }
 }
 
 /// The flusher thread: one flush per group of applied writes (sync), or per interval (async).
@@ -334,28 +281,25 @@ fn run_flusher(shared: &Shared) {
                     return; // `close` flushes what async mode left unflushed
                 }
                 queue.flusher_idle = true;
-                queue = match (shared.durability, queue.dirty_since) {
+                match (shared.durability, queue.dirty_since) {
                     (Durability::Async { flush_interval }, Some(since)) => {
                         let left =
                             (since + flush_interval).saturating_duration_since(Instant::now());
                         if left.is_zero() {
                             queue.flusher_idle = false;
                             queue.dirty_since = None;
-                            drop(queue);
-                            if let Err(e) = flush(shared) {
-                                tracing::error!("periodic flush failed: {e}");
+                            let outcome = MutexGuard::unlocked(&mut queue, || flush(shared));
+                            match outcome {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => tracing::error!("periodic flush failed: {e}"),
+                                Err(reason) => fail(&mut queue, reason),
                             }
-                            shared.lock()
                         } else {
-                            shared
-                                .wake
-                                .wait_timeout(queue, left)
-                                .unwrap_or_else(|e| e.into_inner())
-                                .0
+                            shared.wake.wait_for(&mut queue, left);
                         }
                     }
-                    _ => shared.wake.wait(queue).unwrap_or_else(|e| e.into_inner()),
-                };
+                    _ => shared.wake.wait(&mut queue),
+                }
                 queue.flusher_idle = false;
             }
             (
@@ -367,15 +311,16 @@ fn run_flusher(shared: &Shared) {
         if !writes.is_empty() {
             let count = writes.len();
             shared.metrics.batch_size.record(count as f64);
-            // Applied but not confirmed on disk: callers must not be told "nothing changed".
-            match flush(shared).map_err(|e| StoreError::NotDurable(e.to_string())) {
-                Ok(()) => {
+            match flush(shared) {
+                Ok(Ok(())) => {
                     shared.metrics.writes.increment(count as u64);
                     for (_, done) in &writes {
                         done.finish(Ok(()));
                     }
                 }
-                Err(e) => {
+                // Applied but not confirmed on disk: callers must not be told "nothing changed".
+                Ok(Err(e)) => {
+                    let e = StoreError::NotDurable(e.to_string());
                     tracing::error!("flush of {count} commands failed: {e}");
                     shared.metrics.failed_writes.increment(count as u64);
                     let mut queue = shared.lock();
@@ -383,6 +328,14 @@ fn run_flusher(shared: &Shared) {
                         done.finish(Err(e.clone()));
                         queue.poisoned.insert(scope.clone());
                     }
+                }
+                Err(reason) => {
+                    // Failed first: whoever learns of this group's outcome finds the store failed.
+                    let mut queue = shared.lock();
+                    queue.settles.extend(settles);
+                    queue.pending.splice(0..0, writes);
+                    fail(&mut queue, reason);
+                    continue;
                 }
             }
         }
@@ -395,7 +348,7 @@ fn run_flusher(shared: &Shared) {
                 if let Some(scope) = scope {
                     queue.poisoned.remove(&scope);
                 }
-                let _ = done.send(());
+                let _ = done.send(Ok(()));
             }
         }
     }
@@ -404,7 +357,7 @@ fn run_flusher(shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex as StdMutex;
 
     /// An in-memory backend that can be told to fail.
@@ -413,6 +366,7 @@ mod tests {
         data: StdMutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
         fail: AtomicBool,
         fail_flush: AtomicBool,
+        panic_flush: AtomicBool,
         flush_delay_ms: std::sync::atomic::AtomicU64,
         flushes: AtomicUsize,
     }
@@ -451,6 +405,9 @@ mod tests {
             self.flushes.fetch_add(1, Ordering::SeqCst);
             if self.fail_flush.load(Ordering::SeqCst) {
                 return Err(StoreError::Io("injected flush failure".into()));
+            }
+            if self.panic_flush.load(Ordering::SeqCst) {
+                panic!("injected flush panic");
             }
             Ok(())
         }
@@ -559,5 +516,29 @@ mod tests {
         writer.close().unwrap();
         let err = writer.submit(b"s", put("b")).wait().await.unwrap_err();
         assert!(matches!(err, StoreError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_flush_fails_the_store_at_once_and_says_why() {
+        let backend = Arc::new(FlakyBackend::default());
+        let writer = Writer::start(backend.clone(), Durability::Sync).unwrap();
+        writer.submit(b"u1", put("a")).wait().await.unwrap();
+        assert_eq!(writer.failure(), None);
+        backend.panic_flush.store(true, Ordering::SeqCst);
+        let err = writer.submit(b"u1", put("b")).wait().await.unwrap_err();
+        assert!(matches!(err, StoreError::NotDurable(_)), "{err}");
+        let reason = writer.failure().expect("failed");
+        assert!(reason.contains("injected flush panic"), "{reason}");
+        // Everything after is refused at once, applied nowhere, even once the medium works.
+        backend.panic_flush.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        let err = writer.submit(b"u2", put("c")).wait().await.unwrap_err();
+        assert!(matches!(err, StoreError::Failed(_)), "{err}");
+        assert!(matches!(
+            writer.settle(Some(b"u2")).await,
+            Err(StoreError::Failed(_))
+        ));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(!backend.data.lock().unwrap().contains_key(b"c".as_slice()));
     }
 }

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use latchkey_storage::{keys, Completion, WriteBatch};
+use latchkey_storage::{Completion, WriteBatch};
+
+use crate::keys;
 
 use crate::access::{Grant, Reach};
 use crate::error::{Error, ErrorId};
@@ -321,6 +323,7 @@ impl UserActor {
         let record = state.visible(reach)?;
         let mut changed = false;
         for grant in grants {
+            let grant = grant.into();
             if !record.grants.contains(&grant) {
                 record.grants.push(grant);
                 changed = true;

@@ -3,7 +3,7 @@
 //! Every write stores the user's whole snapshot, but a lifecycle command changes only a few
 //! small fields of it; the profile, email, password hash, tokens and grants stay as they were.
 //! Encoding those again on every command was most of the ≈ 10 % of CPU that building the write
-//! took on the embedded hot path (docs/performance.md, "Sixth session"). postcard
+//! took on the embedded hot path (docs/performance.md, "What mattered"). postcard
 //! encodes a struct as its fields one after another, so the snapshot can be assembled from the
 //! small fields encoded now and these fields' bytes encoded once.
 //!
@@ -35,9 +35,8 @@ impl<T: Serialize> Encoded<T> {
 
     /// The value's postcard encoding, computed on first use after a change.
     pub fn bytes(&self) -> &[u8] {
-        // Serializing plain owned data into a Vec cannot fail.
         self.bytes
-            .get_or_init(|| postcard::to_allocvec(&self.value).unwrap_or_default())
+            .get_or_init(|| crate::stored::encode(&self.value))
     }
 }
 

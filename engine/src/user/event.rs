@@ -1,6 +1,7 @@
 //! Events: one per successful command, appended to the user's own stream under its sequence.
 //! The snapshot is the source of truth for reads; the stream is the audit log, and its
-//! gap-free sequences are what crash tests check the snapshot against.
+//! gap-free sequences are what crash tests check the snapshot against. Stored as they are
+//! (postcard): the order of `EventKind`'s variants is part of the disk format (`stored.rs`).
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,13 @@ pub enum EventKind {
     Removed,
     TokenAdded { token_id: String },
     TokenRemoved { token_id: String },
+}
+
+impl Event {
+    /// The event's stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        crate::stored::encode(self)
+    }
 }
 
 impl EventKind {

@@ -1,14 +1,16 @@
 //! What is stored for a user: the snapshot the actor works on, and how one change of it becomes
-//! one atomic write (snapshot + event + index updates).
+//! one atomic write (snapshot + event + index updates). Every field is written in the disk
+//! format's own types (`stored.rs`), never in the engine's public ones.
 
 use serde::{Deserialize, Serialize};
 
-use latchkey_storage::{keys, WriteBatch};
+use latchkey_storage::WriteBatch;
 
-use crate::access::Grant;
 use crate::error::{Error, ErrorId};
+use crate::keys;
+use crate::stored::{self, Email, Grant, Phone, Profile};
 use crate::time::{to_datetime, Micros};
-use crate::types::{Details, Email, HumanUser, MachineUser, Phone, Profile, UserState, UserType};
+use crate::types::{Details, HumanUser, MachineUser, UserState, UserType};
 use crate::user::encoded::Encoded;
 use crate::user::event::{Event, EventKind};
 
@@ -16,6 +18,7 @@ use crate::user::event::{Event, EventKind};
 pub struct UserRecord {
     pub id: String,
     pub org_id: String,
+    #[serde(with = "stored::state")]
     pub state: UserState,
     pub username: String,
     /// Sequence of the last event (1 = creation).
@@ -95,7 +98,7 @@ impl UserRecord {
         let head = (
             &self.id,
             &self.org_id,
-            &self.state,
+            stored::State::from(self.state),
             &self.username,
             self.sequence,
             self.created,
@@ -104,9 +107,10 @@ impl UserRecord {
         );
         let (kind, grants) = (self.kind.bytes(), self.grants.bytes());
         let head_bytes = self.id.len() + self.org_id.len() + self.username.len() + 40;
-        let mut out = Vec::with_capacity(head_bytes + kind.len() + grants.len());
-        // Serializing plain owned data into a Vec cannot fail.
-        out = postcard::to_extend(&head, out).unwrap_or_default();
+        let out = Vec::with_capacity(head_bytes + kind.len() + grants.len());
+        // As `stored::encode`: plain data into a Vec cannot fail.
+        #[allow(clippy::expect_used)]
+        let mut out = postcard::to_extend(&head, out).expect("encoding into a Vec cannot fail");
         out.extend_from_slice(kind);
         out.extend_from_slice(grants);
         out
@@ -160,19 +164,16 @@ impl UserRecord {
     /// The atomic write for a change: the new snapshot and its event, plus `extra`.
     pub fn write(&self, event: &Event, mut extra: WriteBatch) -> WriteBatch {
         extra.put(keys::user(&self.id), self.encode());
-        extra.put(
-            keys::event(&self.id, event.sequence),
-            postcard::to_allocvec(event).unwrap_or_default(),
-        );
+        extra.put(keys::event(&self.id, event.sequence), event.encode());
         extra
     }
 
     pub fn user_type(&self) -> UserType {
         match &*self.kind {
             Kind::Human(h) => UserType::Human(HumanUser {
-                profile: h.profile.clone(),
-                email: h.email.clone(),
-                phone: h.phone.clone(),
+                profile: h.profile.clone().into(),
+                email: h.email.clone().into(),
+                phone: h.phone.clone().map(Into::into),
                 password_change_required: h.password.as_ref().is_some_and(|p| p.change_required),
                 password_changed: h.password.as_ref().map(|p| to_datetime(p.changed)),
             }),
@@ -192,7 +193,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::Role;
+    use crate::stored::Role;
     use crate::types::UserState;
 
     fn human() -> UserRecord {

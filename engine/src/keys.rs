@@ -1,6 +1,13 @@
-//! The key layout of the single keyspace. Every entity lives under a one-byte tag so prefix
-//! scans never cross entity kinds; variable-length ids are length-prefixed so that the events of
-//! user `12` never show up in a scan of user `1`.
+//! The key layout of the store's single keyspace: the one place that knows how the engine's
+//! entities are laid out as keys. One keyspace means every command's writes (snapshot, event,
+//! indexes) land in one atomic batch. Every entity lives under a one-byte tag so prefix scans never
+//! cross entity kinds; variable-length ids are length-prefixed so that the events of user `12`
+//! never show up in a scan of user `1`.
+//!
+//! The store knows only what [`layout`] tells it: where the schema version is kept, and that
+//! event keys are append-only runs (`latchkey_storage::Runs`) whose checkpointed chunks go under
+//! `E`. Changing anything here changes the disk format: bump [`crate::stored::SCHEMA_VERSION`]
+//! (the golden tests in `stored.rs` hold the keys too).
 //!
 //! | tag | key | value |
 //! |---|---|---|
@@ -8,13 +15,15 @@
 //! | `M` | meta name | engine-defined (bootstrap marker, ...) |
 //! | `u` | user id | user snapshot |
 //! | `e` | user id, sequence (u64 BE) | event |
-//! | `E` | user id, first sequence (u64 BE) | event chunk: consecutive events of one user, written by the log's checkpoints (`wal.rs`); scans of `e` prefixes see them as events |
+//! | `E` | user id, first sequence (u64 BE) | event chunk: consecutive events of one user, written by the store's checkpoints; scans of `e` prefixes see them as events |
 //! | `n` | org id, lowercased username | user id |
 //! | `o` | org id | organization |
 //! | `N` | lowercased org name | org id |
 //! | `d` | org domain | org id |
 //! | `t` | token hash | token record |
 //! | `k` | token id | token hash |
+
+use latchkey_storage::{Layout, Runs};
 
 pub const SCHEMA: &[u8] = b"S";
 
@@ -45,8 +54,22 @@ pub fn user(id: &str) -> Vec<u8> {
 pub const USERS: &[u8] = b"u";
 /// Tag of event keys.
 pub const EVENT_TAG: u8 = b'e';
-/// Tag of event chunks in sled (storage-internal).
+/// Tag under which the store keeps checkpointed chunks of events (no other key uses it).
 pub const EVENT_CHUNK_TAG: u8 = b'E';
+
+/// Events are the store's append-only runs: tag, length-prefixed user id, sequence.
+pub const EVENT_RUNS: Runs = Runs {
+    tag: EVENT_TAG,
+    chunk_tag: EVENT_CHUNK_TAG,
+};
+
+/// What the store must know of this layout.
+pub fn layout() -> Layout {
+    Layout {
+        schema_key: SCHEMA.to_vec(),
+        runs: EVENT_RUNS,
+    }
+}
 
 /// Prefix of one user's event log.
 pub fn events_of(id: &str) -> Vec<u8> {
@@ -57,18 +80,12 @@ pub fn event(id: &str, sequence: u64) -> Vec<u8> {
     key.extend_from_slice(&sequence.to_be_bytes());
     key
 }
-/// The sequence number at the end of an event key.
-pub fn event_sequence(key: &[u8]) -> Option<u64> {
-    let tail = key.len().checked_sub(8).map(|start| &key[start..])?;
-    Some(u64::from_be_bytes(tail.try_into().ok()?))
-}
 pub fn username(org: &str, lowercased_username: &str) -> Vec<u8> {
     tagged(b'n', &[org.as_bytes(), lowercased_username.as_bytes()])
 }
 pub fn org(id: &str) -> Vec<u8> {
     tagged(b'o', &[id.as_bytes()])
 }
-pub const ORGS: &[u8] = b"o";
 pub fn org_name(lowercased_name: &str) -> Vec<u8> {
     tagged(b'N', &[lowercased_name.as_bytes()])
 }
@@ -91,7 +108,12 @@ mod tests {
         let of_1 = events_of("1");
         assert!(event("1", 7).starts_with(&of_1));
         assert!(!event("12", 7).starts_with(&of_1));
-        assert_eq!(event_sequence(&event("12", 7)), Some(7));
+    }
+
+    #[test]
+    fn event_keys_are_the_stores_run_keys() {
+        let owner = &events_of("12")[1..];
+        assert_eq!(event("12", 7), EVENT_RUNS.key(owner, 7));
     }
 
     #[test]

@@ -1,0 +1,232 @@
+//! Golden bytes: every record type and key as this schema version writes them. If one of these
+//! fails, the disk format changed: either undo the change, or bump [`SCHEMA_VERSION`] (with an
+//! upgrade path for existing stores) and record the new version's bytes here.
+
+use super::*;
+use crate::keys;
+use crate::orgs::OrgRecord;
+use crate::tokens::TokenRecord;
+use crate::types::UserState;
+use crate::user::event::{Event, EventKind};
+use crate::user::record::{HumanRecord, Kind, MachineRecord, PasswordRecord, TokenRef, UserRecord};
+
+const AT: i64 = 1_764_527_656_304_768;
+
+fn human() -> UserRecord {
+    let kind = Kind::Human(HumanRecord {
+        profile: Profile {
+            given_name: "Ada".into(),
+            family_name: "Lovelace".into(),
+            nick_name: Some("ada".into()),
+            display_name: None,
+            preferred_language: Some("en".into()),
+            gender: Gender::Female,
+        },
+        email: Email {
+            email: "ada@example.com".into(),
+            is_verified: true,
+        },
+        phone: Some(Phone {
+            phone: "+41 44 000 00 00".into(),
+            is_verified: false,
+        }),
+        password: Some(PasswordRecord {
+            hash: "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy".into(),
+            change_required: true,
+            changed: AT - 1_000_000,
+        }),
+    });
+    let mut record = UserRecord::new(
+        "117694849381826560".into(),
+        "117694849381826561".into(),
+        UserState::Locked,
+        "ada",
+        kind,
+        AT,
+    );
+    record.sequence = 3;
+    record.changed = AT + 1_000;
+    record.failed_password_attempts = 2;
+    record.grants.push(Grant {
+        role: Role::OrgUserViewer,
+        org_id: Some("117694849381826561".into()),
+    });
+    record
+}
+
+fn machine() -> UserRecord {
+    let kind = Kind::Machine(MachineRecord {
+        name: "ci".into(),
+        description: "deploys".into(),
+        tokens: vec![TokenRef {
+            id: "t1".into(),
+            hash: vec![1, 2, 3],
+        }],
+    });
+    let mut record = UserRecord::new("m1".into(), "o1".into(), UserState::Active, "ci", kind, AT);
+    record.sequence = 2;
+    for role in [Role::IamOwner, Role::OrgOwner, Role::OrgUserManager] {
+        record.grants.push(Grant { role, org_id: None });
+    }
+    record
+}
+
+/// Every user state, in a record each.
+fn states() -> Vec<(String, Vec<u8>)> {
+    [
+        UserState::Active,
+        UserState::Inactive,
+        UserState::Deleted,
+        UserState::Locked,
+        UserState::Initial,
+    ]
+    .into_iter()
+    .map(|state| {
+        let mut record = machine();
+        record.state = state;
+        (format!("state {state:?}"), record.encode())
+    })
+    .collect()
+}
+
+fn events() -> Vec<(String, Vec<u8>)> {
+    let kinds = [
+        EventKind::HumanAdded {
+            org_id: "o1".into(),
+            username: "ada".into(),
+        },
+        EventKind::MachineAdded {
+            org_id: "o1".into(),
+            username: "ci".into(),
+        },
+        EventKind::Locked,
+        EventKind::Unlocked,
+        EventKind::Deactivated,
+        EventKind::Reactivated,
+        EventKind::Removed,
+        EventKind::TokenAdded {
+            token_id: "t1".into(),
+        },
+        EventKind::TokenRemoved {
+            token_id: "t1".into(),
+        },
+    ];
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            let event = Event {
+                sequence: i as u64 + 1,
+                at: AT + i as i64,
+                kind,
+            };
+            (format!("event {}", event.kind.name()), event.encode())
+        })
+        .collect()
+}
+
+fn samples() -> Vec<(String, Vec<u8>)> {
+    let mut all = vec![
+        ("human user".to_owned(), human().encode()),
+        ("machine user".to_owned(), machine().encode()),
+    ];
+    all.extend(states());
+    all.extend(events());
+    let org = OrgRecord {
+        id: "o1".into(),
+        name: "Acme".into(),
+        domain: "acme.localhost".into(),
+        created: AT,
+    };
+    all.push(("organization".into(), encode(&org)));
+    let token = TokenRecord {
+        token_id: "t1".into(),
+        user_id: "m1".into(),
+        expires: Some(AT + 86_400_000_000),
+        created: AT,
+    };
+    all.push(("token".into(), encode(&token)));
+    for (name, key) in [
+        ("key schema", keys::SCHEMA.to_vec()),
+        ("key meta", keys::meta("default-org")),
+        ("key user", keys::user("u1")),
+        ("key event", keys::event("u1", 258)),
+        ("key events of", keys::events_of("u1")),
+        ("key username", keys::username("o1", "ada")),
+        ("key org", keys::org("o1")),
+        ("key org name", keys::org_name("acme")),
+        ("key org domain", keys::org_domain("acme.localhost")),
+        ("key token", keys::token(&[0xAB; 4])),
+        ("key token id", keys::token_id("t1")),
+    ] {
+        all.push((name.into(), key));
+    }
+    all
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Schema 2's bytes, by sample.
+const V2: &[(&str, &str)] = &[
+    ("human user", "12313137363934383439333831383236353630123131373639343834393338313832363536310303616461038082b4c283b5a206d091b4c283b5a206020003416461084c6f76656c6163650103616461000102656e010f616461406578616d706c652e636f6d0101102b34312034342030303020303020303000013c243262243130244e39716f38754c4f69636b6778325a4d525a6f4d7965496a5a416763666c377039326c644778616436384c4a5a644c31376c6857790180f9b9c183b5a20601030112313137363934383439333831383236353631"),
+    ("machine user", "026d31026f3100026369028082b4c283b5a2068082b4c283b5a2060001026369076465706c6f7973010274310301020303000001000200"),
+    ("state Active", "026d31026f3100026369028082b4c283b5a2068082b4c283b5a2060001026369076465706c6f7973010274310301020303000001000200"),
+    ("state Inactive", "026d31026f3101026369028082b4c283b5a2068082b4c283b5a2060001026369076465706c6f7973010274310301020303000001000200"),
+    ("state Deleted", "026d31026f3102026369028082b4c283b5a2068082b4c283b5a2060001026369076465706c6f7973010274310301020303000001000200"),
+    ("state Locked", "026d31026f3103026369028082b4c283b5a2068082b4c283b5a2060001026369076465706c6f7973010274310301020303000001000200"),
+    ("state Initial", "026d31026f3104026369028082b4c283b5a2068082b4c283b5a2060001026369076465706c6f7973010274310301020303000001000200"),
+    ("event user.human.added", "018082b4c283b5a20600026f3103616461"),
+    ("event user.machine.added", "028282b4c283b5a20601026f31026369"),
+    ("event user.locked", "038482b4c283b5a20602"),
+    ("event user.unlocked", "048682b4c283b5a20603"),
+    ("event user.deactivated", "058882b4c283b5a20604"),
+    ("event user.reactivated", "068a82b4c283b5a20605"),
+    ("event user.removed", "078c82b4c283b5a20606"),
+    ("event user.personal.access.token.added", "088e82b4c283b5a20607027431"),
+    ("event user.personal.access.token.removed", "099082b4c283b5a20608027431"),
+    ("organization", "026f310441636d650e61636d652e6c6f63616c686f73748082b4c283b5a206"),
+    ("token", "027431026d31018082ef9f87baa2068082b4c283b5a206"),
+    ("key schema", "53"),
+    ("key meta", "4d000b64656661756c742d6f7267"),
+    ("key user", "7500027531"),
+    ("key event", "65000275310000000000000102"),
+    ("key events of", "6500027531"),
+    ("key username", "6e00026f310003616461"),
+    ("key org", "6f00026f31"),
+    ("key org name", "4e000461636d65"),
+    ("key org domain", "64000e61636d652e6c6f63616c686f7374"),
+    ("key token", "740004abababab"),
+    ("key token id", "6b00027431"),
+];
+
+#[test]
+fn the_disk_format_is_what_this_schema_version_says() {
+    let golden = match SCHEMA_VERSION {
+        2 => V2,
+        v => panic!("schema version {v} has no golden bytes: record them in stored/golden.rs"),
+    };
+    let samples = samples();
+    if std::env::var_os("LATCHKEY_PRINT_GOLDEN").is_some() {
+        for (name, bytes) in &samples {
+            println!("    ({name:?}, \"{}\"),", hex(bytes));
+        }
+    }
+    assert_eq!(samples.len(), golden.len(), "a sample without golden bytes");
+    for ((name, bytes), (golden_name, golden_hex)) in samples.iter().zip(golden) {
+        assert_eq!(name, golden_name);
+        assert_eq!(
+            hex(bytes),
+            *golden_hex,
+            "{name}: the disk format changed without a schema version bump"
+        );
+    }
+}
+
+#[test]
+fn golden_records_decode_to_what_was_encoded() {
+    for record in [human(), machine()] {
+        assert_eq!(UserRecord::decode(&record.encode()).unwrap(), record);
+    }
+}

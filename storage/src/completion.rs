@@ -1,0 +1,113 @@
+//! What a write is and how its outcome reaches whoever waits for it: a [`WriteBatch`] is the
+//! puts and deletes of one command, applied all or none; its [`Completion`] resolves once the
+//! batch is durable (or applied, in `async` mode), or failed. The writer (`writer.rs`) makes and
+//! finishes completions; the engine's callers wait on them.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::Notify;
+
+use crate::StoreError;
+
+/// Puts and deletes that must land together (all or none).
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((key, Some(value)));
+    }
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.ops.push((key, None));
+    }
+    pub fn ops(&self) -> &[(Vec<u8>, Option<Vec<u8>>)] {
+        &self.ops
+    }
+    pub fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.ops
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+const PENDING: u8 = 0;
+const DONE: u8 = 1;
+const FAILED: u8 = 2;
+
+struct CompletionState {
+    state: AtomicU8,
+    error: OnceLock<StoreError>,
+    notify: Notify,
+}
+
+/// The outcome of one submitted write, shared by everyone whose reply depends on it: the caller
+/// of the command that wrote it, and callers of later reads that observed its state.
+#[derive(Clone)]
+pub struct Completion(Arc<CompletionState>);
+
+impl Completion {
+    pub(crate) fn pending() -> Self {
+        Completion(Arc::new(CompletionState {
+            state: AtomicU8::new(PENDING),
+            error: OnceLock::new(),
+            notify: Notify::new(),
+        }))
+    }
+
+    /// A completion that is already durable (nothing to wait for).
+    pub fn done() -> Self {
+        let c = Self::pending();
+        c.0.state.store(DONE, Ordering::Release);
+        c
+    }
+
+    pub(crate) fn failed(error: StoreError) -> Self {
+        let c = Self::pending();
+        c.finish(Err(error));
+        c
+    }
+
+    pub(crate) fn finish(&self, result: Result<(), StoreError>) {
+        let state = match result {
+            Ok(()) => DONE,
+            Err(e) => {
+                let _ = self.0.error.set(e);
+                FAILED
+            }
+        };
+        self.0.state.store(state, Ordering::Release);
+        self.0.notify.notify_waiters();
+    }
+
+    /// `None` while pending, then the outcome.
+    pub fn poll_result(&self) -> Option<Result<(), StoreError>> {
+        match self.0.state.load(Ordering::Acquire) {
+            PENDING => None,
+            DONE => Some(Ok(())),
+            _ => Some(Err(self
+                .0
+                .error
+                .get()
+                .cloned()
+                .unwrap_or(StoreError::Io("write failed".into())))),
+        }
+    }
+
+    /// Resolves once the write is durable (sync) / applied (async), or failed.
+    pub async fn wait(&self) -> Result<(), StoreError> {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a finish between the check and the await is not missed.
+            notified.as_mut().enable();
+            if let Some(result) = self.poll_result() {
+                return result;
+            }
+            notified.await;
+        }
+    }
+}

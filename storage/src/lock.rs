@@ -1,0 +1,52 @@
+//! The data directory's lock: a file Latchkey owns, locked exclusively for as long as a store is
+//! open on the directory, so a second server (or a tool) on the same directory is refused before it
+//! touches sled or the write-ahead log. The operating system drops the lock with the process, so a
+//! crash never leaves a stale one behind.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::Path;
+
+/// The lock file's name inside the data directory.
+pub(crate) const LOCK_FILE: &str = "latchkey.lock";
+
+/// Held while the store is open; dropping it releases the directory.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Locks `dir` (which must exist). `Err` names the cause in words for an open error.
+    pub(crate) fn acquire(dir: &Path) -> Result<DirLock, String> {
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("cannot open its lock file {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(TryLockError::WouldBlock) => {
+                Err("it is locked by another process (is another latchkey running on it?)".into())
+            }
+            Err(TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_at_a_time_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DirLock::acquire(dir.path()).unwrap();
+        let refused = DirLock::acquire(dir.path()).unwrap_err();
+        assert!(refused.contains("locked by another process"), "{refused}");
+        drop(held);
+        DirLock::acquire(dir.path()).unwrap();
+    }
+}

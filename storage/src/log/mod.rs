@@ -1,0 +1,356 @@
+//! The write-ahead log in front of sled: what makes a group commit cheap.
+//!
+//! Applying a batch to sled and flushing sled once per batch cost ≈ 20 µs of CPU per command
+//! (tree updates, page copies, sled's I/O thread pool), more than the whole HTTP round trip. So a
+//! batch goes to two cheap places instead:
+//!
+//! - the **log**: one record (`record.rs`) appended to a buffer; a flush writes the buffer to the
+//!   current segment file under `wal/` (`segment.rs`) and `fdatasync`s it — one write and one sync
+//!   per group commit, on the writer's flusher thread;
+//! - the **memtable** (`../memtable.rs`): the keys written since the last checkpoint, in hash maps
+//!   (points by key, run entries by owner), which reads consult before sled (so a read sees every
+//!   applied batch, as it did with sled alone; `scan.rs` merges prefix scans).
+//!
+//! When the memtable grows past [`DEFAULT_CHECKPOINT_ENTRIES`] keys (configurable) or
+//! [`CHECKPOINT_BYTES`], the next flush freezes it and starts a new segment, and the background
+//! thread checkpoints it into sled (`checkpoint.rs`). Checkpointed segments are recycled as spares
+//! and a busy log keeps a zero-filled one ready (`spares.rs`). At open, what is left of the log is
+//! replayed over sled (`replay.rs`).
+//!
+//! Where to start reading: [`LoggedBackend::apply`] (memory only), then [`Backend::flush`] for it
+//! (the sync, then freeze and preallocation).
+
+mod checkpoint;
+mod record;
+mod replay;
+mod scan;
+mod segment;
+mod spares;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::memtable::Table;
+use crate::{Backend, KvIter, Runs, StoreError, WriteBatch};
+use checkpoint::{Background, Checkpoint, Job};
+use record::encode_record;
+use segment::Segment;
+use spares::{remove_unfinished_spares, spare_numbers, PREALLOCATE_AFTER, SPARE_BYTES};
+
+/// The log's folder inside the data directory.
+pub const WAL_DIR: &str = "wal";
+/// Memtable entries at which it is checkpointed into sled, unless configured otherwise.
+pub const DEFAULT_CHECKPOINT_ENTRIES: usize = 131_072;
+/// Memtable bytes (keys + values) at which it is checkpointed into sled.
+const CHECKPOINT_BYTES: usize = 32 << 20;
+
+/// Key → value, or `None` for a delete that sled has not seen yet.
+pub(crate) struct Tables {
+    active: Table,
+    active_bytes: usize,
+    /// Being copied into sled by the checkpoint thread.
+    frozen: Option<Arc<Table>>,
+}
+
+impl Tables {
+    fn new(runs: Runs) -> Self {
+        Tables {
+            active: Table::new(runs),
+            active_bytes: 0,
+            frozen: None,
+        }
+    }
+
+    fn lookup(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        if let Some(value) = self.active.get(key) {
+            return Some(value);
+        }
+        self.frozen.as_ref()?.get(key)
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.active_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        self.active.insert(key, value);
+    }
+}
+
+/// Records appended since the last successful sync, in order. Appending is all `apply` does to
+/// the log, so it never waits for the disk.
+#[derive(Default)]
+struct Buffer {
+    unsynced: Vec<u8>,
+    closed: bool,
+}
+
+/// A [`Backend`] that logs batches and keeps them in a memtable, checkpointing into `inner`.
+pub struct LoggedBackend {
+    inner: Arc<dyn Backend>,
+    tables: Arc<RwLock<Tables>>,
+    buffer: Mutex<Buffer>,
+    /// Held for a whole flush, so flushes are serialized; `None` once closed.
+    segment: Mutex<Option<Segment>>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// A zero-filled spare is being written.
+    preparing: Arc<AtomicBool>,
+    spares: Arc<AtomicUsize>,
+    spare_bytes: u64,
+    preallocate_after: u64,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
+    closing: Arc<AtomicBool>,
+    /// Why the background thread ended, if it panicked.
+    failure: Arc<OnceLock<String>>,
+    checkpoint_entries: usize,
+    memtable_entries: metrics::Gauge,
+}
+
+impl LoggedBackend {
+    /// Replays `dir/wal` over `inner` and starts a fresh segment and the checkpoint thread.
+    pub fn open(
+        inner: Arc<dyn Backend>,
+        dir: &Path,
+        runs: Runs,
+        checkpoint_entries: usize,
+    ) -> Result<LoggedBackend, StoreError> {
+        let wal_dir = dir.join(WAL_DIR);
+        let open_err = |cause: String| StoreError::Open {
+            dir: dir.to_path_buf(),
+            cause,
+        };
+        std::fs::create_dir_all(&wal_dir).map_err(|e| open_err(e.to_string()))?;
+        let mut tables = Tables::new(runs);
+        let segments = replay::replay_all(&wal_dir, &mut tables).map_err(open_err)?;
+        remove_unfinished_spares(&wal_dir).map_err(open_err)?;
+        // Above every number a file here ever had, so no stale record can pass a new seal.
+        let spare_numbers = spare_numbers(&wal_dir).map_err(open_err)?;
+        let number = segments
+            .iter()
+            .chain(&spare_numbers)
+            .max()
+            .map_or(1, |last| last + 1);
+        let spares = Arc::new(AtomicUsize::new(spare_numbers.len()));
+        let preparing = Arc::new(AtomicBool::new(false));
+        let segment = Segment::create(wal_dir.clone(), number, spares.clone())?;
+        let memtable_entries = metrics::gauge!("latchkey_store_memtable_entries");
+        memtable_entries.set(tables.active.len() as f64);
+        let tables = Arc::new(RwLock::new(tables));
+        let closing = Arc::new(AtomicBool::new(false));
+        let failure = Arc::new(OnceLock::new());
+        let (tx, rx) = mpsc::channel();
+        let checkpointer = {
+            let background = Background {
+                inner: inner.clone(),
+                tables: tables.clone(),
+                wal_dir,
+                closing: closing.clone(),
+                spares: spares.clone(),
+                preparing: preparing.clone(),
+                failure: failure.clone(),
+            };
+            std::thread::Builder::new()
+                .name("latchkey-checkpoint".into())
+                .spawn(move || background.run(rx))
+                .map_err(|e| StoreError::Io(format!("cannot start checkpoint thread: {e}")))?
+        };
+        Ok(LoggedBackend {
+            inner,
+            tables,
+            buffer: Mutex::new(Buffer::default()),
+            segment: Mutex::new(Some(segment)),
+            jobs: Mutex::new(Some(tx)),
+            preparing,
+            spares,
+            spare_bytes: SPARE_BYTES,
+            preallocate_after: PREALLOCATE_AFTER,
+            checkpointer: Mutex::new(Some(checkpointer)),
+            closing,
+            failure,
+            checkpoint_entries: checkpoint_entries.max(1),
+            memtable_entries,
+        })
+    }
+
+    fn read_tables(&self) -> RwLockReadGuard<'_, Tables> {
+        self.tables.read()
+    }
+
+    fn write_tables(&self) -> RwLockWriteGuard<'_, Tables> {
+        self.tables.write()
+    }
+
+    /// Writes and syncs everything appended so far. On failure the bytes go back in front of
+    /// the buffer and the segment is marked broken, so the next flush rewrites them whole.
+    fn sync(&self, segment: &mut Segment) -> Result<(), StoreError> {
+        let mut data = std::mem::take(&mut self.buffer.lock().unsynced);
+        let written = if segment.broken {
+            segment.rotate()
+        } else {
+            Ok(())
+        }
+        .and_then(|()| {
+            if data.is_empty() {
+                return Ok(());
+            }
+            segment.append(&mut data).map_err(|e| {
+                segment.broken = true;
+                StoreError::Io(format!("write-ahead log segment {}: {e}", segment.number))
+            })
+        });
+        if written.is_err() && !data.is_empty() {
+            let mut buffer = self.buffer.lock();
+            let newer = std::mem::replace(&mut buffer.unsynced, data);
+            buffer.unsynced.extend_from_slice(&newer);
+        }
+        written
+    }
+
+    /// After a good sync: freezes the memtable for a checkpoint when it is big enough and no
+    /// checkpoint is running, and starts a new segment. Every segment up to the old one then
+    /// holds only records of the frozen table or older ones; records appended since the sync are
+    /// in the frozen table too and go to the new segment (replaying them twice is harmless).
+    fn maybe_freeze(&self, segment: &mut Segment) -> Result<(), StoreError> {
+        {
+            let tables = self.read_tables();
+            let big = tables.active.len() >= self.checkpoint_entries
+                || tables.active_bytes >= CHECKPOINT_BYTES;
+            if !big || tables.frozen.is_some() {
+                return Ok(());
+            }
+        }
+        let upto = segment.number;
+        segment.rotate()?;
+        let table = {
+            let mut tables = self.write_tables();
+            let runs = tables.active.runs();
+            let table = Arc::new(std::mem::replace(&mut tables.active, Table::new(runs)));
+            tables.active_bytes = 0;
+            tables.frozen = Some(table.clone());
+            table
+        };
+        self.send(Job::Checkpoint(Checkpoint { upto, table }));
+        Ok(())
+    }
+
+    fn send(&self, job: Job) -> bool {
+        let sender = self.jobs.lock();
+        sender.as_ref().is_some_and(|s| s.send(job).is_ok())
+    }
+
+    /// Once the log is busy, keeps a zero-filled spare ready, and moves to it as soon as the
+    /// current segment grows its file: a sync of an appended file also writes the file's size,
+    /// one more disk round trip per commit (flush 0.36 → 0.20 ms under the open-loop load).
+    fn keep_preallocated(&self, segment: &mut Segment) -> Result<(), StoreError> {
+        if segment.written < self.preallocate_after {
+            return Ok(());
+        }
+        if self.spares.load(Ordering::Acquire) == 0 {
+            if !self.preparing.swap(true, Ordering::AcqRel) {
+                let job = Job::PrepareSpare {
+                    number: segment.number,
+                    bytes: self.spare_bytes,
+                };
+                if !self.send(job) {
+                    self.preparing.store(false, Ordering::Release);
+                }
+            }
+            return Ok(());
+        }
+        if segment.appending() {
+            segment.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Lets a running checkpoint finish (or give up retrying) and stops the thread, which
+    /// releases its handle on sled.
+    fn stop_checkpoints(&self) {
+        self.closing.store(true, Ordering::Release);
+        drop(self.jobs.lock().take());
+        if let Some(thread) = self.checkpointer.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Backend for LoggedBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = self.read_tables().lookup(key) {
+            return Ok(value);
+        }
+        // Not in a table: sled holds its newest value (a frozen table is dropped only after
+        // it is in sled).
+        self.inner.get(key)
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
+        scan::scan(&self.read_tables(), self.inner.as_ref(), prefix)
+    }
+
+    /// Memory only: one record appended to the buffer, the ops into the memtable, in the same
+    /// order (both under the buffer's lock).
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut buffer = self.buffer.lock();
+        if buffer.closed {
+            return Err(StoreError::Closed);
+        }
+        encode_record(&batch, &mut buffer.unsynced);
+        let entries = {
+            let mut tables = self.write_tables();
+            for (key, value) in batch.into_ops() {
+                tables.insert(key, value);
+            }
+            tables.active.len() + tables.frozen.as_ref().map_or(0, |t| t.len())
+        };
+        drop(buffer);
+        self.memtable_entries.set(entries as f64);
+        Ok(())
+    }
+
+    fn busy_in_background(&self) -> bool {
+        self.read_tables().frozen.is_some()
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.get().cloned().or_else(|| self.inner.failure())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let mut guard = self.segment.lock();
+        let segment = guard.as_mut().ok_or(StoreError::Closed)?;
+        self.sync(segment)?;
+        // The flush itself succeeded; the next one tries these again.
+        if let Err(e) = self.maybe_freeze(segment) {
+            tracing::error!("starting a checkpoint: {e}");
+        }
+        if let Err(e) = self.keep_preallocated(segment) {
+            tracing::warn!("moving the log to a preallocated segment: {e}");
+        }
+        Ok(())
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        let synced = {
+            let mut guard = self.segment.lock();
+            let Some(mut segment) = guard.take() else {
+                return Ok(());
+            };
+            self.buffer.lock().closed = true;
+            self.sync(&mut segment)
+        };
+        self.stop_checkpoints();
+        synced.and(self.inner.close())
+    }
+}
+
+impl Drop for LoggedBackend {
+    /// Without `close`: what was synced is in the log, the rest is lost as in a crash; the
+    /// checkpoint thread still stops, so the directory lock goes with the last handle.
+    fn drop(&mut self) {
+        self.stop_checkpoints();
+    }
+}

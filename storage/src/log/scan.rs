@@ -1,0 +1,143 @@
+//! Prefix scans of the logged store: the memtables' entries merged over sled's, in key order,
+//! the memtables winning (a delete there hides sled's value). A scan of a run prefix also reads
+//! the run's checkpointed chunks and expands them into the entries they hold, so callers only
+//! ever see run entries.
+
+use std::collections::BTreeMap;
+
+use super::checkpoint::chunk_key;
+use super::record::take_slice;
+use super::Tables;
+use crate::{Backend, KvIter, Runs, StoreError};
+
+/// Every live entry under `prefix`: `tables` over `inner`.
+pub(super) fn scan<'a>(tables: &Tables, inner: &'a dyn Backend, prefix: &[u8]) -> KvIter<'a> {
+    let runs = tables.active.runs();
+    let overlay = {
+        let mut overlay = BTreeMap::new();
+        let tables_in_order = tables.frozen.as_deref().into_iter().chain([&tables.active]);
+        for table in tables_in_order {
+            overlay.extend(table.scan(prefix));
+        }
+        overlay
+    };
+    let sled = entries(inner.scan_prefix(prefix));
+    let base: Entries<'_> = if prefix.first() == Some(&runs.tag) {
+        let chunks = Expanded {
+            runs,
+            chunks: inner.scan_prefix(&chunk_key(runs, prefix)),
+            current: Vec::new().into_iter(),
+            last: None,
+        };
+        Box::new(Union::new(sled, Box::new(chunks)))
+    } else {
+        sled
+    };
+    let merged = Union::new(Box::new(overlay.into_iter().map(Ok)), base);
+    Box::new(merged.filter_map(|entry| match entry {
+        Ok((key, Some(value))) => Some(Ok((key, value))),
+        Ok((_, None)) => None,
+        Err(e) => Some(Err(e)),
+    }))
+}
+
+/// The entries of one chunk as (run key, entry), or `None` if it is corrupt.
+fn split_chunk(runs: Runs, key: &[u8], chunk: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let owner = key.get(1..key.len().checked_sub(8)?)?;
+    let mut events = Vec::new();
+    let mut rest = chunk;
+    while !rest.is_empty() {
+        let (sequence, tail) = rest.split_first_chunk::<8>()?;
+        let (event, tail) = take_slice(tail)?;
+        let mut event_key = Vec::with_capacity(1 + owner.len() + 8);
+        event_key.push(runs.tag);
+        event_key.extend_from_slice(owner);
+        event_key.extend_from_slice(sequence);
+        events.push((event_key, event.to_vec()));
+        rest = tail;
+    }
+    Some(events)
+}
+
+type Entry = Result<(Vec<u8>, Option<Vec<u8>>), StoreError>;
+type Entries<'a> = Box<dyn Iterator<Item = Entry> + Send + 'a>;
+
+fn entries(scan: KvIter<'_>) -> Entries<'_> {
+    Box::new(scan.map(|item| item.map(|(key, value)| (key, Some(value)))))
+}
+
+/// A scan of run chunks as run entries, in key order. A chunk may repeat entries of an earlier
+/// one (a segment replayed after its checkpoint was written, checkpointed again): those are
+/// skipped.
+struct Expanded<'a> {
+    runs: Runs,
+    chunks: KvIter<'a>,
+    current: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
+    last: Option<Vec<u8>>,
+}
+
+impl Iterator for Expanded<'_> {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        loop {
+            if let Some((key, event)) = self.current.next() {
+                if self.last.as_ref().is_some_and(|last| &key <= last) {
+                    continue;
+                }
+                self.last = Some(key.clone());
+                return Some(Ok((key, Some(event))));
+            }
+            let (key, chunk) = match self.chunks.next()? {
+                Ok(item) => item,
+                Err(e) => return Some(Err(e)),
+            };
+            match split_chunk(self.runs, &key, &chunk) {
+                Some(events) => self.current = events.into_iter(),
+                None => {
+                    return Some(Err(StoreError::Io(format!(
+                        "corrupt run chunk at key {key:?}"
+                    ))))
+                }
+            }
+        }
+    }
+}
+
+/// Sorted union of two scans; `front` wins on equal keys. Deletes (`None`) are kept, so a
+/// front delete hides the back's entry; the caller drops them at the end.
+struct Union<'a> {
+    front: std::iter::Peekable<Entries<'a>>,
+    back: std::iter::Peekable<Entries<'a>>,
+}
+
+impl<'a> Union<'a> {
+    fn new(front: Entries<'a>, back: Entries<'a>) -> Self {
+        Union {
+            front: front.peekable(),
+            back: back.peekable(),
+        }
+    }
+}
+
+impl Iterator for Union<'_> {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let order = match (self.front.peek(), self.back.peek()) {
+            (None, None) => return None,
+            (Some(Err(_)), _) | (Some(_), None) => Less,
+            (_, Some(Err(_))) | (None, Some(_)) => Greater,
+            (Some(Ok((front, _))), Some(Ok((back, _)))) => front.cmp(back),
+        };
+        match order {
+            Less => self.front.next(),
+            Greater => self.back.next(),
+            Equal => {
+                self.back.next(); // shadowed
+                self.front.next()
+            }
+        }
+    }
+}
