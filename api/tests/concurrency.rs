@@ -1,5 +1,7 @@
 //! Real concurrency over real HTTP: linearizable per user, independent across users.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
 mod support;
 
 use std::sync::Arc;

@@ -17,6 +17,8 @@
 //! docs/reliability.md):
 //!   LATCHKEY_CRASH_CYCLES=50 cargo test --release -p latchkey-api --test crash -- --ignored --nocapture
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
 mod support;
 
 use std::collections::{BTreeMap, HashSet};

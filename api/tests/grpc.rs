@@ -2,6 +2,8 @@
 //! binary as raw HTTP/1.1 requests, checked down to the bytes against the wire file's layout;
 //! health and reflection; and the 1,000-concurrent-unlocks race over gRPC.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
 mod support;
 
 use std::sync::Arc;

@@ -8,6 +8,8 @@
 //!
 //! `LATCHKEY_HOSTILE_CASES=100000 cargo test --release -p latchkey-api --test hostile` runs more.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
 mod support;
 
 use std::collections::BTreeMap;

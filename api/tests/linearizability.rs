@@ -2,6 +2,8 @@
 //! accept the legal ones and reject each kind of violation — and then against real concurrent
 //! HTTP traffic on a few hot users. The same checker runs on the crash histories in `crash.rs`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
 mod support;
 
 use std::collections::BTreeMap;

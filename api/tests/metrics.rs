@@ -1,6 +1,8 @@
 //! `/metrics` speaks Prometheus text and reflects real traffic: per-route counts by status,
 //! latency histograms, actor and store figures, and the durability mode.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
 mod support;
 
 use reqwest::{Method, StatusCode};

@@ -4,6 +4,8 @@
 //! expired, or its machine user is locked, deactivated or deleted; admin operations refuse
 //! everyone below the role they need.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
 mod support;
 
 use std::time::Duration;

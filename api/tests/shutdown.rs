@@ -4,6 +4,8 @@
 //! for linearizability after the restart, explains every acknowledged answer), and the next start
 //! is clean.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};

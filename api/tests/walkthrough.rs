@@ -1,5 +1,7 @@
 //! The README's curl walk-through and the error contract, against a real server over HTTP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
 mod support;
 
 use reqwest::{Method, StatusCode};

@@ -1,6 +1,8 @@
 //! The engine embedded, as a library user would hold it: a real store on a temp dir, real actors,
 //! real concurrency.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,8 @@
 //! its scenario, pass its correctness checks and write its JSON and HTML outputs. Numbers are not
 //! asserted here (they belong to docs/performance.md).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey-loadtest");

@@ -189,6 +189,7 @@ impl Actor for UserActor {
                 }
             }
             #[cfg(feature = "fault-injection")]
+            #[allow(clippy::panic)] // the fault this test hook injects
             UserMsg::Panic => panic!("injected panic in user actor {}", state.id),
             #[cfg(feature = "fault-injection")]
             UserMsg::Stall(duration) => tokio::time::sleep(duration).await,
