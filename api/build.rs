@@ -1,7 +1,8 @@
 //! Generates the protobuf types from `proto/` (our own definitions of the ZITADEL v2 wire facts):
 //! prost messages and tonic clients, serde impls in protojson form (pbjson), and the encoded
-//! descriptor set that gRPC server reflection serves. `protoc` comes from the
-//! `protoc-bin-vendored` crate, so a fresh machine needs nothing installed.
+//! descriptor set that gRPC server reflection serves. The `.proto` files are compiled by protox,
+//! a protobuf compiler written in Rust: a fresh machine needs nothing installed, and no binary is
+//! run at build time.
 
 use std::path::PathBuf;
 
@@ -16,28 +17,25 @@ const PROTOS: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    let descriptors = out.join("latchkey_descriptor.bin");
-    let well_known = protoc_bin_vendored::include_path()?;
+    // protox knows the well-known types (google/protobuf/*.proto) itself.
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler.include_imports(true).include_source_info(true);
+    compiler.open_files(PROTOS)?;
+    let descriptors = compiler.encode_file_descriptor_set();
+    std::fs::write(out.join("latchkey_descriptor.bin"), &descriptors)?;
 
     let mut config = prost_build::Config::new();
     config
-        .protoc_executable(protoc_bin_vendored::protoc_bin_path()?)
-        .file_descriptor_set_path(&descriptors)
         // Timestamp and Any with protojson serde impls.
         .compile_well_known_types()
         .extern_path(".google.protobuf", "::pbjson_types");
-    let well_known = well_known
-        .to_str()
-        .ok_or("protoc include path is not UTF-8")?;
-    let includes = ["proto", well_known];
     tonic_prost_build::configure()
         .build_server(false)
         .build_client(true)
-        .compile_with_config(config, PROTOS, &includes)?;
+        .compile_fds_with_config(compiler.file_descriptor_set(), config)?;
 
-    let set = std::fs::read(&descriptors)?;
     pbjson_build::Builder::new()
-        .register_descriptors(&set)?
+        .register_descriptors(&descriptors)?
         .build(&[".zitadel"])?;
 
     println!("cargo:rerun-if-changed=proto");

@@ -2,8 +2,9 @@
 //! m=19 MiB, t=2, p=1 — the argon2 crate's defaults) on the blocking pool, never on the async
 //! workers; given hashes are accepted as-is when they are PHC-format argon2 or bcrypt.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
+use rand_core::OsRng;
 
 use crate::error::{Error, ErrorId};
 
