@@ -26,16 +26,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = prost_build::Config::new();
     config
-        // Timestamp and Any with protojson serde impls.
+        // Any with protojson serde impls; Timestamp our own, which writes JSON with `Z` as the
+        // wire contract says (pbjson's writes `+00:00`).
         .compile_well_known_types()
+        .extern_path(".google.protobuf.Timestamp", "crate::wire::Timestamp")
         .extern_path(".google.protobuf", "::pbjson_types");
     tonic_prost_build::configure()
         .build_server(false)
         .build_client(true)
         .compile_fds_with_config(compiler.file_descriptor_set(), config)?;
 
+    // Unknown request fields are ignored (protojson's DiscardUnknown, as ZITADEL's gateway);
+    // answers leave fields at their zero value out (protojson's default, as ZITADEL writes them).
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
+        .ignore_unknown_fields()
         .build(&[".zitadel"])?;
 
     println!("cargo:rerun-if-changed=proto");

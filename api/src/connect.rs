@@ -1,30 +1,31 @@
 //! Connect unary: `POST /<package>.<Service>/<Method>` with the whole request message as the body,
 //! as JSON (`application/json`) or protobuf (`application/proto`); errors always in Connect's
-//! JSON error format. gRPC and gRPC-web share these paths; `grpc.rs` takes those requests by
-//! their content type before they get here.
+//! JSON error format. The routes are the RPC table's method paths. gRPC and gRPC-web share these
+//! paths; the edge (`edge.rs`) sends those requests to `grpc.rs` by their content type before
+//! they get here.
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use prost::Message as _;
 
 use latchkey_engine::{Error, ErrorId};
 
 use crate::error::{ApiError, Protocol};
 use crate::metrics::tracked;
-use crate::rpc::{self, Rpc};
+use crate::rpc::{self, Routed};
 use crate::server::AppState;
 
 pub fn routes() -> Router<AppState> {
     struct Routes(Router<AppState>);
     impl rpc::Visitor for Routes {
-        fn visit<R: Rpc>(&mut self) {
+        fn visit<R: Routed>(&mut self) {
             let router = std::mem::take(&mut self.0);
             self.0 = router.route(
-                &rpc::path::<R>(),
-                tracked(R::METHOD, "connect", |t| post(t.on(handle::<R>))),
+                &R::INFO.path(),
+                tracked(R::INFO.method, "connect", |t| post(t.on(handle::<R>))),
             );
         }
     }
@@ -63,30 +64,33 @@ fn codec(headers: &HeaderMap) -> Result<Codec, Error> {
     }
 }
 
-async fn handle<R: Rpc>(State(app): State<AppState>, request: Request) -> Response {
+async fn handle<R: Routed>(State(app): State<AppState>, request: Request) -> Response {
     // The headers are read in place (axum's `HeaderMap` extractor clones them).
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let result = match codec(headers) {
-        Ok(Codec::Json) => rpc::run::<R>(&app.engine, headers, body, |_| {})
+        Ok(Codec::Json) => rpc::run_json::<R>(&app.engine, headers, body, |_| Ok(()))
             .await
-            .and_then(|response| crate::wire::json_response(&response)),
-        Ok(Codec::Proto) => proto::<R>(&app, headers, body).await,
+            .and_then(|answer| crate::wire::json_response(|out| R::write_json(&answer, out))),
+        Ok(Codec::Proto) => match rpc::read_body(body).await {
+            Ok(bytes) => rpc::run_proto::<R>(&app.engine, headers, &bytes)
+                .await
+                .map(|answer| proto_response(answer.encode_to_vec())),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     // Connect errors are JSON whatever the request's codec.
     result.unwrap_or_else(|e| ApiError::new(Protocol::Connect, e).into_response())
 }
 
-async fn proto<R: Rpc>(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, Error> {
-    let bytes = rpc::read_body(body).await?;
-    let message = rpc::run_proto::<R>(&app.engine, headers, &bytes).await?;
-    Ok((
+fn proto_response(message: Vec<u8>) -> Response {
+    (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/proto"),
         )],
         message,
     )
-        .into_response())
+        .into_response()
 }

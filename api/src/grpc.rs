@@ -3,8 +3,9 @@
 //!
 //! The edge (`edge.rs`) sits in front of the routers and sends every request whose content
 //! type is `application/grpc…` here; everything else (REST, Connect, health endpoints) never sees this
-//! module. Each method is a tonic unary service over raw bytes that hands the message to
-//! [`rpc::run_proto`] — the same call, and the same errors, as every other protocol. gRPC-web
+//! module. Each method of the RPC table is a tonic unary service over raw bytes that hands the
+//! message to [`rpc::run_proto`] — prost decodes it, and the call and its errors are the same as
+//! on every other protocol. gRPC-web
 //! requests are translated to gRPC by `tonic-web` in front of each service. The standard gRPC
 //! health service and server reflection (v1 and v1alpha) are served too, so grpcurl-style tools
 //! work without a local copy of the protos.
@@ -17,6 +18,7 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::Router;
 use bytes::{Buf, BufMut, Bytes};
+use prost::Message as _;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{http, BoxFuture, Context, Poll, Service, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
@@ -28,7 +30,7 @@ use latchkey_engine::{Engine, Error, ErrorId};
 
 use crate::error::{grpc_status, http_status};
 use crate::metrics::RouteMetrics;
-use crate::rpc::{self, Rpc, BODY_LIMIT};
+use crate::rpc::{self, Routed, BODY_LIMIT};
 
 /// Is this a gRPC or gRPC-web request (`application/grpc`, `application/grpc+proto`,
 /// `application/grpc-web`, `application/grpc-web-text`, …)?
@@ -48,15 +50,14 @@ pub fn router(engine: Engine) -> Router {
         engine: Engine,
     }
     impl rpc::Visitor for Methods {
-        fn visit<R: Rpc>(&mut self) {
+        fn visit<R: Routed>(&mut self) {
             let method = Method::<R> {
                 engine: self.engine.clone(),
-                metrics: RouteMetrics::new(R::METHOD, "grpc"),
+                metrics: RouteMetrics::new(R::INFO.method, "grpc"),
                 rpc: PhantomData,
             };
             let router = std::mem::take(&mut self.router);
-            self.router =
-                router.route_service(&rpc::path::<R>(), GrpcWebLayer::new().layer(method));
+            self.router = router.route_service(&R::INFO.path(), GrpcWebLayer::new().layer(method));
         }
     }
     let mut methods = Methods {
@@ -70,11 +71,7 @@ pub fn router(engine: Engine) -> Router {
     // what it serves. Setting them is async (a tokio lock), hence the task.
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
-            for service in [
-                "zitadel.user.v2.UserService",
-                "zitadel.org.v2.OrganizationService",
-                "zitadel.internal_permission.v2beta.InternalPermissionService",
-            ] {
+            for service in rpc::services() {
                 health_reporter
                     .set_service_status(service, tonic_health::ServingStatus::Serving)
                     .await;
@@ -146,7 +143,7 @@ impl<R> Clone for Method<R> {
     }
 }
 
-impl<R: Rpc, B> Service<http::Request<B>> for Method<R>
+impl<R: Routed, B> Service<http::Request<B>> for Method<R>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
@@ -173,7 +170,7 @@ where
     }
 }
 
-impl<R: Rpc> UnaryService<Bytes> for Method<R> {
+impl<R: Routed> UnaryService<Bytes> for Method<R> {
     type Response = Bytes;
     type Future = BoxFuture<tonic::Response<Bytes>, Status>;
 
@@ -190,7 +187,7 @@ impl<R: Rpc> UnaryService<Bytes> for Method<R> {
                 .map_or_else(|e| http_status(e.code()).as_u16(), |_| 200);
             metrics.record(status, started.elapsed());
             match result {
-                Ok(bytes) => Ok(tonic::Response::new(Bytes::from(bytes))),
+                Ok(answer) => Ok(tonic::Response::new(Bytes::from(answer.encode_to_vec()))),
                 Err(e) => Err(grpc_status(&e)),
             }
         })
@@ -250,8 +247,8 @@ fn http_status_of(code: tonic::Code) -> u16 {
     }
 }
 
-/// Passes message bytes through untouched: decoding belongs to [`rpc::run_proto`], so a bad
-/// message gets Latchkey's InvalidArgument like a bad JSON body does.
+/// Passes message bytes through untouched: decoding belongs to [`rpc::run_proto`] (prost), so a
+/// bad message gets Latchkey's BODY-MALFORMED like a bad JSON body does.
 #[derive(Debug, Clone, Copy, Default)]
 struct RawCodec;
 

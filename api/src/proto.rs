@@ -1,8 +1,9 @@
 //! The generated protobuf types (from `proto/`, see `build.rs`): prost messages with protojson
 //! serde impls, tonic clients, and the descriptor set served by gRPC reflection.
 //!
-//! Binary protocols reach the commands through these types: `rpc::run_proto` decodes the
-//! message, transcodes it to the command's JSON request through the protojson impls, and back.
+//! They are Latchkey's only wire model: every protocol decodes a request into these messages (JSON
+//! by their protojson impls, binary by prost) and every command answers with one
+//! (`rpc/*.rs`). `google.protobuf.Timestamp` is `wire::Timestamp`, so that JSON ends in `Z`.
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 

@@ -1,140 +1,102 @@
-//! REST routes (grpc-gateway style): the v2 paths, path ids winning over body ids, errors as
-//! grpc-gateway `google.rpc.Status` bodies.
+//! REST routes (grpc-gateway style), derived from the RPC table: each row's verb and path, path
+//! segments winning over body fields, errors as grpc-gateway `google.rpc.Status` bodies.
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{RawPathParams, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::Router;
 
 use latchkey_engine::{Error, ErrorId};
 
 use crate::error::{ApiError, Protocol};
 use crate::metrics::{tracked, Track};
-use crate::rpc::{self, HasUserId, Rpc};
+use crate::rpc::{self, Routed, Verb, Visitor};
 use crate::server::AppState;
-use crate::wire::{json_response, JsonAnswer};
+use crate::wire::json_response;
+
+/// Adds one RPC's handler to its path's router.
+type AddMethod = Box<dyn FnOnce(MethodRouter<AppState>, &Track) -> MethodRouter<AppState>>;
 
 pub fn routes() -> Router<AppState> {
-    use crate::rpc::*;
-    type Build = fn(&Track) -> MethodRouter<AppState>;
-    let table: [(&'static str, Build); 12] = [
-        ("/v2/users", post_plain::<list_users::ListUsers>),
-        (
-            "/v2/users/human",
-            post_plain::<add_human_user::AddHumanUser>,
-        ),
-        ("/v2/users/new", post_plain::<create_user::CreateUser>),
-        ("/v2/users/{userId}", |t| {
-            get(t.on(with_user::<get_user::GetUserById>))
-                .delete(t.on(with_user::<user_state::DeleteUser>))
-        }),
-        (
-            "/v2/users/{userId}/unlock",
-            post_user::<user_state::UnlockUser>,
-        ),
-        ("/v2/users/{userId}/lock", post_user::<user_state::LockUser>),
-        (
-            "/v2/users/{userId}/deactivate",
-            post_user::<user_state::DeactivateUser>,
-        ),
-        (
-            "/v2/users/{userId}/reactivate",
-            post_user::<user_state::ReactivateUser>,
-        ),
-        (
-            "/v2/users/{userId}/pats",
-            post_user::<pats::AddPersonalAccessToken>,
-        ),
-        ("/v2/users/{userId}/pats/{tokenId}", |t| {
-            delete(t.on(remove_pat))
-        }),
-        (
-            "/v2/organizations",
-            post_plain::<add_organization::AddOrganization>,
-        ),
-        (
-            "/v2beta/administrators",
-            post_plain::<create_administrator::CreateAdministrator>,
-        ),
-    ];
-    table
+    /// Each REST path with the handlers of the RPCs served on it (one per verb).
+    struct Paths(BTreeMap<&'static str, Vec<AddMethod>>);
+    impl Visitor for Paths {
+        fn visit<R: Routed>(&mut self) {
+            let filter = match R::INFO.verb {
+                Verb::Get => MethodFilter::GET,
+                Verb::Post => MethodFilter::POST,
+                Verb::Delete => MethodFilter::DELETE,
+            };
+            let add: AddMethod = if R::INFO.path_params().next().is_some() {
+                Box::new(move |router, track| router.on(filter, track.on(with_path::<R>)))
+            } else {
+                Box::new(move |router, track| router.on(filter, track.on(plain::<R>)))
+            };
+            self.0.entry(R::INFO.rest).or_default().push(add);
+        }
+    }
+    let mut paths = Paths(BTreeMap::new());
+    rpc::for_each(&mut paths);
+    paths
+        .0
         .into_iter()
-        .fold(Router::new(), |router, (path, build)| {
-            router.route(path, tracked(path, "rest", build))
+        .fold(Router::new(), |router, (path, methods)| {
+            let route = tracked(path, "rest", |track| {
+                methods
+                    .into_iter()
+                    .fold(MethodRouter::new(), |route, add| add(route, track))
+            });
+            router.route(path, route)
         })
 }
 
-/// `POST` of `R` with its whole request in the body.
-fn post_plain<R: Rpc>(track: &Track) -> MethodRouter<AppState> {
-    post(track.on(plain::<R>))
-}
-
-/// `POST` of `R` on a `{userId}` path.
-fn post_user<R: Rpc>(track: &Track) -> MethodRouter<AppState>
-where
-    R::Request: HasUserId,
-{
-    post(track.on(with_user::<R>))
-}
-
-fn respond<T: JsonAnswer>(result: Result<T, Error>) -> Response {
-    match result.and_then(|body| json_response(&body)) {
+fn respond<R: Routed>(result: Result<R::Response, Error>) -> Response {
+    match result.and_then(|answer| json_response(|out| R::write_json(&answer, out))) {
         Ok(response) => response,
         Err(e) => ApiError::new(Protocol::Rest, e).into_response(),
     }
 }
 
-fn bad_path(rejection: PathRejection) -> Error {
-    Error::with(
-        ErrorId::InvalidArgument,
-        format!("invalid path: {rejection}"),
-    )
-}
-
 // Handlers take the whole request last and read its headers in place (axum's `HeaderMap`
 // extractor clones them).
-async fn plain<R: Rpc>(State(app): State<AppState>, request: Request) -> Response {
+
+/// An RPC whose path has no segments: the whole request is the body.
+async fn plain<R: Routed>(State(app): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    respond(rpc::run::<R>(&app.engine, &parts.headers, body, |_| {}).await)
+    respond::<R>(rpc::run_json::<R>(&app.engine, &parts.headers, body, |_| Ok(())).await)
 }
 
-async fn with_user<R: Rpc>(
+/// An RPC whose path carries ids: they are set on the request after the body is decoded.
+async fn with_path<R: Routed>(
     State(app): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    request: Request,
-) -> Response
-where
-    R::Request: HasUserId,
-{
-    let user_id = match path {
-        Ok(Path(id)) => id,
-        Err(rejection) => return respond::<()>(Err(bad_path(rejection))),
-    };
-    let (parts, body) = request.into_parts();
-    respond(
-        rpc::run::<R>(&app.engine, &parts.headers, body, |r| {
-            r.set_user_id(user_id)
-        })
-        .await,
-    )
-}
-
-async fn remove_pat(
-    State(app): State<AppState>,
-    path: Result<Path<(String, String)>, PathRejection>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
     request: Request,
 ) -> Response {
-    let (user_id, token_id) = match path {
-        Ok(Path(ids)) => ids,
-        Err(rejection) => return respond::<()>(Err(bad_path(rejection))),
+    let params = match params {
+        Ok(params) => params,
+        Err(rejection) => {
+            let error = Error::with(
+                ErrorId::InvalidArgument,
+                format!("invalid path: {rejection}"),
+            );
+            return ApiError::new(Protocol::Rest, error).into_response();
+        }
     };
     let (parts, body) = request.into_parts();
-    respond(
-        rpc::run::<rpc::pats::RemovePersonalAccessToken>(&app.engine, &parts.headers, body, |r| {
-            r.user_id = user_id;
-            r.token_id = token_id;
-        })
-        .await,
-    )
+    let result = rpc::run_json::<R>(&app.engine, &parts.headers, body, |request| {
+        for (name, value) in &params {
+            if !R::set_path(request, name, value) {
+                return Err(Error::with(
+                    ErrorId::Internal,
+                    format!("{} takes no path segment {name}", R::INFO.method),
+                ));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    respond::<R>(result)
 }

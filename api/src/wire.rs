@@ -1,15 +1,67 @@
-//! protojson conventions shared by every message: 64-bit integers as JSON strings (numbers
-//! accepted on input), enums by full name (numbers accepted on input), timestamps as RFC 3339 UTC
-//! with `Z`, and the engine-to-JSON mapping of the messages used by more than one method; and how
-//! an answer becomes a JSON response ([`json_response`], [`JsonAnswer`]).
+//! What every message shares on the wire: `google.protobuf.Timestamp` in protojson form (RFC 3339
+//! in UTC with `Z`, [`Timestamp`]), the engine-to-protobuf mapping of the messages and enums more
+//! than one method uses, and how an answer becomes a JSON response ([`json_response`]).
+//!
+//! Every message is a generated protobuf type (`proto.rs`); its JSON form comes from the
+//! generated protojson (pbjson) impls: lowerCamelCase names (snake_case accepted on input),
+//! 64-bit integers as strings (numbers accepted), enums by name (numbers accepted), unknown fields
+//! ignored, fields at their zero value left out of answers (the proto3 JSON mapping, as ZITADEL's
+//! gateway and Connect write it).
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
-use serde::de::{self, Deserializer};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use latchkey_engine as engine;
+
+use crate::proto::zitadel::object::v2 as object;
+use crate::proto::zitadel::user::v2 as user;
+
+/// `google.protobuf.Timestamp`: seconds and nanoseconds since the Unix epoch on the binary
+/// protocols, RFC 3339 in UTC with `Z` in JSON (pbjson's own type writes `+00:00`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, prost::Message)]
+pub struct Timestamp {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+impl From<DateTime<Utc>> for Timestamp {
+    fn from(at: DateTime<Utc>) -> Self {
+        Timestamp {
+            seconds: at.timestamp(),
+            // Below 2 s (a leap second at most), so it fits.
+            nanos: at.timestamp_subsec_nanos() as i32,
+        }
+    }
+}
+
+impl Timestamp {
+    /// The instant, if it is one chrono can represent.
+    pub fn to_datetime(self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp(self.seconds, u32::try_from(self.nanos).ok()?)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let at = self
+            .to_datetime()
+            .ok_or_else(|| serde::ser::Error::custom("timestamp out of range"))?;
+        serializer.serialize_str(&timestamp(&at))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|at| at.with_timezone(&Utc).into())
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an RFC 3339 timestamp")))
+    }
+}
 
 /// RFC 3339 in UTC with `Z` and as many fraction digits as needed (0, 3, 6 or 9): what
 /// `to_rfc3339_opts(SecondsFormat::AutoSi, true)` writes, without going through `fmt` (it is in
@@ -55,22 +107,13 @@ fn push_digits(out: &mut String, value: u32, width: u32) {
     }
 }
 
-/// How an answer is written as JSON: by serde, unless the type knows a cheaper way to write
-/// exactly the same bytes (the `{details}` answer of every state command does).
-pub trait JsonAnswer: Serialize {
-    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        serde_json::to_writer(out, self)
-    }
-}
-
-/// Error answers carry no value.
-impl JsonAnswer for () {}
-
-/// A JSON answer (`application/json`), written into a buffer big enough for the usual
+/// A JSON answer (`application/json`): `write` fills a buffer big enough for the usual
 /// `{details}` answer at once (axum's `Json` starts at 128 bytes and grows).
-pub fn json_response<T: JsonAnswer>(value: &T) -> Result<Response, engine::Error> {
+pub fn json_response(
+    write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
+) -> Result<Response, engine::Error> {
     let mut body = Vec::with_capacity(256);
-    value.write_json(&mut body).map_err(|e| {
+    write(&mut body).map_err(|e| {
         engine::Error::with(
             engine::ErrorId::Internal,
             format!("encoding the answer: {e}"),
@@ -86,234 +129,55 @@ pub fn json_response<T: JsonAnswer>(value: &T) -> Result<Response, engine::Error
         .into_response())
 }
 
-pub fn parse_timestamp(field: &str, text: &str) -> Result<DateTime<Utc>, engine::Error> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| engine::Error::invalid(format!("{field} must be an RFC 3339 timestamp")))
-}
-
-/// `u64` that is a string on output and a string or number on input.
-pub mod u64_string {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(value)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Number(u64),
-            Text(String),
-            Null(()),
-        }
-        match Either::deserialize(d)? {
-            Either::Number(n) => Ok(n),
-            Either::Text(t) => t
-                .parse()
-                .map_err(|_| de::Error::custom(format!("invalid uint64 {t:?}"))),
-            Either::Null(()) => Ok(0),
-        }
+/// `zitadel.object.v2.Details` of an engine answer.
+pub fn details(d: engine::Details) -> object::Details {
+    object::Details {
+        sequence: d.sequence,
+        change_date: Some(d.change_date.into()),
+        resource_owner: d.resource_owner,
+        creation_date: Some(d.creation_date.into()),
     }
 }
 
-/// A protobuf enum: names indexed by number.
-pub trait ProtoEnum: Sized + Copy {
-    const NAMES: &'static [&'static str];
-    fn from_number(n: i32) -> Option<Self>;
-    fn number(self) -> i32;
-}
-
-/// Deserializes a proto enum from its name or its number.
-pub fn enum_from<'de, D: Deserializer<'de>, E: ProtoEnum>(d: D) -> Result<E, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        Number(i32),
-        Name(String),
-    }
-    let n = match Either::deserialize(d)? {
-        Either::Number(n) => n,
-        Either::Name(name) => E::NAMES
-            .iter()
-            .position(|candidate| *candidate == name)
-            .map(|i| i as i32)
-            .ok_or_else(|| de::Error::custom(format!("unknown enum value {name:?}")))?,
+/// The `{details}` answer of every state command (Unlock among them), written by hand: serde's
+/// map machinery escapes each key and goes through a formatter per field, ≈ 2,500 instructions
+/// for this 150-byte answer. The bytes are the protojson impls' (a unit test compares them),
+/// zero values left out as they leave them out.
+pub fn write_details_answer(
+    details: Option<&object::Details>,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    let Some(d) = details else {
+        out.extend_from_slice(b"{}");
+        return Ok(());
     };
-    E::from_number(n).ok_or_else(|| de::Error::custom(format!("unknown enum number {n}")))
-}
-
-pub fn enum_name<E: ProtoEnum>(value: E) -> &'static str {
-    E::NAMES.get(value.number() as usize).copied().unwrap_or("")
-}
-
-macro_rules! proto_enum {
-    ($name:ident { $($variant:ident = $n:literal => $text:literal,)* }) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-        pub enum $name { #[default] $($variant,)* }
-        impl ProtoEnum for $name {
-            const NAMES: &'static [&'static str] = &[$($text,)*];
-            fn from_number(n: i32) -> Option<Self> {
-                match n { $($n => Some($name::$variant),)* _ => None }
-            }
-            fn number(self) -> i32 { match self { $($name::$variant => $n,)* } }
+    out.extend_from_slice(br#"{"details":{"#);
+    let mut first = true;
+    let mut key = |out: &mut Vec<u8>, name: &[u8]| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
         }
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(enum_name(*self))
-            }
-        }
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                enum_from(d)
-            }
-        }
+        out.extend_from_slice(name);
     };
-}
-
-proto_enum!(UserStateJson {
-    Unspecified = 0 => "USER_STATE_UNSPECIFIED",
-    Active = 1 => "USER_STATE_ACTIVE",
-    Inactive = 2 => "USER_STATE_INACTIVE",
-    Deleted = 3 => "USER_STATE_DELETED",
-    Locked = 4 => "USER_STATE_LOCKED",
-    Initial = 5 => "USER_STATE_INITIAL",
-});
-
-proto_enum!(GenderJson {
-    Unspecified = 0 => "GENDER_UNSPECIFIED",
-    Female = 1 => "GENDER_FEMALE",
-    Male = 2 => "GENDER_MALE",
-    Diverse = 3 => "GENDER_DIVERSE",
-});
-
-proto_enum!(TypeJson {
-    Unspecified = 0 => "TYPE_UNSPECIFIED",
-    Human = 1 => "TYPE_HUMAN",
-    Machine = 2 => "TYPE_MACHINE",
-});
-
-proto_enum!(AccessTokenTypeJson {
-    Bearer = 0 => "ACCESS_TOKEN_TYPE_BEARER",
-    Jwt = 1 => "ACCESS_TOKEN_TYPE_JWT",
-});
-
-proto_enum!(TextQueryMethodJson {
-    Equals = 0 => "TEXT_QUERY_METHOD_EQUALS",
-    EqualsIgnoreCase = 1 => "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE",
-    StartsWith = 2 => "TEXT_QUERY_METHOD_STARTS_WITH",
-    StartsWithIgnoreCase = 3 => "TEXT_QUERY_METHOD_STARTS_WITH_IGNORE_CASE",
-    Contains = 4 => "TEXT_QUERY_METHOD_CONTAINS",
-    ContainsIgnoreCase = 5 => "TEXT_QUERY_METHOD_CONTAINS_IGNORE_CASE",
-    EndsWith = 6 => "TEXT_QUERY_METHOD_ENDS_WITH",
-    EndsWithIgnoreCase = 7 => "TEXT_QUERY_METHOD_ENDS_WITH_IGNORE_CASE",
-});
-
-proto_enum!(UserFieldNameJson {
-    Unspecified = 0 => "USER_FIELD_NAME_UNSPECIFIED",
-    UserName = 1 => "USER_FIELD_NAME_USER_NAME",
-    FirstName = 2 => "USER_FIELD_NAME_FIRST_NAME",
-    LastName = 3 => "USER_FIELD_NAME_LAST_NAME",
-    NickName = 4 => "USER_FIELD_NAME_NICK_NAME",
-    DisplayName = 5 => "USER_FIELD_NAME_DISPLAY_NAME",
-    Email = 6 => "USER_FIELD_NAME_EMAIL",
-    State = 7 => "USER_FIELD_NAME_STATE",
-    Type = 8 => "USER_FIELD_NAME_TYPE",
-    CreationDate = 9 => "USER_FIELD_NAME_CREATION_DATE",
-});
-
-impl From<engine::UserState> for UserStateJson {
-    fn from(state: engine::UserState) -> Self {
-        match state {
-            engine::UserState::Active => UserStateJson::Active,
-            engine::UserState::Inactive => UserStateJson::Inactive,
-            engine::UserState::Deleted => UserStateJson::Deleted,
-            engine::UserState::Locked => UserStateJson::Locked,
-            engine::UserState::Initial => UserStateJson::Initial,
-        }
-    }
-}
-
-impl From<GenderJson> for engine::Gender {
-    fn from(g: GenderJson) -> Self {
-        match g {
-            GenderJson::Unspecified => engine::Gender::Unspecified,
-            GenderJson::Female => engine::Gender::Female,
-            GenderJson::Male => engine::Gender::Male,
-            GenderJson::Diverse => engine::Gender::Diverse,
-        }
-    }
-}
-
-impl From<engine::Gender> for GenderJson {
-    fn from(g: engine::Gender) -> Self {
-        match g {
-            engine::Gender::Unspecified => GenderJson::Unspecified,
-            engine::Gender::Female => GenderJson::Female,
-            engine::Gender::Male => GenderJson::Male,
-            engine::Gender::Diverse => GenderJson::Diverse,
-        }
-    }
-}
-
-/// `zitadel.object.v2.Details`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DetailsJson {
-    #[serde(with = "u64_string")]
-    pub sequence: u64,
-    pub change_date: String,
-    pub resource_owner: String,
-    pub creation_date: String,
-}
-
-impl From<engine::Details> for DetailsJson {
-    fn from(d: engine::Details) -> Self {
-        DetailsJson {
-            sequence: d.sequence,
-            change_date: timestamp(&d.change_date),
-            resource_owner: d.resource_owner,
-            creation_date: timestamp(&d.creation_date),
-        }
-    }
-}
-
-impl From<&engine::Details> for DetailsJson {
-    fn from(d: &engine::Details) -> Self {
-        d.clone().into()
-    }
-}
-
-/// The response of every method that returns only `details`.
-#[derive(Debug, Serialize)]
-pub struct DetailsResponse {
-    pub details: DetailsJson,
-}
-
-impl From<engine::Details> for DetailsResponse {
-    fn from(d: engine::Details) -> Self {
-        DetailsResponse { details: d.into() }
-    }
-}
-
-/// The answer of every state command (Unlock among them), written by hand: serde's map
-/// machinery escapes each key and goes through a formatter per field, ≈ 2,500 instructions for
-/// this 150-byte answer. The bytes are serde's (a unit test compares them).
-impl JsonAnswer for DetailsResponse {
-    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        let d = &self.details;
-        out.extend_from_slice(br#"{"details":{"sequence":""#);
+    if d.sequence != 0 {
+        key(out, br#""sequence":""#);
         push_u64(out, d.sequence);
-        out.extend_from_slice(br#"","changeDate":"#);
-        serde_json::to_writer(&mut *out, &d.change_date)?;
-        out.extend_from_slice(br#","resourceOwner":"#);
-        serde_json::to_writer(&mut *out, &d.resource_owner)?;
-        out.extend_from_slice(br#","creationDate":"#);
-        serde_json::to_writer(&mut *out, &d.creation_date)?;
-        out.extend_from_slice(b"}}");
-        Ok(())
+        out.push(b'"');
     }
+    if let Some(at) = &d.change_date {
+        key(out, br#""changeDate":"#);
+        serde_json::to_writer(&mut *out, at)?;
+    }
+    if !d.resource_owner.is_empty() {
+        key(out, br#""resourceOwner":"#);
+        serde_json::to_writer(&mut *out, &d.resource_owner)?;
+    }
+    if let Some(at) = &d.creation_date {
+        key(out, br#""creationDate":"#);
+        serde_json::to_writer(&mut *out, at)?;
+    }
+    out.extend_from_slice(b"}}");
+    Ok(())
 }
 
 fn push_u64(out: &mut Vec<u8>, mut n: u64) {
@@ -330,54 +194,66 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
-/// Requests that name one user: `{userId}` (the path's id wins on REST).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserIdRequest {
-    #[serde(default, alias = "user_id")]
-    pub user_id: String,
+/// A protobuf enum field's number as the enum, or InvalidArgument naming the field. (JSON
+/// already refuses unknown names and numbers while parsing; binary messages carry any number.)
+pub fn known<E: TryFrom<i32>>(field: &str, number: i32) -> Result<E, engine::Error> {
+    E::try_from(number)
+        .map_err(|_| engine::Error::invalid(format!("{field} has no value numbered {number}")))
+}
+
+impl From<engine::UserState> for user::UserState {
+    fn from(state: engine::UserState) -> Self {
+        match state {
+            engine::UserState::Active => user::UserState::Active,
+            engine::UserState::Inactive => user::UserState::Inactive,
+            engine::UserState::Deleted => user::UserState::Deleted,
+            engine::UserState::Locked => user::UserState::Locked,
+            engine::UserState::Initial => user::UserState::Initial,
+        }
+    }
+}
+
+impl From<user::Gender> for engine::Gender {
+    fn from(gender: user::Gender) -> Self {
+        match gender {
+            user::Gender::Unspecified => engine::Gender::Unspecified,
+            user::Gender::Female => engine::Gender::Female,
+            user::Gender::Male => engine::Gender::Male,
+            user::Gender::Diverse => engine::Gender::Diverse,
+        }
+    }
+}
+
+impl From<engine::Gender> for user::Gender {
+    fn from(gender: engine::Gender) -> Self {
+        match gender {
+            engine::Gender::Unspecified => user::Gender::Unspecified,
+            engine::Gender::Female => user::Gender::Female,
+            engine::Gender::Male => user::Gender::Male,
+            engine::Gender::Diverse => user::Gender::Diverse,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn enums_by_name_or_number() {
-        let by_name: UserStateJson = serde_json::from_str("\"USER_STATE_LOCKED\"").unwrap();
-        let by_number: UserStateJson = serde_json::from_str("4").unwrap();
-        assert_eq!(by_name, UserStateJson::Locked);
-        assert_eq!(by_number, UserStateJson::Locked);
-        assert_eq!(
-            serde_json::to_string(&by_name).unwrap(),
-            "\"USER_STATE_LOCKED\""
-        );
-        assert!(serde_json::from_str::<UserStateJson>("\"LOCKED\"").is_err());
-        assert!(serde_json::from_str::<UserStateJson>("9").is_err());
+    fn answer(sequence: u64, owner: &str) -> user::UnlockUserResponse {
+        let at = DateTime::from_timestamp_micros(1_764_527_656_304_768).unwrap();
+        user::UnlockUserResponse {
+            details: Some(details(engine::Details {
+                sequence,
+                change_date: at,
+                resource_owner: owner.into(),
+                creation_date: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            })),
+        }
     }
 
     #[test]
-    fn sequences_are_strings() {
-        let d = engine::Details {
-            sequence: 3,
-            change_date: DateTime::parse_from_rfc3339("2025-03-05T21:29:22.046Z")
-                .unwrap()
-                .with_timezone(&Utc),
-            resource_owner: "o".into(),
-            creation_date: DateTime::parse_from_rfc3339("2025-03-05T21:29:22Z")
-                .unwrap()
-                .with_timezone(&Utc),
-        };
-        let json = serde_json::to_value(DetailsJson::from(&d)).unwrap();
-        assert_eq!(json["sequence"], "3");
-        assert_eq!(json["changeDate"], "2025-03-05T21:29:22.046Z");
-        assert_eq!(json["creationDate"], "2025-03-05T21:29:22Z");
-        assert_eq!(json["resourceOwner"], "o");
-    }
-
-    #[test]
-    fn the_details_answer_is_written_as_serde_writes_it() {
-        for (sequence, owner) in [
+    fn the_details_answer_is_written_as_the_protojson_impls_write_it() {
+        let mut cases: Vec<user::UnlockUserResponse> = [
             (0, "o"),
             (1, "117706827580047360"),
             (
@@ -385,21 +261,64 @@ mod tests {
                 "quote \" backslash \\ newline \n control \u{1} unicode é 🦀",
             ),
             (42, ""),
-        ] {
-            let at = DateTime::from_timestamp_micros(1_764_527_656_304_768).unwrap();
-            let answer = DetailsResponse::from(engine::Details {
-                sequence,
-                change_date: at,
-                resource_owner: owner.into(),
-                creation_date: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-            });
+        ]
+        .into_iter()
+        .map(|(sequence, owner)| answer(sequence, owner))
+        .collect();
+        let mut no_dates = answer(7, "o");
+        if let Some(d) = no_dates.details.as_mut() {
+            d.change_date = None;
+            d.creation_date = None;
+        }
+        cases.push(no_dates);
+        cases.push(user::UnlockUserResponse { details: None });
+        for answer in cases {
             let mut fast = Vec::new();
-            answer.write_json(&mut fast).unwrap();
+            write_details_answer(answer.details.as_ref(), &mut fast).unwrap();
             assert_eq!(
                 String::from_utf8(fast).unwrap(),
                 serde_json::to_string(&answer).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn sequences_are_strings_and_timestamps_end_in_z() {
+        let json = serde_json::to_value(answer(3, "o")).unwrap();
+        assert_eq!(json["details"]["sequence"], "3");
+        assert_eq!(json["details"]["changeDate"], "2025-11-30T18:34:16.304768Z");
+        assert_eq!(json["details"]["creationDate"], "2023-11-14T22:13:20Z");
+        assert_eq!(json["details"]["resourceOwner"], "o");
+    }
+
+    #[test]
+    fn timestamps_parse_any_offset_and_refuse_garbage() {
+        let at: Timestamp = serde_json::from_str("\"2025-03-05T22:29:22.046+01:00\"").unwrap();
+        assert_eq!(
+            serde_json::to_string(&at).unwrap(),
+            "\"2025-03-05T21:29:22.046Z\""
+        );
+        assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
+        assert!(serde_json::from_str::<Timestamp>("7").is_err());
+        let beyond = Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        };
+        assert!(serde_json::to_string(&beyond).is_err());
+    }
+
+    #[test]
+    fn enums_by_name_or_number_and_unknown_numbers_named() {
+        let by_name: user::ListUsersRequest =
+            serde_json::from_str(r#"{"sortingColumn":"USER_FIELD_NAME_EMAIL"}"#).unwrap();
+        let by_number: user::ListUsersRequest =
+            serde_json::from_str(r#"{"sortingColumn":6}"#).unwrap();
+        assert_eq!(by_name.sorting_column, 6);
+        assert_eq!(by_number.sorting_column, 6);
+        assert!(serde_json::from_str::<user::ListUsersRequest>(r#"{"sortingColumn":99}"#).is_err());
+        let err = known::<user::UserFieldName>("sortingColumn", 99).unwrap_err();
+        assert_eq!(err.id, engine::ErrorId::InvalidArgument);
+        assert!(err.message().contains("sortingColumn"), "{err}");
     }
 
     #[test]

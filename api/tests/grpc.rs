@@ -1,6 +1,7 @@
-//! The binary protocols on the REST port: gRPC over h2c with a tonic client, gRPC-web and Connect
-//! binary as raw HTTP/1.1 requests, checked down to the bytes against the wire file's layout;
-//! health and reflection; and the 1,000-concurrent-unlocks race over gRPC.
+//! gRPC over h2c on the REST port, as a generated tonic client speaks it: the unlock story, every
+//! method with typed messages and a scoped token, the 1,000-concurrent-unlocks race, the same
+//! error as REST and Connect, and health and reflection (byte-level checks of the binary
+//! protocols: `binary_wire.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
@@ -15,7 +16,6 @@ use latchkey_api::proto::zitadel::user::v2 as user;
 use latchkey_api::proto::{google, zitadel};
 use permission::internal_permission_service_client::InternalPermissionServiceClient;
 use prost::Message;
-use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::{authed, TestServer, ADMIN_TOKEN, HASH};
 use tonic::Code;
@@ -408,203 +408,6 @@ async fn thousand_concurrent_grpc_unlocks_give_exactly_one_success() {
     );
 }
 
-/// A minimal protobuf reader, independent of our generated code: (field number, value) pairs.
-#[derive(Debug, Clone, PartialEq)]
-enum Field {
-    Varint(u64),
-    Bytes(Vec<u8>),
-}
-
-fn read_varint(bytes: &[u8], at: &mut usize) -> u64 {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = bytes[*at];
-        *at += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            break;
-        }
-    }
-    value
-}
-
-fn fields(bytes: &[u8]) -> Vec<(u64, Field)> {
-    let mut at = 0;
-    let mut out = Vec::new();
-    while at < bytes.len() {
-        let key = read_varint(bytes, &mut at);
-        let value = match key & 7 {
-            0 => Field::Varint(read_varint(bytes, &mut at)),
-            2 => {
-                let len = read_varint(bytes, &mut at) as usize;
-                at += len;
-                Field::Bytes(bytes[at - len..at].to_vec())
-            }
-            other => panic!("unexpected wire type {other}"),
-        };
-        out.push((key >> 3, value));
-    }
-    out
-}
-
-fn field(message: &[(u64, Field)], number: u64) -> &Field {
-    &message
-        .iter()
-        .find(|(n, _)| *n == number)
-        .unwrap_or_else(|| panic!("field {number} missing in {message:?}"))
-        .1
-}
-
-fn bytes_of(field: &Field) -> &[u8] {
-    match field {
-        Field::Bytes(b) => b,
-        other => panic!("expected a length-delimited field, got {other:?}"),
-    }
-}
-
-/// `zitadel.object.v2.Details`: 1 uint64 sequence, 2 Timestamp change_date, 3 string
-/// resource_owner, 4 Timestamp creation_date.
-fn check_details(bytes: &[u8], sequence: u64, owner: &str) {
-    let details = fields(bytes);
-    assert_eq!(field(&details, 1), &Field::Varint(sequence));
-    let change_date = fields(bytes_of(field(&details, 2)));
-    assert!(matches!(field(&change_date, 1), Field::Varint(s) if *s > 1_700_000_000));
-    assert_eq!(bytes_of(field(&details, 3)), owner.as_bytes());
-    let creation_date = fields(bytes_of(field(&details, 4)));
-    assert!(matches!(field(&creation_date, 1), Field::Varint(s) if *s > 1_700_000_000));
-}
-
-/// One gRPC-web frame: flag byte, big-endian length, payload.
-fn grpc_web_frame(flag: u8, payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![flag];
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
-}
-
-/// Splits a gRPC-web response body into (messages, trailer text).
-fn grpc_web_parse(body: &[u8]) -> (Vec<Vec<u8>>, String) {
-    let (mut at, mut messages, mut trailers) = (0, Vec::new(), String::new());
-    while at < body.len() {
-        let flag = body[at];
-        let len = u32::from_be_bytes(body[at + 1..at + 5].try_into().expect("4 bytes")) as usize;
-        let payload = &body[at + 5..at + 5 + len];
-        if flag & 0x80 != 0 {
-            trailers.push_str(&String::from_utf8_lossy(payload));
-        } else {
-            messages.push(payload.to_vec());
-        }
-        at += 5 + len;
-    }
-    (messages, trailers)
-}
-
-async fn grpc_web(server: &TestServer, method: &str, message: &[u8]) -> (Vec<Vec<u8>>, String) {
-    let response = server
-        .client
-        .post(format!(
-            "{}/zitadel.user.v2.UserService/{method}",
-            server.base
-        ))
-        .header("content-type", "application/grpc-web+proto")
-        .header("x-grpc-web", "1")
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .body(grpc_web_frame(0, message))
-        .send()
-        .await
-        .expect("grpc-web request");
-    assert_eq!(response.version(), reqwest::Version::HTTP_11);
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("application/grpc-web"));
-    // A failure is usually "trailers-only": the status travels in the response headers.
-    let mut status = String::new();
-    for name in ["grpc-status", "grpc-message"] {
-        if let Some(value) = response.headers().get(name) {
-            status.push_str(&format!("{name}:{}\r\n", value.to_str().unwrap_or("")));
-        }
-    }
-    let (messages, trailers) = grpc_web_parse(&response.bytes().await.expect("body"));
-    (messages, status + &trailers)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_web_and_connect_binary_match_the_wire_layout_byte_for_byte() {
-    let server = TestServer::start().await;
-    let id = server.create_locked_user("web@example.com").await;
-    let (_, before) = server.state_and_sequence(&id).await;
-    // UnlockUserRequest by hand: field 1 (user_id), length-delimited.
-    let mut request = vec![0x0a, id.len() as u8];
-    request.extend_from_slice(id.as_bytes());
-
-    let (messages, trailers) = grpc_web(&server, "UnlockUser", &request).await;
-    assert!(trailers.contains("grpc-status:0"), "{trailers}");
-    // UnlockUserResponse: field 1 = Details.
-    let response = fields(&messages[0]);
-    assert_eq!(response.len(), 1);
-    check_details(bytes_of(field(&response, 1)), before + 1, &server.org);
-
-    let (messages, trailers) = grpc_web(&server, "UnlockUser", &request).await;
-    assert!(messages.is_empty());
-    assert!(trailers.contains("grpc-status:9"), "{trailers}");
-    assert!(
-        trailers.contains("grpc-message:user%20is%20not%20locked"),
-        "{trailers}"
-    );
-
-    // Connect binary: the bare message, no framing.
-    let get = server
-        .client
-        .post(format!(
-            "{}/zitadel.user.v2.UserService/GetUserByID",
-            server.base
-        ))
-        .header("content-type", "application/proto")
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .body(request.clone())
-        .send()
-        .await
-        .expect("connect proto");
-    assert_eq!(get.status(), StatusCode::OK);
-    assert_eq!(get.headers()["content-type"], "application/proto");
-    let body = get.bytes().await.expect("body");
-    // GetUserByIDResponse: 1 Details, 2 User.
-    let response = fields(&body);
-    check_details(bytes_of(field(&response, 1)), before + 1, &server.org);
-    // User: 1 user_id, 8 details, 2 state, 3 username, 4 login_names, 5 preferred_login_name,
-    // 6 human (HumanUser: 6 profile, 7 email).
-    let user = fields(bytes_of(field(&response, 2)));
-    assert_eq!(bytes_of(field(&user, 1)), id.as_bytes());
-    check_details(bytes_of(field(&user, 8)), before + 1, &server.org);
-    assert_eq!(field(&user, 2), &Field::Varint(1), "USER_STATE_ACTIVE = 1");
-    assert_eq!(bytes_of(field(&user, 3)), b"web@example.com");
-    assert_eq!(bytes_of(field(&user, 4)), b"web@example.com");
-    let human = fields(bytes_of(field(&user, 6)));
-    let profile = fields(bytes_of(field(&human, 6)));
-    assert_eq!(bytes_of(field(&profile, 1)), b"Test");
-    assert_eq!(bytes_of(field(&profile, 2)), b"User");
-    let email = fields(bytes_of(field(&human, 7)));
-    assert_eq!(bytes_of(field(&email, 1)), b"web@example.com");
-    assert_eq!(field(&email, 2), &Field::Varint(1), "is_verified");
-
-    // Errors on Connect binary are Connect JSON, with the same code and message as gRPC.
-    let again = server
-        .send(
-            Method::POST,
-            "/zitadel.user.v2.UserService/UnlockUser",
-            Some(ADMIN_TOKEN),
-            Some(std::str::from_utf8(&request).expect("ascii id")),
-            Some("application/proto"),
-        )
-        .await;
-    assert_eq!(again.status, StatusCode::BAD_REQUEST);
-    assert_eq!(again.body["code"], "failed_precondition");
-    assert_eq!(again.body["message"], "user is not locked");
-    assert_eq!(again.error_id(), "USER-NOT-LOCKED");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_error_on_every_protocol() {
     let server = TestServer::start().await;
@@ -638,57 +441,6 @@ async fn the_same_error_on_every_protocol() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_messages_and_unknown_methods_get_grpc_errors() {
-    let server = TestServer::start().await;
-    // Not a protobuf message: field 1 claims 100 bytes that are not there.
-    let (messages, trailers) = grpc_web(&server, "UnlockUser", &[0x0a, 100, 1]).await;
-    assert!(messages.is_empty());
-    assert!(trailers.contains("grpc-status:3"), "{trailers}");
-    // Not even a gRPC frame: a compression flag gRPC does not define. The client's error, not
-    // the server's (tonic alone would answer Internal).
-    let mut garbage = grpc_web_frame(0, b"{}");
-    garbage[0] = b'{';
-    let response = server
-        .client
-        .post(format!(
-            "{}/zitadel.user.v2.UserService/UnlockUser",
-            server.base
-        ))
-        .header("content-type", "application/grpc-web+proto")
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .body(garbage)
-        .send()
-        .await
-        .expect("grpc-web request");
-    assert_eq!(response.headers()["grpc-status"], "3");
-    let details = response.headers()["grpc-status-details-bin"]
-        .to_str()
-        .unwrap();
-    let details = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD_NO_PAD,
-        details.trim_end_matches('='),
-    )
-    .expect("base64");
-    let status = google::rpc::Status::decode(details.as_slice()).expect("google.rpc.Status");
-    let detail = zitadel::v1::ErrorDetail::decode(status.details[0].value.as_ref()).unwrap();
-    assert_eq!(detail.id, "BODY-MALFORMED");
-    let (_, trailers) = grpc_web(&server, "NoSuchMethod", &[]).await;
-    assert!(trailers.contains("grpc-status:12"), "{trailers}");
-
-    let mut channel = tonic::client::Grpc::new(server.grpc_channel().await);
-    channel.ready().await.expect("ready");
-    let unknown = channel
-        .unary::<user::UnlockUserRequest, user::UnlockUserResponse, _>(
-            authed(user::UnlockUserRequest::default(), ADMIN_TOKEN),
-            "/zitadel.user.v2.UserService/Nope".parse().expect("path"),
-            tonic_prost::ProstCodec::default(),
-        )
-        .await
-        .expect_err("unknown method");
-    assert_eq!(unknown.code(), Code::Unimplemented);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_answer() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
@@ -700,7 +452,8 @@ async fn health_and_reflection_answer() {
     let server = TestServer::start().await;
     let channel = server.grpc_channel().await;
     let mut health = HealthClient::new(channel.clone());
-    for service in ["", "zitadel.user.v2.UserService"] {
+    let services = std::iter::once("").chain(latchkey_api::rpc::services());
+    for service in services {
         let mut status = ServingStatus::Unknown;
         // The per-service statuses are set by a task when the router is built.
         for _ in 0..50 {
@@ -734,12 +487,10 @@ async fn health_and_reflection_answer() {
         panic!("a service list, got {reply:?}");
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in [
-        "zitadel.user.v2.UserService",
-        "zitadel.org.v2.OrganizationService",
-        "zitadel.internal_permission.v2beta.InternalPermissionService",
-        "grpc.health.v1.Health",
-    ] {
+    let expected = latchkey_api::rpc::services()
+        .into_iter()
+        .chain(["grpc.health.v1.Health"]);
+    for expected in expected {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} in {names:?}"

@@ -1,96 +1,24 @@
 //! AddHumanUser (`POST /v2/users/human`), and the human-user input shared with CreateUser.
 
-use serde::{Deserialize, Serialize};
-
 use latchkey_engine::{
     Caller, Email, Engine, Error, ErrorId, NewHuman, OrgSelector, PasswordInput, Phone, Profile,
 };
 
 use super::Rpc;
-use crate::wire::{DetailsJson, GenderJson};
+use crate::proto::zitadel::object::v2::organization::Org;
+use crate::proto::zitadel::user::v2::{self as user, add_human_user_request::PasswordType};
+use crate::proto::zitadel::user::v2::{set_human_email, set_human_phone};
+use crate::wire::{details, known};
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OrganizationJson {
-    #[serde(alias = "org_id")]
-    pub org_id: Option<String>,
-    #[serde(alias = "org_domain")]
-    pub org_domain: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SetHumanProfileJson {
-    #[serde(default, alias = "given_name")]
-    pub given_name: String,
-    #[serde(default, alias = "family_name")]
-    pub family_name: String,
-    #[serde(alias = "nick_name")]
-    pub nick_name: Option<String>,
-    #[serde(alias = "display_name")]
-    pub display_name: Option<String>,
-    #[serde(alias = "preferred_language")]
-    pub preferred_language: Option<String>,
-    pub gender: Option<GenderJson>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SetHumanEmailJson {
-    #[serde(default)]
-    pub email: String,
-    #[serde(alias = "is_verified")]
-    pub is_verified: Option<bool>,
-    #[serde(alias = "send_code")]
-    pub send_code: Option<serde_json::Value>,
-    #[serde(alias = "return_code")]
-    pub return_code: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SetHumanPhoneJson {
-    #[serde(default)]
-    pub phone: String,
-    #[serde(alias = "is_verified")]
-    pub is_verified: Option<bool>,
-    #[serde(alias = "return_code")]
-    pub return_code: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PasswordJson {
-    #[serde(default)]
-    pub password: String,
-    #[serde(default, alias = "change_required")]
-    pub change_required: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HashedPasswordJson {
-    #[serde(default)]
-    pub hash: String,
-    #[serde(default, alias = "change_required")]
-    pub change_required: bool,
-}
-
-/// The human part of AddHumanUser and CreateUser.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HumanInputJson {
-    pub profile: Option<SetHumanProfileJson>,
-    pub email: Option<SetHumanEmailJson>,
-    pub phone: Option<SetHumanPhoneJson>,
-    pub password: Option<PasswordJson>,
-    #[serde(alias = "hashed_password")]
-    pub hashed_password: Option<HashedPasswordJson>,
-    #[serde(default)]
-    pub metadata: Vec<serde_json::Value>,
-    #[serde(default, alias = "idp_links")]
-    pub idp_links: Vec<serde_json::Value>,
-    #[serde(alias = "totp_secret")]
+/// The human part of AddHumanUser and CreateUser, gathered from either message.
+pub struct HumanInput {
+    pub profile: Option<user::SetHumanProfile>,
+    pub email: Option<user::SetHumanEmail>,
+    pub phone: Option<user::SetHumanPhone>,
+    pub password: Option<PasswordInput>,
+    /// Fields Latchkey cannot honour yet: refused when given, never dropped.
+    pub metadata: bool,
+    pub idp_links: bool,
     pub totp_secret: Option<String>,
 }
 
@@ -101,7 +29,21 @@ fn unsupported(what: &str) -> Error {
     )
 }
 
-impl HumanInputJson {
+pub fn plain(password: user::Password) -> PasswordInput {
+    PasswordInput::Plain {
+        password: password.password,
+        change_required: password.change_required,
+    }
+}
+
+pub fn hashed(password: user::HashedPassword) -> PasswordInput {
+    PasswordInput::Hashed {
+        hash: password.hash,
+        change_required: password.change_required,
+    }
+}
+
+impl HumanInput {
     /// Maps to the engine's input; refuses what Latchkey cannot honour instead of dropping it.
     pub fn into_new_human(
         self,
@@ -109,10 +51,10 @@ impl HumanInputJson {
         username: Option<String>,
         organization: Option<OrgSelector>,
     ) -> Result<NewHuman, Error> {
-        if !self.metadata.is_empty() {
+        if self.metadata {
             return Err(unsupported("metadata"));
         }
-        if !self.idp_links.is_empty() {
+        if self.idp_links {
             return Err(unsupported("idpLinks"));
         }
         if self.totp_secret.as_deref().is_some_and(|s| !s.is_empty()) {
@@ -124,27 +66,23 @@ impl HumanInputJson {
         let email = self
             .email
             .ok_or_else(|| Error::invalid("email is required"))?;
-        if email.return_code.is_some() {
+        if matches!(
+            email.verification,
+            Some(set_human_email::Verification::ReturnCode(_))
+        ) {
             return Err(unsupported("email.returnCode (verification codes)"));
         }
-        if self.phone.as_ref().is_some_and(|p| p.return_code.is_some()) {
+        if self.phone.as_ref().is_some_and(|p| {
+            matches!(
+                p.verification,
+                Some(set_human_phone::Verification::ReturnCode(_))
+            )
+        }) {
             return Err(unsupported("phone.returnCode (verification codes)"));
         }
-        let password = match (self.password, self.hashed_password) {
-            (Some(_), Some(_)) => {
-                return Err(Error::invalid(
-                    "give either password or hashedPassword, not both",
-                ))
-            }
-            (Some(p), None) => Some(PasswordInput::Plain {
-                password: p.password,
-                change_required: p.change_required,
-            }),
-            (None, Some(h)) => Some(PasswordInput::Hashed {
-                hash: h.hash,
-                change_required: h.change_required,
-            }),
-            (None, None) => None,
+        let gender = match profile.gender {
+            Some(number) => known::<user::Gender>("profile.gender", number)?.into(),
+            None => Default::default(),
         };
         Ok(NewHuman {
             user_id,
@@ -156,75 +94,62 @@ impl HumanInputJson {
                 nick_name: profile.nick_name,
                 display_name: profile.display_name,
                 preferred_language: profile.preferred_language,
-                gender: profile.gender.unwrap_or_default().into(),
+                gender,
             },
             email: Email {
                 email: email.email,
-                is_verified: email.is_verified.unwrap_or(false),
+                is_verified: matches!(
+                    email.verification,
+                    Some(set_human_email::Verification::IsVerified(true))
+                ),
             },
             phone: self.phone.map(|p| Phone {
                 phone: p.phone,
-                is_verified: p.is_verified.unwrap_or(false),
+                is_verified: matches!(
+                    p.verification,
+                    Some(set_human_phone::Verification::IsVerified(true))
+                ),
             }),
-            password,
+            password: self.password,
         })
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AddHumanUserRequest {
-    #[serde(alias = "user_id")]
-    pub user_id: Option<String>,
-    pub username: Option<String>,
-    pub organization: Option<OrganizationJson>,
-    #[serde(flatten)]
-    pub human: HumanInputJson,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AddHumanUserResponse {
-    pub user_id: String,
-    pub details: DetailsJson,
-}
-
-impl crate::wire::JsonAnswer for AddHumanUserResponse {}
-
 pub struct AddHumanUser;
 
 impl Rpc for AddHumanUser {
-    const SERVICE: &'static str = "zitadel.user.v2.UserService";
-    const METHOD: &'static str = "AddHumanUser";
-    type Request = AddHumanUserRequest;
-    type Response = AddHumanUserResponse;
-    type ProtoRequest = crate::proto::zitadel::user::v2::AddHumanUserRequest;
-    type ProtoResponse = crate::proto::zitadel::user::v2::AddHumanUserResponse;
+    type Request = user::AddHumanUserRequest;
+    type Response = user::AddHumanUserResponse;
 
     async fn call(
         engine: &Engine,
         caller: &Caller,
-        request: AddHumanUserRequest,
-    ) -> Result<AddHumanUserResponse, Error> {
-        let organization = match request.organization {
-            None => None,
-            Some(OrganizationJson {
-                org_id: Some(id), ..
-            }) if !id.is_empty() => Some(OrgSelector::Id(id)),
-            Some(OrganizationJson {
-                org_domain: Some(domain),
-                ..
-            }) if !domain.is_empty() => Some(OrgSelector::Domain(domain)),
-            Some(_) => None,
+        request: user::AddHumanUserRequest,
+    ) -> Result<user::AddHumanUserResponse, Error> {
+        let organization = match request.organization.and_then(|o| o.org) {
+            Some(Org::OrgId(id)) if !id.is_empty() => Some(OrgSelector::Id(id)),
+            Some(Org::OrgDomain(domain)) if !domain.is_empty() => Some(OrgSelector::Domain(domain)),
+            _ => None,
         };
-        let input =
-            request
-                .human
-                .into_new_human(request.user_id, request.username, organization)?;
+        let input = HumanInput {
+            profile: request.profile,
+            email: request.email,
+            phone: request.phone,
+            password: request.password_type.map(|p| match p {
+                PasswordType::Password(p) => plain(p),
+                PasswordType::HashedPassword(h) => hashed(h),
+            }),
+            metadata: !request.metadata.is_empty(),
+            idp_links: !request.idp_links.is_empty(),
+            totp_secret: request.totp_secret,
+        }
+        .into_new_human(request.user_id, request.username, organization)?;
         let created = engine.add_human_user(caller, input).await?;
-        Ok(AddHumanUserResponse {
+        Ok(user::AddHumanUserResponse {
             user_id: created.user_id,
-            details: (&created.details).into(),
+            details: Some(details(created.details)),
+            email_code: None,
+            phone_code: None,
         })
     }
 }

@@ -1,67 +1,45 @@
 //! CreateUser (`POST /v2/users/new`): a human or a machine user in a given organization.
 
-use serde::{Deserialize, Serialize};
-
 use latchkey_engine::{Caller, Engine, Error, NewMachine, OrgSelector};
 
-use super::add_human_user::HumanInputJson;
+use super::add_human_user::{hashed, plain, HumanInput};
 use super::Rpc;
-use crate::wire::timestamp;
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MachineInputJson {
-    #[serde(default)]
-    pub name: String,
-    pub description: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateUserRequest {
-    #[serde(default, alias = "organization_id")]
-    pub organization_id: String,
-    #[serde(alias = "user_id")]
-    pub user_id: Option<String>,
-    pub username: Option<String>,
-    pub human: Option<HumanInputJson>,
-    pub machine: Option<MachineInputJson>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateUserResponse {
-    pub id: String,
-    pub creation_date: String,
-}
-
-impl crate::wire::JsonAnswer for CreateUserResponse {}
+use crate::proto::zitadel::user::v2 as user;
+use crate::proto::zitadel::user::v2::create_user_request::{self, human::PasswordType};
 
 pub struct CreateUser;
 
 impl Rpc for CreateUser {
-    const SERVICE: &'static str = "zitadel.user.v2.UserService";
-    const METHOD: &'static str = "CreateUser";
-    type Request = CreateUserRequest;
-    type Response = CreateUserResponse;
-    type ProtoRequest = crate::proto::zitadel::user::v2::CreateUserRequest;
-    type ProtoResponse = crate::proto::zitadel::user::v2::CreateUserResponse;
+    type Request = user::CreateUserRequest;
+    type Response = user::CreateUserResponse;
 
     async fn call(
         engine: &Engine,
         caller: &Caller,
-        request: CreateUserRequest,
-    ) -> Result<CreateUserResponse, Error> {
-        let created = match (request.human, request.machine) {
-            (Some(human), None) => {
-                let input = human.into_new_human(
+        request: user::CreateUserRequest,
+    ) -> Result<user::CreateUserResponse, Error> {
+        let created = match request.user_type {
+            Some(create_user_request::UserType::Human(human)) => {
+                let input = HumanInput {
+                    profile: human.profile,
+                    email: human.email,
+                    phone: human.phone,
+                    password: human.password_type.map(|p| match p {
+                        PasswordType::Password(p) => plain(p),
+                        PasswordType::HashedPassword(h) => hashed(h),
+                    }),
+                    metadata: !human.metadata.is_empty(),
+                    idp_links: !human.idp_links.is_empty(),
+                    totp_secret: human.totp_secret,
+                }
+                .into_new_human(
                     request.user_id,
                     request.username,
                     Some(OrgSelector::Id(request.organization_id)),
                 )?;
                 engine.add_human_user(caller, input).await?
             }
-            (None, Some(machine)) => {
+            Some(create_user_request::UserType::Machine(machine)) => {
                 let input = NewMachine {
                     organization_id: request.organization_id,
                     user_id: request.user_id,
@@ -71,15 +49,17 @@ impl Rpc for CreateUser {
                 };
                 engine.create_machine_user(caller, input).await?
             }
-            _ => {
+            None => {
                 return Err(Error::invalid(
                     "exactly one of human or machine is required",
                 ))
             }
         };
-        Ok(CreateUserResponse {
+        Ok(user::CreateUserResponse {
             id: created.user_id,
-            creation_date: timestamp(&created.details.creation_date),
+            creation_date: Some(created.details.creation_date.into()),
+            email_code: None,
+            phone_code: None,
         })
     }
 }

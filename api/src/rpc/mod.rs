@@ -1,19 +1,20 @@
-//! One file per command: each defines an [`Rpc`] — its request and response JSON, its protobuf
-//! messages, and the engine call between them. REST (`rest.rs`), Connect (`connect.rs`) and gRPC /
-//! gRPC-web (`grpc.rs`) are generic adapters over this trait, so a command's behaviour is written
-//! once whatever the transport.
+//! The RPCs: one table of every method Latchkey serves ([`rpcs!`] below), and one file per
+//! command, each an [`Rpc`] — its generated protobuf request and response types and the engine
+//! call between them. REST (`rest.rs`), Connect (`connect.rs`) and gRPC / gRPC-web (`grpc.rs`) are
+//! generic adapters over these, and derive their routes from the table, so a command's behaviour
+//! is written once, whatever the transport, and a new RPC cannot be served on one protocol and
+//! forgotten on another.
 //!
-//! The JSON types are the commands' own request and response types. Binary protocols arrive as
-//! protobuf; [`run_proto`] transcodes the decoded message to that JSON through the generated
-//! protojson impls (and the response back), so every protocol runs exactly the same code and
-//! answers with exactly the same errors.
+//! There is one wire model: the types generated from `proto/`. JSON bodies (REST, Connect JSON)
+//! are decoded by their protojson impls, binary ones (Connect binary, gRPC, gRPC-web) by prost;
+//! each command converts the message once into the engine's input types, and answers with the
+//! response message, so an answer that does not fit its message does not compile.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body, Bytes};
 use axum::http::{header, HeaderMap};
-use prost::Message as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -31,62 +32,145 @@ pub mod user_state;
 /// Largest request body accepted (413 beyond).
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-pub trait Rpc: Send + Sync + 'static {
-    /// Full service name, e.g. `zitadel.user.v2.UserService`.
-    const SERVICE: &'static str;
-    /// Method name, e.g. `UnlockUser`.
-    const METHOD: &'static str;
-    type Request: DeserializeOwned + Default + Send + 'static;
-    type Response: crate::wire::JsonAnswer + Send + 'static;
-    /// The request message on the binary protocols (`proto/`).
-    type ProtoRequest: prost::Message + Default + Serialize + Send + 'static;
-    /// The response message on the binary protocols.
-    type ProtoResponse: prost::Message + DeserializeOwned + Send + 'static;
+const USER: &str = "zitadel.user.v2.UserService";
+const ORG: &str = "zitadel.org.v2.OrganizationService";
+const PERMISSION: &str = "zitadel.internal_permission.v2beta.InternalPermissionService";
 
+/// The one table of RPCs: type, service and method, REST verb and path, the permission the
+/// engine checks. Everything else — REST routes, Connect and gRPC method paths, the gRPC health
+/// service's list, the tests that call every method over every protocol — is derived from it.
+macro_rules! rpcs {
+    ($( $rpc:ty => $service:ident $method:literal, $verb:ident $rest:literal, $permission:literal; )*) => {
+        $(
+            impl Routed for $rpc {
+                const INFO: MethodInfo = MethodInfo {
+                    service: $service,
+                    method: $method,
+                    verb: Verb::$verb,
+                    rest: $rest,
+                    permission: $permission,
+                };
+            }
+        )*
+
+        /// Every RPC, in the table's order.
+        pub const METHODS: &[MethodInfo] = &[$(<$rpc as Routed>::INFO,)*];
+
+        /// Calls `visitor` once per RPC, with its type.
+        pub fn for_each(visitor: &mut impl Visitor) {
+            $( visitor.visit::<$rpc>(); )*
+        }
+    };
+}
+
+rpcs! {
+    user_state::UnlockUser => USER "UnlockUser", Post "/v2/users/{userId}/unlock", "user.write";
+    user_state::LockUser => USER "LockUser", Post "/v2/users/{userId}/lock", "user.write";
+    user_state::DeactivateUser => USER "DeactivateUser", Post "/v2/users/{userId}/deactivate", "user.write";
+    user_state::ReactivateUser => USER "ReactivateUser", Post "/v2/users/{userId}/reactivate", "user.write";
+    user_state::DeleteUser => USER "DeleteUser", Delete "/v2/users/{userId}", "user.delete";
+    get_user::GetUserById => USER "GetUserByID", Get "/v2/users/{userId}", "user.read";
+    list_users::ListUsers => USER "ListUsers", Post "/v2/users", "user.read";
+    add_human_user::AddHumanUser => USER "AddHumanUser", Post "/v2/users/human", "user.write on the org";
+    create_user::CreateUser => USER "CreateUser", Post "/v2/users/new", "user.write on the org";
+    pats::AddPersonalAccessToken => USER "AddPersonalAccessToken", Post "/v2/users/{userId}/pats", "user.write";
+    pats::RemovePersonalAccessToken => USER "RemovePersonalAccessToken", Delete "/v2/users/{userId}/pats/{tokenId}", "user.write";
+    add_organization::AddOrganization => ORG "AddOrganization", Post "/v2/organizations", "IAM_OWNER";
+    create_administrator::CreateAdministrator => PERMISSION "CreateAdministrator", Post "/v2beta/administrators", "IAM_OWNER, or ORG_OWNER of that org";
+}
+
+/// The REST verb of an RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verb {
+    Get,
+    Post,
+    Delete,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Delete => "DELETE",
+        }
+    }
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodInfo {
+    /// Full service name, e.g. `zitadel.user.v2.UserService`.
+    pub service: &'static str,
+    /// Method name, e.g. `UnlockUser`.
+    pub method: &'static str,
+    pub verb: Verb,
+    /// REST path; `{name}` segments set request fields ([`Rpc::set_path`]).
+    pub rest: &'static str,
+    /// The permission the engine checks, as the README documents it.
+    pub permission: &'static str,
+}
+
+impl MethodInfo {
+    /// The method path: `/<package>.<Service>/<Method>` (Connect, gRPC and gRPC-web).
+    pub fn path(&self) -> String {
+        format!("/{}/{}", self.service, self.method)
+    }
+
+    /// The names of the REST path's `{…}` segments.
+    pub fn path_params(&self) -> impl Iterator<Item = &'static str> {
+        self.rest
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+    }
+}
+
+/// The services the table names, each once, in the table's order.
+pub fn services() -> Vec<&'static str> {
+    let mut services: Vec<&'static str> = Vec::new();
+    for info in METHODS {
+        if !services.contains(&info.service) {
+            services.push(info.service);
+        }
+    }
+    services
+}
+
+/// One command: its messages and the engine call between them.
+pub trait Rpc: Send + Sync + 'static {
+    /// The request message; its protojson impl decodes JSON bodies.
+    type Request: prost::Message + Default + DeserializeOwned + Send + 'static;
+    /// The response message; its protojson impl writes JSON answers.
+    type Response: prost::Message + Default + Serialize + Send + 'static;
+
+    /// Converts the request into the engine's input, calls the engine, answers.
     fn call(
         engine: &Engine,
         caller: &Caller,
         request: Self::Request,
     ) -> impl Future<Output = Result<Self::Response, Error>> + Send;
+
+    /// Sets the REST path segment `name` (`userId`, …) on the request: the path wins over the
+    /// body. False for a name the request does not take (a unit test keeps the table honest).
+    fn set_path(_request: &mut Self::Request, _name: &str, _value: &str) -> bool {
+        false
+    }
+
+    /// Writes the answer as JSON: the protojson impl, unless the RPC knows a cheaper way to
+    /// exactly the same bytes.
+    fn write_json(response: &Self::Response, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, response)
+    }
+}
+
+/// An RPC with its row of the table (implemented by [`rpcs!`] only).
+pub trait Routed: Rpc {
+    const INFO: MethodInfo;
 }
 
 /// Something done once per RPC: see [`for_each`].
 pub trait Visitor {
-    fn visit<R: Rpc>(&mut self);
-}
-
-/// Every RPC Latchkey serves on its method path (Connect, gRPC, gRPC-web). REST has its own
-/// table in `rest.rs` because its paths differ per method.
-pub fn for_each(visitor: &mut impl Visitor) {
-    visitor.visit::<user_state::UnlockUser>();
-    visitor.visit::<user_state::LockUser>();
-    visitor.visit::<user_state::DeactivateUser>();
-    visitor.visit::<user_state::ReactivateUser>();
-    visitor.visit::<user_state::DeleteUser>();
-    visitor.visit::<get_user::GetUserById>();
-    visitor.visit::<list_users::ListUsers>();
-    visitor.visit::<add_human_user::AddHumanUser>();
-    visitor.visit::<create_user::CreateUser>();
-    visitor.visit::<pats::AddPersonalAccessToken>();
-    visitor.visit::<pats::RemovePersonalAccessToken>();
-    visitor.visit::<add_organization::AddOrganization>();
-    visitor.visit::<create_administrator::CreateAdministrator>();
-}
-
-/// The method path of an RPC: `/<package>.<Service>/<Method>` (Connect, gRPC and gRPC-web).
-pub fn path<R: Rpc>() -> String {
-    format!("/{}/{}", R::SERVICE, R::METHOD)
-}
-
-/// Requests whose user id can come from the REST path.
-pub trait HasUserId {
-    fn set_user_id(&mut self, id: String);
-}
-
-impl HasUserId for crate::wire::UserIdRequest {
-    fn set_user_id(&mut self, id: String) {
-        self.user_id = id;
-    }
+    fn visit<R: Routed>(&mut self);
 }
 
 /// `Authorization: Bearer <token>` → the caller.
@@ -144,8 +228,8 @@ async fn collect_body(body: Body, limit: usize) -> Result<Bytes, Error> {
     })
 }
 
-/// An empty body is the empty message (`{}`); otherwise JSON, unknown fields ignored.
-pub fn decode<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Error> {
+/// A JSON body as the message: an empty body is the empty message; unknown fields are ignored.
+pub fn decode_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Error> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -157,186 +241,42 @@ pub fn decode<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Error> {
     })
 }
 
-/// Authenticates, reads and decodes the body, lets the transport fill in path values, calls.
-pub async fn run<R: Rpc>(
-    engine: &Engine,
-    headers: &HeaderMap,
-    body: Body,
-    fill: impl FnOnce(&mut R::Request),
-) -> Result<R::Response, Error> {
-    let caller = authenticate(engine, headers).await?;
-    let bytes = read_body(body).await?;
-    let mut request: R::Request = decode(&bytes)?;
-    fill(&mut request);
-    R::call(engine, &caller, request).await
-}
-
-/// The binary protocols' entry: authenticates from `headers`, decodes `bytes` as the method's
-/// protobuf request, runs the same call as the JSON protocols, encodes the response.
-pub async fn run_proto<R: Rpc>(
-    engine: &Engine,
-    headers: &HeaderMap,
-    bytes: &[u8],
-) -> Result<Vec<u8>, Error> {
-    let caller = authenticate(engine, headers).await?;
-    let message = R::ProtoRequest::decode(bytes).map_err(|e| {
+/// A binary body as the message.
+pub fn decode_proto<T: prost::Message + Default>(bytes: &[u8]) -> Result<T, Error> {
+    T::decode(bytes).map_err(|e| {
         Error::with(
             ErrorId::MalformedBody,
             format!("request body is not a valid protobuf message for this method: {e}"),
         )
-    })?;
-    // Fails only on enum numbers the proto does not define; JSON would refuse those too.
-    let json = serde_json::to_vec(&message)
-        .map_err(|e| Error::invalid(format!("request has an invalid value: {e}")))?;
-    let request: R::Request = decode(&json)?;
-    let response = R::call(engine, &caller, request).await?;
-    to_proto::<R>(&response).map(|message| message.encode_to_vec())
+    })
 }
 
-/// The protobuf form of a response. Our JSON is protojson, so this cannot fail unless a
-/// response type and `proto/` disagree — which `api/tests/grpc.rs` would catch: it calls every
-/// method over gRPC.
-pub fn to_proto<R: Rpc>(response: &R::Response) -> Result<R::ProtoResponse, Error> {
-    serde_json::to_value(response)
-        .and_then(serde_json::from_value)
-        .map_err(|e| {
-            Error::with(
-                ErrorId::Internal,
-                format!(
-                    "{} response does not fit its protobuf message: {e}",
-                    R::METHOD
-                ),
-            )
-        })
+/// The JSON protocols' entry: authenticates, reads and decodes the body, lets the transport set
+/// path values, calls.
+pub async fn run_json<R: Rpc>(
+    engine: &Engine,
+    headers: &HeaderMap,
+    body: Body,
+    fill: impl FnOnce(&mut R::Request) -> Result<(), Error>,
+) -> Result<R::Response, Error> {
+    let caller = authenticate(engine, headers).await?;
+    let bytes = read_body(body).await?;
+    let mut request: R::Request = decode_json(&bytes)?;
+    fill(&mut request)?;
+    R::call(engine, &caller, request).await
+}
+
+/// The binary protocols' entry: authenticates from `headers`, decodes `bytes` as the method's
+/// request message, calls.
+pub async fn run_proto<R: Rpc>(
+    engine: &Engine,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<R::Response, Error> {
+    let caller = authenticate(engine, headers).await?;
+    let request = decode_proto::<R::Request>(bytes)?;
+    R::call(engine, &caller, request).await
 }
 
 #[cfg(test)]
-mod tests {
-    //! Request decoding under random input (the part of the server a fuzzer would target; a
-    //! `cargo fuzz` target needs a nightly toolchain, which the build does not use): every
-    //! method's JSON decoding and protobuf decoding + transcoding, fed seeded random and
-    //! mutated bytes, must return Ok or an InvalidArgument-class error — never panic.
-
-    use super::*;
-    use latchkey_engine::Code;
-
-    struct Fuzz {
-        seed: u64,
-        cases: usize,
-    }
-
-    impl Fuzz {
-        fn next(&mut self) -> u64 {
-            self.seed ^= self.seed << 13;
-            self.seed ^= self.seed >> 7;
-            self.seed ^= self.seed << 17;
-            self.seed
-        }
-
-        fn input(&mut self, seeds: &[&[u8]]) -> Vec<u8> {
-            let mut bytes = seeds[(self.next() % seeds.len() as u64) as usize].to_vec();
-            for _ in 0..(self.next() % 8) {
-                let at = (self.next() as usize) % (bytes.len() + 1);
-                match self.next() % 4 {
-                    0 if at < bytes.len() => bytes[at] = self.next() as u8,
-                    1 => bytes.insert(at, self.next() as u8),
-                    2 if at < bytes.len() => {
-                        bytes.remove(at);
-                    }
-                    _ => bytes.truncate(at),
-                }
-            }
-            bytes
-        }
-    }
-
-    const SEEDS: &[&[u8]] = &[
-        br#"{"userId":"1234","profile":{"givenName":"A","familyName":"B"},"email":{"email":"a@b.c","isVerified":true}}"#,
-        br#"{"query":{"offset":"1","limit":2,"asc":true},"queries":[{"stateQuery":{"state":"USER_STATE_LOCKED"}},{"orQuery":{"queries":[{"userNameQuery":{"userName":"a","method":1}}]}}]}"#,
-        br#"{"organizationId":"o","machine":{"name":"m"},"human":{"profile":{}}}"#,
-        br#"{"userId":"u","resource":{"organizationId":"o"},"roles":["ORG_OWNER"],"expirationDate":"2030-01-01T00:00:00Z"}"#,
-        b"\x0a\x04abcd\x12\x02\x08\x01\x22\x03\x0a\x01x\x5a\x02\x0a\x00",
-        b"\x0a\x01\x31",
-        b"",
-    ];
-
-    impl Visitor for Fuzz {
-        fn visit<R: Rpc>(&mut self) {
-            for _ in 0..self.cases {
-                let input = self.input(SEEDS);
-                if let Err(e) = decode::<R::Request>(&input) {
-                    assert_eq!(e.code(), Code::InvalidArgument, "{}: {e}", R::METHOD);
-                }
-                if let Ok(message) = R::ProtoRequest::decode(input.as_slice()) {
-                    // Transcoding can refuse (e.g. an undefined enum number), never panic.
-                    if let Ok(json) = serde_json::to_vec(&message) {
-                        if let Err(e) = decode::<R::Request>(&json) {
-                            assert_eq!(e.code(), Code::InvalidArgument, "{}: {e}", R::METHOD);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn request_decoding_never_panics_on_random_input() {
-        for_each(&mut Fuzz {
-            seed: 0x00DE_C0DE,
-            cases: 2_000,
-        });
-    }
-
-    fn streamed(pieces: &[&'static str]) -> Body {
-        let frames: Vec<Result<Bytes, std::io::Error>> = pieces
-            .iter()
-            .map(|p| Ok(Bytes::from_static(p.as_bytes())))
-            .collect();
-        Body::from_stream(futures::stream::iter(frames))
-    }
-
-    #[tokio::test]
-    async fn bodies_are_read_whole_in_one_frame_or_many() {
-        assert_eq!(read_body(Body::from("{}")).await.unwrap(), "{}");
-        assert_eq!(read_body(Body::empty()).await.unwrap(), "");
-        assert_eq!(
-            read_body(streamed(&["{\"user", "Id\":", "\"1\"}"]))
-                .await
-                .unwrap(),
-            "{\"userId\":\"1\"}"
-        );
-        assert_eq!(read_body(streamed(&["", "{}"])).await.unwrap(), "{}");
-    }
-
-    #[tokio::test]
-    async fn bodies_past_the_limit_are_refused_whole_or_streamed() {
-        let big = vec![b'x'; BODY_LIMIT + 1];
-        let err = read_body(Body::from(big)).await.unwrap_err();
-        assert_eq!(err.id, ErrorId::BodyTooLarge);
-        let half: &'static str = Box::leak("y".repeat(BODY_LIMIT / 2 + 1).into_boxed_str());
-        let err = read_body(streamed(&[half, half])).await.unwrap_err();
-        assert_eq!(err.id, ErrorId::BodyTooLarge);
-        let exact: &'static str = Box::leak("z".repeat(BODY_LIMIT / 2).into_boxed_str());
-        assert_eq!(
-            read_body(streamed(&[exact, exact])).await.unwrap().len(),
-            BODY_LIMIT
-        );
-    }
-
-    /// The edge closes HTTP/1.1 connections whose body was left unread; a body read here must
-    /// count as read, or every answer would close its connection.
-    #[tokio::test]
-    async fn a_body_read_here_counts_as_read_for_keep_alive() {
-        let request = axum::http::Request::builder()
-            .method("POST")
-            .uri("/v2/users/1/unlock")
-            .header(header::CONTENT_LENGTH, "2")
-            .body(Body::from("{}"))
-            .unwrap();
-        let (request, read) = crate::unread_body::watch(request);
-        let read = read.expect("an HTTP/1.1 body is watched");
-        assert!(!read.finished());
-        assert_eq!(read_body(request.into_body()).await.unwrap(), "{}");
-        assert!(read.finished());
-    }
-}
+mod tests;

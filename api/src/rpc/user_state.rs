@@ -1,28 +1,40 @@
 //! The state commands: LockUser, UnlockUser, DeactivateUser, ReactivateUser, DeleteUser.
-//! Each takes `{userId}` and returns `{details}`; the rules are in the engine's transition table.
+//! Each takes `{userId}` and answers `{details}`; the rules are in the engine's transition table.
 
 use latchkey_engine::{Caller, Engine, Error};
 
 use super::Rpc;
 use crate::proto::zitadel::user::v2 as user;
-use crate::wire::{DetailsResponse, UserIdRequest};
+use crate::wire::{details, write_details_answer};
 
 macro_rules! state_rpc {
-    ($name:ident, $method:literal, $call:ident, $proto_request:ident, $proto_response:ident) => {
+    ($name:ident, $call:ident, $request:ident, $response:ident) => {
         pub struct $name;
         impl Rpc for $name {
-            const SERVICE: &'static str = "zitadel.user.v2.UserService";
-            const METHOD: &'static str = $method;
-            type Request = UserIdRequest;
-            type Response = DetailsResponse;
-            type ProtoRequest = user::$proto_request;
-            type ProtoResponse = user::$proto_response;
+            type Request = user::$request;
+            type Response = user::$response;
+
             async fn call(
                 engine: &Engine,
                 caller: &Caller,
-                request: UserIdRequest,
-            ) -> Result<DetailsResponse, Error> {
-                engine.$call(caller, &request.user_id).await.map(Into::into)
+                request: user::$request,
+            ) -> Result<user::$response, Error> {
+                let done = engine.$call(caller, &request.user_id).await?;
+                Ok(user::$response {
+                    details: Some(details(done)),
+                })
+            }
+
+            fn set_path(request: &mut user::$request, name: &str, value: &str) -> bool {
+                match name {
+                    "userId" => request.user_id = value.to_owned(),
+                    _ => return false,
+                }
+                true
+            }
+
+            fn write_json(response: &user::$response, out: &mut Vec<u8>) -> serde_json::Result<()> {
+                write_details_answer(response.details.as_ref(), out)
             }
         }
     };
@@ -30,35 +42,25 @@ macro_rules! state_rpc {
 
 state_rpc!(
     UnlockUser,
-    "UnlockUser",
     unlock_user,
     UnlockUserRequest,
     UnlockUserResponse
 );
-state_rpc!(
-    LockUser,
-    "LockUser",
-    lock_user,
-    LockUserRequest,
-    LockUserResponse
-);
+state_rpc!(LockUser, lock_user, LockUserRequest, LockUserResponse);
 state_rpc!(
     DeactivateUser,
-    "DeactivateUser",
     deactivate_user,
     DeactivateUserRequest,
     DeactivateUserResponse
 );
 state_rpc!(
     ReactivateUser,
-    "ReactivateUser",
     reactivate_user,
     ReactivateUserRequest,
     ReactivateUserResponse
 );
 state_rpc!(
     DeleteUser,
-    "DeleteUser",
     delete_user,
     DeleteUserRequest,
     DeleteUserResponse
