@@ -11,7 +11,8 @@ use std::time::Instant;
 use latchkey_engine::{event_key, snapshot_key, store_config, Config};
 use latchkey_storage::{Durability, Store, WriteBatch};
 
-use crate::runner::{RunResult, Settings};
+use crate::recorder::RunResult;
+use crate::runner::Settings;
 
 /// About the encoded size of a human user's snapshot.
 const SNAPSHOT_BYTES: usize = 180;
@@ -33,7 +34,7 @@ pub async fn measure(
     for client in 0..clients {
         let (store, progress) = (store.clone(), progress.clone());
         tasks.push(tokio::spawn(async move {
-            let mut recorder = crate::runner::Probe::new(start, progress);
+            let mut recorder = crate::recorder::Probe::new(start, progress);
             let users: Vec<String> = (0..16).map(|u| format!("ceiling-{client}-{u}")).collect();
             let mut sequence = 0u64;
             while Instant::now() < end {
@@ -63,5 +64,5 @@ pub async fn measure(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    Ok(crate::runner::Probe::finish(recorders, elapsed))
+    Ok(crate::recorder::Probe::finish(recorders, elapsed))
 }

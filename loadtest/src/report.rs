@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::runner::{Check, RunResult, TICK};
+use crate::recorder::{Check, RunResult, TICK};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {

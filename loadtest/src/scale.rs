@@ -38,7 +38,7 @@ fn mib(bytes: Option<u64>) -> String {
 
 /// One metric from the server's `/metrics` (the harness's own scrape).
 async fn gauge(http: &Target, name: &str) -> Option<f64> {
-    crate::scrape(http).await.get(name).copied()
+    crate::scrape::scrape(http).await.get(name).copied()
 }
 
 /// Runs the check; `Ok(true)` when every bar is met.

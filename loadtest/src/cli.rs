@@ -1,0 +1,144 @@
+//! The command line: targets, scenarios, settings, outputs, and the internal subcommands the
+//! harness runs itself with (the servers it spawns, the scale check).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use latchkey_engine::Durability;
+
+use crate::runner::{Scenario, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "latchkey-loadtest",
+    about = "Load tests for Latchkey, with a same-run baseline"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub internal: Option<Internal>,
+    /// `embedded` (the engine in-process) or a running server, e.g. http://127.0.0.1:8080.
+    #[arg(long, default_value = "embedded")]
+    pub target: String,
+    /// Start a Latchkey server on a temp dir for the run (overrides --target).
+    #[arg(long)]
+    pub spawn: bool,
+    #[arg(long, value_enum, default_value = "uniform")]
+    pub scenario: Scenario,
+    /// Concurrent clients (closed loop), most requests in flight (open loop), or commands in
+    /// flight (`hot`).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Open loop: requests per second, latency from the intended send time.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// `uniform` / `mixed` (and their baseline), closed or open loop: run this long first,
+    /// unmeasured, on the same target and users (an open loop at the same rate), so the numbers
+    /// are the steady state. A fresh store appends to new log files and zero-fills its first
+    /// preallocated ones meanwhile, which makes its first seconds slower.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Users for uniform / mixed / cold.
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Locked users the unlock storm races on.
+    #[arg(long, default_value_t = 1)]
+    pub hot_users: usize,
+    /// Share of reads in `mixed`.
+    #[arg(long, default_value_t = 0.9)]
+    pub read_ratio: f64,
+    /// `create`: stop after this many users.
+    #[arg(long)]
+    pub count: Option<u64>,
+    #[arg(long, value_enum, default_value = "sync")]
+    pub durability: DurabilityArg,
+    /// Also measure the baseline (bare axum handler for HTTP, bare store for embedded).
+    #[arg(long)]
+    pub baseline: bool,
+    /// Run everything this many times, each on a fresh target, and report the run with the
+    /// median ratio (every run's ratio is listed): one run's ratio moves by ±0.05–0.1 on a
+    /// shared 2-core machine. An open loop (`--rate`) reports the run with the median p99 and
+    /// lists every run's. Correctness checks must pass in every run.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Token for an external --target (defaults to $LATCHKEY_TOKEN).
+    #[arg(long, env = "LATCHKEY_TOKEN", default_value = "")]
+    pub token: String,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    Sync,
+    Async,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Internal {
+    /// (internal) run the Latchkey server: what --spawn starts. Takes exactly the `latchkey`
+    /// binary's command line.
+    #[command(hide = true)]
+    ServeLatchkey {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// (internal) run the bare axum baseline server.
+    #[command(hide = true)]
+    ServeBaseline {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
+    /// Scale of state: create --users through the engine, restart the server on them, measure
+    /// readiness, memory (ready / many active / after passivation) and a cold first request.
+    Scale {
+        #[arg(long, default_value_t = 1_000_000)]
+        users: usize,
+        /// Users read over HTTP to fill the registry before the idle check.
+        #[arg(long, default_value_t = 20_000)]
+        touched: usize,
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        idle_timeout: Duration,
+        /// The server's store cache bound (MiB).
+        #[arg(long, default_value_t = 1024)]
+        cache_mb: u64,
+    },
+}
+
+impl Cli {
+    pub fn durability(&self) -> Durability {
+        match self.durability {
+            DurabilityArg::Sync => Durability::Sync,
+            DurabilityArg::Async => Durability::Async {
+                flush_interval: Duration::from_millis(10),
+            },
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        if self.scenario == Scenario::Cold {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(60)
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings {
+            scenario: self.scenario,
+            concurrency: self.concurrency.max(1),
+            duration: self.duration,
+            warmup: self.warmup,
+            rate: self.rate,
+            users: self.users.max(1),
+            hot_users: self.hot_users.max(1),
+            read_ratio: self.read_ratio.clamp(0.0, 1.0),
+            count: self.count,
+        }
+    }
+}

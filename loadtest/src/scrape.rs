@@ -1,0 +1,91 @@
+//! The server's own view of a run, from its `/metrics` (or the in-process recorder when the
+//! engine is embedded): what the store did per flush; and the machine a report was made on.
+
+use std::collections::BTreeMap;
+
+use crate::target::Target;
+
+/// Numeric series of `/metrics` (or the in-process recorder, embedded), keyed by full name.
+pub async fn scrape(target: &Target) -> BTreeMap<String, f64> {
+    let text = match target {
+        Target::Embedded { .. } => latchkey_api::metrics::render().await,
+        Target::Http(http) => match http
+            .client
+            .get(format!("{}/metrics", http.base))
+            .send()
+            .await
+        {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => return BTreeMap::new(),
+        },
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The server's own view of the run: what the store did per flush.
+pub fn server_view(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    let delta = |name: &str| {
+        after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
+    };
+    let mut view = BTreeMap::new();
+    let batches = delta("latchkey_store_batch_size_count");
+    if batches > 0.0 {
+        view.insert("store commits (flushes)".into(), batches);
+        view.insert(
+            "store writes".into(),
+            delta("latchkey_store_batch_size_sum"),
+        );
+        view.insert(
+            "mean commit batch size".into(),
+            delta("latchkey_store_batch_size_sum") / batches,
+        );
+        let flushes = delta("latchkey_store_flush_seconds_count");
+        if flushes > 0.0 {
+            view.insert(
+                "mean flush ms".into(),
+                delta("latchkey_store_flush_seconds_sum") / flushes * 1000.0,
+            );
+            let fast = delta("latchkey_store_flush_seconds_bucket{le=\"0.01\"}");
+            view.insert("flushes slower than 10 ms".into(), flushes - fast);
+        }
+    }
+    view
+}
+
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown cpu".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    / 1024
+                    / 1024
+            })
+        })
+        .unwrap_or(0);
+    format!("{cpus} cores, {model}, {mem} GiB")
+}
