@@ -5,12 +5,17 @@
 #
 #   loadtest/instructions.sh [latchkey|baseline] [OUT_DIR]
 #   LT=/path/to/other/latchkey-loadtest loadtest/instructions.sh   # another build (A/B)
+#   SERVER_LT=/path/to/old/latchkey-loadtest loadtest/instructions.sh   # another build's server,
+#                                                        # driven by this build's client
+#   PROTOCOL=grpc loadtest/instructions.sh              # the same load over gRPC (Latchkey only)
 #
 # Starts `latchkey-loadtest serve-latchkey` (or `serve-baseline`) under callgrind, drives it with
-# the closed-loop HTTP `uniform` scenario (16 clients, 40 s; the server runs ≈ 50 times slower),
-# counts from 5 s into the run for 15 s, and prints instructions per request. Requests are the
-# server's vectored socket writes in that window (hyper writes each answer with one; checked
-# against Latchkey's own request count to 0.2 %), so both servers are counted the same way. Kernel time (TCP, syscalls) is not counted; under valgrind
+# the closed-loop `uniform` scenario (16 clients, 40 s; the server runs ≈ 50 times slower) over
+# REST or gRPC, counts from 5 s into the run for 15 s, and prints instructions per request.
+# Latchkey's requests in that window are its own count (`latchkey_http_requests_total`, read
+# from /metrics as the count starts and ends); the baseline has no metrics, so its requests are
+# its vectored socket writes (hyper writes each HTTP/1.1 answer with one; this matched Latchkey's
+# own count to 0.2 %). Kernel time (TCP, syscalls) is not counted; under valgrind
 # SHA-256 runs without the CPU's SHA extensions, so token hashing counts ≈ 3,600 instructions
 # per request that the real CPU does in a few hundred. `callgrind_annotate OUT_DIR/out.1` shows
 # where they go (add `--inclusive=yes` for totals per function).
@@ -25,14 +30,16 @@ if [ -z "${LT:-}" ]; then
   cargo build --release -q -p latchkey-loadtest
   LT=target/release/latchkey-loadtest
 fi
+SERVER_LT=${SERVER_LT:-$LT}
+PROTOCOL=${PROTOCOL:-rest}
 TOKEN=loadtest-admin-token
 
 if [ "$KIND" = baseline ]; then
   valgrind --tool=callgrind --callgrind-out-file="$OUT/out" \
-    "$LT" serve-baseline --listen "127.0.0.1:$PORT" > "$OUT/server.log" 2>&1 &
+    "$SERVER_LT" serve-baseline --listen "127.0.0.1:$PORT" > "$OUT/server.log" 2>&1 &
 else
   LATCHKEY_BOOTSTRAP_TOKEN=$TOKEN valgrind --tool=callgrind --callgrind-out-file="$OUT/out" \
-    "$LT" serve-latchkey --listen "127.0.0.1:$PORT" --data-dir "$OUT/data" --log warn \
+    "$SERVER_LT" serve-latchkey --listen "127.0.0.1:$PORT" --data-dir "$OUT/data" --log warn \
     > "$OUT/server.log" 2>&1 &
 fi
 SERVER=$!
@@ -43,7 +50,7 @@ for _ in $(seq 120); do
 done
 
 LATCHKEY_TOKEN=$TOKEN "$LT" --target "http://127.0.0.1:$PORT" --scenario uniform \
-  --concurrency 16 --duration 40s > "$OUT/client.log" 2>&1 &
+  --protocol "$PROTOCOL" --concurrency 16 --duration 40s > "$OUT/client.log" 2>&1 &
 CLIENT=$!
 for _ in $(seq 120); do
   grep -q "running" "$OUT/client.log" && break
@@ -51,13 +58,24 @@ for _ in $(seq 120); do
 done
 sleep 5
 
+# Latchkey's own request count, summed over routes, protocols and statuses.
+served() {
+  curl -s "http://127.0.0.1:$PORT/metrics" \
+    | awk '/^latchkey_http_requests_total/ {s += $NF} END {printf "%d", s}'
+}
 callgrind_control -z "$SERVER" > /dev/null
+first=$(served)
 sleep 15
 callgrind_control -d "$SERVER" > /dev/null
+last=$(served)
 wait "$CLIENT" || true
 
 total=$(callgrind_annotate "$OUT/out.1" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-requests=$(callgrind_annotate --inclusive=yes --tree=calling "$OUT/out.1" \
-  | grep -E '> .*TcpStream as tokio::io::async_write::AsyncWrite>::poll_write_vectored \(' \
-  | sed -E 's/.*\(([0-9,]+)x\).*/\1/; s/,//g' | awk '{s += $1} END {print s + 0}')
-echo "$KIND: $total instructions over $requests requests = $((total / requests)) per request"
+if [ "$KIND" = baseline ]; then
+  requests=$(callgrind_annotate --inclusive=yes --tree=calling "$OUT/out.1" \
+    | grep -E '> .*TcpStream as tokio::io::async_write::AsyncWrite>::poll_write_vectored \(' \
+    | sed -E 's/.*\(([0-9,]+)x\).*/\1/; s/,//g' | awk '{s += $1} END {print s + 0}')
+else
+  requests=$((last - first))
+fi
+echo "$KIND ($PROTOCOL): $total instructions over $requests requests = $((total / requests)) per request"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every scenario of docs/performance.md, each with its same-run baseline, and writes
-# JSON + HTML reports to $OUT (default ./loadtest-results). Takes about 17 minutes: every row with a
+# JSON + HTML reports to $OUT (default ./loadtest-results). Takes about 19 minutes: every row with a
 # ratio runs 3 times (--repeat 3, each on a fresh target) and reports the run with the median ratio;
 # the open loop likewise, by its p99.
 set -euo pipefail
@@ -20,6 +20,9 @@ run http-uniform-sync     --spawn --scenario uniform --concurrency 64 --duration
 run http-uniform-async    --spawn --scenario uniform --durability async --concurrency 64 --duration 30s --baseline --repeat 3
 run http-unlock-storm     --spawn --scenario unlock-storm --hot-users 1 --concurrency 256 --duration 10s --baseline --repeat 3
 run http-mixed            --spawn --scenario mixed --read-ratio 0.9 --concurrency 64 --duration 10s --baseline --repeat 3
+# The same commands as gRPC clients send them (h2c, the generated client). No baseline: there is
+# no bare gRPC server in the harness; compare with the REST row above.
+run grpc-uniform-sync     --spawn --protocol grpc --scenario uniform --concurrency 64 --duration 30s --repeat 3
 peak=$(python3 -c "import json;print(int(json.load(open('$OUT/http-uniform-sync.json'))['latchkey']['per_second']))")
 # The open loop's p99 rides on rare stalls of a shared host (a 20-50 ms cache flush, a busy
 # neighbour): 5 s at the same rate first (past the fresh store's spare zero-filling), and the

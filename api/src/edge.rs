@@ -5,7 +5,7 @@
 //! `Connection: close` when a handler left an HTTP/1.1 request body unread (see
 //! `unread_body.rs`). It is a plain tower service around the two routers rather than axum
 //! middleware: `from_fn` boxes a future per layer per request, and on the hot path every
-//! allocation and hand-off shows (docs/performance.md, eighth session).
+//! allocation and hand-off shows (docs/performance.md, "What mattered").
 
 use std::convert::Infallible;
 use std::future::Future;

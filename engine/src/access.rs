@@ -1,4 +1,4 @@
-//! Callers, roles and the permission check of product.md §3.
+//! Callers, roles and the permission check (the README's "Callers and permissions").
 //!
 //! The check order keeps existence from leaking: a caller that holds the needed permission in
 //! no scope gets PermissionDenied before anything is looked up ([`Caller::reach`]); a caller that

@@ -44,7 +44,7 @@ macro_rules! error_ids {
 }
 
 error_ids! {
-    // domain preconditions (product.md §2)
+    // domain preconditions (the lifecycle rules, `user/state.rs`)
     UserNotLocked => (FailedPrecondition, "USER-NOT-LOCKED", "user is not locked"),
     UserNotActiveOrInitial => (FailedPrecondition, "USER-NOT-ACTIVE-OR-INITIAL", "user is not active or initial"),
     UserInitialOnlyDelete => (FailedPrecondition, "USER-INITIAL-ONLY-DELETE", "initial user can only be deleted"),

@@ -10,7 +10,7 @@
 //!
 //! The anchor is a task whose own timer is always due within half a `call_timeout`. With it
 //! pending, the driver's next wake-up is never later than a new call's deadline, so arming one
-//! wakes nobody. Its cost is one wake-up per period (docs/performance.md, eighth session).
+//! wakes nobody. Its cost is one wake-up per period (docs/performance.md, "What mattered").
 
 use std::time::Duration;
 

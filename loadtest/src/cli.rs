@@ -24,6 +24,10 @@ pub struct Cli {
     /// Start a Latchkey server on a temp dir for the run (overrides --target).
     #[arg(long)]
     pub spawn: bool,
+    /// How requests reach a server (`--spawn` or an http:// target): REST over HTTP/1.1, or gRPC
+    /// over h2c with the generated client. There is no gRPC baseline.
+    #[arg(long, value_enum, default_value = "rest")]
+    pub protocol: ProtocolArg,
     #[arg(long, value_enum, default_value = "uniform")]
     pub scenario: Scenario,
     /// Concurrent clients (closed loop), most requests in flight (open loop), or commands in
@@ -71,6 +75,12 @@ pub struct Cli {
     pub json: Option<PathBuf>,
     #[arg(long)]
     pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    Rest,
+    Grpc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

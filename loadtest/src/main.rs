@@ -5,13 +5,14 @@
 //!
 //! Code map: `cli.rs` (the command line) → `orchestrate.rs` (one run: target, users, scenario,
 //! baseline; `--repeat` and `median.rs`) → `runner.rs` (the scenarios, closed and open loop) over
-//! `target.rs` / `connection.rs` (what a request goes to) → `recorder.rs` (what is measured) →
+//! `target.rs` / `connection.rs` / `grpc_target.rs` (what a request goes to) → `recorder.rs` (what is measured) →
 //! `report.rs` (table, JSON, HTML); `scrape.rs` reads the server's own metrics; `servers.rs` and
 //! `ceiling.rs` are the spawned servers and the store ceiling; `scale.rs` the scale check.
 
 mod ceiling;
 mod cli;
 mod connection;
+mod grpc_target;
 mod median;
 mod orchestrate;
 mod recorder;

@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use latchkey_engine::{Caller, Config, Engine};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, ProtocolArg};
+use crate::grpc_target::GrpcTarget;
 use crate::median::pick_median;
 use crate::recorder::RunResult;
 use crate::report::{Report, Side};
@@ -62,6 +63,9 @@ async fn one_run(cli: &Cli) -> Result<Report, String> {
         && !matches!(settings.scenario, Scenario::Uniform | Scenario::Mixed)
     {
         return Err("--warmup applies to uniform and mixed runs".into());
+    }
+    if cli.baseline && cli.protocol == ProtocolArg::Grpc {
+        return Err("there is no gRPC baseline; compare gRPC runs with each other".into());
     }
     let (target, setup, target_name) = open_target(cli).await?;
     let users = Arc::new(prepare(&target, &setup, &settings, "lk").await?);
@@ -135,11 +139,14 @@ async fn open_target(cli: &Cli) -> Result<(Target, Setup, String), String> {
             ],
             Some(dir.path()),
         )?;
-        let target = Target::http(server.base.clone(), servers::TOKEN.into(), cli.concurrency);
-        let name = format!("spawned {}", server.base);
+        let target = server_target(cli, server.base.clone(), servers::TOKEN).await?;
+        let name = format!("spawned {}{}", server.base, protocol_note(cli));
         return Ok((target, Setup::Spawned(server, dir), name));
     }
     if cli.target == "embedded" {
+        if cli.protocol != ProtocolArg::Rest {
+            return Err("--protocol applies to servers (--spawn or an http:// target)".into());
+        }
         // The same metrics the server exports, recorded in-process for the server-side view.
         latchkey_api::metrics::install();
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -162,12 +169,25 @@ async fn open_target(cli: &Cli) -> Result<(Target, Setup, String), String> {
     if cli.token.is_empty() {
         return Err("an external --target needs --token or LATCHKEY_TOKEN".into());
     }
-    let target = Target::http(
-        cli.target.trim_end_matches('/').to_owned(),
-        cli.token.clone(),
-        cli.concurrency,
-    );
-    Ok((target, Setup::External, cli.target.clone()))
+    let base = cli.target.trim_end_matches('/').to_owned();
+    let target = server_target(cli, base, &cli.token).await?;
+    let name = format!("{}{}", cli.target, protocol_note(cli));
+    Ok((target, Setup::External, name))
+}
+
+/// A server at `base`, reached over `--protocol`.
+async fn server_target(cli: &Cli, base: String, token: &str) -> Result<Target, String> {
+    Ok(match cli.protocol {
+        ProtocolArg::Rest => Target::http(base, token.into(), cli.concurrency),
+        ProtocolArg::Grpc => Target::Grpc(Arc::new(GrpcTarget::connect(base, token).await?)),
+    })
+}
+
+fn protocol_note(cli: &Cli) -> &'static str {
+    match cli.protocol {
+        ProtocolArg::Rest => "",
+        ProtocolArg::Grpc => " (gRPC)",
+    }
 }
 
 /// The users a scenario works on, created (and locked, for the storm) before measuring.

@@ -7,14 +7,9 @@ use crate::target::Target;
 
 /// Numeric series of `/metrics` (or the in-process recorder, embedded), keyed by full name.
 pub async fn scrape(target: &Target) -> BTreeMap<String, f64> {
-    let text = match target {
-        Target::Embedded { .. } => latchkey_api::metrics::render().await,
-        Target::Http(http) => match http
-            .client
-            .get(format!("{}/metrics", http.base))
-            .send()
-            .await
-        {
+    let text = match target.base() {
+        None => latchkey_api::metrics::render().await,
+        Some((client, base)) => match client.get(format!("{base}/metrics")).send().await {
             Ok(response) => response.text().await.unwrap_or_default(),
             Err(_) => return BTreeMap::new(),
         },

@@ -1,6 +1,7 @@
-//! What a load test talks to: the engine in-process (no HTTP) or a server over HTTP. Both answer
-//! the same few operations, so every scenario runs unchanged against either — and against the
-//! bare-axum baseline, which answers the same HTTP paths with a fixed response.
+//! What a load test talks to: the engine in-process (no HTTP), a server over HTTP (REST), or a
+//! server over gRPC (`grpc_target.rs`). All answer the same few operations, so every scenario runs
+//! unchanged against any — and against the bare-axum baseline, which answers the same HTTP paths
+//! with a fixed response.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use latchkey_engine::{Caller, Email, Engine, NewHuman, PasswordInput, Profile};
 use serde_json::json;
 
 use crate::connection::Connection;
+use crate::grpc_target::GrpcTarget;
 
 /// A precomputed bcrypt hash, so creation does not measure Argon2.
 pub const HASH: &str = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
@@ -27,6 +29,7 @@ pub type Outcome = Result<(), String>;
 pub enum Target {
     Embedded { engine: Engine, caller: Arc<Caller> },
     Http(Arc<HttpTarget>),
+    Grpc(Arc<GrpcTarget>),
 }
 
 pub struct HttpTarget {
@@ -68,7 +71,7 @@ impl Target {
     /// then counts as a transport error).
     pub async fn session(&self) -> Session {
         match self {
-            Target::Embedded { .. } => Session::Shared(self.clone()),
+            Target::Embedded { .. } | Target::Grpc(_) => Session::Shared(self.clone()),
             Target::Http(http) => Session::Connection(Connection::open(http).await),
         }
     }
@@ -103,6 +106,16 @@ impl Target {
                 };
                 http_outcome(request.bearer_auth(&http.token).body("{}")).await
             }
+            Target::Grpc(grpc) => grpc.run(op, user).await,
+        }
+    }
+
+    /// The server's base URL, if it is one (`/metrics` lives there).
+    pub fn base(&self) -> Option<(&reqwest::Client, &str)> {
+        match self {
+            Target::Embedded { .. } => None,
+            Target::Http(http) => Some((&http.client, &http.base)),
+            Target::Grpc(grpc) => Some((&grpc.http, &grpc.base)),
         }
     }
 
@@ -133,6 +146,7 @@ impl Target {
                 .await
                 .map(|c| c.user_id)
                 .map_err(|e| e.id.id().to_owned()),
+            Target::Grpc(grpc) => grpc.create_user(email, format!("User {n}")).await,
             Target::Http(http) => {
                 let body = json!({
                     "profile": {"givenName": "Load", "familyName": format!("User {n}")},

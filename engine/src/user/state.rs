@@ -1,4 +1,5 @@
-//! The lifecycle transition table of product.md §2 — the one place these rules live.
+//! The lifecycle transition table — the one place these rules live (the README's "Lifecycle
+//! rules" documents them).
 //!
 //! | command | allowed from | result | otherwise |
 //! |---|---|---|---|
@@ -49,7 +50,7 @@ mod tests {
     use Lifecycle::*;
     use UserState::*;
 
-    /// Every command from every state, against the table in product.md §2.
+    /// Every command from every state, against the README's table of lifecycle rules.
     #[test]
     fn table() {
         let expected: &[(Lifecycle, UserState, Result<UserState, &str>)] = &[
