@@ -1,13 +1,14 @@
-//! Latchkey's server: the ZITADEL v2 user service over REST and Connect JSON, on top of
-//! [`latchkey_engine`]. Thin by design — routing, auth extraction, JSON mapping and error
-//! mapping; no business rule lives here.
+//! Latchkey's server: the ZITADEL v2 user service over REST, Connect (JSON and binary), gRPC and
+//! gRPC-web, all on one port, on top of [`latchkey_engine`]. Thin by design — routing, auth
+//! extraction, wire decoding and error mapping; no business rule lives here.
 //!
 //! Code map: `server.rs` (router, health, shutdown) → `edge.rs` (gRPC by content type,
-//! keep-alive safety) → `rest.rs` / `connect.rs` (transports) →
-//! `rpc/*.rs` (one file per command: request/response JSON and the engine call) → the engine.
-//! `wire.rs` holds the protojson conventions, `error.rs` the mapping of error codes to HTTP,
-//! `config.rs` the command line, `run.rs` start-up (open, bootstrap, listen), `metrics.rs`
-//! the Prometheus exporter and per-route metrics.
+//! keep-alive safety) → `rest.rs` / `connect.rs` / `grpc.rs` (the transports) → `rpc/mod.rs`
+//! (the table of every RPC; decoding) → `rpc/*.rs` (one file per command: generated message in,
+//! engine call, generated message out) → the engine. `proto.rs` holds the generated types,
+//! `wire.rs` what messages share (timestamps, details, JSON answers), `error.rs` the mapping of
+//! error codes to HTTP, gRPC and Connect, `config.rs` the command line, `run.rs` start-up (open,
+//! bootstrap, listen), `metrics.rs` the Prometheus exporter and per-route metrics.
 
 pub mod config;
 pub mod connect;

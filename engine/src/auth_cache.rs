@@ -15,10 +15,9 @@
 //! of *any* machine user is refused too; that request is still answered (from the actor), only not
 //! cached, and the next one fills.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
-use parking_lot::Mutex;
 
 use crate::access::Caller;
 use crate::time::Micros;
@@ -48,12 +47,19 @@ impl AuthCache {
 
     /// Read before asking the actor; pass to [`AuthCache::fill`].
     pub fn generation(&self) -> u64 {
-        *self.generation.lock()
+        *self.lock_generation()
+    }
+
+    /// The generation's lock; a panic under it cannot leave it half-changed (it is one number).
+    fn lock_generation(&self) -> MutexGuard<'_, u64> {
+        self.generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Caches `entry` unless a user changed since `generation` was read.
     pub fn fill(&self, token_hash: TokenHash, user_id: &str, generation: u64, entry: CachedCaller) {
-        let current = self.generation.lock();
+        let current = self.lock_generation();
         if *current == generation {
             self.callers.insert(token_hash, entry);
             let mut hashes = self.by_user.entry(user_id.to_owned()).or_default();
@@ -67,7 +73,7 @@ impl AuthCache {
     /// the generation (even with nothing cached), so a fill already under way is refused.
     pub fn invalidate(&self, user_id: &str) {
         let hashes = {
-            let mut generation = self.generation.lock();
+            let mut generation = self.lock_generation();
             *generation += 1;
             self.by_user.remove(user_id).map(|(_, hashes)| hashes)
         };

@@ -27,6 +27,7 @@ mod log;
 mod memtable;
 mod schema;
 mod sled_backend;
+mod sync;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use parking_lot::{RwLock, RwLockReadGuard};
+use crate::sync::{RwLock, RwLockReadGuard};
 
 use crate::lock::{DirLock, LOCK_FILE};
 use crate::{Backend, KvIter, StoreError, WriteBatch};

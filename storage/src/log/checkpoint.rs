@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use crate::sync::RwLock;
 
 use super::spares::{prepare_spare, retire_segments_upto};
 use super::Tables;
