@@ -561,3 +561,75 @@ async fn event_logs_are_read_with_the_callers_permission() {
     assert_eq!(kit.engine.event_log(&viewer_here, &id).await.unwrap(), log);
     kit.engine.shutdown().await.unwrap();
 }
+
+/// Reads of organizations (a creation's target, by id or domain) are made off the async workers
+/// while the store is busy: with one worker and every read stalled, a ticking task never waits as
+/// long as one read takes.
+#[tokio::test(flavor = "current_thread")]
+async fn organization_lookups_leave_the_async_worker_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = latchkey_storage::faults::Faults::new();
+    let config = || {
+        Config::default()
+            .data_dir(dir.path())
+            .faults(faults.clone())
+    };
+    let engine = Engine::open(config()).await.unwrap();
+    let boot = engine.bootstrap(None).await.unwrap().unwrap();
+    let admin = Caller::system(boot.org_id);
+    let (org, _) = engine.add_organization(&admin, "Acme", None).await.unwrap();
+    let user = engine
+        .create_machine_user(
+            &admin,
+            NewMachine {
+                organization_id: org.clone(),
+                name: "robot".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .user_id;
+    engine.shutdown().await.unwrap();
+    // A fresh engine: nothing of the organization is cached.
+    let engine = Engine::open(config()).await.unwrap();
+    let read = Duration::from_millis(300);
+    faults.report_busy(true);
+    faults.delay_reads(read);
+    let ticks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ticker = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                ticks.lock().unwrap().push(Instant::now());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Let the ticker run before the call starts, so a block at the call's very start shows.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    engine
+        .create_administrator(
+            &admin,
+            &user,
+            Resource::Organization(org),
+            &["ORG_USER_VIEWER".to_owned()],
+        )
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= read, "the lookup did read the store");
+    ticker.abort();
+    let ticks = ticks.lock().unwrap().clone();
+    let longest = ticks
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    assert!(
+        longest < read / 2,
+        "the async worker was blocked for {longest:?} (a store read on it)"
+    );
+    faults.clear();
+    engine.shutdown().await.unwrap();
+}

@@ -1,8 +1,8 @@
 //! Test-only fault injection into the durable medium (feature `fault-injection`; never in the
 //! default build): a [`FaultyBackend`] wraps the real backend and, as its [`Faults`] handle says,
 //! refuses batches (nothing applied), applies them but fails the flush (the fsync or full-disk
-//! case: applied, durability unknown), panics in the flush (a bug under the writer), or delays
-//! flushes (a stalled disk).
+//! case: applied, durability unknown), panics in the flush (a bug under the writer), delays
+//! flushes (a stalled disk) or reads, or says it is busy in the background.
 //!
 //! Faults switch on and off while the store runs, so tests can check that Latchkey answers
 //! promptly and correctly during the fault and recovers without a restart once it clears.
@@ -23,6 +23,8 @@ struct Switches {
     fail_flush: AtomicBool,
     panic_flush: AtomicBool,
     delay_micros: AtomicU64,
+    read_delay_micros: AtomicU64,
+    busy: AtomicBool,
 }
 
 impl Faults {
@@ -53,12 +55,27 @@ impl Faults {
             .store(delay.as_micros() as u64, Ordering::SeqCst);
     }
 
+    /// Every point read waits this long (zero: no delay): a read stuck behind the medium.
+    pub fn delay_reads(&self, delay: Duration) {
+        self.0
+            .read_delay_micros
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// The medium says it is busy in the background (as during a checkpoint), so readers that
+    /// care move their reads off the async workers.
+    pub fn report_busy(&self, on: bool) {
+        self.0.busy.store(on, Ordering::SeqCst);
+    }
+
     /// Clears every fault.
     pub fn clear(&self) {
         self.fail_apply(false);
         self.fail_flush(false);
         self.panic_flush(false);
         self.delay_writes(Duration::ZERO);
+        self.delay_reads(Duration::ZERO);
+        self.report_busy(false);
     }
 
     /// Wraps `backend` so these switches apply to it.
@@ -77,6 +94,10 @@ pub struct FaultyBackend {
 
 impl Backend for FaultyBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let delay = self.faults.0.read_delay_micros.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_micros(delay));
+        }
         self.inner.get(key)
     }
 
@@ -109,7 +130,7 @@ impl Backend for FaultyBackend {
     }
 
     fn busy_in_background(&self) -> bool {
-        self.inner.busy_in_background()
+        self.faults.0.busy.load(Ordering::SeqCst) || self.inner.busy_in_background()
     }
 
     fn failure(&self) -> Option<String> {
