@@ -250,7 +250,7 @@ fn http_status_of(code: tonic::Code) -> u16 {
 /// Passes message bytes through untouched: decoding belongs to [`rpc::run_proto`] (prost), so a
 /// bad message gets Latchkey's BODY-MALFORMED like a bad JSON body does.
 #[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
+pub struct RawCodec;
 
 impl Codec for RawCodec {
     type Encode = Bytes;

@@ -152,4 +152,4 @@ mirror_struct!(Phone <-> types::Phone { phone, is_verified });
 mirror_struct!(Grant <-> access::Grant { role, org_id });
 
 #[cfg(test)]
-mod golden;
+pub(crate) mod golden;

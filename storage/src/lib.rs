@@ -251,6 +251,35 @@ pub(crate) const TEST_RUNS: Runs = Runs {
     chunk_tag: b'E',
 };
 
+/// Keys laid out as the engine lays them out, for the crate's own tests: owners length-prefixed
+/// (so "1" never prefixes "12"), runs under [`TEST_RUNS`], point keys under `u`.
+#[cfg(test)]
+pub(crate) mod test_keys {
+    use super::TEST_RUNS;
+
+    pub fn owner(id: &str) -> Vec<u8> {
+        let mut owner = (id.len() as u16).to_be_bytes().to_vec();
+        owner.extend_from_slice(id.as_bytes());
+        owner
+    }
+
+    pub fn event(id: &str, sequence: u64) -> Vec<u8> {
+        TEST_RUNS.key(&owner(id), sequence)
+    }
+
+    pub fn events_of(id: &str) -> Vec<u8> {
+        let mut prefix = vec![TEST_RUNS.tag];
+        prefix.extend_from_slice(&owner(id));
+        prefix
+    }
+
+    pub fn point(id: &str) -> Vec<u8> {
+        let mut key = b"u".to_vec();
+        key.extend_from_slice(&owner(id));
+        key
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -176,33 +176,11 @@ pub(crate) fn event_key(owner: &[u8], sequence: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_keys::{event, events_of, point};
     use crate::TEST_RUNS;
 
     fn v(text: &str) -> Value {
         Some(text.as_bytes().to_vec())
-    }
-
-    /// Owners as the engine writes them: length-prefixed, so "1" never prefixes "12".
-    fn owner(id: &str) -> Vec<u8> {
-        let mut owner = (id.len() as u16).to_be_bytes().to_vec();
-        owner.extend_from_slice(id.as_bytes());
-        owner
-    }
-
-    fn event(id: &str, sequence: u64) -> Vec<u8> {
-        TEST_RUNS.key(&owner(id), sequence)
-    }
-
-    fn events_of(id: &str) -> Vec<u8> {
-        let mut prefix = vec![TEST_RUNS.tag];
-        prefix.extend_from_slice(&owner(id));
-        prefix
-    }
-
-    fn point(id: &str) -> Vec<u8> {
-        let mut key = b"u".to_vec();
-        key.extend_from_slice(&owner(id));
-        key
     }
 
     #[test]

@@ -29,19 +29,36 @@ fn unsupported(what: &str) -> Error {
     )
 }
 
-pub fn plain(password: user::Password) -> PasswordInput {
+fn plain(password: user::Password) -> PasswordInput {
     PasswordInput::Plain {
         password: password.password,
         change_required: password.change_required,
     }
 }
 
-pub fn hashed(password: user::HashedPassword) -> PasswordInput {
+fn hashed(password: user::HashedPassword) -> PasswordInput {
     PasswordInput::Hashed {
         hash: password.hash,
         change_required: password.change_required,
     }
 }
+
+/// The two messages that take a human's password carry it in a oneof each.
+macro_rules! password_from {
+    ($($oneof:path),*) => {$(
+        impl From<$oneof> for PasswordInput {
+            fn from(given: $oneof) -> Self {
+                use $oneof as Given;
+                match given {
+                    Given::Password(p) => plain(p),
+                    Given::HashedPassword(h) => hashed(h),
+                }
+            }
+        }
+    )*};
+}
+
+password_from!(PasswordType, user::create_user_request::human::PasswordType);
 
 impl HumanInput {
     /// Maps to the engine's input; refuses what Latchkey cannot honour instead of dropping it.
@@ -135,10 +152,7 @@ impl Rpc for AddHumanUser {
             profile: request.profile,
             email: request.email,
             phone: request.phone,
-            password: request.password_type.map(|p| match p {
-                PasswordType::Password(p) => plain(p),
-                PasswordType::HashedPassword(h) => hashed(h),
-            }),
+            password: request.password_type.map(Into::into),
             metadata: !request.metadata.is_empty(),
             idp_links: !request.idp_links.is_empty(),
             totp_secret: request.totp_secret,

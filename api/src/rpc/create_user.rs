@@ -2,10 +2,10 @@
 
 use latchkey_engine::{Caller, Engine, Error, NewMachine, OrgSelector};
 
-use super::add_human_user::{hashed, plain, HumanInput};
+use super::add_human_user::HumanInput;
 use super::Rpc;
 use crate::proto::zitadel::user::v2 as user;
-use crate::proto::zitadel::user::v2::create_user_request::{self, human::PasswordType};
+use crate::proto::zitadel::user::v2::create_user_request;
 
 pub struct CreateUser;
 
@@ -24,10 +24,7 @@ impl Rpc for CreateUser {
                     profile: human.profile,
                     email: human.email,
                     phone: human.phone,
-                    password: human.password_type.map(|p| match p {
-                        PasswordType::Password(p) => plain(p),
-                        PasswordType::HashedPassword(h) => hashed(h),
-                    }),
+                    password: human.password_type.map(Into::into),
                     metadata: !human.metadata.is_empty(),
                     idp_links: !human.idp_links.is_empty(),
                     totp_secret: human.totp_secret,

@@ -2,16 +2,15 @@
 //! Connect JSON, Connect binary, gRPC (h2c) and gRPC-web. The request is given as protojson; for
 //! the binary protocols it is encoded with the method's own generated message type (found by
 //! visiting the table), and the answer decoded back to JSON, so every protocol is checked the
-//! same way.
+//! same way. (gRPC calls carry the bytes through the server's own pass-through codec.)
 
 use std::collections::HashMap;
 
-use bytes::{Buf, BufMut};
+use latchkey_api::grpc::RawCodec;
 use latchkey_api::rpc::{self, MethodInfo, Routed, Rpc, Verb};
 use prost::Message;
 use reqwest::StatusCode;
 use serde_json::Value;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use super::{TestServer, ADMIN_TOKEN};
 
@@ -148,7 +147,10 @@ pub async fn call(
             grpc.ready().await.expect("ready");
             let result = grpc
                 .unary(
-                    super::authed((messages.request_to_proto)(request), ADMIN_TOKEN),
+                    super::authed(
+                        bytes::Bytes::from((messages.request_to_proto)(request)),
+                        ADMIN_TOKEN,
+                    ),
                     info.path().parse().expect("a method path"),
                     RawCodec,
                 )
@@ -301,44 +303,4 @@ pub async fn grpc_web(server: &TestServer, path: &str, message: &[u8]) -> (Vec<V
     }
     let (messages, trailers) = grpc_web_parse(&response.bytes().await.expect("body"));
     (messages, status + &trailers)
-}
-
-/// Message bytes as they are: the test encodes and decodes with the method's own types.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
-        let mut out = vec![0; src.remaining()];
-        src.copy_to_slice(&mut out);
-        Ok(Some(out))
-    }
 }

@@ -12,7 +12,8 @@ use crate::user::record::{HumanRecord, Kind, MachineRecord, PasswordRecord, Toke
 
 const AT: i64 = 1_764_527_656_304_768;
 
-fn human() -> UserRecord {
+/// A human user with every field set (also the record tests' fixture).
+pub(crate) fn human() -> UserRecord {
     let kind = Kind::Human(HumanRecord {
         profile: Profile {
             given_name: "Ada".into(),
@@ -54,7 +55,8 @@ fn human() -> UserRecord {
     record
 }
 
-fn machine() -> UserRecord {
+/// A machine user with a token and instance grants (also the record tests' fixture).
+pub(crate) fn machine() -> UserRecord {
     let kind = Kind::Machine(MachineRecord {
         name: "ci".into(),
         description: "deploys".into(),

@@ -193,52 +193,8 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stored::golden::{human, machine};
     use crate::stored::Role;
-    use crate::types::UserState;
-
-    fn human() -> UserRecord {
-        let kind = Kind::Human(HumanRecord {
-            profile: Profile {
-                given_name: "Ada".into(),
-                family_name: "Lovelace".into(),
-                display_name: Some("Ada L.".into()),
-                ..Profile::default()
-            },
-            email: Email {
-                email: "ada@example.com".into(),
-                is_verified: true,
-            },
-            phone: Some(Phone {
-                phone: "+41 44 000 00 00".into(),
-                is_verified: false,
-            }),
-            password: Some(PasswordRecord {
-                hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-                change_required: true,
-                changed: 3,
-            }),
-        });
-        UserRecord::new(
-            "u1".into(),
-            "o1".into(),
-            UserState::Active,
-            " ada ",
-            kind,
-            1,
-        )
-    }
-
-    fn machine() -> UserRecord {
-        let kind = Kind::Machine(MachineRecord {
-            name: "ci".into(),
-            description: "deploys".into(),
-            tokens: vec![TokenRef {
-                id: "t1".into(),
-                hash: vec![1, 2, 3],
-            }],
-        });
-        UserRecord::new("m1".into(), "o1".into(), UserState::Active, "ci", kind, 1)
-    }
 
     /// The assembled encoding is exactly the whole record's, and decodes back to it.
     fn assert_encodes_whole(record: &UserRecord) {

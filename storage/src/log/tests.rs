@@ -13,6 +13,7 @@ use super::replay::replay;
 use super::segment::{create_segment, file_names, list_segments, segment_path};
 use super::spares::{list_spares, spare_numbers, spare_path, unfinished_spare_path, MAX_SPARES};
 use super::{LoggedBackend, Tables, DEFAULT_CHECKPOINT_ENTRIES, WAL_DIR};
+use crate::test_keys::{event, events_of, point};
 use crate::{Backend, KvIter, SledBackend, StoreError, WriteBatch, TEST_RUNS};
 
 fn batch(ops: &[(&str, Option<&str>)]) -> WriteBatch {
@@ -302,28 +303,6 @@ fn checkpoints_move_the_memtable_into_sled_and_remove_its_segments() {
     assert_eq!(scan(&backend, "k"), all, "same state after reopen");
     assert_eq!(get(&backend, "k00"), None);
     backend.close().unwrap();
-}
-
-fn owner(id: &str) -> Vec<u8> {
-    let mut owner = (id.len() as u16).to_be_bytes().to_vec();
-    owner.extend_from_slice(id.as_bytes());
-    owner
-}
-
-fn event(id: &str, sequence: u64) -> Vec<u8> {
-    TEST_RUNS.key(&owner(id), sequence)
-}
-
-fn events_of(id: &str) -> Vec<u8> {
-    let mut prefix = vec![TEST_RUNS.tag];
-    prefix.extend_from_slice(&owner(id));
-    prefix
-}
-
-fn point(id: &str) -> Vec<u8> {
-    let mut key = b"u".to_vec();
-    key.extend_from_slice(&owner(id));
-    key
 }
 
 fn event_batch(user: &str, sequence: u64) -> WriteBatch {
