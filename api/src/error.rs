@@ -11,7 +11,7 @@ use latchkey_engine::{Code, Error};
 use prost::Message as _;
 
 use crate::proto::google::rpc::Status as RpcStatus;
-use crate::proto::zitadel::v1::ErrorDetail;
+use crate::proto::zitadel::v1::{CredentialsCheckError, ErrorDetail};
 
 /// Which error shape a route speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,29 +53,70 @@ pub fn connect_code(code: Code) -> &'static str {
     }
 }
 
-/// `zitadel.v1.ErrorDetail` in protobuf binary, for Connect and gRPC details.
-fn error_detail_proto(id: &str, message: &str) -> Vec<u8> {
-    ErrorDetail {
-        id: id.to_owned(),
-        message: message.to_owned(),
+/// The one detail an error carries: `zitadel.v1.CredentialsCheckError` for a refused password
+/// check (with the user's failed attempts), `zitadel.v1.ErrorDetail` for everything else.
+struct Detail<'a> {
+    id: &'a str,
+    message: &'a str,
+    failed_attempts: Option<u32>,
+}
+
+impl<'a> Detail<'a> {
+    fn of(error: &'a Error) -> Self {
+        Detail {
+            id: error.id.id(),
+            message: error.message(),
+            failed_attempts: error.failed_attempts,
+        }
     }
-    .encode_to_vec()
+
+    /// The message type's full name.
+    fn type_name(&self) -> &'static str {
+        match self.failed_attempts {
+            Some(_) => "zitadel.v1.CredentialsCheckError",
+            None => "zitadel.v1.ErrorDetail",
+        }
+    }
+
+    /// The detail in protobuf binary, for Connect and gRPC details.
+    fn encode(&self) -> Vec<u8> {
+        let (id, message) = (self.id.to_owned(), self.message.to_owned());
+        match self.failed_attempts {
+            Some(attempts) => CredentialsCheckError {
+                id,
+                message,
+                failed_attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
+            }
+            .encode_to_vec(),
+            None => ErrorDetail { id, message }.encode_to_vec(),
+        }
+    }
+
+    /// The detail's fields in protojson (REST's body, Connect's `debug`).
+    fn fields(&self, out: &mut serde_json::Map<String, serde_json::Value>) {
+        out.insert("id".into(), self.id.into());
+        out.insert("message".into(), self.message.into());
+        if let Some(attempts) = self.failed_attempts {
+            out.insert("failedAttempts".into(), attempts.into());
+        }
+    }
 }
 
 /// The gRPC status of an engine error: its code and message, and a `google.rpc.Status` with the
-/// `zitadel.v1.ErrorDetail` in `grpc-status-details-bin`, as ZITADEL sends it.
+/// detail in `grpc-status-details-bin`, as ZITADEL sends it.
 pub fn grpc_status(error: &Error) -> tonic::Status {
     let code = tonic::Code::from_i32(error.code().number());
-    let (id, message) = (error.id.id(), error.message());
+    let message = error.wire_message();
     if code == tonic::Code::Internal || code == tonic::Code::Unavailable {
-        tracing::warn!(id, message, "request failed");
+        tracing::warn!(id = error.id.id(), %message, "request failed");
     }
+    let detail = Detail::of(error);
     let details = RpcStatus {
         code: error.code().number(),
-        message: message.to_owned(),
+        message: message.to_string(),
         details: vec![pbjson_types::Any {
-            type_url: "type.googleapis.com/zitadel.v1.ErrorDetail".into(),
-            value: error_detail_proto(id, message).into(),
+            type_url: format!("type.googleapis.com/{}", detail.type_name()),
+            value: detail.encode().into(),
         }],
     };
     tonic::Status::with_details(code, message, details.encode_to_vec().into())
@@ -116,29 +157,38 @@ impl IntoResponse for ApiError {
         } else {
             http_status(code)
         };
-        let (id, message) = (self.error.id.id(), self.error.message());
+        let message = self.error.wire_message();
         if status.is_server_error() {
-            tracing::warn!(id, message, "request failed");
+            tracing::warn!(id = self.error.id.id(), %message, "request failed");
         }
+        let detail = Detail::of(&self.error);
         let body = match self.protocol {
-            Protocol::Rest => serde_json::to_string(&StatusBody {
-                code: code.number(),
-                message,
-                details: [json!({
-                    "@type": "type.googleapis.com/zitadel.v1.ErrorDetail",
-                    "id": id,
-                    "message": message,
-                })],
-            }),
-            Protocol::Connect => serde_json::to_string(&StatusBody {
-                code: connect_code(code),
-                message,
-                details: [json!({
-                    "type": "zitadel.v1.ErrorDetail",
-                    "value": STANDARD.encode(error_detail_proto(id, message)).trim_end_matches('='),
-                    "debug": {"id": id, "message": message},
-                })],
-            }),
+            Protocol::Rest => {
+                let mut fields = serde_json::Map::new();
+                fields.insert(
+                    "@type".into(),
+                    format!("type.googleapis.com/{}", detail.type_name()).into(),
+                );
+                detail.fields(&mut fields);
+                serde_json::to_string(&StatusBody {
+                    code: code.number(),
+                    message: &message,
+                    details: [fields.into()],
+                })
+            }
+            Protocol::Connect => {
+                let mut debug = serde_json::Map::new();
+                detail.fields(&mut debug);
+                serde_json::to_string(&StatusBody {
+                    code: connect_code(code),
+                    message: &message,
+                    details: [json!({
+                        "type": detail.type_name(),
+                        "value": STANDARD.encode(detail.encode()).trim_end_matches('='),
+                        "debug": debug,
+                    })],
+                })
+            }
         }
         .unwrap_or_default();
         let mut response = (status, body).into_response();
@@ -156,7 +206,8 @@ mod tests {
 
     #[test]
     fn error_detail_is_id_then_message() {
-        let bytes = error_detail_proto("USER-NOT-LOCKED", "user is not locked");
+        let error = Error::new(latchkey_engine::ErrorId::UserNotLocked);
+        let bytes = Detail::of(&error).encode();
         assert_eq!(bytes[0], 0x0a, "field 1, length-delimited");
         assert_eq!(bytes[1] as usize, "USER-NOT-LOCKED".len());
         assert_eq!(bytes[2 + 15], 0x12, "field 2, length-delimited");
@@ -182,5 +233,31 @@ mod tests {
                 "{id:?}"
             );
         }
+    }
+
+    /// The test vectors of ZITADEL's `CredentialsCheckError` (shared/spec facts file).
+    #[test]
+    fn a_refused_password_check_carries_a_credentials_check_error() {
+        let error = Error::credentials(latchkey_engine::ErrorId::PasswordInvalid, 3);
+        let detail = Detail::of(&error);
+        assert_eq!(detail.type_name(), "zitadel.v1.CredentialsCheckError");
+        assert_eq!(
+            STANDARD.encode(detail.encode()).trim_end_matches('='),
+            "Cg1DT01NQU5ELTNNMGZzEhNQYXNzd29yZCBpcyBpbnZhbGlkGAM"
+        );
+        let status = grpc_status(&error);
+        assert_eq!(status.message(), "Password is invalid (COMMAND-3M0fs)");
+        let details = RpcStatus::decode(status.details()).unwrap();
+        assert_eq!(
+            details.details[0].type_url,
+            "type.googleapis.com/zitadel.v1.CredentialsCheckError"
+        );
+        let locked = Error::credentials(latchkey_engine::ErrorId::UserLocked, 5);
+        assert_eq!(
+            STANDARD
+                .encode(Detail::of(&locked).encode())
+                .trim_end_matches('='),
+            "Cg1DT01NQU5ELUpMSzM1Eg5Vc2VyIGlzIGxvY2tlZBgF"
+        );
     }
 }

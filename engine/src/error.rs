@@ -82,6 +82,39 @@ error_ids! {
     ActorFailed => (Internal, "USER-ACTOR-FAILED", "the user's actor failed while handling the request; it will be reloaded from durable state"),
     Internal => (Internal, "INTERNAL", "internal error"),
     Unsupported => (Unimplemented, "FEATURE-UNSUPPORTED", "this feature is not supported by Latchkey yet"),
+    ChecksBusy => (ResourceExhausted, "PASSWORD-CHECKS-BUSY", "too many password checks are waiting; try again shortly"),
+    SessionUserChange => (InvalidArgument, "SESSION-USER-CHANGE", "user change not possible"),
+    PolicyNotChanged => (FailedPrecondition, "POLICY-NOT-CHANGED", "the policy already has these values"),
+    // ZITADEL's own ids, for what its login and SDKs read (the session and lockout API). On the
+    // wire their message carries the id, as ZITADEL's does: "Password is invalid (COMMAND-3M0fs)".
+    PasswordInvalid => (InvalidArgument, "COMMAND-3M0fs", "Password is invalid"),
+    UserLocked => (FailedPrecondition, "COMMAND-JLK35", "User is locked"),
+    UserLockedDuringCheck => (FailedPrecondition, "COMMAND-SFA3t", "User is locked"),
+    CheckedUserNotActive => (FailedPrecondition, "SESSION-Gj4ko", "Errors.User.NotActive"),
+    CheckedUserNotFound => (NotFound, "QUERY-Dfbg2", "User could not be found"),
+    PasswordUserNotFound => (FailedPrecondition, "COMMAND-3n77z", "Errors.User.NotFound"),
+    PasswordNotSet => (FailedPrecondition, "COMMAND-3nJ4t", "User has not set a password"),
+    PasswordUserMissing => (FailedPrecondition, "COMMAND-Sfw3f", "Errors.User.UserIDMissing"),
+    PasswordCheckInternal => (Internal, "COMMAND-CahN2", "Errors.Internal"),
+    SessionNotFound => (NotFound, "QUERY-SFeaa", "Session does not exist"),
+    SessionTokenInvalid => (PermissionDenied, "COMMAND-sGr42", "Errors.Session.Token.Invalid"),
+    SessionReadDenied => (PermissionDenied, "QUERY-dsfr3", "Errors.PermissionDenied"),
+    SessionTerminated => (FailedPrecondition, "COMMAND-Hewfq", "Errors.Session.Terminated"),
+    SessionExpired => (FailedPrecondition, "COMMAND-Hkl3d", "Errors.Session.Expired"),
+    SessionLifetimeInvalid => (InvalidArgument, "COMMAND-asEG4", "Errors.Session.PositiveLifetime"),
+    OrgPolicyExists => (AlreadyExists, "ORG-0olDf", "Errors.ORG.LockoutPolicy.AlreadyExists"),
+    OrgPolicyNotFound => (NotFound, "ORG-ADfs1", "Errors.Org.LockoutPolicy.NotFound"),
+    OrgPolicyNotFoundReset => (NotFound, "ORG-D4zuz", "Errors.Org.LockoutPolicy.NotFound"),
+    OrgPolicyNotChanged => (FailedPrecondition, "ORG-0JFSr", "Errors.Org.LockoutPolicy.NotChanged"),
+    InstancePolicyNotChanged => (FailedPrecondition, "INSTANCE-0psjF", "Errors.IAM.LockoutPolicy.NotChanged"),
+}
+
+impl ErrorId {
+    /// ZITADEL's own ids (with lower-case letters; Latchkey's are upper-case): their wire
+    /// message ends in the id, as ZITADEL writes it.
+    pub fn is_zitadel(self) -> bool {
+        self.id().bytes().any(|b| b.is_ascii_lowercase())
+    }
 }
 
 /// An error with its stable id and the message a client sees.
@@ -90,16 +123,32 @@ pub struct Error {
     pub id: ErrorId,
     /// Overrides the table's message when set (e.g. naming the offending field).
     pub detail: Option<String>,
+    /// Password checks: the user's failed attempts, sent as ZITADEL's `CredentialsCheckError`
+    /// (what its login reads to say "n of max attempts").
+    pub failed_attempts: Option<u32>,
 }
 
 impl Error {
     pub fn new(id: ErrorId) -> Self {
-        Error { id, detail: None }
+        Error {
+            id,
+            detail: None,
+            failed_attempts: None,
+        }
     }
     pub fn with(id: ErrorId, detail: impl Into<String>) -> Self {
         Error {
             id,
             detail: Some(detail.into()),
+            failed_attempts: None,
+        }
+    }
+    /// A password check's refusal, carrying the user's failed attempts.
+    pub fn credentials(id: ErrorId, failed_attempts: u32) -> Self {
+        Error {
+            id,
+            detail: None,
+            failed_attempts: Some(failed_attempts),
         }
     }
     pub fn invalid(detail: impl Into<String>) -> Self {
@@ -110,6 +159,14 @@ impl Error {
     }
     pub fn message(&self) -> &str {
         self.detail.as_deref().unwrap_or(self.id.message())
+    }
+    /// The status message on the wire: the message, followed by the id for ZITADEL's own ids.
+    pub fn wire_message(&self) -> std::borrow::Cow<'_, str> {
+        if self.id.is_zitadel() {
+            format!("{} ({})", self.message(), self.id.id()).into()
+        } else {
+            self.message().into()
+        }
     }
 }
 
@@ -160,14 +217,28 @@ mod tests {
     use std::collections::HashSet;
 
     #[test]
-    fn ids_are_unique_and_upper_kebab() {
+    fn ids_are_unique_and_kebab() {
         let mut seen = HashSet::new();
         for id in ErrorId::ALL {
             assert!(seen.insert(id.id()), "duplicate id {}", id.id());
             assert!(id
                 .id()
                 .chars()
-                .all(|c| c.is_ascii_uppercase() || c == '-' || c.is_ascii_digit()));
+                .all(|c| c.is_ascii_alphanumeric() || c == '-'));
+            // Latchkey's ids are upper-case; ZITADEL's carry lower-case letters.
+            assert!(id
+                .id()
+                .split('-')
+                .next()
+                .is_some_and(|prefix| prefix.chars().all(|c| c.is_ascii_uppercase())));
         }
+        assert_eq!(
+            Error::credentials(ErrorId::PasswordInvalid, 3).wire_message(),
+            "Password is invalid (COMMAND-3M0fs)"
+        );
+        assert_eq!(
+            Error::new(ErrorId::UserNotLocked).wire_message(),
+            "user is not locked"
+        );
     }
 }
