@@ -16,6 +16,16 @@ pub enum Permission {
     OrgCreate,
     /// Assign administrator roles.
     AdminManage,
+    /// Read lockout policies (`policy.read`).
+    PolicyRead,
+    /// Set and reset an organization's lockout policy (`policy.write`, `policy.delete`).
+    PolicyWrite,
+    /// The instance's default lockout policy (`iam.policy.write`; instance only).
+    InstancePolicyWrite,
+    /// Sessions (`session.read`, `session.write`, `session.delete`).
+    SessionRead,
+    SessionWrite,
+    SessionDelete,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,14 +34,17 @@ pub enum Role {
     OrgOwner,
     OrgUserManager,
     OrgUserViewer,
+    /// The login's own machine user: sessions and what a login reads (instance).
+    IamLoginClient,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::IamOwner,
         Role::OrgOwner,
         Role::OrgUserManager,
         Role::OrgUserViewer,
+        Role::IamLoginClient,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +53,7 @@ impl Role {
             Role::OrgOwner => "ORG_OWNER",
             Role::OrgUserManager => "ORG_USER_MANAGER",
             Role::OrgUserViewer => "ORG_USER_VIEWER",
+            Role::IamLoginClient => "IAM_LOGIN_CLIENT",
         }
     }
 
@@ -47,18 +61,36 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.name() == name)
     }
 
-    /// IAM_OWNER applies to the instance; the others to one organization.
+    /// IAM_OWNER and IAM_LOGIN_CLIENT apply to the instance; the others to one organization.
     pub fn is_instance_role(self) -> bool {
-        self == Role::IamOwner
+        matches!(self, Role::IamOwner | Role::IamLoginClient)
     }
 
     pub fn grants(self, permission: Permission) -> bool {
         use Permission::*;
+        // As ZITADEL maps them (its `InternalAuthZ.RolePermissionMappings`), for what Latchkey has.
         match self {
             Role::IamOwner => true,
-            Role::OrgOwner => matches!(permission, UserRead | UserWrite | UserDelete | AdminManage),
-            Role::OrgUserManager => matches!(permission, UserRead | UserWrite),
-            Role::OrgUserViewer => matches!(permission, UserRead),
+            Role::OrgOwner => matches!(
+                permission,
+                UserRead
+                    | UserWrite
+                    | UserDelete
+                    | AdminManage
+                    | PolicyRead
+                    | PolicyWrite
+                    | SessionRead
+                    | SessionDelete
+            ),
+            Role::OrgUserManager => matches!(
+                permission,
+                UserRead | UserWrite | PolicyRead | SessionRead | SessionDelete
+            ),
+            Role::OrgUserViewer => matches!(permission, UserRead | PolicyRead),
+            Role::IamLoginClient => matches!(
+                permission,
+                UserRead | PolicyRead | SessionRead | SessionWrite | SessionDelete
+            ),
         }
     }
 }
@@ -179,8 +211,35 @@ mod tests {
             Permission::UserDelete,
             Permission::OrgCreate,
             Permission::AdminManage,
+            Permission::SessionWrite,
+            Permission::InstancePolicyWrite,
         ] {
             assert_eq!(owner.reach(p).unwrap(), Reach::Instance);
         }
+    }
+
+    #[test]
+    fn the_login_client_holds_sessions_on_the_instance_and_nothing_to_change_users() {
+        let login = caller(&[(Role::IamLoginClient, None)]);
+        for p in [
+            Permission::SessionRead,
+            Permission::SessionWrite,
+            Permission::SessionDelete,
+            Permission::PolicyRead,
+            Permission::UserRead,
+        ] {
+            assert_eq!(login.reach(p).unwrap(), Reach::Instance, "{p:?}");
+        }
+        for p in [
+            Permission::UserWrite,
+            Permission::PolicyWrite,
+            Permission::AdminManage,
+        ] {
+            assert!(login.reach(p).is_err(), "{p:?}");
+        }
+        // Only the instance administrator writes sessions among the organization roles' holders.
+        let owner = caller(&[(Role::OrgOwner, Some("a"))]);
+        assert!(owner.reach(Permission::SessionWrite).is_err());
+        assert!(owner.reach(Permission::SessionRead).unwrap().covers("a"));
     }
 }

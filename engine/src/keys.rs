@@ -22,6 +22,11 @@
 //! | `d` | org domain | org id |
 //! | `t` | token hash | token record |
 //! | `k` | token id | token hash |
+//! | `P` | `lockout` | the instance's lockout policy |
+//! | `p` | org id | an organization's own lockout policy |
+//! | `s` | session id | session |
+//! | `L` | user id | a user's lockout state (when and why locked, until when), while it has one |
+//! | `A` | unlock time (i64 BE, µs), user id | a scheduled automatic unlock |
 
 use latchkey_storage::{Layout, Runs};
 
@@ -86,6 +91,8 @@ pub fn username(org: &str, lowercased_username: &str) -> Vec<u8> {
 pub fn org(id: &str) -> Vec<u8> {
     tagged(b'o', &[id.as_bytes()])
 }
+/// Every organization.
+pub const ORGS: &[u8] = b"o";
 pub fn org_name(lowercased_name: &str) -> Vec<u8> {
     tagged(b'N', &[lowercased_name.as_bytes()])
 }
@@ -94,6 +101,39 @@ pub fn org_domain(domain: &str) -> Vec<u8> {
 }
 pub fn token(hash: &[u8]) -> Vec<u8> {
     tagged(b't', &[hash])
+}
+/// The instance's lockout policy.
+pub fn instance_lockout_policy() -> Vec<u8> {
+    tagged(b'P', &[b"lockout"])
+}
+/// An organization's own lockout policy.
+pub fn org_lockout_policy(org: &str) -> Vec<u8> {
+    tagged(b'p', &[org.as_bytes()])
+}
+pub const ORG_LOCKOUT_POLICIES: &[u8] = b"p";
+pub fn session(id: &str) -> Vec<u8> {
+    tagged(b's', &[id.as_bytes()])
+}
+pub const SESSIONS: &[u8] = b"s";
+/// A user's lockout state.
+pub fn lockout(user: &str) -> Vec<u8> {
+    tagged(b'L', &[user.as_bytes()])
+}
+/// Scheduled automatic unlocks, in time order: the unlock time is the first part.
+pub fn auto_unlock(at: i64, user: &str) -> Vec<u8> {
+    // Unlock times are after the epoch, so their big-endian bytes sort as the times do.
+    tagged(b'A', &[&at.max(0).to_be_bytes(), user.as_bytes()])
+}
+pub const AUTO_UNLOCKS: &[u8] = b"A";
+/// The user and unlock time of an [`auto_unlock`] key.
+pub fn split_auto_unlock(key: &[u8]) -> Option<(i64, String)> {
+    let rest = key.strip_prefix(AUTO_UNLOCKS)?;
+    let (len, rest) = rest.split_first_chunk::<2>()?;
+    let (at, rest) = rest.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
+    let at = i64::from_be_bytes(at.try_into().ok()?);
+    let (len, rest) = rest.split_first_chunk::<2>()?;
+    let user = rest.get(..usize::from(u16::from_be_bytes(*len)))?;
+    Some((at, String::from_utf8(user.to_vec()).ok()?))
 }
 pub fn token_id(id: &str) -> Vec<u8> {
     tagged(b'k', &[id.as_bytes()])
@@ -108,6 +148,16 @@ mod tests {
         let of_1 = events_of("1");
         assert!(event("1", 7).starts_with(&of_1));
         assert!(!event("12", 7).starts_with(&of_1));
+    }
+
+    #[test]
+    fn automatic_unlocks_sort_by_time_and_split_back() {
+        let early = auto_unlock(1_000, "zz");
+        let late = auto_unlock(1_000_000, "aa");
+        assert!(early < late);
+        assert!(early.starts_with(AUTO_UNLOCKS));
+        assert_eq!(split_auto_unlock(&late), Some((1_000_000, "aa".to_owned())));
+        assert_eq!(split_auto_unlock(&user("aa")), None);
     }
 
     #[test]

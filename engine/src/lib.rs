@@ -29,18 +29,23 @@ mod bootstrap;
 mod error;
 mod ids;
 mod keys;
+mod lockout;
 mod metrics;
 mod orgs;
 mod password;
+mod passwords;
 mod registry;
+mod sessions;
 mod stored;
 mod supervisor;
 mod time;
 mod timer_anchor;
 mod tokens;
 mod types;
+mod unlocks;
 mod user;
 mod users;
+mod verifier;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,12 +61,20 @@ pub use access::{Caller, Grant, Permission, Reach, Role};
 pub use bootstrap::Bootstrapped;
 pub use error::{Code, Error, ErrorId, OpenError};
 pub use latchkey_storage::{Durability, DEFAULT_CHECKPOINT_ENTRIES};
+pub use lockout::{LockoutPolicy, PolicySource, PolicyView};
+pub use passwords::Tarpit;
+pub use sessions::list::SessionList;
+pub use sessions::{
+    Factors, NewSession, PasswordFactor, Session, SessionChange, SessionChecks, SessionCreated,
+    SessionQuery, SessionSet, TimestampMatch, UserAgent, UserCheck, UserFactor,
+};
 pub use stored::SCHEMA_VERSION;
 pub use tokens::generate_token;
 pub use types::*;
 pub use users::EventInfo;
 
 use ids::IdGenerator;
+use lockout::Policies;
 use orgs::OrgRecord;
 use registry::Registry;
 use supervisor::Supervisor;
@@ -85,6 +98,12 @@ pub struct Config {
     /// Files the embedding program keeps in the data directory (names; the server keeps its
     /// `admin.pat` there): a directory holding only these and no store yet is opened as a new one.
     pub kept_files: Vec<String>,
+    /// Password hashes verified at once (default: the machine's cores).
+    pub check_threads: usize,
+    /// Password checks that may wait for a thread before more are refused (PASSWORD-CHECKS-BUSY).
+    pub check_queue: usize,
+    /// The delay after a wrong password, growing with the user's failures (ZITADEL's tarpit).
+    pub tarpit: Tarpit,
     /// Test-only: faults to inject into the store's medium (feature `fault-injection`).
     #[cfg(feature = "fault-injection")]
     pub faults: Option<latchkey_storage::faults::Faults>,
@@ -101,6 +120,9 @@ impl Default for Config {
             checkpoint_entries: latchkey_storage::DEFAULT_CHECKPOINT_ENTRIES,
             instance_domain: "localhost".into(),
             kept_files: Vec::new(),
+            check_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            check_queue: 64,
+            tarpit: Tarpit::default(),
             #[cfg(feature = "fault-injection")]
             faults: None,
         }
@@ -132,6 +154,18 @@ impl Config {
         self.checkpoint_entries = entries;
         self
     }
+    pub fn check_threads(mut self, threads: usize) -> Self {
+        self.check_threads = threads.max(1);
+        self
+    }
+    pub fn check_queue(mut self, queue: usize) -> Self {
+        self.check_queue = queue;
+        self
+    }
+    pub fn tarpit(mut self, tarpit: Tarpit) -> Self {
+        self.tarpit = tarpit;
+        self
+    }
     /// Adds a file the embedding program keeps in the data directory (see [`Config::kept_files`]).
     pub fn keep_file(mut self, name: impl Into<String>) -> Self {
         self.kept_files.push(name.into());
@@ -153,6 +187,8 @@ pub struct EngineStats {
     pub activations: u64,
     pub passivations: u64,
     pub actor_failures: u64,
+    /// Password hashes verified since open.
+    pub password_verifications: u64,
 }
 
 /// The engine handle. Cheap to clone; every clone is the same engine.
@@ -175,11 +211,16 @@ struct Inner {
     /// asks for it on every probe.
     default_org: OnceLock<String>,
     timer_anchor: tokio::task::AbortHandle,
+    policies: Arc<Policies>,
+    session_locks: sessions::SessionLocks,
+    /// The automatic-unlock task.
+    unlocks: tokio::task::AbortHandle,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.timer_anchor.abort();
+        self.unlocks.abort();
         // Dropped without shutdown (e.g. an embedder's panic): stop the actors so the store is
         // released; everything acknowledged is already durable.
         self.supervisor.stop_children(None);
@@ -193,7 +234,7 @@ impl Engine {
         let store_config = store_config(&config);
         #[cfg(feature = "fault-injection")]
         let faults = config.faults.clone();
-        let (store, default_org) = tokio::task::spawn_blocking(move || {
+        let (store, default_org, policies) = tokio::task::spawn_blocking(move || {
             #[cfg(feature = "fault-injection")]
             let store = match faults {
                 Some(faults) => {
@@ -212,21 +253,29 @@ impl Engine {
                     })
                 })
                 .transpose()?;
-            Ok::<_, OpenError>((store, default_org))
+            let policies = Policies::load(&store)
+                .map_err(|e| OpenError::Engine(format!("reading lockout policies: {e}")))?;
+            Ok::<_, OpenError>((store, default_org, policies))
         })
         .await
         .map_err(|e| OpenError::Engine(format!("store open task failed: {e}")))??;
         let store = Arc::new(store);
+        let policies = Arc::new(policies);
         let registry = Arc::new(Registry::new(
             store.clone(),
             config.idle_timeout,
             config.call_timeout,
+            registry::Shared {
+                policies: policies.clone(),
+                verifier: verifier::Verifier::new(config.check_threads, config.check_queue),
+            },
         ));
         let (supervisor, _) = Actor::spawn(None, Supervisor, registry.clone())
             .await
             .map_err(|e| OpenError::Engine(format!("cannot start supervisor: {e}")))?;
         registry.set_supervisor(supervisor.get_cell());
         let timer_anchor = timer_anchor::spawn(config.call_timeout);
+        let unlocks = unlocks::spawn(registry.clone(), store.clone());
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -239,6 +288,9 @@ impl Engine {
                 closed: AtomicBool::new(false),
                 default_org: default_org.map(OnceLock::from).unwrap_or_default(),
                 timer_anchor,
+                policies,
+                session_locks: Default::default(),
+                unlocks,
             }),
         })
     }
@@ -268,6 +320,7 @@ impl Engine {
             activations: m.activation_count.load(Ordering::Relaxed),
             passivations: m.passivation_count.load(Ordering::Relaxed),
             actor_failures: m.failure_count.load(Ordering::Relaxed),
+            password_verifications: self.inner.registry.verifier().verifications(),
         }
     }
 
@@ -284,6 +337,7 @@ impl Engine {
             .stop_and_wait(None, Some(self.inner.config.call_timeout))
             .await;
         self.inner.timer_anchor.abort();
+        self.inner.unlocks.abort();
         let store = self.inner.store.clone();
         tokio::task::spawn_blocking(move || store.close())
             .await

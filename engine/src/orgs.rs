@@ -150,6 +150,19 @@ impl Engine {
         Ok(Some(record))
     }
 
+    /// Every organization's id (on the blocking pool: a scan, if a short one).
+    pub(crate) fn all_org_ids(&self) -> Result<Vec<String>, Error> {
+        let mut ids = Vec::new();
+        for item in self.inner.store.scan_prefix(keys::ORGS) {
+            let (_, bytes) = item?;
+            let record: OrgRecord = postcard::from_bytes(&bytes).map_err(|e| {
+                Error::with(ErrorId::Internal, format!("corrupt organization: {e}"))
+            })?;
+            ids.push(record.id);
+        }
+        Ok(ids)
+    }
+
     /// The organization a creation targets, if it exists and `reach` covers it; otherwise the
     /// same NotFound whether it is missing or out of reach.
     pub(crate) async fn target_org(

@@ -24,9 +24,13 @@ use crate::keys;
 
 use crate::auth_cache::AuthCache;
 use crate::error::{Error, ErrorId};
+use crate::lockout::Policies;
 use crate::metrics::EngineMetrics;
+use crate::unlocks::AutoUnlocks;
 use crate::user::actor::{Request, Staged, UserActor, UserActorArgs, UserMsg};
+use crate::user::lockout::LockoutState;
 use crate::user::record::UserRecord;
+use crate::verifier::Verifier;
 
 struct Slot {
     actor: OnceCell<ActorRef<UserMsg>>,
@@ -63,10 +67,24 @@ pub(crate) struct Registry {
     call_timeout: Duration,
     metrics: EngineMetrics,
     auth: AuthCache,
+    policies: Arc<Policies>,
+    verifier: Verifier,
+    unlocks: AutoUnlocks,
+}
+
+/// What the registry shares with every actor besides the store.
+pub(crate) struct Shared {
+    pub policies: Arc<Policies>,
+    pub verifier: Verifier,
 }
 
 impl Registry {
-    pub fn new(store: Arc<Store>, idle_timeout: Duration, call_timeout: Duration) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        idle_timeout: Duration,
+        call_timeout: Duration,
+        shared: Shared,
+    ) -> Self {
         Registry {
             slots: DashMap::new(),
             users_by_actor: DashMap::new(),
@@ -76,7 +94,22 @@ impl Registry {
             call_timeout,
             metrics: EngineMetrics::new(),
             auth: AuthCache::default(),
+            policies: shared.policies,
+            verifier: shared.verifier,
+            unlocks: AutoUnlocks::default(),
         }
+    }
+
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    pub fn unlocks(&self) -> &AutoUnlocks {
+        &self.unlocks
     }
 
     pub fn set_supervisor(&self, cell: ActorCell) {
@@ -190,13 +223,18 @@ impl Registry {
     async fn activate(self: &Arc<Self>, id: &str) -> Result<ActorRef<UserMsg>, Error> {
         let scope = keys::user(id);
         self.store.settle(Some(&scope)).await?;
-        let stored = read_off_worker(&self.store, &[scope])
+        let mut stored = read_off_worker(&self.store, &[scope, keys::lockout(id)])
             .await?
-            .pop()
-            .flatten();
-        let record = match stored {
+            .into_iter();
+        let record = match stored.next().flatten() {
             Some(bytes) => UserRecord::decode(&bytes)?,
             None => return Err(ErrorId::UserNotFound.into()),
+        };
+        let lockout: LockoutState = match stored.next().flatten() {
+            Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| {
+                Error::with(ErrorId::Internal, format!("corrupt lockout state: {e}"))
+            })?,
+            None => LockoutState::default(),
         };
         let supervisor = self
             .supervisor
@@ -210,6 +248,7 @@ impl Registry {
             UserActorArgs {
                 id: id.to_owned(),
                 record,
+                lockout,
             },
             supervisor,
         )

@@ -16,12 +16,15 @@ use serde::{Deserialize, Serialize};
 use crate::access;
 use crate::types;
 
-/// The on-disk schema this build writes and reads; a store of another version is refused at open.
+/// The on-disk schema this build writes and reads; a store of another version is refused at open
+/// (so an older build never silently ignores what a newer one wrote).
 /// 2: events in the write-ahead log's runs (a version-1 store has the same keys and records
-/// without the log, and is upgraded in place).
-pub const SCHEMA_VERSION: u32 = 2;
-/// Versions [`SCHEMA_VERSION`] upgrades in place.
-pub const UPGRADES_FROM: &[u32] = &[1];
+/// without the log).
+/// 3: lockout policies, sessions, users' lockout state and scheduled unlocks, and the events of
+/// password checks — new keys and new event kinds only, so a version-2 store reads as it is.
+pub const SCHEMA_VERSION: u32 = 3;
+/// Older versions this build reads as they are (the store records the new version at open).
+pub const UPGRADES_FROM: &[u32] = &[1, 2];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
@@ -69,6 +72,7 @@ pub enum Role {
     OrgOwner,
     OrgUserManager,
     OrgUserViewer,
+    IamLoginClient,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,7 +125,7 @@ macro_rules! mirror_enum {
 
 mirror_enum!(State <-> types::UserState { Active, Inactive, Deleted, Locked, Initial });
 mirror_enum!(Gender <-> types::Gender { Unspecified, Female, Male, Diverse });
-mirror_enum!(Role <-> access::Role { IamOwner, OrgOwner, OrgUserManager, OrgUserViewer });
+mirror_enum!(Role <-> access::Role { IamOwner, OrgOwner, OrgUserManager, OrgUserViewer, IamLoginClient });
 
 macro_rules! mirror_struct {
     ($stored:ident <-> $public:path { $($field:ident),* $(,)? }) => {

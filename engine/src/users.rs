@@ -26,6 +26,9 @@ pub struct EventInfo {
     pub sequence: u64,
     pub event_type: &'static str,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Why, where the type alone does not say (`administrator`, `automatic`, `failed password
+    /// checks`).
+    pub reason: Option<&'static str>,
 }
 
 impl Engine {
@@ -327,12 +330,68 @@ impl Engine {
                     sequence: event.sequence,
                     event_type: event.kind.name(),
                     created_at: to_datetime(event.at),
+                    reason: event.kind.reason(),
                 });
             }
             Ok(events)
         })
         .await
         .map_err(|_| Error::new(ErrorId::Internal))?
+    }
+}
+
+impl Engine {
+    /// The id of the user a session's check names: by id, or by login name — `name@org-domain`,
+    /// or a username that is itself an email address, in any organization — case-insensitively.
+    /// The same NotFound (QUERY-Dfbg2) for every miss.
+    pub(crate) async fn find_user(
+        &self,
+        check: &crate::sessions::UserCheck,
+    ) -> Result<String, Error> {
+        use crate::sessions::UserCheck;
+        let not_found = || Error::new(ErrorId::CheckedUserNotFound);
+        let login = match check {
+            UserCheck::Id(id) => {
+                check_user_id(id)?;
+                return Ok(id.clone());
+            }
+            UserCheck::LoginName(name) => name.trim().to_lowercase(),
+        };
+        if !valid_id(&login) {
+            return Err(Error::invalid(
+                "checks.user.loginName must be 1 to 200 characters",
+            ));
+        }
+        let store = self.inner.store.clone();
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<Option<String>, Error> {
+            let found = |key: Vec<u8>| -> Result<Option<String>, Error> {
+                Ok(store
+                    .get(&key)?
+                    .and_then(|bytes| String::from_utf8(bytes).ok()))
+            };
+            if let Some((name, domain)) = login.rsplit_once('@') {
+                if !name.contains('@') {
+                    if let Some(org) = found(keys::org_domain(domain))? {
+                        if let Some(id) = found(keys::username(&org, name))? {
+                            return Ok(Some(id));
+                        }
+                    }
+                }
+            }
+            // A username that is an email address is its own login name.
+            if login.contains('@') {
+                for org in engine.all_org_ids()? {
+                    if let Some(id) = found(keys::username(&org, &login))? {
+                        return Ok(Some(id));
+                    }
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .map_err(|_| Error::new(ErrorId::Internal))??
+        .ok_or_else(not_found)
     }
 }
 

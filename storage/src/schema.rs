@@ -14,8 +14,8 @@ use crate::{Backend, Layout, StoreError, WriteBatch};
 pub struct Schema {
     /// The version this build writes and reads.
     pub version: u32,
-    /// Older versions with the same keys and records that predate the write-ahead log: opened
-    /// here, they are upgraded in place by recording `version`.
+    /// Older versions this build reads as they are (the same keys and records, or fewer of them):
+    /// opened here, they are upgraded in place by recording `version`.
     pub upgrade_from: Vec<u32>,
 }
 
@@ -29,8 +29,8 @@ impl Schema {
 }
 
 /// Brings a new store, or one at a version in `upgrade_from`, to `schema.version`, writing the
-/// marker straight into sled (under the log) so that an older build, which would ignore the log,
-/// refuses the directory instead of silently missing its newest writes.
+/// marker straight into sled (under the log) so that an older build — which would ignore the log,
+/// or keys it does not know — refuses the directory instead of silently missing its newest writes.
 pub(crate) fn upgrade(
     inner: &dyn Backend,
     layout: &Layout,

@@ -112,6 +112,14 @@ fn events() -> Vec<(String, Vec<u8>)> {
         EventKind::TokenRemoved {
             token_id: "t1".into(),
         },
+        EventKind::PasswordCheckFailed { failed_attempts: 3 },
+        EventKind::PasswordCheckSucceeded,
+        EventKind::LockedAfterFailures {
+            failed_attempts: 3,
+            until: Some(AT + 60_000_000),
+        },
+        EventKind::UnlockedAutomatically,
+        EventKind::PasswordChanged,
     ];
     kinds
         .into_iter()
@@ -122,7 +130,14 @@ fn events() -> Vec<(String, Vec<u8>)> {
                 at: AT + i as i64,
                 kind,
             };
-            (format!("event {}", event.kind.name()), event.encode())
+            // The first nine kinds are named by their type alone; later ones share types
+            // (`user.locked`, `user.unlocked`) and carry their position too.
+            let name = if i < 9 {
+                format!("event {}", event.kind.name())
+            } else {
+                format!("event {} ({i})", event.kind.name())
+            };
+            (name, event.encode())
         })
         .collect()
 }
@@ -148,6 +163,39 @@ fn samples() -> Vec<(String, Vec<u8>)> {
         created: AT,
     };
     all.push(("token".into(), encode(&token)));
+    let policy = crate::lockout::PolicyRecord {
+        owner: "o1".into(),
+        max_password_attempts: 5,
+        max_otp_attempts: 3,
+        auto_unlock_after: 900_000_000,
+        max_temporary_lockouts: 2,
+        sequence: 4,
+        created: AT,
+        changed: AT + 1,
+    };
+    all.push(("lockout policy".into(), encode(&policy)));
+    let lockout = crate::user::lockout::LockoutState {
+        lock: Some(crate::user::lockout::Lock {
+            reason: crate::user::lockout::LockReason::FailedPasswords,
+            at: AT,
+            until: Some(AT + 900_000_000),
+        }),
+        temporary_lockouts: 1,
+    };
+    all.push(("lockout state".into(), encode(&lockout)));
+    let admin_lock = crate::user::lockout::LockoutState {
+        lock: Some(crate::user::lockout::Lock {
+            reason: crate::user::lockout::LockReason::Admin,
+            at: AT,
+            until: None,
+        }),
+        temporary_lockouts: 0,
+    };
+    all.push(("lockout state, admin".into(), encode(&admin_lock)));
+    all.push((
+        "session".into(),
+        encode(&crate::sessions::golden_session(AT)),
+    ));
     for (name, key) in [
         ("key schema", keys::SCHEMA.to_vec()),
         ("key meta", keys::meta("default-org")),
@@ -160,6 +208,14 @@ fn samples() -> Vec<(String, Vec<u8>)> {
         ("key org domain", keys::org_domain("acme.localhost")),
         ("key token", keys::token(&[0xAB; 4])),
         ("key token id", keys::token_id("t1")),
+        (
+            "key instance lockout policy",
+            keys::instance_lockout_policy(),
+        ),
+        ("key org lockout policy", keys::org_lockout_policy("o1")),
+        ("key session", keys::session("s1")),
+        ("key lockout state", keys::lockout("u1")),
+        ("key automatic unlock", keys::auto_unlock(AT, "u1")),
     ] {
         all.push((name.into(), key));
     }
@@ -170,8 +226,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Schema 2's bytes, by sample.
-const V2: &[(&str, &str)] = &[
+/// Schema 3's bytes, by sample (schema 2's are its first rows: version 3 only added).
+const V3: &[(&str, &str)] = &[
     ("human user", "12313137363934383439333831383236353630123131373639343834393338313832363536310303616461038082b4c283b5a206d091b4c283b5a206020003416461084c6f76656c6163650103616461000102656e010f616461406578616d706c652e636f6d0101102b34312034342030303020303020303000013c243262243130244e39716f38754c4f69636b6778325a4d525a6f4d7965496a5a416763666c377039326c644778616436384c4a5a644c31376c6857790180f9b9c183b5a20601030112313137363934383439333831383236353631"),
     ("machine user", "026d31026f3100026369028082b4c283b5a2068082b4c283b5a2060001026369076465706c6f7973010274310301020303000001000200"),
     ("state Active", "026d31026f3100026369028082b4c283b5a2068082b4c283b5a2060001026369076465706c6f7973010274310301020303000001000200"),
@@ -188,8 +244,17 @@ const V2: &[(&str, &str)] = &[
     ("event user.removed", "078c82b4c283b5a20606"),
     ("event user.personal.access.token.added", "088e82b4c283b5a20607027431"),
     ("event user.personal.access.token.removed", "099082b4c283b5a20608027431"),
+    ("event user.human.password.check.failed (9)", "0a9282b4c283b5a2060903"),
+    ("event user.human.password.check.succeeded (10)", "0b9482b4c283b5a2060a"),
+    ("event user.locked (11)", "0c9682b4c283b5a2060b0301809ed0fb83b5a206"),
+    ("event user.unlocked (12)", "0d9882b4c283b5a2060c"),
+    ("event user.human.password.changed (13)", "0e9a82b4c283b5a2060d"),
     ("organization", "026f310441636d650e61636d652e6c6f63616c686f73748082b4c283b5a206"),
     ("token", "027431026d31018082ef9f87baa2068082b4c283b5a206"),
+    ("lockout policy", "026f31050380d293ad0302048082b4c283b5a2068282b4c283b5a206"),
+    ("lockout state", "01018082b4c283b5a2060180a6db9c8ab5a20601"),
+    ("lockout state, admin", "01008082b4c283b5a2060000"),
+    ("session", "027331026d318082b4c283b5a2068282b4c283b5a2060204abababab01027531026f31126164614061636d652e6c6f63616c686f73740c416461204c6f76656c6163658082b4c283b5a206018282b4c283b5a20601016b0201020101016601093132372e302e302e3100010661636365707401032a2f2a018092d1ab9eb5a20600"),
     ("key schema", "53"),
     ("key meta", "4d000b64656661756c742d6f7267"),
     ("key user", "7500027531"),
@@ -201,12 +266,17 @@ const V2: &[(&str, &str)] = &[
     ("key org domain", "64000e61636d652e6c6f63616c686f7374"),
     ("key token", "740004abababab"),
     ("key token id", "6b00027431"),
+    ("key instance lockout policy", "5000076c6f636b6f7574"),
+    ("key org lockout policy", "7000026f31"),
+    ("key session", "7300027331"),
+    ("key lockout state", "4c00027531"),
+    ("key automatic unlock", "410008000644d41c26808000027531"),
 ];
 
 #[test]
 fn the_disk_format_is_what_this_schema_version_says() {
     let golden = match SCHEMA_VERSION {
-        2 => V2,
+        3 => V3,
         v => panic!("schema version {v} has no golden bytes: record them in stored/golden.rs"),
     };
     let samples = samples();

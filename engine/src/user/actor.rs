@@ -8,8 +8,15 @@
 //! commands) carry the completion of the last write, so nobody sees a state a crash could take
 //! back.
 //!
-//! Passivation: a ticker checks for idleness; an idle actor whose last write is durable asks the
-//! registry to drop it (refused while any caller holds a message for it) and stops.
+//! Password checks (`checks.rs`) are serialized per user too, but the actor does not wait for a
+//! hash: it hands the verification to the bounded verifier pool and goes on with other messages
+//! (an administrator's unlock is never stuck behind slow checks); the next check of the same user
+//! starts only once the previous one's outcome is applied. A lock whose deadline has passed is
+//! lifted before any request is handled (`lockout.rs` has the rules).
+//!
+//! Passivation: a ticker checks for idleness; an idle actor whose last write is durable and that
+//! has no check in flight asks the registry to drop it (refused while any caller holds a message
+//! for it) and stops.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,9 +32,12 @@ use crate::error::{Error, ErrorId};
 use crate::registry::Registry;
 use crate::time::{now_micros, Micros};
 use crate::types::{Details, UserState};
+use crate::user::checks::{CheckQueue, PendingCheck};
 use crate::user::event::EventKind;
+use crate::user::lockout::{Lock, LockReason, LockoutState};
 use crate::user::record::{Kind, TokenRef, UserRecord};
 use crate::user::state::{transition, Lifecycle};
+use crate::verifier::Verified;
 
 /// A reply whose `result` may only be shown once `durable` has completed.
 pub(crate) struct Staged<T> {
@@ -44,6 +54,11 @@ pub(crate) enum UserMsg {
     },
     /// Idle check (from the actor's own ticker).
     Tick,
+    /// A password check's hash verification finished (from the verifier pool).
+    Verified {
+        outcome: Verified,
+        check: PendingCheck,
+    },
     /// Test hook: panic inside the handler.
     #[cfg(feature = "fault-injection")]
     Panic,
@@ -80,6 +95,17 @@ pub(crate) enum Request {
         grants: Vec<Grant>,
         reply: RpcReplyPort<Staged<()>>,
     },
+    /// A password check: the user's record when the password matches.
+    CheckPassword {
+        password: String,
+        reply: RpcReplyPort<Staged<UserRecord>>,
+    },
+    /// The automatic unlock scheduled for `at` is due (from the unlock scheduler): lift it if it
+    /// is still this user's lock. Answers whether the user was unlocked.
+    AutoUnlock {
+        at: Micros,
+        reply: RpcReplyPort<Staged<bool>>,
+    },
 }
 
 pub(crate) struct UserActor {
@@ -89,13 +115,17 @@ pub(crate) struct UserActor {
 pub(crate) struct UserActorArgs {
     pub id: String,
     pub record: UserRecord,
+    pub lockout: LockoutState,
 }
 
 pub(crate) struct UserActorState {
-    id: String,
+    pub(crate) id: String,
     /// `keys::user(id)`: the writer scope and snapshot key.
     scope: Vec<u8>,
-    record: UserRecord,
+    pub(crate) record: UserRecord,
+    /// Why and until when the user is locked (stored beside the snapshot).
+    pub(crate) lockout: LockoutState,
+    pub(crate) checks: CheckQueue,
     last_write: Completion,
     last_activity: Instant,
 }
@@ -114,19 +144,85 @@ impl UserActorState {
 
     /// Appends the next event to the record (already changed by the command) and hands snapshot,
     /// event and `extra` to the writer as one atomic batch.
-    fn commit(
+    pub(crate) fn commit(
         &mut self,
         registry: &Registry,
         kind: EventKind,
         at: Micros,
         extra: WriteBatch,
     ) -> Result<Details, Error> {
+        self.commit_all(registry, vec![kind], at, extra)
+    }
+
+    /// [`UserActorState::commit`] of several events at once (a failure that also locks).
+    pub(crate) fn commit_all(
+        &mut self,
+        registry: &Registry,
+        kinds: Vec<EventKind>,
+        at: Micros,
+        mut extra: WriteBatch,
+    ) -> Result<Details, Error> {
         let record = &mut self.record;
-        let event = record.record_event(kind, at);
-        let batch = record.write(&event, extra);
+        for kind in kinds {
+            let event = record.record_event(kind, at);
+            extra.put(keys::event(&record.id, event.sequence), event.encode());
+        }
+        extra.put(keys::user(&record.id), record.encode());
         let details = record.details();
-        self.submit(registry, batch);
+        self.submit(registry, extra);
         Ok(details)
+    }
+
+    /// Replaces the lockout state, adding to `extra` what that changes on disk: the state's own
+    /// key, and the scheduled automatic unlock (removed with an old deadline, made for a new one,
+    /// which the scheduler is told of).
+    pub(crate) fn set_lockout(
+        &mut self,
+        registry: &Registry,
+        next: LockoutState,
+        extra: &mut WriteBatch,
+    ) {
+        let old = self.lockout.lock.and_then(|l| l.until);
+        let new = next.lock.and_then(|l| l.until);
+        if old != new {
+            if let Some(at) = old {
+                extra.delete(keys::auto_unlock(at, &self.id));
+            }
+            if let Some(at) = new {
+                extra.put(keys::auto_unlock(at, &self.id), Vec::new());
+                registry.unlocks().schedule(at);
+            }
+        }
+        if next != self.lockout {
+            let key = keys::lockout(&self.id);
+            if next.is_default() {
+                extra.delete(key);
+            } else {
+                extra.put(key, crate::stored::encode(&next));
+            }
+        }
+        self.lockout = next;
+    }
+
+    /// Lifts a lock whose deadline has passed, dated at the deadline (which may be long past
+    /// when the server was down or the actor passivated). True if it did.
+    pub(crate) fn unlock_if_due(&mut self, registry: &Registry, now: Micros) -> bool {
+        let Some(due) = self.lockout.due(now) else {
+            return false;
+        };
+        if self.record.state != UserState::Locked {
+            return false;
+        }
+        let mut extra = WriteBatch::default();
+        let next = LockoutState {
+            lock: None,
+            temporary_lockouts: self.lockout.temporary_lockouts.saturating_add(1),
+        };
+        self.set_lockout(registry, next, &mut extra);
+        self.record.state = UserState::Active;
+        self.record.failed_password_attempts = 0;
+        let _ = self.commit(registry, EventKind::UnlockedAutomatically, due, extra);
+        true
     }
 
     /// Hands `batch` to the writer; a machine user's cached callers are dropped at once, so the
@@ -138,7 +234,7 @@ impl UserActorState {
         }
     }
 
-    fn staged<T>(&self, result: Result<T, Error>) -> Staged<T> {
+    pub(crate) fn staged<T>(&self, result: Result<T, Error>) -> Staged<T> {
         Staged {
             result,
             durable: self.last_write.clone(),
@@ -162,6 +258,8 @@ impl Actor for UserActor {
             scope: keys::user(&args.id),
             id: args.id,
             record: args.record,
+            lockout: args.lockout,
+            checks: CheckQueue::default(),
             last_write: Completion::done(),
             last_activity: Instant::now(),
         })
@@ -179,12 +277,23 @@ impl Actor for UserActor {
                 let waited = now.saturating_duration_since(sent);
                 self.registry.metrics().mailbox_wait.record(waited);
                 state.last_activity = now;
-                self.handle_request(state, request);
+                state.unlock_if_due(&self.registry, now_micros());
+                self.handle_request(&myself, state, request);
+            }
+            UserMsg::Verified { outcome, check } => {
+                state.last_activity = Instant::now();
+                self.verified(&myself, state, outcome, check);
             }
             UserMsg::Tick => {
+                state.unlock_if_due(&self.registry, now_micros());
                 let idle = state.last_activity.elapsed() >= self.registry.idle_timeout();
                 let settled = state.last_write.poll_result().is_some();
-                if idle && settled && self.registry.try_passivate(&state.id, myself.get_id()) {
+                let checking = !state.checks.is_idle();
+                if idle
+                    && settled
+                    && !checking
+                    && self.registry.try_passivate(&state.id, myself.get_id())
+                {
                     myself.stop(Some("passivated".into()));
                 }
             }
@@ -199,7 +308,12 @@ impl Actor for UserActor {
 }
 
 impl UserActor {
-    fn handle_request(&self, state: &mut UserActorState, request: Request) {
+    fn handle_request(
+        &self,
+        myself: &ActorRef<UserMsg>,
+        state: &mut UserActorState,
+        request: Request,
+    ) {
         match request {
             Request::Lifecycle {
                 command,
@@ -238,6 +352,19 @@ impl UserActor {
                 let result = self.add_grants(state, &reach, grants);
                 let _ = reply.send(state.staged(result));
             }
+            Request::CheckPassword { password, reply } => {
+                self.check_password(myself, state, PendingCheck { password, reply });
+            }
+            Request::AutoUnlock { at, reply } => {
+                // Due ones were lifted before this request; one still held here is stale.
+                let lifted = state.lockout.lock.and_then(|l| l.until) != Some(at);
+                if lifted {
+                    let mut extra = WriteBatch::default();
+                    extra.delete(keys::auto_unlock(at, &state.id));
+                    state.submit(&self.registry, extra);
+                }
+                let _ = reply.send(state.staged(Ok(lifted)));
+            }
         }
     }
 
@@ -247,6 +374,7 @@ impl UserActor {
         command: Lifecycle,
         reach: &Reach,
     ) -> Result<Details, Error> {
+        let now = now_micros();
         let record = state.visible(reach)?;
         let next = transition(record.state, command)?;
         let mut extra = WriteBatch::default();
@@ -271,7 +399,25 @@ impl UserActor {
             }
         };
         record.state = next;
-        state.commit(&self.registry, kind, now_micros(), extra)
+        // The lock is kept exactly while the user is LOCKED; an administrator's unlock also ends
+        // the run of automatic ones.
+        let lockout = match command {
+            Lifecycle::Lock => LockoutState {
+                lock: Some(Lock {
+                    reason: LockReason::Admin,
+                    at: now,
+                    until: None,
+                }),
+                ..state.lockout
+            },
+            Lifecycle::Unlock | Lifecycle::Delete => LockoutState::default(),
+            Lifecycle::Deactivate | Lifecycle::Reactivate => LockoutState {
+                lock: None,
+                ..state.lockout
+            },
+        };
+        state.set_lockout(&self.registry, lockout, &mut extra);
+        state.commit(&self.registry, kind, now, extra)
     }
 
     fn add_token(

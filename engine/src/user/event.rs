@@ -16,15 +16,40 @@ pub struct Event {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
-    HumanAdded { org_id: String, username: String },
-    MachineAdded { org_id: String, username: String },
+    HumanAdded {
+        org_id: String,
+        username: String,
+    },
+    MachineAdded {
+        org_id: String,
+        username: String,
+    },
     Locked,
     Unlocked,
     Deactivated,
     Reactivated,
     Removed,
-    TokenAdded { token_id: String },
-    TokenRemoved { token_id: String },
+    TokenAdded {
+        token_id: String,
+    },
+    TokenRemoved {
+        token_id: String,
+    },
+    // New kinds go last: a kind's position is its stored form.
+    /// A wrong password; the user's counter after it.
+    PasswordCheckFailed {
+        failed_attempts: u32,
+    },
+    PasswordCheckSucceeded,
+    /// Locked by the lockout policy, after `failed_attempts` wrong passwords; until when, if the
+    /// lock lifts by itself.
+    LockedAfterFailures {
+        failed_attempts: u32,
+        until: Option<Micros>,
+    },
+    /// A lock from failed checks lifted by itself at its deadline.
+    UnlockedAutomatically,
+    PasswordChanged,
 }
 
 impl Event {
@@ -47,6 +72,22 @@ impl EventKind {
             EventKind::Removed => "user.removed",
             EventKind::TokenAdded { .. } => "user.personal.access.token.added",
             EventKind::TokenRemoved { .. } => "user.personal.access.token.removed",
+            EventKind::PasswordCheckFailed { .. } => "user.human.password.check.failed",
+            EventKind::PasswordCheckSucceeded => "user.human.password.check.succeeded",
+            EventKind::LockedAfterFailures { .. } => "user.locked",
+            EventKind::UnlockedAutomatically => "user.unlocked",
+            EventKind::PasswordChanged => "user.human.password.changed",
+        }
+    }
+
+    /// Why this event happened, where the type alone does not say.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            EventKind::Locked => Some("administrator"),
+            EventKind::LockedAfterFailures { .. } => Some("failed password checks"),
+            EventKind::Unlocked => Some("administrator"),
+            EventKind::UnlockedAutomatically => Some("automatic"),
+            _ => None,
         }
     }
 }

@@ -1,0 +1,343 @@
+//! Lockout policies: how many wrong passwords lock a user, and whether (and when) the lock lifts by
+//! itself. There is the instance's default and, optionally, an organization's own; a check uses
+//! the organization's if it has one, else the instance's, resolved when the check runs. Both are
+//! off (0) until an administrator sets them, as in ZITADEL.
+//!
+//! Policies are few and rarely written: every one is read into memory at open and kept there
+//! (`Policies`), so a password check never reads the store for its policy. Writes are serialized
+//! by one lock, made durable, and only then shown in memory.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use latchkey_storage::{Store, WriteBatch};
+
+use crate::access::{Caller, Permission, Reach};
+use crate::error::{Error, ErrorId};
+use crate::keys;
+use crate::time::{now_micros, to_datetime, Micros};
+use crate::types::Details;
+use crate::Engine;
+
+/// A lockout policy's settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Wrong passwords that lock a user (0: never).
+    pub max_password_attempts: u64,
+    /// Wrong one-time codes that lock a user (0: never). Kept and served; Latchkey checks no
+    /// one-time codes yet.
+    pub max_otp_attempts: u64,
+    /// A lock from failed checks lifts by itself after this long (`None`: only an administrator
+    /// unlocks). A Latchkey extension.
+    pub auto_unlock_after: Option<Duration>,
+    /// After this many automatic unlocks in a row with no successful check between them, the next
+    /// lock is permanent (0: no limit). A Latchkey extension.
+    pub max_temporary_lockouts: u32,
+}
+
+/// Which policy applies to an organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicySource {
+    Instance,
+    Organization,
+}
+
+/// A policy as the settings and policy APIs answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyView {
+    pub policy: LockoutPolicy,
+    pub source: PolicySource,
+    pub details: Details,
+}
+
+/// Stored under `keys::instance_lockout_policy` / `keys::org_lockout_policy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PolicyRecord {
+    pub owner: String,
+    pub max_password_attempts: u64,
+    pub max_otp_attempts: u64,
+    /// Microseconds; 0: no automatic unlock.
+    pub auto_unlock_after: u64,
+    pub max_temporary_lockouts: u32,
+    pub sequence: u64,
+    pub created: Micros,
+    pub changed: Micros,
+}
+
+impl PolicyRecord {
+    pub fn policy(&self) -> LockoutPolicy {
+        LockoutPolicy {
+            max_password_attempts: self.max_password_attempts,
+            max_otp_attempts: self.max_otp_attempts,
+            auto_unlock_after: (self.auto_unlock_after > 0)
+                .then(|| Duration::from_micros(self.auto_unlock_after)),
+            max_temporary_lockouts: self.max_temporary_lockouts,
+        }
+    }
+
+    fn details(&self) -> Details {
+        Details {
+            sequence: self.sequence,
+            change_date: to_datetime(self.changed),
+            resource_owner: self.owner.clone(),
+            creation_date: to_datetime(self.created),
+        }
+    }
+
+    fn set(&mut self, policy: &LockoutPolicy, now: Micros) {
+        self.max_password_attempts = policy.max_password_attempts;
+        self.max_otp_attempts = policy.max_otp_attempts;
+        self.auto_unlock_after = policy
+            .auto_unlock_after
+            .map_or(0, |d| d.as_micros().min(u128::from(u64::MAX)) as u64);
+        self.max_temporary_lockouts = policy.max_temporary_lockouts;
+        self.sequence += 1;
+        self.changed = now;
+    }
+}
+
+/// Every policy, in memory.
+#[derive(Default)]
+pub(crate) struct Policies {
+    instance: RwLock<Option<Arc<PolicyRecord>>>,
+    orgs: DashMap<String, Arc<PolicyRecord>>,
+    /// Serializes writes (rare), so a read-change-write of one policy cannot race another.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl Policies {
+    /// Every stored policy (at open, on the blocking pool).
+    pub fn load(store: &Store) -> Result<Policies, Error> {
+        let policies = Policies::default();
+        if let Some(bytes) = store.get(&keys::instance_lockout_policy())? {
+            *policies.write_instance() = Some(Arc::new(decode(&bytes)?));
+        }
+        for item in store.scan_prefix(keys::ORG_LOCKOUT_POLICIES) {
+            let (_, bytes) = item?;
+            let record: PolicyRecord = decode(&bytes)?;
+            policies.orgs.insert(record.owner.clone(), Arc::new(record));
+        }
+        Ok(policies)
+    }
+
+    fn write_instance(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<PolicyRecord>>> {
+        self.instance
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn instance(&self) -> Option<Arc<PolicyRecord>> {
+        self.instance
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The policy a check of a user in `org` uses: the organization's own, else the instance's.
+    pub fn effective(&self, org: &str) -> LockoutPolicy {
+        match self.orgs.get(org) {
+            Some(own) => own.policy(),
+            None => self.instance().map(|p| p.policy()).unwrap_or_default(),
+        }
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<PolicyRecord, Error> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| Error::with(ErrorId::Internal, format!("corrupt lockout policy: {e}")))
+}
+
+fn default_record(owner: &str, now: Micros) -> PolicyRecord {
+    PolicyRecord {
+        owner: owner.to_owned(),
+        max_password_attempts: 0,
+        max_otp_attempts: 0,
+        auto_unlock_after: 0,
+        max_temporary_lockouts: 0,
+        sequence: 0,
+        created: now,
+        changed: now,
+    }
+}
+
+impl Engine {
+    /// The policy that applies to `org` (its own, else the instance's) — GetLockoutSettings and
+    /// management's GetLockoutPolicy. `None`: the instance's (settings v2 `ctx.instance`).
+    pub async fn lockout_policy(
+        &self,
+        caller: &Caller,
+        org: Option<&str>,
+    ) -> Result<PolicyView, Error> {
+        self.check_open()?;
+        let reach = caller.reach(Permission::PolicyRead)?;
+        let policies = &self.inner.policies;
+        if let Some(org) = org {
+            self.reachable_org(org, &reach).await?;
+            if let Some(own) = policies.orgs.get(org) {
+                return Ok(PolicyView {
+                    policy: own.policy(),
+                    source: PolicySource::Organization,
+                    details: own.details(),
+                });
+            }
+        }
+        Ok(self.instance_view())
+    }
+
+    fn instance_view(&self) -> PolicyView {
+        let record = self
+            .inner
+            .policies
+            .instance()
+            .unwrap_or_else(|| Arc::new(default_record("", 0)));
+        PolicyView {
+            policy: record.policy(),
+            source: PolicySource::Instance,
+            details: record.details(),
+        }
+    }
+
+    /// The instance's default policy (admin GetLockoutPolicy, management
+    /// GetDefaultLockoutPolicy).
+    pub async fn default_lockout_policy(&self, caller: &Caller) -> Result<PolicyView, Error> {
+        self.check_open()?;
+        caller.reach(Permission::PolicyRead)?;
+        Ok(self.instance_view())
+    }
+
+    /// Sets the instance's default (admin UpdateLockoutPolicy): instance administrators only.
+    pub async fn set_default_lockout_policy(
+        &self,
+        caller: &Caller,
+        policy: LockoutPolicy,
+    ) -> Result<Details, Error> {
+        self.check_open()?;
+        if caller.reach(Permission::InstancePolicyWrite)? != Reach::Instance {
+            return Err(ErrorId::PermissionDenied.into());
+        }
+        let policies = &self.inner.policies;
+        let _writing = policies.writing.lock().await;
+        let now = now_micros();
+        let mut record = policies
+            .instance()
+            .map(|p| (*p).clone())
+            .unwrap_or_else(|| default_record("", now));
+        if record.sequence > 0 && record.policy() == policy {
+            return Err(ErrorId::InstancePolicyNotChanged.into());
+        }
+        record.set(&policy, now);
+        let key = keys::instance_lockout_policy();
+        self.write_policy(&key, Some(&record)).await?;
+        let details = record.details();
+        *policies.write_instance() = Some(Arc::new(record));
+        Ok(details)
+    }
+
+    /// Gives `org` its own policy (management AddCustomLockoutPolicy); refused if it has one.
+    pub async fn add_org_lockout_policy(
+        &self,
+        caller: &Caller,
+        org: &str,
+        policy: LockoutPolicy,
+    ) -> Result<Details, Error> {
+        self.change_org_policy(caller, org, |existing, now| match existing {
+            Some(_) => Err(ErrorId::OrgPolicyExists.into()),
+            None => {
+                let mut record = default_record(org, now);
+                record.set(&policy, now);
+                Ok(Some(record))
+            }
+        })
+        .await
+    }
+
+    /// Changes `org`'s own policy (management UpdateCustomLockoutPolicy).
+    pub async fn update_org_lockout_policy(
+        &self,
+        caller: &Caller,
+        org: &str,
+        policy: LockoutPolicy,
+    ) -> Result<Details, Error> {
+        self.change_org_policy(caller, org, |existing, now| {
+            let mut record = existing.ok_or(ErrorId::OrgPolicyNotFound)?;
+            if record.policy() == policy {
+                return Err(ErrorId::OrgPolicyNotChanged.into());
+            }
+            record.set(&policy, now);
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    /// Removes `org`'s own policy: the instance's applies again (ResetLockoutPolicyToDefault).
+    pub async fn reset_org_lockout_policy(
+        &self,
+        caller: &Caller,
+        org: &str,
+    ) -> Result<Details, Error> {
+        self.change_org_policy(caller, org, |existing, _| match existing {
+            Some(_) => Ok(None),
+            None => Err(ErrorId::OrgPolicyNotFoundReset.into()),
+        })
+        .await
+    }
+
+    /// Reads, changes and writes `org`'s policy under the write lock; `change` answers the new
+    /// record, or `None` to remove it.
+    async fn change_org_policy(
+        &self,
+        caller: &Caller,
+        org: &str,
+        change: impl FnOnce(Option<PolicyRecord>, Micros) -> Result<Option<PolicyRecord>, Error>,
+    ) -> Result<Details, Error> {
+        self.check_open()?;
+        let reach = caller.reach(Permission::PolicyWrite)?;
+        self.reachable_org(org, &reach).await?;
+        let policies = &self.inner.policies;
+        let _writing = policies.writing.lock().await;
+        let now = now_micros();
+        let existing = policies.orgs.get(org).map(|p| (**p).clone());
+        let next = change(existing.clone(), now)?;
+        let key = keys::org_lockout_policy(org);
+        self.write_policy(&key, next.as_ref()).await?;
+        let details = match (&next, existing) {
+            (Some(record), _) => record.details(),
+            (None, Some(mut removed)) => {
+                removed.sequence += 1;
+                removed.changed = now;
+                removed.details()
+            }
+            (None, None) => default_record(org, now).details(),
+        };
+        match next {
+            Some(record) => {
+                policies.orgs.insert(org.to_owned(), Arc::new(record));
+            }
+            None => {
+                policies.orgs.remove(org);
+            }
+        }
+        Ok(details)
+    }
+
+    async fn write_policy(&self, key: &[u8], record: Option<&PolicyRecord>) -> Result<(), Error> {
+        let mut batch = WriteBatch::default();
+        match record {
+            Some(record) => batch.put(key.to_vec(), crate::stored::encode(record)),
+            None => batch.delete(key.to_vec()),
+        }
+        self.inner.store.submit(key, batch).wait().await?;
+        Ok(())
+    }
+
+    /// `org` if it exists and `reach` covers it, else the same NotFound for both.
+    async fn reachable_org(&self, org: &str, reach: &Reach) -> Result<(), Error> {
+        match self.org(org).await? {
+            Some(found) if reach.covers(&found.id) => Ok(()),
+            _ => Err(ErrorId::OrgNotFound.into()),
+        }
+    }
+}

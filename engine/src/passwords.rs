@@ -1,0 +1,108 @@
+//! Checking a user's password, as the session API does: the check itself runs in the user's actor
+//! (`user/checks.rs`: serialized per user, refused without a hash once locked); what happens
+//! around it runs here, outside the actor — the tarpit, ZITADEL's growing delay after repeated
+//! wrong passwords, so that a slow answer never holds up the user's other commands.
+
+use std::time::Duration;
+
+use crate::error::{Error, ErrorId};
+use crate::user::actor::Request;
+use crate::user::record::UserRecord;
+use crate::{check_user_id, Engine};
+
+/// The delay after a wrong password: none below `min_failed` failures, then `step` more for every
+/// `step_size` failures, at most `max`. ZITADEL's defaults: 0 s for 1–9 failures, 1 s for 10–14,
+/// … 10 s from 55 on. It applies whether or not the policy locks. `step` zero: no tarpit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tarpit {
+    pub min_failed: u32,
+    pub step_size: u32,
+    pub step: Duration,
+    pub max: Duration,
+}
+
+impl Default for Tarpit {
+    fn default() -> Self {
+        Tarpit {
+            min_failed: 5,
+            step_size: 5,
+            step: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Tarpit {
+    /// No delay at all.
+    pub const OFF: Tarpit = Tarpit {
+        min_failed: 0,
+        step_size: 1,
+        step: Duration::ZERO,
+        max: Duration::ZERO,
+    };
+
+    /// The delay after the user's `failed`-th failure.
+    pub fn delay(&self, failed: u32) -> Duration {
+        if failed < self.min_failed || self.step_size == 0 {
+            return Duration::ZERO;
+        }
+        let steps = (failed - self.min_failed) / self.step_size;
+        self.step.saturating_mul(steps).min(self.max)
+    }
+}
+
+impl Engine {
+    /// Checks `password` for user `user_id` (already found by the caller, who holds the
+    /// permission to check). The user's record when it matches.
+    pub(crate) async fn check_password(
+        &self,
+        user_id: &str,
+        password: &str,
+    ) -> Result<UserRecord, Error> {
+        check_user_id(user_id)?;
+        if password.is_empty() || password.chars().count() > 200 {
+            return Err(Error::invalid(
+                "checks.password.password must be 1 to 200 characters",
+            ));
+        }
+        let result = self
+            .inner
+            .registry
+            .call(user_id, |reply| Request::CheckPassword {
+                password: password.to_owned(),
+                reply,
+            })
+            .await;
+        if let Err(e) = &result {
+            if e.id == ErrorId::PasswordInvalid {
+                let delay = self
+                    .inner
+                    .config
+                    .tarpit
+                    .delay(e.failed_attempts.unwrap_or(0));
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zitadels_tarpit_grows_with_the_failures() {
+        let tarpit = Tarpit::default();
+        let secs = |failed| tarpit.delay(failed).as_secs();
+        assert_eq!(
+            [secs(1), secs(9), secs(10), secs(14), secs(15)],
+            [0, 0, 1, 1, 2]
+        );
+        assert_eq!(secs(55), 10);
+        assert_eq!(secs(10_000), 10);
+        assert_eq!(Tarpit::OFF.delay(10_000), Duration::ZERO);
+    }
+}

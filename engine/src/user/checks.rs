@@ -1,0 +1,220 @@
+//! Password checks inside the user's actor: race-free lockout by construction.
+//!
+//! A user's checks run one at a time: while one check's hash is being verified (on the verifier
+//! pool, off the actor), later checks of the same user wait here in order. Each check's outcome is
+//! applied before the next starts, so with a limit of k, k wrong passwords lock the user and every
+//! later check is refused — without verifying a hash — however many arrive at once: never more
+//! than k verifications between two unlocks (ZITADEL's GHSA-7h8m-vrxx-vr4m cannot happen). The
+//! actor itself never waits for a hash: its other messages (an administrator's unlock, reads,
+//! other commands) are handled while a verification runs, and an outcome that finds the user
+//! locked meanwhile is refused (COMMAND-SFA3t) instead of applied.
+//!
+//! The order of a check, as ZITADEL's: the user must exist as a human (COMMAND-3n77z); a locked
+//! user is refused with its count (COMMAND-JLK35) before any hash; a user without a password
+//! (COMMAND-3nJ4t); then the verification. A wrong password adds one to the count and, at the
+//! policy's limit, locks in the same write (`lockout.rs`); the caller is told the count
+//! (COMMAND-3M0fs). A match resets the count.
+
+use std::collections::VecDeque;
+
+use ractor::{ActorRef, RpcReplyPort};
+
+use latchkey_storage::WriteBatch;
+
+use crate::error::{Error, ErrorId};
+use crate::time::now_micros;
+use crate::types::UserState;
+use crate::user::actor::{Staged, UserActor, UserActorState, UserMsg};
+use crate::user::event::EventKind;
+use crate::user::lockout::{after_failure, LockoutState};
+use crate::user::record::{Kind, UserRecord};
+use crate::verifier::Verified;
+
+/// Checks of one user waiting behind the one being verified. Beyond this many, a check is refused
+/// at once (PASSWORD-CHECKS-BUSY). Waiting costs no hash: a check whose caller has given up (its
+/// call timed out) is dropped when its turn comes, and once the user is locked every waiting check
+/// is answered without one.
+const MAX_WAITING: usize = 4096;
+
+/// A check waiting for its turn or its verification.
+pub(crate) struct PendingCheck {
+    pub password: String,
+    pub reply: RpcReplyPort<Staged<UserRecord>>,
+}
+
+#[derive(Default)]
+pub(crate) struct CheckQueue {
+    /// A verification is in flight.
+    running: bool,
+    waiting: VecDeque<PendingCheck>,
+}
+
+impl CheckQueue {
+    pub fn is_idle(&self) -> bool {
+        !self.running && self.waiting.is_empty()
+    }
+}
+
+impl UserActor {
+    /// A new check: queued behind one in flight, or started.
+    pub(crate) fn check_password(
+        &self,
+        myself: &ActorRef<UserMsg>,
+        state: &mut UserActorState,
+        check: PendingCheck,
+    ) {
+        if state.checks.running {
+            if state.checks.waiting.len() >= MAX_WAITING {
+                let _ = check
+                    .reply
+                    .send(state.staged(Err(ErrorId::ChecksBusy.into())));
+            } else {
+                state.checks.waiting.push_back(check);
+            }
+            return;
+        }
+        self.start_check(myself, state, check);
+    }
+
+    /// Answers `check` at once when the user's state decides it, else starts its verification.
+    fn start_check(
+        &self,
+        myself: &ActorRef<UserMsg>,
+        state: &mut UserActorState,
+        check: PendingCheck,
+    ) {
+        if check.reply.is_closed() {
+            return; // its caller is gone: nobody to answer, no hash to spend
+        }
+        let hash = match refusal(&state.record) {
+            Err(e) => {
+                let _ = check.reply.send(state.staged(Err(e)));
+                return;
+            }
+            Ok(hash) => hash,
+        };
+        match self.registry.verifier().start(hash, check.password.clone()) {
+            Err(busy) => {
+                let _ = check.reply.send(state.staged(Err(busy)));
+            }
+            Ok(verification) => {
+                state.checks.running = true;
+                let myself = myself.clone();
+                tokio::spawn(async move {
+                    let outcome = verification.await;
+                    // The actor may be gone (it failed): the check's caller then learns so.
+                    let _ = myself.send_message(UserMsg::Verified { outcome, check });
+                });
+            }
+        }
+    }
+
+    /// A verification finished: its outcome is applied, then the next waiting check starts.
+    pub(crate) fn verified(
+        &self,
+        myself: &ActorRef<UserMsg>,
+        state: &mut UserActorState,
+        outcome: Verified,
+        check: PendingCheck,
+    ) {
+        state.checks.running = false;
+        let result = self.apply(state, outcome);
+        let _ = check.reply.send(state.staged(result));
+        while !state.checks.running {
+            let Some(next) = state.checks.waiting.pop_front() else {
+                break;
+            };
+            self.start_check(myself, state, next);
+        }
+    }
+
+    fn apply(&self, state: &mut UserActorState, outcome: Verified) -> Result<UserRecord, Error> {
+        let record = &state.record;
+        // Changed while the hash was verified: the state now decides (the recheck ZITADEL added
+        // for GHSA-7h8m-vrxx-vr4m).
+        match record.state {
+            UserState::Locked => {
+                return Err(Error::credentials(
+                    ErrorId::UserLockedDuringCheck,
+                    record.failed_password_attempts,
+                ))
+            }
+            UserState::Deleted => return Err(ErrorId::PasswordUserNotFound.into()),
+            _ => {}
+        }
+        let now = now_micros();
+        match outcome {
+            Verified::Match => {
+                state.record.failed_password_attempts = 0;
+                // A successful check ends a run of automatic unlocks.
+                let mut extra = WriteBatch::default();
+                let next = LockoutState {
+                    temporary_lockouts: 0,
+                    ..state.lockout
+                };
+                state.set_lockout(&self.registry, next, &mut extra);
+                state.commit(
+                    &self.registry,
+                    EventKind::PasswordCheckSucceeded,
+                    now,
+                    extra,
+                )?;
+                Ok(state.record.clone())
+            }
+            Verified::Mismatch => {
+                let policy = self.registry.policies().effective(&state.record.org_id);
+                let failure = after_failure(
+                    state.record.failed_password_attempts,
+                    &state.lockout,
+                    &policy,
+                    now,
+                );
+                state.record.failed_password_attempts = failure.failed_attempts;
+                let mut kinds = vec![EventKind::PasswordCheckFailed {
+                    failed_attempts: failure.failed_attempts,
+                }];
+                let mut extra = WriteBatch::default();
+                if let Some(lock) = failure.lock {
+                    state.record.state = UserState::Locked;
+                    kinds.push(EventKind::LockedAfterFailures {
+                        failed_attempts: failure.failed_attempts,
+                        until: lock.until,
+                    });
+                    let next = LockoutState {
+                        lock: Some(lock),
+                        ..state.lockout
+                    };
+                    state.set_lockout(&self.registry, next, &mut extra);
+                }
+                state.commit_all(&self.registry, kinds, now, extra)?;
+                Err(Error::credentials(
+                    ErrorId::PasswordInvalid,
+                    failure.failed_attempts,
+                ))
+            }
+            Verified::Failed(cause) => {
+                tracing::error!(user = %state.id, "password verification failed: {cause}");
+                Err(ErrorId::PasswordCheckInternal.into())
+            }
+        }
+    }
+}
+
+/// Why a check of this user is answered without a verification, or the hash to verify.
+fn refusal(record: &UserRecord) -> Result<String, Error> {
+    let Kind::Human(human) = &*record.kind else {
+        return Err(ErrorId::PasswordUserNotFound.into());
+    };
+    match record.state {
+        UserState::Deleted => Err(ErrorId::PasswordUserNotFound.into()),
+        UserState::Locked => Err(Error::credentials(
+            ErrorId::UserLocked,
+            record.failed_password_attempts,
+        )),
+        _ => human
+            .password
+            .as_ref()
+            .map(|p| p.hash.clone())
+            .ok_or_else(|| ErrorId::PasswordNotSet.into()),
+    }
+}
