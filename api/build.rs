@@ -12,6 +12,12 @@ const PROTOS: &[&str] = &[
     "proto/zitadel/org/v2/org_service.proto",
     "proto/zitadel/internal_permission/v2beta/internal_permission_service.proto",
     "proto/zitadel/v1/error_detail.proto",
+    "proto/zitadel/v1/object.proto",
+    "proto/zitadel/policy/v1/policy.proto",
+    "proto/zitadel/admin/v1/admin.proto",
+    "proto/zitadel/management/v1/management.proto",
+    "proto/zitadel/settings/v2/settings_service.proto",
+    "proto/zitadel/session/v2/session_service.proto",
     "proto/google/rpc/status.proto",
 ];
 

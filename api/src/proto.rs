@@ -38,6 +38,36 @@ pub mod zitadel {
             ));
         }
     }
+    pub mod session {
+        pub mod v2 {
+            include!(concat!(env!("OUT_DIR"), "/zitadel.session.v2.rs"));
+            include!(concat!(env!("OUT_DIR"), "/zitadel.session.v2.serde.rs"));
+        }
+    }
+    pub mod settings {
+        pub mod v2 {
+            include!(concat!(env!("OUT_DIR"), "/zitadel.settings.v2.rs"));
+            include!(concat!(env!("OUT_DIR"), "/zitadel.settings.v2.serde.rs"));
+        }
+    }
+    pub mod policy {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/zitadel.policy.v1.rs"));
+            include!(concat!(env!("OUT_DIR"), "/zitadel.policy.v1.serde.rs"));
+        }
+    }
+    pub mod admin {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/zitadel.admin.v1.rs"));
+            include!(concat!(env!("OUT_DIR"), "/zitadel.admin.v1.serde.rs"));
+        }
+    }
+    pub mod management {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/zitadel.management.v1.rs"));
+            include!(concat!(env!("OUT_DIR"), "/zitadel.management.v1.serde.rs"));
+        }
+    }
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/zitadel.v1.rs"));
         include!(concat!(env!("OUT_DIR"), "/zitadel.v1.serde.rs"));

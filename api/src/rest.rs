@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 use axum::Router;
@@ -28,6 +29,8 @@ pub fn routes() -> Router<AppState> {
             let filter = match R::INFO.verb {
                 Verb::Get => MethodFilter::GET,
                 Verb::Post => MethodFilter::POST,
+                Verb::Put => MethodFilter::PUT,
+                Verb::Patch => MethodFilter::PATCH,
                 Verb::Delete => MethodFilter::DELETE,
             };
             let add: AddMethod = if R::INFO.path_params().next().is_some() {
@@ -55,9 +58,27 @@ pub fn routes() -> Router<AppState> {
 
 fn respond<R: Routed>(result: Result<R::Response, Error>) -> Response {
     match result.and_then(|answer| json_response(|out| R::write_json(&answer, out))) {
-        Ok(response) => response,
+        Ok(mut response) => {
+            if R::INFO.rest_status != 200 {
+                if let Ok(status) = StatusCode::from_u16(R::INFO.rest_status) {
+                    *response.status_mut() = status;
+                }
+            }
+            response
+        }
         Err(e) => ApiError::new(Protocol::Rest, e).into_response(),
     }
+}
+
+/// A GET's query string onto its request (grpc-gateway: `?sessionToken=…&ctx.orgId=…`).
+fn fill_query<R: Routed>(request: &mut R::Request, query: Option<&str>) -> Result<(), Error> {
+    if R::INFO.verb != Verb::Get {
+        return Ok(());
+    }
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        R::set_query(request, &name, &value)?;
+    }
+    Ok(())
 }
 
 // Handlers take the whole request last and read its headers in place (axum's `HeaderMap`
@@ -66,7 +87,13 @@ fn respond<R: Routed>(result: Result<R::Response, Error>) -> Response {
 /// An RPC whose path has no segments: the whole request is the body.
 async fn plain<R: Routed>(State(app): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    respond::<R>(rpc::run_json::<R>(&app.engine, &parts.headers, body, |_| Ok(())).await)
+    let query = parts.uri.query();
+    respond::<R>(
+        rpc::run_json::<R>(&app.engine, &parts.headers, body, |request| {
+            fill_query::<R>(request, query)
+        })
+        .await,
+    )
 }
 
 /// An RPC whose path carries ids: they are set on the request after the body is decoded.
@@ -86,7 +113,9 @@ async fn with_path<R: Routed>(
         }
     };
     let (parts, body) = request.into_parts();
+    let query = parts.uri.query();
     let result = rpc::run_json::<R>(&app.engine, &parts.headers, body, |request| {
+        fill_query::<R>(request, query)?;
         for (name, value) in &params {
             if !R::set_path(request, name, value) {
                 return Err(Error::with(

@@ -61,7 +61,7 @@ pub use access::{Caller, Grant, Permission, Reach, Role};
 pub use bootstrap::Bootstrapped;
 pub use error::{Code, Error, ErrorId, OpenError};
 pub use latchkey_storage::{Durability, DEFAULT_CHECKPOINT_ENTRIES};
-pub use lockout::{LockoutPolicy, PolicySource, PolicyView};
+pub use lockout::{LockoutPolicy, PolicySource, PolicyUpdate, PolicyView};
 pub use passwords::Tarpit;
 pub use sessions::list::SessionList;
 pub use sessions::{

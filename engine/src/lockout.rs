@@ -38,6 +38,49 @@ pub struct LockoutPolicy {
     pub max_temporary_lockouts: u32,
 }
 
+/// A write of a policy, as the admin and management APIs send it: the two counts always (they are
+/// ZITADEL's fields), the extensions only when given — so a ZITADEL client that knows nothing of
+/// them changes the counts without clearing an automatic unlock someone else set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyUpdate {
+    pub max_password_attempts: u64,
+    pub max_otp_attempts: u64,
+    /// `Some(ZERO)`: no automatic unlock; `None`: unchanged (off for a new policy).
+    pub auto_unlock_after: Option<Duration>,
+    /// `None`: unchanged (0 for a new policy).
+    pub max_temporary_lockouts: Option<u32>,
+}
+
+impl PolicyUpdate {
+    /// `current` with this update applied.
+    pub fn apply(&self, current: LockoutPolicy) -> LockoutPolicy {
+        LockoutPolicy {
+            max_password_attempts: self.max_password_attempts,
+            max_otp_attempts: self.max_otp_attempts,
+            auto_unlock_after: match self.auto_unlock_after {
+                None => current.auto_unlock_after,
+                Some(d) if d.is_zero() => None,
+                Some(d) => Some(d),
+            },
+            max_temporary_lockouts: self
+                .max_temporary_lockouts
+                .unwrap_or(current.max_temporary_lockouts),
+        }
+    }
+}
+
+/// Every setting given: the policy becomes exactly `policy`.
+impl From<LockoutPolicy> for PolicyUpdate {
+    fn from(policy: LockoutPolicy) -> Self {
+        PolicyUpdate {
+            max_password_attempts: policy.max_password_attempts,
+            max_otp_attempts: policy.max_otp_attempts,
+            auto_unlock_after: Some(policy.auto_unlock_after.unwrap_or_default()),
+            max_temporary_lockouts: Some(policy.max_temporary_lockouts),
+        }
+    }
+}
+
 /// Which policy applies to an organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicySource {
@@ -212,7 +255,7 @@ impl Engine {
     pub async fn set_default_lockout_policy(
         &self,
         caller: &Caller,
-        policy: LockoutPolicy,
+        update: PolicyUpdate,
     ) -> Result<Details, Error> {
         self.check_open()?;
         if caller.reach(Permission::InstancePolicyWrite)? != Reach::Instance {
@@ -225,6 +268,7 @@ impl Engine {
             .instance()
             .map(|p| (*p).clone())
             .unwrap_or_else(|| default_record("", now));
+        let policy = update.apply(record.policy());
         if record.sequence > 0 && record.policy() == policy {
             return Err(ErrorId::InstancePolicyNotChanged.into());
         }
@@ -241,13 +285,13 @@ impl Engine {
         &self,
         caller: &Caller,
         org: &str,
-        policy: LockoutPolicy,
+        update: PolicyUpdate,
     ) -> Result<Details, Error> {
         self.change_org_policy(caller, org, |existing, now| match existing {
             Some(_) => Err(ErrorId::OrgPolicyExists.into()),
             None => {
                 let mut record = default_record(org, now);
-                record.set(&policy, now);
+                record.set(&update.apply(LockoutPolicy::default()), now);
                 Ok(Some(record))
             }
         })
@@ -259,10 +303,11 @@ impl Engine {
         &self,
         caller: &Caller,
         org: &str,
-        policy: LockoutPolicy,
+        update: PolicyUpdate,
     ) -> Result<Details, Error> {
         self.change_org_policy(caller, org, |existing, now| {
             let mut record = existing.ok_or(ErrorId::OrgPolicyNotFound)?;
+            let policy = update.apply(record.policy());
             if record.policy() == policy {
                 return Err(ErrorId::OrgPolicyNotChanged.into());
             }

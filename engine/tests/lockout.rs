@@ -71,7 +71,8 @@ impl Kit {
                 LockoutPolicy {
                     max_password_attempts: max,
                     ..Default::default()
-                },
+                }
+                .into(),
             )
             .await
             .unwrap();
@@ -281,7 +282,8 @@ async fn a_lock_from_failures_lifts_itself_and_escalates_to_permanent() {
                 auto_unlock_after: Some(Duration::from_millis(300)),
                 max_temporary_lockouts: 2,
                 ..Default::default()
-            },
+            }
+            .into(),
         )
         .await
         .unwrap();
@@ -423,7 +425,8 @@ async fn automatic_unlocks_survive_a_restart_and_passivation() {
                 max_password_attempts: 1,
                 auto_unlock_after: Some(Duration::from_millis(800)),
                 ..Default::default()
-            },
+            }
+            .into(),
         )
         .await
         .unwrap();

@@ -1,10 +1,10 @@
 //! AddHumanUser (`POST /v2/users/human`), and the human-user input shared with CreateUser.
 
 use latchkey_engine::{
-    Caller, Email, Engine, Error, ErrorId, NewHuman, OrgSelector, PasswordInput, Phone, Profile,
+    Email, Error, ErrorId, NewHuman, OrgSelector, PasswordInput, Phone, Profile,
 };
 
-use super::Rpc;
+use super::{Call, Rpc};
 use crate::proto::zitadel::object::v2::organization::Org;
 use crate::proto::zitadel::user::v2::{self as user, add_human_user_request::PasswordType};
 use crate::proto::zitadel::user::v2::{set_human_email, set_human_phone};
@@ -139,8 +139,7 @@ impl Rpc for AddHumanUser {
     type Response = user::AddHumanUserResponse;
 
     async fn call(
-        engine: &Engine,
-        caller: &Caller,
+        Call { engine, caller, .. }: Call<'_>,
         request: user::AddHumanUserRequest,
     ) -> Result<user::AddHumanUserResponse, Error> {
         let organization = match request.organization.and_then(|o| o.org) {

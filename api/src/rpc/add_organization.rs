@@ -1,8 +1,8 @@
 //! AddOrganization (`POST /v2/organizations`), instance administrators only.
 
-use latchkey_engine::{Caller, Engine, Error, ErrorId};
+use latchkey_engine::{Error, ErrorId};
 
-use super::Rpc;
+use super::{Call, Rpc};
 use crate::proto::zitadel::org::v2 as org;
 use crate::wire::details;
 
@@ -13,8 +13,7 @@ impl Rpc for AddOrganization {
     type Response = org::AddOrganizationResponse;
 
     async fn call(
-        engine: &Engine,
-        caller: &Caller,
+        Call { engine, caller, .. }: Call<'_>,
         request: org::AddOrganizationRequest,
     ) -> Result<org::AddOrganizationResponse, Error> {
         if !request.admins.is_empty() {

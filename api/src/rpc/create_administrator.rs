@@ -1,8 +1,8 @@
 //! CreateAdministrator (`POST /v2beta/administrators`): roles on the instance or an organization.
 
-use latchkey_engine::{Caller, Engine, Error, ErrorId, Resource};
+use latchkey_engine::{Error, ErrorId, Resource};
 
-use super::Rpc;
+use super::{Call, Rpc};
 use crate::proto::zitadel::internal_permission::v2beta::{self as permission, resource_type};
 
 pub struct CreateAdministrator;
@@ -12,8 +12,7 @@ impl Rpc for CreateAdministrator {
     type Response = permission::CreateAdministratorResponse;
 
     async fn call(
-        engine: &Engine,
-        caller: &Caller,
+        Call { engine, caller, .. }: Call<'_>,
         request: permission::CreateAdministratorRequest,
     ) -> Result<permission::CreateAdministratorResponse, Error> {
         let resource = request

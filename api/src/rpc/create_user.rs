@@ -1,9 +1,9 @@
 //! CreateUser (`POST /v2/users/new`): a human or a machine user in a given organization.
 
-use latchkey_engine::{Caller, Engine, Error, NewMachine, OrgSelector};
+use latchkey_engine::{Error, NewMachine, OrgSelector};
 
 use super::add_human_user::HumanInput;
-use super::Rpc;
+use super::{Call, Rpc};
 use crate::proto::zitadel::user::v2 as user;
 use crate::proto::zitadel::user::v2::create_user_request;
 
@@ -14,8 +14,7 @@ impl Rpc for CreateUser {
     type Response = user::CreateUserResponse;
 
     async fn call(
-        engine: &Engine,
-        caller: &Caller,
+        Call { engine, caller, .. }: Call<'_>,
         request: user::CreateUserRequest,
     ) -> Result<user::CreateUserResponse, Error> {
         let created = match request.user_type {

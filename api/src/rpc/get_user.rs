@@ -1,8 +1,8 @@
 //! GetUserByID, and the `User` message shared with ListUsers.
 
-use latchkey_engine::{self as engine, Caller, Engine, Error};
+use latchkey_engine::{self as engine, Error};
 
-use super::Rpc;
+use super::{Call, Rpc};
 use crate::proto::zitadel::user::v2 as user;
 use crate::wire::details;
 
@@ -65,8 +65,7 @@ impl Rpc for GetUserById {
     type Response = user::GetUserByIdResponse;
 
     async fn call(
-        engine: &Engine,
-        caller: &Caller,
+        Call { engine, caller, .. }: Call<'_>,
         request: user::GetUserByIdRequest,
     ) -> Result<user::GetUserByIdResponse, Error> {
         let found = engine.get_user(caller, &request.user_id).await?;

@@ -3,12 +3,11 @@
 //! ignored — ignoring a filter would return users the caller did not ask for.
 
 use latchkey_engine::{
-    self as engine, Caller, Engine, Error, ListUsers as ListRequest, SortBy, TextMatch,
-    UserKindFilter, UserQuery,
+    self as engine, Error, ListUsers as ListRequest, SortBy, TextMatch, UserKindFilter, UserQuery,
 };
 
 use super::get_user::user_message;
-use super::Rpc;
+use super::{Call, Rpc};
 use crate::proto::zitadel::object::v2::{self as object, TextQueryMethod};
 use crate::proto::zitadel::user::v2::{self as user, search_query::Query};
 use crate::wire::known;
@@ -105,8 +104,7 @@ impl Rpc for ListUsers {
     type Response = user::ListUsersResponse;
 
     async fn call(
-        engine: &Engine,
-        caller: &Caller,
+        Call { engine, caller, .. }: Call<'_>,
         request: user::ListUsersRequest,
     ) -> Result<user::ListUsersResponse, Error> {
         let query = request.query.unwrap_or_default();

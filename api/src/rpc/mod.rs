@@ -25,8 +25,11 @@ pub mod add_organization;
 pub mod create_administrator;
 pub mod create_user;
 pub mod get_user;
+pub mod list_sessions;
 pub mod list_users;
+pub mod lockout_policy;
 pub mod pats;
+pub mod sessions;
 pub mod user_state;
 
 /// Largest request body accepted (413 beyond).
@@ -35,12 +38,16 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 const USER: &str = "zitadel.user.v2.UserService";
 const ORG: &str = "zitadel.org.v2.OrganizationService";
 const PERMISSION: &str = "zitadel.internal_permission.v2beta.InternalPermissionService";
+const SESSION: &str = "zitadel.session.v2.SessionService";
+const SETTINGS: &str = "zitadel.settings.v2.SettingsService";
+const ADMIN: &str = "zitadel.admin.v1.AdminService";
+const MANAGEMENT: &str = "zitadel.management.v1.ManagementService";
 
 /// The one table of RPCs: type, service and method, REST verb and path, the permission the
 /// engine checks. Everything else — REST routes, Connect and gRPC method paths, the gRPC health
 /// service's list, the tests that call every method over every protocol — is derived from it.
 macro_rules! rpcs {
-    ($( $rpc:ty => $service:ident $method:literal, $verb:ident $rest:literal, $permission:literal; )*) => {
+    ($( $rpc:ty => $service:ident $method:literal, $verb:ident $rest:literal $(($status:literal))?, $permission:literal; )*) => {
         $(
             impl Routed for $rpc {
                 const INFO: MethodInfo = MethodInfo {
@@ -48,6 +55,7 @@ macro_rules! rpcs {
                     method: $method,
                     verb: Verb::$verb,
                     rest: $rest,
+                    rest_status: rest_status(&[$($status)?]),
                     permission: $permission,
                 };
             }
@@ -77,6 +85,27 @@ rpcs! {
     pats::RemovePersonalAccessToken => USER "RemovePersonalAccessToken", Delete "/v2/users/{userId}/pats/{tokenId}", "user.write";
     add_organization::AddOrganization => ORG "AddOrganization", Post "/v2/organizations", "IAM_OWNER";
     create_administrator::CreateAdministrator => PERMISSION "CreateAdministrator", Post "/v2beta/administrators", "IAM_OWNER, or ORG_OWNER of that org";
+    sessions::CreateSession => SESSION "CreateSession", Post "/v2/sessions" (201), "session.write on the instance";
+    sessions::SetSession => SESSION "SetSession", Patch "/v2/sessions/{sessionId}", "session.write on the user's org";
+    sessions::GetSession => SESSION "GetSession", Get "/v2/sessions/{sessionId}", "the session token, its creator or user, else session.read";
+    list_sessions::ListSessions => SESSION "ListSessions", Post "/v2/sessions/search", "per session, as GetSession";
+    sessions::DeleteSession => SESSION "DeleteSession", Delete "/v2/sessions/{sessionId}", "the session token, its user, else session.delete";
+    lockout_policy::GetLockoutSettings => SETTINGS "GetLockoutSettings", Get "/v2/settings/lockout", "policy.read";
+    lockout_policy::AdminGetLockoutPolicy => ADMIN "GetLockoutPolicy", Get "/admin/v1/policies/lockout", "policy.read";
+    lockout_policy::AdminUpdateLockoutPolicy => ADMIN "UpdateLockoutPolicy", Put "/admin/v1/policies/password/lockout", "iam.policy.write (IAM_OWNER)";
+    lockout_policy::GetLockoutPolicy => MANAGEMENT "GetLockoutPolicy", Get "/management/v1/policies/lockout", "policy.read on the org";
+    lockout_policy::GetDefaultLockoutPolicy => MANAGEMENT "GetDefaultLockoutPolicy", Get "/management/v1/policies/default/lockout", "policy.read";
+    lockout_policy::AddCustomLockoutPolicy => MANAGEMENT "AddCustomLockoutPolicy", Post "/management/v1/policies/lockout", "policy.write on the org";
+    lockout_policy::UpdateCustomLockoutPolicy => MANAGEMENT "UpdateCustomLockoutPolicy", Put "/management/v1/policies/lockout", "policy.write on the org";
+    lockout_policy::ResetLockoutPolicyToDefault => MANAGEMENT "ResetLockoutPolicyToDefault", Delete "/management/v1/policies/lockout", "policy.write on the org";
+}
+
+/// A row's REST success status: 200 unless the row names another (`(201)`).
+const fn rest_status(given: &[u16]) -> u16 {
+    match given {
+        [status] => *status,
+        _ => 200,
+    }
 }
 
 /// The REST verb of an RPC.
@@ -84,6 +113,8 @@ rpcs! {
 pub enum Verb {
     Get,
     Post,
+    Put,
+    Patch,
     Delete,
 }
 
@@ -92,6 +123,8 @@ impl Verb {
         match self {
             Verb::Get => "GET",
             Verb::Post => "POST",
+            Verb::Put => "PUT",
+            Verb::Patch => "PATCH",
             Verb::Delete => "DELETE",
         }
     }
@@ -107,6 +140,9 @@ pub struct MethodInfo {
     pub verb: Verb,
     /// REST path; `{name}` segments set request fields ([`Rpc::set_path`]).
     pub rest: &'static str,
+    /// REST success status (the gateway's `http_response.success_code`; Connect and gRPC always
+    /// answer 200 / OK).
+    pub rest_status: u16,
     /// The permission the engine checks, as the README documents it.
     pub permission: &'static str,
 }
@@ -136,6 +172,31 @@ pub fn services() -> Vec<&'static str> {
     services
 }
 
+/// What a command is called with besides its message: the engine, the authenticated caller and
+/// the request's headers (gRPC metadata), for the few commands that read one.
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    pub engine: &'a Engine,
+    pub caller: &'a Caller,
+    pub headers: &'a HeaderMap,
+}
+
+impl Call<'_> {
+    /// The management API's organization context: `x-zitadel-orgid`, else the caller's own
+    /// organization (as ZITADEL resolves it).
+    pub fn org_context(&self) -> Result<&str, Error> {
+        match self.headers.get("x-zitadel-orgid") {
+            None => Ok(&self.caller.org_id),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|org| !org.is_empty())
+                .ok_or_else(|| Error::invalid("x-zitadel-orgid must name an organization")),
+        }
+    }
+}
+
 /// One command: its messages and the engine call between them.
 pub trait Rpc: Send + Sync + 'static {
     /// The request message; its protojson impl decodes JSON bodies.
@@ -145,8 +206,7 @@ pub trait Rpc: Send + Sync + 'static {
 
     /// Converts the request into the engine's input, calls the engine, answers.
     fn call(
-        engine: &Engine,
-        caller: &Caller,
+        call: Call<'_>,
         request: Self::Request,
     ) -> impl Future<Output = Result<Self::Response, Error>> + Send;
 
@@ -154,6 +214,13 @@ pub trait Rpc: Send + Sync + 'static {
     /// body. False for a name the request does not take (a unit test keeps the table honest).
     fn set_path(_request: &mut Self::Request, _name: &str, _value: &str) -> bool {
         false
+    }
+
+    /// Sets a REST query parameter (`sessionToken`, `ctx.orgId`, …) of a GET: grpc-gateway
+    /// fills any request field from the query string and ignores names it does not know; so
+    /// does the default.
+    fn set_query(_request: &mut Self::Request, _name: &str, _value: &str) -> Result<(), Error> {
+        Ok(())
     }
 
     /// Writes the answer as JSON: the protojson impl, unless the RPC knows a cheaper way to
@@ -263,7 +330,12 @@ pub async fn run_json<R: Rpc>(
     let bytes = read_body(body).await?;
     let mut request: R::Request = decode_json(&bytes)?;
     fill(&mut request)?;
-    R::call(engine, &caller, request).await
+    let call = Call {
+        engine,
+        caller: &caller,
+        headers,
+    };
+    R::call(call, request).await
 }
 
 /// The binary protocols' entry: authenticates from `headers`, decodes `bytes` as the method's
@@ -275,7 +347,12 @@ pub async fn run_proto<R: Rpc>(
 ) -> Result<R::Response, Error> {
     let caller = authenticate(engine, headers).await?;
     let request = decode_proto::<R::Request>(bytes)?;
-    R::call(engine, &caller, request).await
+    let call = Call {
+        engine,
+        caller: &caller,
+        headers,
+    };
+    R::call(call, request).await
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! AddPersonalAccessToken and RemovePersonalAccessToken (machine users only).
 
-use latchkey_engine::{Caller, Engine, Error};
+use latchkey_engine::Error;
 
-use super::Rpc;
+use super::{Call, Rpc};
 use crate::proto::zitadel::user::v2 as user;
 use crate::wire::details;
 
@@ -13,8 +13,7 @@ impl Rpc for AddPersonalAccessToken {
     type Response = user::AddPersonalAccessTokenResponse;
 
     async fn call(
-        engine: &Engine,
-        caller: &Caller,
+        Call { engine, caller, .. }: Call<'_>,
         request: user::AddPersonalAccessTokenRequest,
     ) -> Result<user::AddPersonalAccessTokenResponse, Error> {
         let expiration =
@@ -55,8 +54,7 @@ impl Rpc for RemovePersonalAccessToken {
     type Response = user::RemovePersonalAccessTokenResponse;
 
     async fn call(
-        engine: &Engine,
-        caller: &Caller,
+        Call { engine, caller, .. }: Call<'_>,
         request: user::RemovePersonalAccessTokenRequest,
     ) -> Result<user::RemovePersonalAccessTokenResponse, Error> {
         let done = engine

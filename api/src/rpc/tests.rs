@@ -167,5 +167,18 @@ fn the_table_has_one_row_per_method_and_route() {
     let mut count = Count(0);
     for_each(&mut count);
     assert_eq!(count.0, METHODS.len());
-    assert_eq!(services(), [USER, ORG, PERMISSION]);
+    assert_eq!(
+        services(),
+        [USER, ORG, PERMISSION, SESSION, SETTINGS, ADMIN, MANAGEMENT]
+    );
+    // Only CreateSession answers REST with another success status (ZITADEL's
+    // `http_response.success_code: 201`).
+    for info in METHODS {
+        let expected = if info.method == "CreateSession" {
+            201
+        } else {
+            200
+        };
+        assert_eq!(info.rest_status, expected, "{}", info.method);
+    }
 }

@@ -1,9 +1,9 @@
 //! The state commands: LockUser, UnlockUser, DeactivateUser, ReactivateUser, DeleteUser.
 //! Each takes `{userId}` and answers `{details}`; the rules are in the engine's transition table.
 
-use latchkey_engine::{Caller, Engine, Error};
+use latchkey_engine::Error;
 
-use super::Rpc;
+use super::{Call, Rpc};
 use crate::proto::zitadel::user::v2 as user;
 use crate::wire::{details, write_details_answer};
 
@@ -15,8 +15,7 @@ macro_rules! state_rpc {
             type Response = user::$response;
 
             async fn call(
-                engine: &Engine,
-                caller: &Caller,
+                Call { engine, caller, .. }: Call<'_>,
                 request: user::$request,
             ) -> Result<user::$response, Error> {
                 let done = engine.$call(caller, &request.user_id).await?;

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod history;
+pub mod login;
 pub mod protocols;
 
 use std::time::Duration;
