@@ -71,6 +71,11 @@ async fn sample(server: &TestServer, method: &str, tag: &str) -> (Value, &'stati
                 )
             }
         }
+        "SetPassword" => (
+            json!({"userId": server.create_login_user(&email).await,
+                   "newPassword": {"password": "Next-Horse-9"}, "currentPassword": login::PASSWORD}),
+            &["details"],
+        ),
         "AddOrganization" => (json!({"name": email}), &["details", "organizationId"]),
         "CreateAdministrator" => {
             let (id, _) = server.machine_with_role(&server.org, &email, None).await;
@@ -193,6 +198,10 @@ async fn every_method_refuses_alike_over_every_protocol() {
             }
             "UpdateCustomLockoutPolicy" => (json!({}), (5, "ORG-ADfs1")),
             "ResetLockoutPolicyToDefault" => (json!({}), (5, "ORG-D4zuz")),
+            "SetPassword" => (
+                json!({"userId": "nobody", "newPassword": {"password": "x"}}),
+                (5, "USER-NOT-FOUND"),
+            ),
             // Nothing to refuse: no input, and the instance administrator may read them (a
             // caller without policy.read is refused in tests/lockout.rs).
             "GetLockoutPolicy" | "GetDefaultLockoutPolicy" => continue,

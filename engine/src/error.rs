@@ -51,6 +51,7 @@ error_ids! {
     UserAlreadyInactive => (FailedPrecondition, "USER-ALREADY-INACTIVE", "user already inactive"),
     UserNotInactive => (FailedPrecondition, "USER-NOT-INACTIVE", "user is not inactive"),
     UserNotMachine => (FailedPrecondition, "USER-NOT-MACHINE", "personal access tokens can only be added to machine users"),
+    UserNotHuman => (FailedPrecondition, "USER-NOT-HUMAN", "passwords can only be set on human users"),
     // lookups and uniqueness
     UserNotFound => (NotFound, "USER-NOT-FOUND", "user not found"),
     OrgNotFound => (NotFound, "ORG-NOT-FOUND", "organization not found"),

@@ -1,13 +1,21 @@
-//! Checking a user's password, as the session API does: the check itself runs in the user's actor
-//! (`user/checks.rs`: serialized per user, refused without a hash once locked); what happens
-//! around it runs here, outside the actor — the tarpit, ZITADEL's growing delay after repeated
-//! wrong passwords, so that a slow answer never holds up the user's other commands.
+//! Checking a user's password, as the session API does, and changing it (SetPassword). The check
+//! itself runs in the user's actor (`user/checks.rs`: serialized per user, refused without a hash
+//! once locked); what happens around it runs here, outside the actor — the tarpit, ZITADEL's
+//! growing delay after repeated wrong passwords, so that a slow answer never holds up the user's
+//! other commands — and so does hashing a new password.
+//!
+//! SetPassword's current password goes through the same check: a wrong one counts as a failure
+//! and can lock, and a locked user's is refused without a hash — changing the password is no way
+//! around the lockout (ZITADEL verifies it without counting).
 
 use std::time::Duration;
 
+use crate::access::{Caller, Permission};
 use crate::error::{Error, ErrorId};
+use crate::password::{hash_password, validate_hash};
+use crate::types::{Details, PasswordInput};
 use crate::user::actor::Request;
-use crate::user::record::UserRecord;
+use crate::user::record::{PasswordRecord, UserRecord};
 use crate::{check_user_id, Engine};
 
 /// The delay after a wrong password: none below `min_failed` failures, then `step` more for every
@@ -52,6 +60,61 @@ impl Tarpit {
 }
 
 impl Engine {
+    /// SetPassword: a new password for a human user, by a caller holding `user.write` on its
+    /// organization; with `current`, only if that is the user's password now. The failure count
+    /// is reset; a locked user stays locked.
+    pub async fn set_password(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        new: PasswordInput,
+        current: Option<&str>,
+    ) -> Result<Details, Error> {
+        self.check_open()?;
+        let reach = caller.reach(Permission::UserWrite)?;
+        check_user_id(user_id)?;
+        // Within reach before its current password is tried (the same NotFound otherwise).
+        self.inner
+            .registry
+            .call(user_id, |reply| Request::Read {
+                reach: reach.clone(),
+                reply,
+            })
+            .await?;
+        if let Some(current) = current {
+            self.check_password(user_id, current).await?;
+        }
+        let password = match new {
+            PasswordInput::Plain {
+                password,
+                change_required,
+            } => PasswordRecord {
+                hash: hash_password(password).await?,
+                change_required,
+                changed: 0,
+            },
+            PasswordInput::Hashed {
+                hash,
+                change_required,
+            } => {
+                validate_hash(&hash)?;
+                PasswordRecord {
+                    hash,
+                    change_required,
+                    changed: 0,
+                }
+            }
+        };
+        self.inner
+            .registry
+            .call(user_id, |reply| Request::SetPassword {
+                reach: reach.clone(),
+                password: password.clone(),
+                reply,
+            })
+            .await
+    }
+
     /// Checks `password` for user `user_id` (already found by the caller, who holds the
     /// permission to check). The user's record when it matches.
     pub(crate) async fn check_password(

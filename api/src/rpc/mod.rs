@@ -30,6 +30,7 @@ pub mod list_users;
 pub mod lockout_policy;
 pub mod pats;
 pub mod sessions;
+pub mod set_password;
 pub mod user_state;
 
 /// Largest request body accepted (413 beyond).
@@ -83,6 +84,7 @@ rpcs! {
     create_user::CreateUser => USER "CreateUser", Post "/v2/users/new", "user.write on the org";
     pats::AddPersonalAccessToken => USER "AddPersonalAccessToken", Post "/v2/users/{userId}/pats", "user.write";
     pats::RemovePersonalAccessToken => USER "RemovePersonalAccessToken", Delete "/v2/users/{userId}/pats/{tokenId}", "user.write";
+    set_password::SetPassword => USER "SetPassword", Post "/v2/users/{userId}/password", "user.write";
     add_organization::AddOrganization => ORG "AddOrganization", Post "/v2/organizations", "IAM_OWNER";
     create_administrator::CreateAdministrator => PERMISSION "CreateAdministrator", Post "/v2beta/administrators", "IAM_OWNER, or ORG_OWNER of that org";
     sessions::CreateSession => SESSION "CreateSession", Post "/v2/sessions" (201), "session.write on the instance";

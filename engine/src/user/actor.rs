@@ -35,7 +35,7 @@ use crate::types::{Details, UserState};
 use crate::user::checks::{CheckQueue, PendingCheck};
 use crate::user::event::EventKind;
 use crate::user::lockout::{Lock, LockReason, LockoutState};
-use crate::user::record::{Kind, TokenRef, UserRecord};
+use crate::user::record::{Kind, PasswordRecord, TokenRef, UserRecord};
 use crate::user::state::{transition, Lifecycle};
 use crate::verifier::Verified;
 
@@ -99,6 +99,12 @@ pub(crate) enum Request {
     CheckPassword {
         password: String,
         reply: RpcReplyPort<Staged<UserRecord>>,
+    },
+    /// SetPassword: the new password (its hash), the counter reset, a lock kept.
+    SetPassword {
+        reach: Reach,
+        password: PasswordRecord,
+        reply: RpcReplyPort<Staged<Details>>,
     },
     /// The automatic unlock scheduled for `at` is due (from the unlock scheduler): lift it if it
     /// is still this user's lock. Answers whether the user was unlocked.
@@ -352,6 +358,14 @@ impl UserActor {
                 let result = self.add_grants(state, &reach, grants);
                 let _ = reply.send(state.staged(result));
             }
+            Request::SetPassword {
+                reach,
+                password,
+                reply,
+            } => {
+                let result = self.set_password(state, &reach, password);
+                let _ = reply.send(state.staged(result));
+            }
             Request::CheckPassword { password, reply } => {
                 self.check_password(myself, state, PendingCheck { password, reply });
             }
@@ -457,6 +471,34 @@ impl UserActor {
         extra.delete(keys::token_id(&token.id));
         let kind = EventKind::TokenRemoved { token_id: token.id };
         state.commit(&self.registry, kind, now_micros(), extra)
+    }
+
+    /// A new password resets the failure count; a locked user stays locked (ZITADEL's rule: the
+    /// lock is lifted by an unlock, not by whoever knows how to change the password), and an
+    /// initial user (created without one) becomes active.
+    fn set_password(
+        &self,
+        state: &mut UserActorState,
+        reach: &Reach,
+        mut password: PasswordRecord,
+    ) -> Result<Details, Error> {
+        let now = now_micros();
+        let record = state.visible(reach)?;
+        let Kind::Human(human) = &mut *record.kind else {
+            return Err(ErrorId::UserNotHuman.into());
+        };
+        password.changed = now;
+        human.password = Some(password);
+        record.failed_password_attempts = 0;
+        if record.state == UserState::Initial {
+            record.state = UserState::Active;
+        }
+        state.commit(
+            &self.registry,
+            EventKind::PasswordChanged,
+            now,
+            WriteBatch::default(),
+        )
     }
 
     /// Role assignments change the snapshot but are not user lifecycle events, so the user's
