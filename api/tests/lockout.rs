@@ -73,6 +73,24 @@ async fn the_login_loop_over_rest() {
         1
     );
 
+    // Reads show why, since when and with how many failures (Latchkey's extension fields).
+    let read = server.get(&format!("/v2/users/{user}")).await;
+    let lockout = &read.body["user"]["lockout"];
+    assert_eq!(lockout["failedPasswordAttempts"], 3, "{}", read.body);
+    assert_eq!(lockout["lockReason"], "LOCK_REASON_FAILED_PASSWORDS");
+    assert!(lockout["lockedAt"].is_string() && lockout["lockedUntil"].is_null());
+    let listed = server
+        .post(
+            "/v2/users",
+            json!({"queries": [{"inUserIdsQuery": {"userIds": [user]}}]}),
+        )
+        .await;
+    assert_eq!(
+        listed.body["result"][0]["lockout"], *lockout,
+        "{}",
+        listed.body
+    );
+
     // Locked: the right password is refused without a hash — at the user check.
     let before = verifications(&server);
     let reply = server.login(&user, PASSWORD).await;
@@ -458,6 +476,13 @@ async fn a_lock_from_failures_lifts_by_itself() {
         .post(&format!("/v2/users/{user}/unlock"), json!({}))
         .await;
     assert_eq!(unlock.error_id(), "USER-NOT-LOCKED", "{}", unlock.body);
+    let read = server.get(&format!("/v2/users/{user}")).await;
+    assert_eq!(
+        read.body["user"]["lockout"]["temporaryLockouts"], 1,
+        "{}",
+        read.body
+    );
+    assert!(read.body["user"]["lockout"]["lockedAt"].is_null());
     let reply = server.login(&user, PASSWORD).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     let unlocked = server.event_log(&user).await;

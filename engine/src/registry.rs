@@ -230,12 +230,7 @@ impl Registry {
             Some(bytes) => UserRecord::decode(&bytes)?,
             None => return Err(ErrorId::UserNotFound.into()),
         };
-        let lockout: LockoutState = match stored.next().flatten() {
-            Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| {
-                Error::with(ErrorId::Internal, format!("corrupt lockout state: {e}"))
-            })?,
-            None => LockoutState::default(),
-        };
+        let lockout = LockoutState::decode(stored.next().flatten().as_deref())?;
         let supervisor = self
             .supervisor
             .get()

@@ -77,6 +77,34 @@ pub enum UserType {
     Machine(MachineUser),
 }
 
+/// Who or what locked a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockedBy {
+    /// An administrator's LockUser.
+    Admin,
+    /// The lockout policy's limit of wrong passwords.
+    FailedPasswords,
+}
+
+/// A lock in force: why, since when, and until when if it lifts by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockInfo {
+    pub reason: LockedBy,
+    pub at: DateTime<Utc>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A user's lockout state, as reads show it (a Latchkey extension of ZITADEL's user).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lockout {
+    /// Wrong passwords since the last successful check, password change or unlock.
+    pub failed_password_attempts: u32,
+    /// The lock, while the user is LOCKED.
+    pub lock: Option<LockInfo>,
+    /// Automatic unlocks in a row with no successful check between them.
+    pub temporary_lockouts: u32,
+}
+
 /// A user as reads return it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -87,6 +115,7 @@ pub struct User {
     pub login_names: Vec<String>,
     pub preferred_login_name: String,
     pub user_type: UserType,
+    pub lockout: Lockout,
 }
 
 /// How a new human user's password is given.

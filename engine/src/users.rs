@@ -14,6 +14,7 @@ use crate::registry::read_off_worker;
 use crate::time::{now_micros, to_datetime};
 use crate::types::*;
 use crate::user::actor::Request;
+use crate::user::lockout::LockoutState;
 use crate::user::record::{
     decode_event, HumanRecord, Kind, MachineRecord, PasswordRecord, UserRecord,
 };
@@ -86,16 +87,16 @@ impl Engine {
         self.check_open()?;
         let reach = caller.reach(Permission::UserRead)?;
         check_user_id(user_id)?;
-        let record = self
+        let (record, lockout) = self
             .inner
             .registry
-            .call(user_id, |reply| Request::Read {
+            .call(user_id, |reply| Request::View {
                 reach: reach.clone(),
                 reply,
             })
             .await?;
         let org = self.org(&record.org_id).await?;
-        Ok(view(&record, org.as_deref()))
+        Ok(view(&record, &lockout, org.as_deref()))
     }
 
     /// ListUsers: the users the caller may read, filtered (all queries must match), sorted and
@@ -151,7 +152,11 @@ impl Engine {
             .iter()
             .skip(request.offset.min(usize::MAX as u64) as usize)
             .take(limit)
-            .map(|r| Ok(view(r, self.org_blocking(&r.org_id)?.as_deref())))
+            .map(|r| {
+                let lockout = self.inner.store.get(&keys::lockout(&r.id))?;
+                let lockout = LockoutState::decode(lockout.as_deref())?;
+                Ok(view(r, &lockout, self.org_blocking(&r.org_id)?.as_deref()))
+            })
             .collect::<Result<Vec<_>, Error>>()?;
         Ok((total_result, processed_sequence, page))
     }
@@ -396,7 +401,7 @@ impl Engine {
 }
 
 /// A user as reads return it; `org` gives the login name its domain.
-fn view(record: &UserRecord, org: Option<&OrgRecord>) -> User {
+fn view(record: &UserRecord, lockout: &LockoutState, org: Option<&OrgRecord>) -> User {
     let login_name = match org {
         Some(org) => login_name(&record.username, org),
         None => record.username.clone(),
@@ -409,6 +414,7 @@ fn view(record: &UserRecord, org: Option<&OrgRecord>) -> User {
         login_names: vec![login_name.clone()],
         preferred_login_name: login_name,
         user_type: record.user_type(),
+        lockout: lockout.view(record.failed_password_attempts),
     }
 }
 

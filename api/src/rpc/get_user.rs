@@ -47,7 +47,21 @@ pub fn user_message(u: engine::User) -> user::User {
             access_token_type: user::AccessTokenType::Bearer as i32,
         }),
     };
+    let lock = u.lockout.lock;
+    let lockout = user::Lockout {
+        failed_password_attempts: u.lockout.failed_password_attempts,
+        lock_reason: match lock.map(|l| l.reason) {
+            None => user::LockReason::Unspecified,
+            Some(engine::LockedBy::Admin) => user::LockReason::Admin,
+            Some(engine::LockedBy::FailedPasswords) => user::LockReason::FailedPasswords,
+        } as i32,
+        locked_at: lock.map(|l| l.at.into()),
+        locked_until: lock.and_then(|l| l.until).map(Into::into),
+        temporary_lockouts: u.lockout.temporary_lockouts,
+    };
     user::User {
+        // Left out while there is nothing to say (no failures, no lock), as zero values are.
+        lockout: (lockout != user::Lockout::default()).then_some(lockout),
         user_id: u.id,
         details: Some(details(u.details)),
         state: user::UserState::from(u.state) as i32,

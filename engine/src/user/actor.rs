@@ -78,6 +78,11 @@ pub(crate) enum Request {
         reach: Reach,
         reply: RpcReplyPort<Staged<UserRecord>>,
     },
+    /// The record with its lockout state (GetUserByID).
+    View {
+        reach: Reach,
+        reply: RpcReplyPort<Staged<(UserRecord, LockoutState)>>,
+    },
     AddToken {
         reach: Reach,
         token: TokenRef,
@@ -331,6 +336,11 @@ impl UserActor {
             }
             Request::Read { reach, reply } => {
                 let result = state.visible(&reach).map(|r| r.clone());
+                let _ = reply.send(state.staged(result));
+            }
+            Request::View { reach, reply } => {
+                let lockout = state.lockout;
+                let result = state.visible(&reach).map(|r| (r.clone(), lockout));
                 let _ = reply.send(state.staged(result));
             }
             Request::AddToken {

@@ -12,8 +12,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, ErrorId};
 use crate::lockout::LockoutPolicy;
-use crate::time::Micros;
+use crate::time::{to_datetime, Micros};
+use crate::types::{LockInfo, LockedBy, Lockout};
 
 /// Why a user is locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +47,31 @@ impl LockoutState {
     /// Nothing worth storing: the key can go.
     pub fn is_default(&self) -> bool {
         *self == LockoutState::default()
+    }
+
+    /// The state stored under `keys::lockout` (absent: the default).
+    pub fn decode(stored: Option<&[u8]>) -> Result<LockoutState, Error> {
+        match stored {
+            None => Ok(LockoutState::default()),
+            Some(bytes) => postcard::from_bytes(bytes)
+                .map_err(|e| Error::with(ErrorId::Internal, format!("corrupt lockout state: {e}"))),
+        }
+    }
+
+    /// As reads show it, with the user's failure count.
+    pub fn view(&self, failed_password_attempts: u32) -> Lockout {
+        Lockout {
+            failed_password_attempts,
+            lock: self.lock.map(|lock| LockInfo {
+                reason: match lock.reason {
+                    LockReason::Admin => LockedBy::Admin,
+                    LockReason::FailedPasswords => LockedBy::FailedPasswords,
+                },
+                at: to_datetime(lock.at),
+                until: lock.until.map(to_datetime),
+            }),
+            temporary_lockouts: self.temporary_lockouts,
+        }
     }
 
     /// The automatic unlock due at or before `now`, if any.
