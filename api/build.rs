@@ -18,6 +18,7 @@ const PROTOS: &[&str] = &[
     "proto/zitadel/management/v1/management.proto",
     "proto/zitadel/settings/v2/settings_service.proto",
     "proto/zitadel/session/v2/session_service.proto",
+    "proto/latchkey/v1/latchkey.proto",
     "proto/google/rpc/status.proto",
 ];
 
@@ -47,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .ignore_unknown_fields()
-        .build(&[".zitadel"])?;
+        .build(&[".zitadel", ".latchkey"])?;
 
     println!("cargo:rerun-if-changed=proto");
     Ok(())

@@ -74,6 +74,13 @@ pub mod zitadel {
     }
 }
 
+pub mod latchkey {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/latchkey.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/latchkey.v1.serde.rs"));
+    }
+}
+
 pub mod google {
     pub mod rpc {
         include!(concat!(env!("OUT_DIR"), "/google.rpc.rs"));

@@ -130,6 +130,10 @@ async fn sample(server: &TestServer, method: &str, tag: &str) -> (Value, &'stati
             )
         }
         "ResetLockoutPolicyToDefault" => (json!({}), &["details"]),
+        "ListUserEvents" => (
+            json!({"userId": server.create_locked_user(&email).await, "query": {"limit": 1}}),
+            &["details", "events"],
+        ),
         other => panic!("the RPC table has {other}, which has no sample here: add one"),
     }
 }

@@ -91,6 +91,33 @@ async fn the_login_loop_over_rest() {
         listed.body
     );
 
+    // The history says why: newest first, with who and why.
+    let history = server
+        .post(
+            &format!("/latchkey/v1/users/{user}/events"),
+            json!({"query": {"limit": 2}}),
+        )
+        .await;
+    assert_eq!(
+        history.body["details"]["totalResult"], "5",
+        "{}",
+        history.body
+    );
+    let events = &history.body["events"];
+    assert_eq!(events[0]["eventType"], "user.locked");
+    assert_eq!(events[0]["reason"], "failed password checks");
+    assert_eq!(events[1]["eventType"], "user.human.password.check.failed");
+    let admin = events[0]["editorUserId"].as_str().unwrap();
+    assert!(!admin.is_empty());
+    assert_eq!(events[1]["editorUserId"], admin);
+    let oldest = server
+        .post(
+            &format!("/latchkey/v1/users/{user}/events"),
+            json!({"query": {"limit": 1, "offset": 1, "asc": true}}),
+        )
+        .await;
+    assert_eq!(oldest.body["events"][0]["sequence"], "2", "{}", oldest.body);
+
     // Locked: the right password is refused without a hash — at the user check.
     let before = verifications(&server);
     let reply = server.login(&user, PASSWORD).await;
@@ -485,14 +512,15 @@ async fn a_lock_from_failures_lifts_by_itself() {
     assert!(read.body["user"]["lockout"]["lockedAt"].is_null());
     let reply = server.login(&user, PASSWORD).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-    let unlocked = server.event_log(&user).await;
-    assert_eq!(
-        unlocked
-            .iter()
-            .filter(|e| e.event_type == "user.unlocked")
-            .count(),
-        1
-    );
+    let unlocked: Vec<_> = server
+        .event_log(&user)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "user.unlocked")
+        .collect();
+    assert_eq!(unlocked.len(), 1);
+    assert_eq!(unlocked[0].reason, Some("automatic"));
+    assert_eq!(unlocked[0].by, "", "Latchkey itself");
 }
 
 /// GHSA-7h8m-vrxx-vr4m cannot happen: 1,000 wrong passwords at once over gRPC on one user with a

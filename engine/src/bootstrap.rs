@@ -73,12 +73,14 @@ impl Engine {
                 username: user.username.clone(),
             },
             now,
+            "",
         );
         let token_added = user.record_event(
             EventKind::TokenAdded {
                 token_id: token_ref.id.clone(),
             },
             now,
+            "",
         );
         batch = user.write(&added, batch);
         batch.put(

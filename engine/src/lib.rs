@@ -27,6 +27,7 @@ mod admins;
 mod auth_cache;
 mod bootstrap;
 mod error;
+mod history;
 mod ids;
 mod keys;
 mod lockout;
@@ -60,6 +61,7 @@ use latchkey_storage::{Schema, Store, StoreConfig};
 pub use access::{Caller, Grant, Permission, Reach, Role};
 pub use bootstrap::Bootstrapped;
 pub use error::{Code, Error, ErrorId, OpenError};
+pub use history::{EventInfo, EventList, EventPage};
 pub use latchkey_storage::{Durability, DEFAULT_CHECKPOINT_ENTRIES};
 pub use lockout::{LockoutPolicy, PolicySource, PolicyUpdate, PolicyView};
 pub use passwords::Tarpit;
@@ -71,7 +73,6 @@ pub use sessions::{
 pub use stored::SCHEMA_VERSION;
 pub use tokens::generate_token;
 pub use types::*;
-pub use users::EventInfo;
 
 use ids::IdGenerator;
 use lockout::Policies;

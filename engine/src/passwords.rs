@@ -82,7 +82,8 @@ impl Engine {
             })
             .await?;
         if let Some(current) = current {
-            self.check_password(user_id, current).await?;
+            self.check_password(user_id, current, &caller.user_id)
+                .await?;
         }
         let password = match new {
             PasswordInput::Plain {
@@ -109,6 +110,7 @@ impl Engine {
             .registry
             .call(user_id, |reply| Request::SetPassword {
                 reach: reach.clone(),
+                by: caller.user_id.clone(),
                 password: password.clone(),
                 reply,
             })
@@ -121,6 +123,7 @@ impl Engine {
         &self,
         user_id: &str,
         password: &str,
+        by: &str,
     ) -> Result<UserRecord, Error> {
         check_user_id(user_id)?;
         if password.is_empty() || password.chars().count() > 200 {
@@ -133,6 +136,7 @@ impl Engine {
             .registry
             .call(user_id, |reply| Request::CheckPassword {
                 password: password.to_owned(),
+                by: by.to_owned(),
                 reply,
             })
             .await;

@@ -170,6 +170,7 @@ impl Engine {
             .registry
             .call(user_id, |reply| Request::AddToken {
                 reach: reach.clone(),
+                by: caller.user_id.clone(),
                 token: token_ref.clone(),
                 extra: extra.clone(),
                 reply,
@@ -199,6 +200,7 @@ impl Engine {
             .registry
             .call(user_id, |reply| Request::RemoveToken {
                 reach: reach.clone(),
+                by: caller.user_id.clone(),
                 token_id: token_id.to_owned(),
                 reply,
             })

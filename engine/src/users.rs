@@ -11,26 +11,13 @@ use crate::error::{Error, ErrorId};
 use crate::orgs::OrgRecord;
 use crate::password::{hash_password, validate_hash};
 use crate::registry::read_off_worker;
-use crate::time::{now_micros, to_datetime};
+use crate::time::now_micros;
 use crate::types::*;
 use crate::user::actor::Request;
 use crate::user::lockout::LockoutState;
-use crate::user::record::{
-    decode_event, HumanRecord, Kind, MachineRecord, PasswordRecord, UserRecord,
-};
+use crate::user::record::{HumanRecord, Kind, MachineRecord, PasswordRecord, UserRecord};
 use crate::user::state::Lifecycle;
 use crate::{check_user_id, required, valid_id, Engine};
-
-/// One entry of a user's event log (for audits and consistency checks).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventInfo {
-    pub sequence: u64,
-    pub event_type: &'static str,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    /// Why, where the type alone does not say (`administrator`, `automatic`, `failed password
-    /// checks`).
-    pub reason: Option<&'static str>,
-}
 
 impl Engine {
     /// LockUser: ACTIVE or INITIAL → LOCKED.
@@ -77,6 +64,7 @@ impl Engine {
             .call(user_id, |reply| Request::Lifecycle {
                 command,
                 reach: reach.clone(),
+                by: caller.user_id.clone(),
                 reply,
             })
             .await
@@ -240,7 +228,7 @@ impl Engine {
         });
         let id = input.user_id.unwrap_or_else(|| self.inner.ids.next_id());
         let record = UserRecord::new(id, org.id.clone(), state, &username, kind, now);
-        self.create_user(record).await
+        self.create_user(record, &caller.user_id).await
     }
 
     /// CreateUser with a machine: always ACTIVE. The username defaults to the name.
@@ -273,7 +261,7 @@ impl Engine {
         });
         let id = input.user_id.unwrap_or_else(|| self.inner.ids.next_id());
         let record = UserRecord::new(id, org.id.clone(), UserState::Active, &username, kind, now);
-        self.create_user(record).await
+        self.create_user(record, &caller.user_id).await
     }
 
     /// Creates `record` race-free without an actor: the user id and the username are claimed in
@@ -281,7 +269,11 @@ impl Engine {
     /// one atomic batch. No actor is spawned; the first command activates one from disk. (A
     /// command racing the creation finds no user, which is linearizable: the creation had not
     /// been acknowledged yet.)
-    pub(crate) async fn create_user(&self, mut record: UserRecord) -> Result<Created, Error> {
+    pub(crate) async fn create_user(
+        &self,
+        mut record: UserRecord,
+        by: &str,
+    ) -> Result<Created, Error> {
         let store = &self.inner.store;
         let user_key = keys::user(&record.id);
         let username_key = record.username_key();
@@ -298,7 +290,7 @@ impl Engine {
         }
         let mut extra = WriteBatch::default();
         extra.put(username_key, record.id.as_bytes().to_vec());
-        let event = record.creation_event();
+        let event = record.creation_event(by);
         store
             .submit(&user_key, record.write(&event, extra))
             .wait()
@@ -307,41 +299,6 @@ impl Engine {
             user_id: record.id.clone(),
             details: record.details(),
         })
-    }
-
-    /// The user's event log as stored, oldest first (for audits and consistency checks). Needs
-    /// `user.read` on the user's organization, like GetUserByID: the same 403 and 404.
-    pub async fn event_log(&self, caller: &Caller, user_id: &str) -> Result<Vec<EventInfo>, Error> {
-        self.check_open()?;
-        let reach = caller.reach(Permission::UserRead)?;
-        check_user_id(user_id)?;
-        // The actor answers only for a user within reach, and only once the state it shows is
-        // durable: the log read after it holds every event up to that snapshot.
-        self.inner
-            .registry
-            .call(user_id, |reply| Request::Read {
-                reach: reach.clone(),
-                reply,
-            })
-            .await?;
-        let store = self.inner.store.clone();
-        let prefix = keys::events_of(user_id);
-        tokio::task::spawn_blocking(move || {
-            let mut events = Vec::new();
-            for item in store.scan_prefix(&prefix) {
-                let (_, bytes) = item?;
-                let event = decode_event(&bytes)?;
-                events.push(EventInfo {
-                    sequence: event.sequence,
-                    event_type: event.kind.name(),
-                    created_at: to_datetime(event.at),
-                    reason: event.kind.reason(),
-                });
-            }
-            Ok(events)
-        })
-        .await
-        .map_err(|_| Error::new(ErrorId::Internal))?
     }
 }
 

@@ -31,6 +31,7 @@ pub mod lockout_policy;
 pub mod pats;
 pub mod sessions;
 pub mod set_password;
+pub mod user_events;
 pub mod user_state;
 
 /// Largest request body accepted (413 beyond).
@@ -43,6 +44,7 @@ const SESSION: &str = "zitadel.session.v2.SessionService";
 const SETTINGS: &str = "zitadel.settings.v2.SettingsService";
 const ADMIN: &str = "zitadel.admin.v1.AdminService";
 const MANAGEMENT: &str = "zitadel.management.v1.ManagementService";
+const HISTORY: &str = "latchkey.v1.UserHistoryService";
 
 /// The one table of RPCs: type, service and method, REST verb and path, the permission the
 /// engine checks. Everything else — REST routes, Connect and gRPC method paths, the gRPC health
@@ -100,6 +102,7 @@ rpcs! {
     lockout_policy::AddCustomLockoutPolicy => MANAGEMENT "AddCustomLockoutPolicy", Post "/management/v1/policies/lockout", "policy.write on the org";
     lockout_policy::UpdateCustomLockoutPolicy => MANAGEMENT "UpdateCustomLockoutPolicy", Put "/management/v1/policies/lockout", "policy.write on the org";
     lockout_policy::ResetLockoutPolicyToDefault => MANAGEMENT "ResetLockoutPolicyToDefault", Delete "/management/v1/policies/lockout", "policy.write on the org";
+    user_events::ListUserEvents => HISTORY "ListUserEvents", Post "/latchkey/v1/users/{userId}/events", "user.read";
 }
 
 /// A row's REST success status: 200 unless the row names another (`(201)`).

@@ -168,7 +168,9 @@ impl Engine {
             return Err(ErrorId::PermissionDenied.into());
         }
         let expires = expiry(input.lifetime)?;
-        let checked = self.run_checks(&input.checks, None).await?;
+        let checked = self
+            .run_checks(&input.checks, None, &caller.user_id)
+            .await?;
         let now = now_micros();
         let token = generate_token();
         let record = SessionRecord {
@@ -224,7 +226,7 @@ impl Engine {
         }
         let lifetime = expiry(change.lifetime)?;
         let checked = self
-            .run_checks(&change.checks, record.user.as_ref())
+            .run_checks(&change.checks, record.user.as_ref(), &caller.user_id)
             .await?;
         let mut changed = false;
         if let Some(user) = checked.user {
@@ -345,6 +347,7 @@ impl Engine {
         &self,
         checks: &SessionChecks,
         current: Option<&SessionUser>,
+        by: &str,
     ) -> Result<Checked, Error> {
         let mut user = None;
         if let Some(check) = &checks.user {
@@ -383,7 +386,7 @@ impl Engine {
                 .or(current)
                 .map(|u| u.id.clone())
                 .ok_or(ErrorId::PasswordUserMissing)?;
-            self.check_password(&id, password).await?;
+            self.check_password(&id, password, by).await?;
             password_at = Some(now_micros());
         }
         Ok(Checked { user, password_at })

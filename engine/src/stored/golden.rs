@@ -129,6 +129,7 @@ fn events() -> Vec<(String, Vec<u8>)> {
                 sequence: i as u64 + 1,
                 at: AT + i as i64,
                 kind,
+                by: "m1".into(),
             };
             // The first nine kinds are named by their type alone; later ones share types
             // (`user.locked`, `user.unlocked`) and carry their position too.
@@ -226,7 +227,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Schema 3's bytes, by sample (schema 2's are its first rows: version 3 only added).
+/// Schema 3's bytes, by sample (schema 2's are its first rows, but for events, which now end in
+/// who caused them; `events_of_older_schemas_read_without_a_caller` holds the older form).
 const V3: &[(&str, &str)] = &[
     ("human user", "12313137363934383439333831383236353630123131373639343834393338313832363536310303616461038082b4c283b5a206d091b4c283b5a206020003416461084c6f76656c6163650103616461000102656e010f616461406578616d706c652e636f6d0101102b34312034342030303020303020303000013c243262243130244e39716f38754c4f69636b6778325a4d525a6f4d7965496a5a416763666c377039326c644778616436384c4a5a644c31376c6857790180f9b9c183b5a20601030112313137363934383439333831383236353631"),
     ("machine user", "026d31026f3100026369028082b4c283b5a2068082b4c283b5a2060001026369076465706c6f7973010274310301020303000001000200"),
@@ -235,20 +237,20 @@ const V3: &[(&str, &str)] = &[
     ("state Deleted", "026d31026f3102026369028082b4c283b5a2068082b4c283b5a2060001026369076465706c6f7973010274310301020303000001000200"),
     ("state Locked", "026d31026f3103026369028082b4c283b5a2068082b4c283b5a2060001026369076465706c6f7973010274310301020303000001000200"),
     ("state Initial", "026d31026f3104026369028082b4c283b5a2068082b4c283b5a2060001026369076465706c6f7973010274310301020303000001000200"),
-    ("event user.human.added", "018082b4c283b5a20600026f3103616461"),
-    ("event user.machine.added", "028282b4c283b5a20601026f31026369"),
-    ("event user.locked", "038482b4c283b5a20602"),
-    ("event user.unlocked", "048682b4c283b5a20603"),
-    ("event user.deactivated", "058882b4c283b5a20604"),
-    ("event user.reactivated", "068a82b4c283b5a20605"),
-    ("event user.removed", "078c82b4c283b5a20606"),
-    ("event user.personal.access.token.added", "088e82b4c283b5a20607027431"),
-    ("event user.personal.access.token.removed", "099082b4c283b5a20608027431"),
-    ("event user.human.password.check.failed (9)", "0a9282b4c283b5a2060903"),
-    ("event user.human.password.check.succeeded (10)", "0b9482b4c283b5a2060a"),
-    ("event user.locked (11)", "0c9682b4c283b5a2060b0301809ed0fb83b5a206"),
-    ("event user.unlocked (12)", "0d9882b4c283b5a2060c"),
-    ("event user.human.password.changed (13)", "0e9a82b4c283b5a2060d"),
+    ("event user.human.added", "018082b4c283b5a20600026f3103616461026d31"),
+    ("event user.machine.added", "028282b4c283b5a20601026f31026369026d31"),
+    ("event user.locked", "038482b4c283b5a20602026d31"),
+    ("event user.unlocked", "048682b4c283b5a20603026d31"),
+    ("event user.deactivated", "058882b4c283b5a20604026d31"),
+    ("event user.reactivated", "068a82b4c283b5a20605026d31"),
+    ("event user.removed", "078c82b4c283b5a20606026d31"),
+    ("event user.personal.access.token.added", "088e82b4c283b5a20607027431026d31"),
+    ("event user.personal.access.token.removed", "099082b4c283b5a20608027431026d31"),
+    ("event user.human.password.check.failed (9)", "0a9282b4c283b5a2060903026d31"),
+    ("event user.human.password.check.succeeded (10)", "0b9482b4c283b5a2060a026d31"),
+    ("event user.locked (11)", "0c9682b4c283b5a2060b0301809ed0fb83b5a206026d31"),
+    ("event user.unlocked (12)", "0d9882b4c283b5a2060c026d31"),
+    ("event user.human.password.changed (13)", "0e9a82b4c283b5a2060d026d31"),
     ("organization", "026f310441636d650e61636d652e6c6f63616c686f73748082b4c283b5a206"),
     ("token", "027431026d31018082ef9f87baa2068082b4c283b5a206"),
     ("lockout policy", "026f31050380d293ad0302048082b4c283b5a2068282b4c283b5a206"),
@@ -294,6 +296,50 @@ fn the_disk_format_is_what_this_schema_version_says() {
             "{name}: the disk format changed without a schema version bump"
         );
     }
+}
+
+/// Events as schemas 1 and 2 wrote them (no `by`) still read, with no caller.
+#[test]
+fn events_of_older_schemas_read_without_a_caller() {
+    let old = [
+        (
+            "018082b4c283b5a20600026f3103616461",
+            1,
+            EventKind::HumanAdded {
+                org_id: "o1".into(),
+                username: "ada".into(),
+            },
+        ),
+        ("038482b4c283b5a20602", 3, EventKind::Locked),
+        (
+            "099082b4c283b5a20608027431",
+            9,
+            EventKind::TokenRemoved {
+                token_id: "t1".into(),
+            },
+        ),
+    ];
+    for (hex_bytes, sequence, kind) in old {
+        let bytes: Vec<u8> = (0..hex_bytes.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex_bytes[i..i + 2], 16).unwrap())
+            .collect();
+        let event = Event::decode(&bytes).unwrap();
+        assert_eq!(
+            (event.sequence, event.kind, event.by.as_str()),
+            (sequence, kind, "")
+        );
+    }
+    let current = events();
+    for (name, bytes) in current {
+        let event = Event::decode(&bytes).unwrap();
+        assert_eq!(event.by, "m1", "{name}");
+        assert_eq!(event.encode(), bytes);
+    }
+    // Neither form with bytes left over: corrupt, not misread.
+    let mut longer = events()[2].1.clone();
+    longer.push(0);
+    assert!(Event::decode(&longer).is_err());
 }
 
 #[test]

@@ -72,6 +72,7 @@ pub(crate) enum Request {
     Lifecycle {
         command: Lifecycle,
         reach: Reach,
+        by: String,
         reply: RpcReplyPort<Staged<Details>>,
     },
     Read {
@@ -85,6 +86,7 @@ pub(crate) enum Request {
     },
     AddToken {
         reach: Reach,
+        by: String,
         token: TokenRef,
         /// The token record and its id index, written with the event.
         extra: WriteBatch,
@@ -92,6 +94,7 @@ pub(crate) enum Request {
     },
     RemoveToken {
         reach: Reach,
+        by: String,
         token_id: String,
         reply: RpcReplyPort<Staged<Details>>,
     },
@@ -103,11 +106,13 @@ pub(crate) enum Request {
     /// A password check: the user's record when the password matches.
     CheckPassword {
         password: String,
+        by: String,
         reply: RpcReplyPort<Staged<UserRecord>>,
     },
     /// SetPassword: the new password (its hash), the counter reset, a lock kept.
     SetPassword {
         reach: Reach,
+        by: String,
         password: PasswordRecord,
         reply: RpcReplyPort<Staged<Details>>,
     },
@@ -160,9 +165,10 @@ impl UserActorState {
         registry: &Registry,
         kind: EventKind,
         at: Micros,
+        by: &str,
         extra: WriteBatch,
     ) -> Result<Details, Error> {
-        self.commit_all(registry, vec![kind], at, extra)
+        self.commit_all(registry, vec![kind], at, by, extra)
     }
 
     /// [`UserActorState::commit`] of several events at once (a failure that also locks).
@@ -171,11 +177,12 @@ impl UserActorState {
         registry: &Registry,
         kinds: Vec<EventKind>,
         at: Micros,
+        by: &str,
         mut extra: WriteBatch,
     ) -> Result<Details, Error> {
         let record = &mut self.record;
         for kind in kinds {
-            let event = record.record_event(kind, at);
+            let event = record.record_event(kind, at, by);
             extra.put(keys::event(&record.id, event.sequence), event.encode());
         }
         extra.put(keys::user(&record.id), record.encode());
@@ -232,7 +239,7 @@ impl UserActorState {
         self.set_lockout(registry, next, &mut extra);
         self.record.state = UserState::Active;
         self.record.failed_password_attempts = 0;
-        let _ = self.commit(registry, EventKind::UnlockedAutomatically, due, extra);
+        let _ = self.commit(registry, EventKind::UnlockedAutomatically, due, "", extra);
         true
     }
 
@@ -329,9 +336,10 @@ impl UserActor {
             Request::Lifecycle {
                 command,
                 reach,
+                by,
                 reply,
             } => {
-                let result = self.lifecycle(state, command, &reach);
+                let result = self.lifecycle(state, command, &reach, &by);
                 let _ = reply.send(state.staged(result));
             }
             Request::Read { reach, reply } => {
@@ -345,19 +353,21 @@ impl UserActor {
             }
             Request::AddToken {
                 reach,
+                by,
                 token,
                 extra,
                 reply,
             } => {
-                let result = self.add_token(state, &reach, token, extra);
+                let result = self.add_token(state, &reach, &by, token, extra);
                 let _ = reply.send(state.staged(result));
             }
             Request::RemoveToken {
                 reach,
+                by,
                 token_id,
                 reply,
             } => {
-                let result = self.remove_token(state, &reach, &token_id);
+                let result = self.remove_token(state, &reach, &by, &token_id);
                 let _ = reply.send(state.staged(result));
             }
             Request::AddGrants {
@@ -370,14 +380,24 @@ impl UserActor {
             }
             Request::SetPassword {
                 reach,
+                by,
                 password,
                 reply,
             } => {
-                let result = self.set_password(state, &reach, password);
+                let result = self.set_password(state, &reach, &by, password);
                 let _ = reply.send(state.staged(result));
             }
-            Request::CheckPassword { password, reply } => {
-                self.check_password(myself, state, PendingCheck { password, reply });
+            Request::CheckPassword {
+                password,
+                by,
+                reply,
+            } => {
+                let check = PendingCheck {
+                    password,
+                    by,
+                    reply,
+                };
+                self.check_password(myself, state, check);
             }
             Request::AutoUnlock { at, reply } => {
                 // Due ones were lifted before this request; one still held here is stale.
@@ -397,6 +417,7 @@ impl UserActor {
         state: &mut UserActorState,
         command: Lifecycle,
         reach: &Reach,
+        by: &str,
     ) -> Result<Details, Error> {
         let now = now_micros();
         let record = state.visible(reach)?;
@@ -441,13 +462,14 @@ impl UserActor {
             },
         };
         state.set_lockout(&self.registry, lockout, &mut extra);
-        state.commit(&self.registry, kind, now, extra)
+        state.commit(&self.registry, kind, now, by, extra)
     }
 
     fn add_token(
         &self,
         state: &mut UserActorState,
         reach: &Reach,
+        by: &str,
         token: TokenRef,
         extra: WriteBatch,
     ) -> Result<Details, Error> {
@@ -459,13 +481,14 @@ impl UserActor {
             token_id: token.id.clone(),
         };
         machine.tokens.push(token);
-        state.commit(&self.registry, kind, now_micros(), extra)
+        state.commit(&self.registry, kind, now_micros(), by, extra)
     }
 
     fn remove_token(
         &self,
         state: &mut UserActorState,
         reach: &Reach,
+        by: &str,
         token_id: &str,
     ) -> Result<Details, Error> {
         let record = state.visible(reach)?;
@@ -480,7 +503,7 @@ impl UserActor {
         extra.delete(keys::token(&token.hash));
         extra.delete(keys::token_id(&token.id));
         let kind = EventKind::TokenRemoved { token_id: token.id };
-        state.commit(&self.registry, kind, now_micros(), extra)
+        state.commit(&self.registry, kind, now_micros(), by, extra)
     }
 
     /// A new password resets the failure count; a locked user stays locked (ZITADEL's rule: the
@@ -490,6 +513,7 @@ impl UserActor {
         &self,
         state: &mut UserActorState,
         reach: &Reach,
+        by: &str,
         mut password: PasswordRecord,
     ) -> Result<Details, Error> {
         let now = now_micros();
@@ -507,6 +531,7 @@ impl UserActor {
             &self.registry,
             EventKind::PasswordChanged,
             now,
+            by,
             WriteBatch::default(),
         )
     }

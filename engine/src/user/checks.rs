@@ -39,6 +39,8 @@ const MAX_WAITING: usize = 4096;
 /// A check waiting for its turn or its verification.
 pub(crate) struct PendingCheck {
     pub password: String,
+    /// Who asks (the login client): recorded with the check's events.
+    pub by: String,
     pub reply: RpcReplyPort<Staged<UserRecord>>,
 }
 
@@ -118,7 +120,7 @@ impl UserActor {
         check: PendingCheck,
     ) {
         state.checks.running = false;
-        let result = self.apply(state, outcome);
+        let result = self.apply(state, outcome, &check.by);
         let _ = check.reply.send(state.staged(result));
         while !state.checks.running {
             let Some(next) = state.checks.waiting.pop_front() else {
@@ -128,7 +130,12 @@ impl UserActor {
         }
     }
 
-    fn apply(&self, state: &mut UserActorState, outcome: Verified) -> Result<UserRecord, Error> {
+    fn apply(
+        &self,
+        state: &mut UserActorState,
+        outcome: Verified,
+        by: &str,
+    ) -> Result<UserRecord, Error> {
         let record = &state.record;
         // Changed while the hash was verified: the state now decides (the recheck ZITADEL added
         // for GHSA-7h8m-vrxx-vr4m).
@@ -157,6 +164,7 @@ impl UserActor {
                     &self.registry,
                     EventKind::PasswordCheckSucceeded,
                     now,
+                    by,
                     extra,
                 )?;
                 Ok(state.record.clone())
@@ -186,7 +194,7 @@ impl UserActor {
                     };
                     state.set_lockout(&self.registry, next, &mut extra);
                 }
-                state.commit_all(&self.registry, kinds, now, extra)?;
+                state.commit_all(&self.registry, kinds, now, by, extra)?;
                 Err(Error::credentials(
                     ErrorId::PasswordInvalid,
                     failure.failed_attempts,

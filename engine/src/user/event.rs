@@ -12,6 +12,17 @@ pub struct Event {
     pub sequence: u64,
     pub at: Micros,
     pub kind: EventKind,
+    /// Who caused it: the caller's user id; empty for what Latchkey did itself (an automatic
+    /// unlock) and for events written before callers were recorded (schemas 1 and 2).
+    pub by: String,
+}
+
+/// An event as schemas 1 and 2 wrote it: without `by`.
+#[derive(Deserialize)]
+struct EventWithoutBy {
+    sequence: u64,
+    at: Micros,
+    kind: EventKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +67,24 @@ impl Event {
     /// The event's stored form.
     pub fn encode(&self) -> Vec<u8> {
         crate::stored::encode(self)
+    }
+
+    /// An event as any schema this build reads wrote it. An older event ends where its kind
+    /// ends, so it never decodes as a whole current one (that needs `by` after the kind), and a
+    /// current one never leaves bytes over: exactly one of the two forms fits.
+    pub fn decode(bytes: &[u8]) -> Result<Event, postcard::Error> {
+        if let Ok((event, [])) = postcard::take_from_bytes::<Event>(bytes) {
+            return Ok(event);
+        }
+        match postcard::take_from_bytes::<EventWithoutBy>(bytes)? {
+            (old, []) => Ok(Event {
+                sequence: old.sequence,
+                at: old.at,
+                kind: old.kind,
+                by: String::new(),
+            }),
+            _ => Err(postcard::Error::DeserializeBadEncoding),
+        }
     }
 }
 

@@ -135,7 +135,7 @@ impl UserRecord {
     }
 
     /// The creation event of this (new) user.
-    pub fn creation_event(&mut self) -> Event {
+    pub fn creation_event(&mut self, by: &str) -> Event {
         let kind = match &*self.kind {
             Kind::Human(_) => EventKind::HumanAdded {
                 org_id: self.org_id.clone(),
@@ -147,17 +147,18 @@ impl UserRecord {
             },
         };
         self.sequence = 0;
-        self.record_event(kind, self.created)
+        self.record_event(kind, self.created, by)
     }
 
     /// Advances the sequence and returns the event for `kind`.
-    pub fn record_event(&mut self, kind: EventKind, at: Micros) -> Event {
+    pub fn record_event(&mut self, kind: EventKind, at: Micros, by: &str) -> Event {
         self.sequence += 1;
         self.changed = at;
         Event {
             sequence: self.sequence,
             at,
             kind,
+            by: by.to_owned(),
         }
     }
 
@@ -186,8 +187,7 @@ impl UserRecord {
 }
 
 pub fn decode_event(bytes: &[u8]) -> Result<Event, Error> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| Error::with(ErrorId::Internal, format!("corrupt event: {e}")))
+    Event::decode(bytes).map_err(|e| Error::with(ErrorId::Internal, format!("corrupt event: {e}")))
 }
 
 #[cfg(test)]
@@ -208,7 +208,7 @@ mod tests {
         for mut record in [human(), machine()] {
             assert_encodes_whole(&record);
             // A lifecycle command: only the small fields change, the kept bytes are reused.
-            record.record_event(EventKind::Locked, 9);
+            record.record_event(EventKind::Locked, 9, "m1");
             record.state = UserState::Locked;
             record.failed_password_attempts = 3;
             assert_encodes_whole(&record);
