@@ -134,6 +134,26 @@ async fn sample(server: &TestServer, method: &str, tag: &str) -> (Value, &'stati
             json!({"userId": server.create_locked_user(&email).await, "query": {"limit": 1}}),
             &["details", "events"],
         ),
+        "StartBulkUnlock" => {
+            let org = server.create_org(&email).await;
+            (
+                json!({"filter": {"organizationId": org, "lockReason": "LOCK_REASON_FILTER_ADMIN"}}),
+                &["job"],
+            )
+        }
+        "GetBulkUnlock" => {
+            let started = server
+                .post(
+                    "/latchkey/v1/bulk_unlocks",
+                    json!({"idempotencyKey": email}),
+                )
+                .await;
+            let id = started.body["job"]["jobId"]
+                .as_str()
+                .expect("jobId")
+                .to_owned();
+            (json!({ "jobId": id }), &["job"])
+        }
         other => panic!("the RPC table has {other}, which has no sample here: add one"),
     }
 }
@@ -202,6 +222,11 @@ async fn every_method_refuses_alike_over_every_protocol() {
             }
             "UpdateCustomLockoutPolicy" => (json!({}), (5, "ORG-ADfs1")),
             "ResetLockoutPolicyToDefault" => (json!({}), (5, "ORG-D4zuz")),
+            "StartBulkUnlock" => (
+                json!({"filter": {"organizationId": "nowhere"}}),
+                (5, "ORG-NOT-FOUND"),
+            ),
+            "GetBulkUnlock" => (json!({"jobId": "nope"}), (5, "BULK-JOB-NOT-FOUND")),
             "SetPassword" => (
                 json!({"userId": "nobody", "newPassword": {"password": "x"}}),
                 (5, "USER-NOT-FOUND"),

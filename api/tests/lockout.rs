@@ -519,7 +519,7 @@ async fn a_lock_from_failures_lifts_by_itself() {
         .filter(|e| e.event_type == "user.unlocked")
         .collect();
     assert_eq!(unlocked.len(), 1);
-    assert_eq!(unlocked[0].reason, Some("automatic"));
+    assert_eq!(unlocked[0].reason.as_deref(), Some("automatic"));
     assert_eq!(unlocked[0].by, "", "Latchkey itself");
 }
 
@@ -589,4 +589,80 @@ async fn a_thousand_parallel_wrong_passwords_over_grpc_lock_exactly_once() {
         server.state_and_sequence(&user).await.0,
         "USER_STATE_LOCKED"
     );
+}
+
+/// A bulk unlock covers what its starter may write: an organization's owner unlocks that
+/// organization's users only, and only callers reaching the job's scope read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_unlock_stays_within_its_starters_reach() {
+    let server = TestServer::start().await;
+    let acme = server.create_org("acme").await;
+    let (_, acme_owner) = server
+        .machine_with_role(&acme, "acme-owner", Some("ORG_OWNER"))
+        .await;
+    let (_, other_owner) = server
+        .machine_with_role(&server.org, "other-owner", Some("ORG_OWNER"))
+        .await;
+    let (_, viewer) = server
+        .machine_with_role(&acme, "viewer", Some("ORG_USER_VIEWER"))
+        .await;
+    let in_acme = server
+        .post(
+            "/v2/users/human",
+            json!({"organization": {"orgId": acme}, "profile": {"givenName": "A", "familyName": "B"},
+                   "email": {"email": "locked@acme.example"}, "hashedPassword": {"hash": support::HASH}}),
+        )
+        .await;
+    let in_acme = in_acme.body["userId"].as_str().unwrap().to_owned();
+    server
+        .post(&format!("/v2/users/{in_acme}/lock"), json!({}))
+        .await;
+    let elsewhere = server.create_locked_user("locked@elsewhere.example").await;
+
+    let refused = server
+        .call_as(
+            &viewer,
+            Method::POST,
+            "/latchkey/v1/bulk_unlocks",
+            json!({}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let started = server
+        .call_as(
+            &acme_owner,
+            Method::POST,
+            "/latchkey/v1/bulk_unlocks",
+            json!({}),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    assert_eq!(started.body["job"]["usersTotal"], "1", "{}", started.body);
+    let job = started.body["job"]["jobId"].as_str().unwrap().to_owned();
+    let path = format!("/latchkey/v1/bulk_unlocks/{job}");
+    let mut state = Value::Null;
+    for _ in 0..500 {
+        let read = server.get_as(&acme_owner, &path).await;
+        state = read.body["job"].clone();
+        if state["state"] == "BULK_UNLOCK_STATE_DONE" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state["state"], "BULK_UNLOCK_STATE_DONE", "{state}");
+    assert_eq!(state["unlocked"], "1");
+    assert_eq!(
+        server.state_and_sequence(&in_acme).await.0,
+        "USER_STATE_ACTIVE"
+    );
+    assert_eq!(
+        server.state_and_sequence(&elsewhere).await.0,
+        "USER_STATE_LOCKED"
+    );
+
+    let hidden = server.get_as(&other_owner, &path).await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND, "{}", hidden.body);
+    assert_eq!(hidden.error_id(), "BULK-JOB-NOT-FOUND");
+    let admin = server.get(&path).await;
+    assert_eq!(admin.status, StatusCode::OK, "{}", admin.body);
 }

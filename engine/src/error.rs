@@ -56,6 +56,7 @@ error_ids! {
     UserNotFound => (NotFound, "USER-NOT-FOUND", "user not found"),
     OrgNotFound => (NotFound, "ORG-NOT-FOUND", "organization not found"),
     TokenNotFound => (NotFound, "TOKEN-NOT-FOUND", "personal access token not found"),
+    BulkJobNotFound => (NotFound, "BULK-JOB-NOT-FOUND", "bulk unlock job not found"),
     UserIdTaken => (AlreadyExists, "USER-ID-TAKEN", "a user with this id already exists"),
     UsernameTaken => (AlreadyExists, "USERNAME-TAKEN", "username is already taken in this organization"),
     OrgIdTaken => (AlreadyExists, "ORG-ID-TAKEN", "an organization with this id already exists"),

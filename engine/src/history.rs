@@ -20,7 +20,7 @@ pub struct EventInfo {
     pub created_at: DateTime<Utc>,
     /// Why, where the type alone does not say (`administrator`, `automatic`, `failed password
     /// checks`).
-    pub reason: Option<&'static str>,
+    pub reason: Option<String>,
     /// The caller's user id; empty for what Latchkey did itself (an automatic unlock) and for
     /// events older than the record of callers.
     pub by: String,

@@ -27,6 +27,9 @@
 //! | `s` | session id | session |
 //! | `L` | user id | a user's lockout state (when and why locked, until when), while it has one |
 //! | `A` | unlock time (i64 BE, µs), user id | a scheduled automatic unlock |
+//! | `J` | job id | a bulk unlock job (filter, progress) |
+//! | `b` | job id, chunk number (u64 BE) | a chunk of the job's user ids, listed when it started |
+//! | `B` | job id, user id | the job unlocked this user (written with the unlock) |
 
 use latchkey_storage::{Layout, Runs};
 
@@ -134,6 +137,19 @@ pub fn split_auto_unlock(key: &[u8]) -> Option<(i64, String)> {
     let (len, rest) = rest.split_first_chunk::<2>()?;
     let user = rest.get(..usize::from(u16::from_be_bytes(*len)))?;
     Some((at, String::from_utf8(user.to_vec()).ok()?))
+}
+/// A bulk unlock job.
+pub fn bulk_job(id: &str) -> Vec<u8> {
+    tagged(b'J', &[id.as_bytes()])
+}
+pub const BULK_JOBS: &[u8] = b"J";
+/// Chunk `n` of a bulk unlock job's user ids.
+pub fn bulk_chunk(job: &str, n: u64) -> Vec<u8> {
+    tagged(b'b', &[job.as_bytes(), &n.to_be_bytes()])
+}
+/// The mark that a bulk unlock job unlocked a user.
+pub fn bulk_unlocked(job: &str, user: &str) -> Vec<u8> {
+    tagged(b'B', &[job.as_bytes(), user.as_bytes()])
 }
 pub fn token_id(id: &str) -> Vec<u8> {
     tagged(b'k', &[id.as_bytes()])

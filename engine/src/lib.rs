@@ -26,6 +26,7 @@ mod access;
 mod admins;
 mod auth_cache;
 mod bootstrap;
+mod bulk_unlock;
 mod error;
 mod history;
 mod ids;
@@ -60,6 +61,7 @@ use latchkey_storage::{Schema, Store, StoreConfig};
 
 pub use access::{Caller, Grant, Permission, Reach, Role};
 pub use bootstrap::Bootstrapped;
+pub use bulk_unlock::{BulkUnlockFilter, BulkUnlockJob, JobState};
 pub use error::{Code, Error, ErrorId, OpenError};
 pub use history::{EventInfo, EventList, EventPage};
 pub use latchkey_storage::{Durability, DEFAULT_CHECKPOINT_ENTRIES};
@@ -216,12 +218,14 @@ struct Inner {
     session_locks: sessions::SessionLocks,
     /// The automatic-unlock task.
     unlocks: tokio::task::AbortHandle,
+    bulk_unlocks: Arc<bulk_unlock::BulkUnlocks>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.timer_anchor.abort();
         self.unlocks.abort();
+        self.bulk_unlocks.stop_all();
         // Dropped without shutdown (e.g. an embedder's panic): stop the actors so the store is
         // released; everything acknowledged is already durable.
         self.supervisor.stop_children(None);
@@ -277,6 +281,10 @@ impl Engine {
         registry.set_supervisor(supervisor.get_cell());
         let timer_anchor = timer_anchor::spawn(config.call_timeout);
         let unlocks = unlocks::spawn(registry.clone(), store.clone());
+        let bulk_unlocks = Arc::new(bulk_unlock::BulkUnlocks::default());
+        bulk_unlocks
+            .resume(&registry, &store)
+            .map_err(|e| OpenError::Engine(format!("resuming bulk unlocks: {e}")))?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -292,6 +300,7 @@ impl Engine {
                 policies,
                 session_locks: Default::default(),
                 unlocks,
+                bulk_unlocks,
             }),
         })
     }
@@ -331,6 +340,8 @@ impl Engine {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // Jobs stop before the actors, so none counts an unlock refused by the shutdown.
+        self.inner.bulk_unlocks.stop_all();
         self.inner.registry.stop_all().await;
         let _ = self
             .inner

@@ -21,9 +21,9 @@ use crate::types;
 /// 2: events in the write-ahead log's runs (a version-1 store has the same keys and records
 /// without the log).
 /// 3: lockout policies, sessions, users' lockout state and scheduled unlocks, the events of
-/// password checks, and who caused each event (`Event::by`, after the kind) — new keys, new event
-/// kinds, and events that older ones read beside (`Event::decode`), so a version-2 store reads as
-/// it is.
+/// password checks, bulk unlock jobs, and who caused each event (`Event::by`, after the kind) —
+/// new keys, new event kinds, and events that older ones read beside (`Event::decode`), so a
+/// version-2 store reads as it is.
 pub const SCHEMA_VERSION: u32 = 3;
 /// Older versions this build reads as they are (the store records the new version at open).
 pub const UPGRADES_FROM: &[u32] = &[1, 2];

@@ -304,7 +304,7 @@ async fn a_lock_from_failures_lifts_itself_and_escalates_to_permanent() {
     let log = kit.engine.event_log(&kit.admin, &user).await.unwrap();
     let automatic: Vec<_> = log
         .iter()
-        .filter(|e| e.reason == Some("automatic"))
+        .filter(|e| e.reason.as_deref() == Some("automatic"))
         .collect();
     assert_eq!(automatic.len(), 2);
     // An administrator's unlock ends it, and starts the count of temporary lockouts again.
@@ -446,7 +446,7 @@ async fn automatic_unlocks_survive_a_restart_and_passivation() {
     // The scheduler lifts both without being asked; wait until the store shows it.
     loop {
         let log = kit.engine.event_log(&kit.admin, &passivated).await.unwrap();
-        if log.iter().any(|e| e.reason == Some("automatic")) {
+        if log.iter().any(|e| e.reason.as_deref() == Some("automatic")) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "not unlocked");

@@ -22,6 +22,7 @@ use latchkey_engine::{Caller, Engine, Error, ErrorId};
 
 pub mod add_human_user;
 pub mod add_organization;
+pub mod bulk_unlock;
 pub mod create_administrator;
 pub mod create_user;
 pub mod get_user;
@@ -45,6 +46,7 @@ const SETTINGS: &str = "zitadel.settings.v2.SettingsService";
 const ADMIN: &str = "zitadel.admin.v1.AdminService";
 const MANAGEMENT: &str = "zitadel.management.v1.ManagementService";
 const HISTORY: &str = "latchkey.v1.UserHistoryService";
+const BULK: &str = "latchkey.v1.BulkUnlockService";
 
 /// The one table of RPCs: type, service and method, REST verb and path, the permission the
 /// engine checks. Everything else — REST routes, Connect and gRPC method paths, the gRPC health
@@ -103,6 +105,8 @@ rpcs! {
     lockout_policy::UpdateCustomLockoutPolicy => MANAGEMENT "UpdateCustomLockoutPolicy", Put "/management/v1/policies/lockout", "policy.write on the org";
     lockout_policy::ResetLockoutPolicyToDefault => MANAGEMENT "ResetLockoutPolicyToDefault", Delete "/management/v1/policies/lockout", "policy.write on the org";
     user_events::ListUserEvents => HISTORY "ListUserEvents", Post "/latchkey/v1/users/{userId}/events", "user.read";
+    bulk_unlock::StartBulkUnlock => BULK "StartBulkUnlock", Post "/latchkey/v1/bulk_unlocks", "user.write (the job covers what the caller reaches)";
+    bulk_unlock::GetBulkUnlock => BULK "GetBulkUnlock", Get "/latchkey/v1/bulk_unlocks/{jobId}", "user.write covering the job's scope";
 }
 
 /// A row's REST success status: 200 unless the row names another (`(201)`).

@@ -169,7 +169,7 @@ fn the_table_has_one_row_per_method_and_route() {
     assert_eq!(count.0, METHODS.len());
     assert_eq!(
         services(),
-        [USER, ORG, PERMISSION, SESSION, SETTINGS, ADMIN, MANAGEMENT, HISTORY]
+        [USER, ORG, PERMISSION, SESSION, SETTINGS, ADMIN, MANAGEMENT, HISTORY, BULK]
     );
     // Only CreateSession answers REST with another success status (ZITADEL's
     // `http_response.success_code: 201`).

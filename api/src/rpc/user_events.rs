@@ -39,7 +39,7 @@ impl Rpc for ListUserEvents {
                     event_type: e.event_type.to_owned(),
                     creation_date: Some(e.created_at.into()),
                     editor_user_id: e.by,
-                    reason: e.reason.map(str::to_owned).unwrap_or_default(),
+                    reason: e.reason.unwrap_or_default(),
                 })
                 .collect(),
         })

@@ -120,6 +120,9 @@ fn events() -> Vec<(String, Vec<u8>)> {
         },
         EventKind::UnlockedAutomatically,
         EventKind::PasswordChanged,
+        EventKind::UnlockedInBulk {
+            job_id: "j1".into(),
+        },
     ];
     kinds
         .into_iter()
@@ -197,6 +200,14 @@ fn samples() -> Vec<(String, Vec<u8>)> {
         "session".into(),
         encode(&crate::sessions::golden_session(AT)),
     ));
+    all.push((
+        "bulk unlock job".into(),
+        encode(&crate::bulk_unlock::golden_job(AT)),
+    ));
+    all.push((
+        "bulk unlock chunk".into(),
+        encode(&vec!["u1".to_owned(), "u2".to_owned()]),
+    ));
     for (name, key) in [
         ("key schema", keys::SCHEMA.to_vec()),
         ("key meta", keys::meta("default-org")),
@@ -217,6 +228,9 @@ fn samples() -> Vec<(String, Vec<u8>)> {
         ("key session", keys::session("s1")),
         ("key lockout state", keys::lockout("u1")),
         ("key automatic unlock", keys::auto_unlock(AT, "u1")),
+        ("key bulk unlock job", keys::bulk_job("j1")),
+        ("key bulk unlock chunk", keys::bulk_chunk("j1", 2)),
+        ("key bulk unlocked", keys::bulk_unlocked("j1", "u1")),
     ] {
         all.push((name.into(), key));
     }
@@ -251,12 +265,15 @@ const V3: &[(&str, &str)] = &[
     ("event user.locked (11)", "0c9682b4c283b5a2060b0301809ed0fb83b5a206026d31"),
     ("event user.unlocked (12)", "0d9882b4c283b5a2060c026d31"),
     ("event user.human.password.changed (13)", "0e9a82b4c283b5a2060d026d31"),
+    ("event user.unlocked (14)", "0f9c82b4c283b5a2060e026a31026d31"),
     ("organization", "026f310441636d650e61636d652e6c6f63616c686f73748082b4c283b5a206"),
     ("token", "027431026d31018082ef9f87baa2068082b4c283b5a206"),
     ("lockout policy", "026f31050380d293ad0302048082b4c283b5a2068282b4c283b5a206"),
     ("lockout state", "01018082b4c283b5a2060180a6db9c8ab5a20601"),
     ("lockout state, admin", "01008082b4c283b5a2060000"),
     ("session", "027331026d318082b4c283b5a2068282b4c283b5a2060204abababab01027531026f31126164614061636d652e6c6f63616c686f73740c416461204c6f76656c6163658082b4c283b5a206018282b4c283b5a20601016b0201020101016601093132372e302e302e3100010661636365707401032a2f2a018092d1ab9eb5a20600"),
+    ("bulk unlock job", "026a31026d3106776176652d310101026f3101026f310101018082b4c283b5a206008082b4c283b5a206018282b4c283b5a2060a0a0701"),
+    ("bulk unlock chunk", "02027531027532"),
     ("key schema", "53"),
     ("key meta", "4d000b64656661756c742d6f7267"),
     ("key user", "7500027531"),
@@ -273,6 +290,9 @@ const V3: &[(&str, &str)] = &[
     ("key session", "7300027331"),
     ("key lockout state", "4c00027531"),
     ("key automatic unlock", "410008000644d41c26808000027531"),
+    ("key bulk unlock job", "4a00026a31"),
+    ("key bulk unlock chunk", "6200026a3100080000000000000002"),
+    ("key bulk unlocked", "4200026a3100027531"),
 ];
 
 #[test]

@@ -34,7 +34,7 @@ use crate::time::{now_micros, Micros};
 use crate::types::{Details, UserState};
 use crate::user::checks::{CheckQueue, PendingCheck};
 use crate::user::event::EventKind;
-use crate::user::lockout::{Lock, LockReason, LockoutState};
+use crate::user::lockout::{Lock, LockFilter, LockReason, LockoutState};
 use crate::user::record::{Kind, PasswordRecord, TokenRef, UserRecord};
 use crate::user::state::{transition, Lifecycle};
 use crate::verifier::Verified;
@@ -115,6 +115,15 @@ pub(crate) enum Request {
         by: String,
         password: PasswordRecord,
         reply: RpcReplyPort<Staged<Details>>,
+    },
+    /// A bulk unlock job's unlock: only if the user is still LOCKED by a lock `filter` matches;
+    /// `marker` is written with the unlock. Answers whether the user was unlocked.
+    BulkUnlock {
+        job_id: String,
+        filter: LockFilter,
+        marker: Vec<u8>,
+        by: String,
+        reply: RpcReplyPort<Staged<bool>>,
     },
     /// The automatic unlock scheduled for `at` is due (from the unlock scheduler): lift it if it
     /// is still this user's lock. Answers whether the user was unlocked.
@@ -399,6 +408,16 @@ impl UserActor {
                 };
                 self.check_password(myself, state, check);
             }
+            Request::BulkUnlock {
+                job_id,
+                filter,
+                marker,
+                by,
+                reply,
+            } => {
+                let result = self.bulk_unlock(state, job_id, &filter, marker, &by);
+                let _ = reply.send(state.staged(result));
+            }
             Request::AutoUnlock { at, reply } => {
                 // Due ones were lifted before this request; one still held here is stale.
                 let lifted = state.lockout.lock.and_then(|l| l.until) != Some(at);
@@ -534,6 +553,31 @@ impl UserActor {
             by,
             WriteBatch::default(),
         )
+    }
+
+    fn bulk_unlock(
+        &self,
+        state: &mut UserActorState,
+        job_id: String,
+        filter: &LockFilter,
+        marker: Vec<u8>,
+        by: &str,
+    ) -> Result<bool, Error> {
+        let record = &mut state.record;
+        if record.state != UserState::Locked {
+            return Ok(false);
+        }
+        if !filter.matches(&state.lockout.lock_or_admin(record.changed)) {
+            return Ok(false);
+        }
+        record.state = UserState::Active;
+        record.failed_password_attempts = 0;
+        let mut extra = WriteBatch::default();
+        extra.put(marker, Vec::new());
+        state.set_lockout(&self.registry, LockoutState::default(), &mut extra);
+        let kind = EventKind::UnlockedInBulk { job_id };
+        state.commit(&self.registry, kind, now_micros(), by, extra)?;
+        Ok(true)
     }
 
     /// Role assignments change the snapshot but are not user lifecycle events, so the user's

@@ -61,6 +61,10 @@ pub enum EventKind {
     /// A lock from failed checks lifted by itself at its deadline.
     UnlockedAutomatically,
     PasswordChanged,
+    /// Unlocked by a bulk unlock job.
+    UnlockedInBulk {
+        job_id: String,
+    },
 }
 
 impl Event {
@@ -106,16 +110,17 @@ impl EventKind {
             EventKind::LockedAfterFailures { .. } => "user.locked",
             EventKind::UnlockedAutomatically => "user.unlocked",
             EventKind::PasswordChanged => "user.human.password.changed",
+            EventKind::UnlockedInBulk { .. } => "user.unlocked",
         }
     }
 
     /// Why this event happened, where the type alone does not say.
-    pub fn reason(&self) -> Option<&'static str> {
+    pub fn reason(&self) -> Option<String> {
         match self {
-            EventKind::Locked => Some("administrator"),
-            EventKind::LockedAfterFailures { .. } => Some("failed password checks"),
-            EventKind::Unlocked => Some("administrator"),
-            EventKind::UnlockedAutomatically => Some("automatic"),
+            EventKind::Locked | EventKind::Unlocked => Some("administrator".into()),
+            EventKind::LockedAfterFailures { .. } => Some("failed password checks".into()),
+            EventKind::UnlockedAutomatically => Some("automatic".into()),
+            EventKind::UnlockedInBulk { job_id } => Some(format!("bulk unlock {job_id}")),
             _ => None,
         }
     }

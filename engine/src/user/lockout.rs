@@ -35,6 +35,22 @@ pub struct Lock {
     pub until: Option<Micros>,
 }
 
+/// Which locks a bulk unlock lifts (stored with its job): all that match every condition set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockFilter {
+    pub reason: Option<LockReason>,
+    pub locked_after: Option<Micros>,
+    pub locked_before: Option<Micros>,
+}
+
+impl LockFilter {
+    pub fn matches(&self, lock: &Lock) -> bool {
+        self.reason.is_none_or(|r| r == lock.reason)
+            && self.locked_after.is_none_or(|after| lock.at >= after)
+            && self.locked_before.is_none_or(|before| lock.at < before)
+    }
+}
+
 /// What is stored under `keys::lockout` while it is not the default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockoutState {
@@ -72,6 +88,16 @@ impl LockoutState {
             }),
             temporary_lockouts: self.temporary_lockouts,
         }
+    }
+
+    /// The lock of a LOCKED user last changed at `changed`: a user locked before locks were
+    /// recorded (schema 2) was locked by an administrator, then.
+    pub fn lock_or_admin(&self, changed: Micros) -> Lock {
+        self.lock.unwrap_or(Lock {
+            reason: LockReason::Admin,
+            at: changed,
+            until: None,
+        })
     }
 
     /// The automatic unlock due at or before `now`, if any.
