@@ -6,7 +6,11 @@
 #   - Node @zitadel/client over gRPC (h2c) and gRPC-web, and
 #     @connectrpc/connect-node over Connect JSON and binary      node/scenario.mjs
 # Each scenario: create a human user, lock, unlock, unlock again (FailedPrecondition), get
-# (ACTIVE, sequence), unlock a missing user (NotFound), a bad token (Unauthenticated).
+# (ACTIVE, sequence), unlock a missing user (NotFound), a bad token (Unauthenticated); then the
+# login loop: an organization with its own lockout policy (management v1, x-zitadel-orgid),
+# GetLockoutSettings, wrong passwords through CreateSession read back as CredentialsCheckError
+# with the count, the lock at the limit, the lock refused, an administrator's unlock, a login,
+# GetSession with the token, SetSession (a new token), DeleteSession.
 # Needs python3 (with venv) and node/npm, and the PyPI and npm registries. Run by .ci/run.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
