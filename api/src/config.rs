@@ -82,6 +82,24 @@ pub struct ServeArgs {
     /// fewer checkpoints, more memory, and a longer log to replay at start.
     #[arg(long, global = true, env = "LATCHKEY_CHECKPOINT_ENTRIES", default_value_t = latchkey_engine::DEFAULT_CHECKPOINT_ENTRIES)]
     pub checkpoint_entries: usize,
+    /// Threads that verify password hashes (0 = one per core). Fewer leaves cores to everything
+    /// else while a wave of wrong passwords keeps them busy; logins are bounded by them.
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_CHECK_THREADS",
+        default_value_t = 0
+    )]
+    pub check_threads: usize,
+    /// Password verifications that may wait for a thread beyond those running; a check beyond
+    /// them is refused at once (PASSWORD-CHECKS-BUSY, 429).
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_CHECK_QUEUE",
+        default_value_t = 64
+    )]
+    pub check_queue: usize,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive.
     #[arg(long, global = true, env = "LATCHKEY_LOG", default_value = "info")]
     pub log: String,
@@ -95,13 +113,20 @@ impl ServeArgs {
                 flush_interval: self.flush_interval,
             },
         };
-        Config::default()
+        let config = Config::default();
+        let check_threads = match self.check_threads {
+            0 => config.check_threads,
+            n => n,
+        };
+        config
             .data_dir(&self.data_dir)
             .durability(durability)
             .idle_timeout(self.idle_timeout)
             .call_timeout(self.call_timeout)
             .cache_bytes(self.cache_mb.saturating_mul(1024 * 1024))
             .checkpoint_entries(self.checkpoint_entries)
+            .check_threads(check_threads)
+            .check_queue(self.check_queue)
             // The bootstrap token file (`run.rs`), and its temporary name while it is written.
             .keep_file(crate::run::ADMIN_TOKEN_FILE)
             .keep_file(format!("{}.tmp", crate::run::ADMIN_TOKEN_FILE))
@@ -154,6 +179,17 @@ mod tests {
             1024 * 1024 * 1024,
             "sled's own default"
         );
+        let cores = Cli::try_parse_from(["latchkey"]).unwrap();
+        assert_eq!(
+            cores.serve_args().engine_config().check_threads,
+            Config::default().check_threads,
+            "0 means one per core"
+        );
+        let one = Cli::try_parse_from(["latchkey", "--check-threads", "1", "--check-queue", "8"])
+            .unwrap()
+            .serve_args()
+            .engine_config();
+        assert_eq!((one.check_threads, one.check_queue), (1, 8));
         let small = Cli::try_parse_from(["latchkey", "--cache-mb", "64"]).unwrap();
         assert_eq!(
             small.serve_args().engine_config().cache_bytes,

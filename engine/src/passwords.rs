@@ -134,10 +134,12 @@ impl Engine {
         let result = self
             .inner
             .registry
-            .call(user_id, |reply| Request::CheckPassword {
-                password: password.to_owned(),
-                by: by.to_owned(),
-                reply,
+            .call_within(user_id, spread(self.inner.config.call_timeout), |reply| {
+                Request::CheckPassword {
+                    password: password.to_owned(),
+                    by: by.to_owned(),
+                    reply,
+                }
             })
             .await;
         if let Err(e) = &result {
@@ -156,9 +158,39 @@ impl Engine {
     }
 }
 
+/// A check's deadline: somewhere between half and all of the call timeout. Checks of an attacked
+/// user wait in its queue until their deadline; with one deadline for all, the thousands an
+/// attacker sends at once would time out at once, come back at once, and take the server from
+/// everyone else in bursts. Spread deadlines turn the bursts into a steady trickle.
+fn spread(call_timeout: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    // The clock's microseconds are as good as a random number here (and cost no system call).
+    let per_mille = u64::from((nanos / 1_000) % 1_000);
+    call_timeout / 2 + (call_timeout / 2).mul_f64(per_mille as f64 / 1000.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_deadlines_spread_over_the_second_half_of_the_call_timeout() {
+        let timeout = Duration::from_secs(5);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..2_000 {
+            let deadline = spread(timeout);
+            assert!(
+                deadline >= timeout / 2 && deadline <= timeout,
+                "{deadline:?}"
+            );
+            seen.insert(deadline.as_millis() / 250);
+            std::thread::sleep(Duration::from_micros(7));
+        }
+        // Both quarters of the window are used: deadlines are not all alike.
+        assert!(seen.len() >= 2, "{seen:?}");
+    }
 
     #[test]
     fn zitadels_tarpit_grows_with_the_failures() {

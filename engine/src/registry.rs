@@ -143,6 +143,16 @@ impl Registry {
         id: &str,
         build: impl Fn(RpcReplyPort<Staged<T>>) -> Request,
     ) -> Result<T, Error> {
+        self.call_within(id, self.call_timeout, build).await
+    }
+
+    /// [`call`](Self::call) with its own deadline instead of the configured call timeout.
+    pub async fn call_within<T: Send + 'static>(
+        self: &Arc<Self>,
+        id: &str,
+        deadline: Duration,
+        build: impl Fn(RpcReplyPort<Staged<T>>) -> Request,
+    ) -> Result<T, Error> {
         // A send can only fail when the actor died and the supervisor has not yet dropped it;
         // that message was never enqueued, so it is safe to retry on a fresh actor.
         for _ in 0..3 {
@@ -168,7 +178,7 @@ impl Registry {
             // hang the caller, and each call arms one timer, not two. Past it the outcome is
             // unknown (the write may still land; if it fails, the scope is poisoned and the next
             // call reloads the user).
-            let answered = tokio::time::timeout(self.call_timeout, async {
+            let answered = tokio::time::timeout(deadline, async {
                 let staged = match actor.call(envelope, None).await {
                     Ok(CallResult::Success(staged)) => staged,
                     // The actor dropped our reply port: it failed while our message was queued

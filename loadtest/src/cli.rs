@@ -104,6 +104,20 @@ pub enum Internal {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
     },
+    /// (internal) the login scenario's attacker, in a process of its own so that its 10,000
+    /// connections do not share the measuring client's runtime: wrong passwords for one user
+    /// from every connection until the time is up; the outcome counts go to stdout as JSON.
+    #[command(hide = true)]
+    Attack {
+        #[arg(long)]
+        base: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
     /// Scale of state: create --users through the engine, restart the server on them, measure
     /// readiness, memory (ready / many active / after passivation) and a cold first request.
     Scale {

@@ -16,7 +16,7 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::target::{error_id, HttpTarget, Op, Outcome};
+use crate::target::{error_id, login_body, HttpTarget, Op, Outcome};
 
 /// The same limit as the reqwest client's (`target::http_client`).
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -75,18 +75,32 @@ impl Connection {
 
     /// `Err` for a transport failure, `Ok(outcome)` for any HTTP answer.
     async fn exchange(&mut self, op: Op, user: &str) -> Result<Outcome, String> {
-        let (method, path, body) = match op {
-            Op::Lock => (Method::POST, format!("/v2/users/{user}/lock"), "{}"),
-            Op::Unlock => (Method::POST, format!("/v2/users/{user}/unlock"), "{}"),
-            Op::Get => (Method::GET, format!("/v2/users/{user}"), ""),
+        let (method, path, body) = match (op, op.password()) {
+            (_, Some(password)) => (
+                Method::POST,
+                "/v2/sessions".to_owned(),
+                Bytes::from(login_body(user, password)),
+            ),
+            (Op::Lock, _) => (
+                Method::POST,
+                format!("/v2/users/{user}/lock"),
+                Bytes::from_static(b"{}"),
+            ),
+            (Op::Unlock, _) => (
+                Method::POST,
+                format!("/v2/users/{user}/unlock"),
+                Bytes::from_static(b"{}"),
+            ),
+            (_, None) => (Method::GET, format!("/v2/users/{user}"), Bytes::new()),
         };
-        let mut request = Request::new(Full::new(Bytes::from_static(body.as_bytes())));
+        let empty = body.is_empty();
+        let mut request = Request::new(Full::new(body));
         *request.method_mut() = method;
         *request.uri_mut() = path.parse().map_err(|e| format!("path {path}: {e}"))?;
         let headers = request.headers_mut();
         headers.insert(HOST, self.host.clone());
         headers.insert(AUTHORIZATION, self.authorization.clone());
-        if !body.is_empty() {
+        if !empty {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         // A connection the server closed after its last answer (`Connection: close`, idle

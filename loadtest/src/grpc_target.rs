@@ -6,14 +6,16 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use latchkey_api::proto::google::rpc::Status as RpcStatus;
+use latchkey_api::proto::zitadel::session::v2 as session;
 use latchkey_api::proto::zitadel::user::v2 as user;
 use latchkey_api::proto::zitadel::v1::ErrorDetail;
 use prost::Message as _;
+use session::session_service_client::SessionServiceClient;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use user::user_service_client::UserServiceClient;
 
-use crate::target::{Op, Outcome, HASH};
+use crate::target::{Op, Outcome};
 
 /// Connections per target: enough that one connection's framing is not the client's limit.
 const CONNECTIONS: usize = 4;
@@ -65,6 +67,9 @@ impl GrpcTarget {
     }
 
     pub async fn run(&self, op: Op, user_id: &str) -> Outcome {
+        if let Some(password) = op.password() {
+            return self.login(user_id, password).await;
+        }
         let mut client = self.client();
         let user_id = user_id.to_owned();
         let result = match op {
@@ -76,7 +81,7 @@ impl GrpcTarget {
                 .unlock_user(self.request(user::UnlockUserRequest { user_id }))
                 .await
                 .map(drop),
-            Op::Get => client
+            Op::Get | Op::Login | Op::WrongLogin => client
                 .get_user_by_id(self.request(user::GetUserByIdRequest { user_id }))
                 .await
                 .map(drop),
@@ -84,7 +89,34 @@ impl GrpcTarget {
         result.map_err(|status| error_id(&status))
     }
 
-    pub async fn create_user(&self, email: String, family_name: String) -> Result<String, String> {
+    async fn login(&self, user_id: &str, password: &str) -> Outcome {
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        let mut client = SessionServiceClient::new(self.channels[at].clone());
+        let request = session::CreateSessionRequest {
+            checks: Some(session::Checks {
+                user: Some(session::CheckUser {
+                    search: Some(session::check_user::Search::UserId(user_id.to_owned())),
+                }),
+                password: Some(session::CheckPassword {
+                    password: password.to_owned(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        client
+            .create_session(self.request(request))
+            .await
+            .map(drop)
+            .map_err(|status| error_id(&status))
+    }
+
+    pub async fn create_user(
+        &self,
+        email: String,
+        family_name: String,
+        hash: &str,
+    ) -> Result<String, String> {
         let request = user::AddHumanUserRequest {
             profile: Some(user::SetHumanProfile {
                 given_name: "Load".into(),
@@ -97,7 +129,7 @@ impl GrpcTarget {
             }),
             password_type: Some(user::add_human_user_request::PasswordType::HashedPassword(
                 user::HashedPassword {
-                    hash: HASH.into(),
+                    hash: hash.into(),
                     change_required: false,
                 },
             )),

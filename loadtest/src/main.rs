@@ -13,6 +13,7 @@ mod ceiling;
 mod cli;
 mod connection;
 mod grpc_target;
+mod login;
 mod median;
 mod orchestrate;
 mod recorder;
@@ -76,6 +77,12 @@ fn main() -> ExitCode {
             idle_timeout,
             cache_mb,
         })),
+        Some(Internal::Attack {
+            base,
+            user,
+            connections,
+            duration,
+        }) => runtime.block_on(login::attacker(base, user, connections, duration)),
         None => runtime.block_on(orchestrate::load_test(&cli)),
     };
     match result {

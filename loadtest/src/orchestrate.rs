@@ -29,6 +29,9 @@ enum Setup {
 }
 
 pub async fn load_test(cli: &Cli) -> Result<bool, String> {
+    if cli.scenario == Scenario::Login {
+        return crate::login::run(cli).await;
+    }
     let repeat = cli.repeat.max(1);
     let mut runs = Vec::with_capacity(repeat);
     for round in 1..=repeat {
@@ -203,7 +206,8 @@ async fn prepare(
         Scenario::Uniform | Scenario::Mixed => (settings.users.max(settings.concurrency), false),
         Scenario::Cold => (settings.users, false),
         Scenario::Hot => (1, false),
-        Scenario::Create => return Ok(Vec::new()),
+        // `login.rs` makes its own users (with a hash of its password).
+        Scenario::Create | Scenario::Login => return Ok(Vec::new()),
     };
     eprintln!("preparing {count} users ...");
     let warm = settings.scenario != Scenario::Cold;

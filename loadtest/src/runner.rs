@@ -27,6 +27,9 @@ pub enum Scenario {
     Cold,
     /// One user alone, alternating lock/unlock with `--concurrency` commands in flight (embedded).
     Hot,
+    /// Password checks through CreateSession: logins, refused logins of locked users, and other
+    /// users' commands while one user is attacked (`login.rs`; --spawn, REST).
+    Login,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +117,10 @@ pub async fn run(
         (Scenario::Create, _) => create(target, settings, progress).await,
         (Scenario::Cold, _) => cold(target, settings, users, progress).await,
         (Scenario::Hot, _) => hot(target, settings, users, progress, checks_apply).await,
+        // Its phases are run by `login.rs`; as one loop it is a closed loop of logins.
+        (Scenario::Login, _) => {
+            crate::login::closed_loop(target, &users, Op::Login, settings.duration).await
+        }
     }
 }
 

@@ -21,7 +21,8 @@ pub async fn serve_baseline(listen: std::net::SocketAddr) -> std::io::Result<()>
     let app = Router::new()
         .route("/v2/users/{id}/{action}", post(fixed))
         .route("/v2/users/{id}", get(fixed))
-        .route("/v2/users/human", post(fixed));
+        .route("/v2/users/human", post(fixed))
+        .route("/v2/sessions", post(fixed));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("baseline listening on http://{}", listener.local_addr()?);
     // The same socket settings as Latchkey's server.

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use latchkey_engine::{Caller, Email, Engine, NewHuman, PasswordInput, Profile};
+use latchkey_engine::{
+    Caller, Email, Engine, NewHuman, NewSession, PasswordInput, Profile, SessionChecks, UserCheck,
+};
 use serde_json::json;
 
 use crate::connection::Connection;
@@ -20,6 +22,29 @@ pub enum Op {
     Lock,
     Unlock,
     Get,
+    /// CreateSession with the user and [`LOGIN_PASSWORD`] (a login).
+    Login,
+    /// CreateSession with the user and a wrong password (an attacker's guess).
+    WrongLogin,
+}
+
+/// The password of the `login` scenario's users (their hash is made for it at the start).
+pub const LOGIN_PASSWORD: &str = "Correct-Horse-7";
+
+impl Op {
+    /// The password a login sends.
+    pub fn password(self) -> Option<&'static str> {
+        match self {
+            Op::Login => Some(LOGIN_PASSWORD),
+            Op::WrongLogin => Some("wrong-guess"),
+            _ => None,
+        }
+    }
+}
+
+/// CreateSession's body for a login of `user` with `password`.
+pub fn login_body(user: &str, password: &str) -> String {
+    json!({"checks": {"user": {"userId": user}, "password": {"password": password}}}).to_string()
 }
 
 /// How one operation ended: `Ok` or the stable error id / status it failed with.
@@ -87,24 +112,40 @@ impl Target {
     pub async fn run(&self, op: Op, user: &str) -> Outcome {
         match self {
             Target::Embedded { engine, caller } => {
-                let result = match op {
-                    Op::Lock => engine.lock_user(caller, user).await.map(|_| ()),
-                    Op::Unlock => engine.unlock_user(caller, user).await.map(|_| ()),
-                    Op::Get => engine.get_user(caller, user).await.map(|_| ()),
+                let result = match (op, op.password()) {
+                    (_, Some(password)) => {
+                        let login = NewSession {
+                            checks: SessionChecks {
+                                user: Some(UserCheck::Id(user.to_owned())),
+                                password: Some(password.to_owned()),
+                            },
+                            ..Default::default()
+                        };
+                        engine.create_session(caller, login).await.map(|_| ())
+                    }
+                    (Op::Lock, _) => engine.lock_user(caller, user).await.map(|_| ()),
+                    (Op::Unlock, _) => engine.unlock_user(caller, user).await.map(|_| ()),
+                    (_, None) => engine.get_user(caller, user).await.map(|_| ()),
                 };
                 result.map_err(|e| e.id.id().to_owned())
             }
             Target::Http(http) => {
-                let request = match op {
-                    Op::Lock => http
+                let request = match (op, op.password()) {
+                    (_, Some(password)) => http
                         .client
-                        .post(format!("{}/v2/users/{user}/lock", http.base)),
-                    Op::Unlock => http
+                        .post(format!("{}/v2/sessions", http.base))
+                        .body(login_body(user, password)),
+                    (Op::Lock, _) => http
                         .client
-                        .post(format!("{}/v2/users/{user}/unlock", http.base)),
-                    Op::Get => http.client.get(format!("{}/v2/users/{user}", http.base)),
+                        .post(format!("{}/v2/users/{user}/lock", http.base))
+                        .body("{}"),
+                    (Op::Unlock, _) => http
+                        .client
+                        .post(format!("{}/v2/users/{user}/unlock", http.base))
+                        .body("{}"),
+                    (_, None) => http.client.get(format!("{}/v2/users/{user}", http.base)),
                 };
-                http_outcome(request.bearer_auth(&http.token).body("{}")).await
+                http_outcome(request.bearer_auth(&http.token)).await
             }
             Target::Grpc(grpc) => grpc.run(op, user).await,
         }
@@ -121,6 +162,11 @@ impl Target {
 
     /// Creates a human user with a precomputed hash; returns its id.
     pub async fn create_user(&self, n: u64, tag: &str) -> Result<String, String> {
+        self.create_user_with(n, tag, HASH).await
+    }
+
+    /// Creates a human user whose password has `hash`; returns its id.
+    pub async fn create_user_with(&self, n: u64, tag: &str, hash: &str) -> Result<String, String> {
         let email = format!("load-{tag}-{n}@example.com");
         match self {
             Target::Embedded { engine, caller } => engine
@@ -137,7 +183,7 @@ impl Target {
                             is_verified: true,
                         },
                         password: Some(PasswordInput::Hashed {
-                            hash: HASH.into(),
+                            hash: hash.into(),
                             change_required: false,
                         }),
                         ..Default::default()
@@ -146,12 +192,12 @@ impl Target {
                 .await
                 .map(|c| c.user_id)
                 .map_err(|e| e.id.id().to_owned()),
-            Target::Grpc(grpc) => grpc.create_user(email, format!("User {n}")).await,
+            Target::Grpc(grpc) => grpc.create_user(email, format!("User {n}"), hash).await,
             Target::Http(http) => {
                 let body = json!({
                     "profile": {"givenName": "Load", "familyName": format!("User {n}")},
                     "email": {"email": email, "isVerified": true},
-                    "hashedPassword": {"hash": HASH},
+                    "hashedPassword": {"hash": hash},
                 });
                 let response = http
                     .client

@@ -31,10 +31,12 @@ use crate::user::record::{Kind, UserRecord};
 use crate::verifier::Verified;
 
 /// Checks of one user waiting behind the one being verified. Beyond this many, a check is refused
-/// at once (PASSWORD-CHECKS-BUSY). Waiting costs no hash: a check whose caller has given up (its
-/// call timed out) is dropped when its turn comes, and once the user is locked every waiting check
-/// is answered without one.
-const MAX_WAITING: usize = 4096;
+/// at once (PASSWORD-CHECKS-BUSY). Waiting costs no hash and a few hundred bytes: a check whose
+/// caller has given up (its call timed out) is dropped when its turn comes, and once the user is
+/// locked every waiting check is answered without one. The bound is above what one attacker keeps
+/// in flight (10,000 in the load test): a check refused at once is sent again at once, so a low
+/// bound turns waiting guesses into a flood of requests.
+const MAX_WAITING: usize = 16_384;
 
 /// A check waiting for its turn or its verification.
 pub(crate) struct PendingCheck {
@@ -66,6 +68,11 @@ impl UserActor {
         check: PendingCheck,
     ) {
         if state.checks.running {
+            if state.checks.waiting.len() >= MAX_WAITING {
+                // Checks whose callers gave up (timed out) would be dropped at their turn; make
+                // room by dropping them now.
+                state.checks.waiting.retain(|c| !c.reply.is_closed());
+            }
             if state.checks.waiting.len() >= MAX_WAITING {
                 let _ = check
                     .reply
