@@ -102,14 +102,21 @@ impl<'a> Detail<'a> {
     }
 }
 
+/// A failure of the server's own (Internal, Unavailable) is logged, alike on every protocol. A call
+/// timeout is not: a wave of them is what an attacker's waiting guesses look like, and one line
+/// each would cost more than the requests; the metrics count them.
+fn log_failure(error: &Error, message: &str) {
+    if matches!(error.code(), Code::Internal | Code::Unavailable) {
+        tracing::warn!(id = error.id.id(), %message, "request failed");
+    }
+}
+
 /// The gRPC status of an engine error: its code and message, and a `google.rpc.Status` with the
 /// detail in `grpc-status-details-bin`, as ZITADEL sends it.
 pub fn grpc_status(error: &Error) -> tonic::Status {
     let code = tonic::Code::from_i32(error.code().number());
     let message = error.wire_message();
-    if code == tonic::Code::Internal || code == tonic::Code::Unavailable {
-        tracing::warn!(id = error.id.id(), %message, "request failed");
-    }
+    log_failure(error, &message);
     let detail = Detail::of(error);
     let details = RpcStatus {
         code: error.code().number(),
@@ -158,9 +165,7 @@ impl IntoResponse for ApiError {
             http_status(code)
         };
         let message = self.error.wire_message();
-        if status.is_server_error() {
-            tracing::warn!(id = self.error.id.id(), %message, "request failed");
-        }
+        log_failure(&self.error, &message);
         let detail = Detail::of(&self.error);
         let body = match self.protocol {
             Protocol::Rest => {

@@ -14,7 +14,8 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
 
 use latchkey_engine::{Engine, ErrorId};
 
@@ -51,8 +52,15 @@ pub fn router(
         .with_state(AppState { engine });
     ServiceBuilder::new()
         .map_response(axum_body)
-        // One log line per request (at debug, from on_response); 5xx answers at error.
-        .layer(TraceLayer::new_for_http().on_request(()))
+        // One log line per request, at debug, 5xx answers included: a wave of them (call
+        // timeouts while an attacker's guesses wait) must not become a wave of error lines that
+        // costs more than the requests. Their causes are logged once where they arise (a failed
+        // store, a panicking actor) and every answer is counted in the metrics.
+        .layer(
+            TraceLayer::new_for_http()
+                .on_request(())
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         // Bodies are read with our own limit (rpc::BODY_LIMIT) so the 413 has our error shape.
         .layer(DefaultBodyLimit::disable())
         .service(Edge::new(router, grpc))

@@ -273,6 +273,7 @@ impl Engine {
             registry::Shared {
                 policies: policies.clone(),
                 verifier: verifier::Verifier::new(config.check_threads, config.check_queue),
+                tarpit: config.tarpit,
             },
         ));
         let (supervisor, _) = Actor::spawn(None, Supervisor, registry.clone())

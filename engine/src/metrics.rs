@@ -13,6 +13,10 @@ pub(crate) struct EngineMetrics {
     activations: Counter,
     passivations: Counter,
     failures: Counter,
+    /// Password checks by outcome ([`CheckOutcome`]).
+    checks: [Counter; CheckOutcome::ALL.len()],
+    /// Users locked by the lockout policy (a wrong password at the limit).
+    lockouts: Counter,
     pub activation_count: AtomicU64,
     pub passivation_count: AtomicU64,
     pub failure_count: AtomicU64,
@@ -26,6 +30,10 @@ impl EngineMetrics {
             activations: counter!("latchkey_actor_activations_total"),
             passivations: counter!("latchkey_actor_passivations_total"),
             failures: counter!("latchkey_actor_restarts_total"),
+            checks: CheckOutcome::ALL.map(
+                |outcome| counter!("latchkey_password_checks_total", "outcome" => outcome.label()),
+            ),
+            lockouts: counter!("latchkey_lockouts_total"),
             activation_count: AtomicU64::new(0),
             passivation_count: AtomicU64::new(0),
             failure_count: AtomicU64::new(0),
@@ -47,9 +55,68 @@ impl EngineMetrics {
         }
     }
 
+    /// A password check was answered.
+    pub fn checked(&self, outcome: CheckOutcome) {
+        self.checks[outcome as usize].increment(1);
+    }
+
+    /// The lockout policy locked a user.
+    pub fn locked_out(&self) {
+        self.lockouts.increment(1);
+    }
+
     /// A user actor panicked (it restarts lazily on the next message).
     pub fn failed(&self) {
         self.failures.increment(1);
         self.failure_count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How a password check was answered (the `outcome` label of `latchkey_password_checks_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CheckOutcome {
+    /// The password matched.
+    Match,
+    /// A wrong password: counted, perhaps locking the user.
+    Mismatch,
+    /// Refused without a verification: the user is locked.
+    Locked,
+    /// Refused at once: too many checks waiting (PASSWORD-CHECKS-BUSY).
+    Busy,
+    /// Anything else: no such user, no password, a failed verification.
+    Other,
+}
+
+impl CheckOutcome {
+    const ALL: [CheckOutcome; 5] = [
+        CheckOutcome::Match,
+        CheckOutcome::Mismatch,
+        CheckOutcome::Locked,
+        CheckOutcome::Busy,
+        CheckOutcome::Other,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            CheckOutcome::Match => "match",
+            CheckOutcome::Mismatch => "mismatch",
+            CheckOutcome::Locked => "locked",
+            CheckOutcome::Busy => "busy",
+            CheckOutcome::Other => "other",
+        }
+    }
+
+    /// The outcome an answer to a check reports.
+    pub fn of<T>(answer: &Result<T, crate::error::Error>) -> Self {
+        use crate::error::ErrorId;
+        match answer {
+            Ok(_) => CheckOutcome::Match,
+            Err(e) => match e.id {
+                ErrorId::PasswordInvalid => CheckOutcome::Mismatch,
+                ErrorId::UserLocked | ErrorId::UserLockedDuringCheck => CheckOutcome::Locked,
+                ErrorId::ChecksBusy => CheckOutcome::Busy,
+                _ => CheckOutcome::Other,
+            },
+        }
     }
 }

@@ -26,6 +26,7 @@ use crate::auth_cache::AuthCache;
 use crate::error::{Error, ErrorId};
 use crate::lockout::Policies;
 use crate::metrics::EngineMetrics;
+use crate::passwords::Tarpit;
 use crate::unlocks::AutoUnlocks;
 use crate::user::actor::{Request, Staged, UserActor, UserActorArgs, UserMsg};
 use crate::user::lockout::LockoutState;
@@ -69,6 +70,7 @@ pub(crate) struct Registry {
     auth: AuthCache,
     policies: Arc<Policies>,
     verifier: Verifier,
+    tarpit: Tarpit,
     unlocks: AutoUnlocks,
 }
 
@@ -76,6 +78,7 @@ pub(crate) struct Registry {
 pub(crate) struct Shared {
     pub policies: Arc<Policies>,
     pub verifier: Verifier,
+    pub tarpit: Tarpit,
 }
 
 impl Registry {
@@ -96,6 +99,7 @@ impl Registry {
             auth: AuthCache::default(),
             policies: shared.policies,
             verifier: shared.verifier,
+            tarpit: shared.tarpit,
             unlocks: AutoUnlocks::default(),
         }
     }
@@ -106,6 +110,11 @@ impl Registry {
 
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
+    }
+
+    /// The delay after a wrong password (ZITADEL's tarpit).
+    pub fn tarpit(&self) -> Tarpit {
+        self.tarpit
     }
 
     pub fn unlocks(&self) -> &AutoUnlocks {

@@ -469,3 +469,59 @@ async fn automatic_unlocks_survive_a_restart_and_passivation() {
     }
     kit.engine.shutdown().await.unwrap();
 }
+
+/// The tarpit holds the user, not only the request: after a wrong password, the user's next
+/// verification waits out the delay, however many guesses are in flight. With a delay of an hour
+/// after the first failure, twenty parallel wrong passwords cost one hash; the other nineteen wait
+/// until their deadline. A check that needs no hash (the user locked meanwhile) is answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_wait_out_the_tarpit_of_the_user() {
+    let hour = Duration::from_secs(3600);
+    let kit = Arc::new(
+        kit_with(|c| {
+            c.call_timeout(Duration::from_millis(800)).tarpit(Tarpit {
+                min_failed: 0,
+                step_size: 1,
+                step: hour,
+                max: hour,
+            })
+        })
+        .await,
+    );
+    let user = kit.user("guessed@example.com").await;
+    let before = kit.verifications();
+    let barrier = Arc::new(tokio::sync::Barrier::new(20));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (kit, user, barrier) = (kit.clone(), user.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                // The first failure's own answer sleeps the tarpit too; don't wait for it.
+                tokio::time::timeout(Duration::from_secs(3), kit.login(&user, "wrong")).await
+            })
+        })
+        .collect();
+    let (mut held, mut answered_late) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(Err(e)) if e.id == ErrorId::Timeout => held += 1,
+            Err(_elapsed) => answered_late += 1, // the failure, sleeping its tarpit
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((held, answered_late), (19, 1));
+    assert_eq!(
+        kit.verifications() - before,
+        1,
+        "one hash for twenty guesses"
+    );
+
+    // Locked meanwhile: refused at once, with no hash, though the tarpit still holds the user.
+    kit.engine.lock_user(&kit.admin, &user).await.unwrap();
+    assert_eq!(
+        refusal(kit.login(&user, PASSWORD).await).0,
+        ErrorId::CheckedUserNotActive
+    );
+    assert_eq!(kit.verifications() - before, 1);
+    kit.engine.shutdown().await.ok();
+}

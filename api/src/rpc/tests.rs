@@ -182,3 +182,23 @@ fn the_table_has_one_row_per_method_and_route() {
         assert_eq!(info.rest_status, expected, "{}", info.method);
     }
 }
+
+/// The README's API table has a row for every RPC: its REST verb and path, its method and the
+/// permission it checks.
+#[test]
+fn the_readme_lists_every_rpc() {
+    let readme = include_str!("../../../README.md");
+    for info in METHODS {
+        let rest = format!("`{} {}`", info.verb.as_str(), info.rest);
+        let row = readme
+            .lines()
+            .find(|line| line.starts_with("| ") && line.contains(&rest))
+            .unwrap_or_else(|| panic!("README's API table has no row for {rest}"));
+        assert!(
+            row.contains(&format!("/{}`", info.method)) && row.contains(info.permission),
+            "README's row for {rest} does not name {} and `{}`: {row}",
+            info.method,
+            info.permission
+        );
+    }
+}

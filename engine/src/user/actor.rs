@@ -59,6 +59,8 @@ pub(crate) enum UserMsg {
         outcome: Verified,
         check: PendingCheck,
     },
+    /// A wrong password's tarpit has passed: the user's waiting checks may go on.
+    ChecksDue,
     /// Test hook: panic inside the handler.
     #[cfg(feature = "fault-injection")]
     Panic,
@@ -311,6 +313,7 @@ impl Actor for UserActor {
                 state.last_activity = Instant::now();
                 self.verified(&myself, state, outcome, check);
             }
+            UserMsg::ChecksDue => self.checks_due(&myself, state),
             UserMsg::Tick => {
                 state.unlock_if_due(&self.registry, now_micros());
                 let idle = state.last_activity.elapsed() >= self.registry.idle_timeout();

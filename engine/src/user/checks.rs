@@ -9,6 +9,14 @@
 //! other commands) are handled while a verification runs, and an outcome that finds the user
 //! locked meanwhile is refused (COMMAND-SFA3t) instead of applied.
 //!
+//! After a wrong password the user's next verification waits out ZITADEL's tarpit delay for the
+//! failure count (0 s below 10 failures, growing to 10 s). ZITADEL delays only the failing
+//! request's answer, so an attacker who sends guesses in parallel is not slowed at all; here the
+//! delay holds the user's queue, so parallel guesses get no more hashes per second than guesses
+//! sent one by one, and an attacked user costs the machine almost nothing. (The failing answer is
+//! still delayed too, as ZITADEL's is: `passwords.rs`.) Checks that need no hash — a locked user —
+//! are answered at once even while the queue is held.
+//!
 //! The order of a check, as ZITADEL's: the user must exist as a human (COMMAND-3n77z); a locked
 //! user is refused with its count (COMMAND-JLK35) before any hash; a user without a password
 //! (COMMAND-3nJ4t); then the verification. A wrong password adds one to the count and, at the
@@ -16,12 +24,14 @@
 //! (COMMAND-3M0fs). A match resets the count.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use ractor::{ActorRef, RpcReplyPort};
 
 use latchkey_storage::WriteBatch;
 
 use crate::error::{Error, ErrorId};
+use crate::metrics::CheckOutcome;
 use crate::time::now_micros;
 use crate::types::UserState;
 use crate::user::actor::{Staged, UserActor, UserActorState, UserMsg};
@@ -50,12 +60,20 @@ pub(crate) struct PendingCheck {
 pub(crate) struct CheckQueue {
     /// A verification is in flight.
     running: bool,
+    /// After a wrong password, no verification of this user starts before this time (the
+    /// tarpit's delay for its failure count).
+    resume_at: Option<Instant>,
     waiting: VecDeque<PendingCheck>,
 }
 
 impl CheckQueue {
     pub fn is_idle(&self) -> bool {
         !self.running && self.waiting.is_empty()
+    }
+
+    /// No verification may start now: one runs, or the tarpit holds the user.
+    fn held(&self) -> bool {
+        self.running || self.resume_at.is_some_and(|at| at > Instant::now())
     }
 }
 
@@ -67,16 +85,19 @@ impl UserActor {
         state: &mut UserActorState,
         check: PendingCheck,
     ) {
-        if state.checks.running {
+        if state.checks.held() || !state.checks.waiting.is_empty() {
+            if !state.checks.running && refusal(&state.record).is_err() {
+                // Held by the tarpit, but this one needs no hash: answer it now.
+                self.start_check(myself, state, check);
+                return;
+            }
             if state.checks.waiting.len() >= MAX_WAITING {
                 // Checks whose callers gave up (timed out) would be dropped at their turn; make
                 // room by dropping them now.
                 state.checks.waiting.retain(|c| !c.reply.is_closed());
             }
             if state.checks.waiting.len() >= MAX_WAITING {
-                let _ = check
-                    .reply
-                    .send(state.staged(Err(ErrorId::ChecksBusy.into())));
+                self.answer(state, check, Err(ErrorId::ChecksBusy.into()));
             } else {
                 state.checks.waiting.push_back(check);
             }
@@ -97,15 +118,13 @@ impl UserActor {
         }
         let hash = match refusal(&state.record) {
             Err(e) => {
-                let _ = check.reply.send(state.staged(Err(e)));
+                self.answer(state, check, Err(e));
                 return;
             }
             Ok(hash) => hash,
         };
         match self.registry.verifier().start(hash, check.password.clone()) {
-            Err(busy) => {
-                let _ = check.reply.send(state.staged(Err(busy)));
-            }
+            Err(busy) => self.answer(state, check, Err(busy)),
             Ok(verification) => {
                 state.checks.running = true;
                 let myself = myself.clone();
@@ -128,13 +147,54 @@ impl UserActor {
     ) {
         state.checks.running = false;
         let result = self.apply(state, outcome, &check.by);
-        let _ = check.reply.send(state.staged(result));
-        while !state.checks.running {
+        if let Err(e) = &result {
+            if e.id == ErrorId::PasswordInvalid && state.record.state != UserState::Locked {
+                self.hold(myself, state, e.failed_attempts.unwrap_or(0));
+            }
+        }
+        self.answer(state, check, result);
+        self.next_checks(myself, state);
+    }
+
+    /// Holds the user's next verification back by the tarpit's delay for `failed` failures:
+    /// guesses sent in parallel get no more hashes per second than guesses sent one by one.
+    fn hold(&self, myself: &ActorRef<UserMsg>, state: &mut UserActorState, failed: u32) {
+        let delay = self.registry.tarpit().delay(failed);
+        if delay.is_zero() {
+            return;
+        }
+        state.checks.resume_at = Some(Instant::now() + delay);
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = myself.send_message(UserMsg::ChecksDue);
+        });
+    }
+
+    /// The tarpit's delay may have passed: go on with the waiting checks.
+    pub(crate) fn checks_due(&self, myself: &ActorRef<UserMsg>, state: &mut UserActorState) {
+        self.next_checks(myself, state);
+    }
+
+    /// Starts waiting checks until one is being verified or the tarpit holds the user.
+    fn next_checks(&self, myself: &ActorRef<UserMsg>, state: &mut UserActorState) {
+        while !state.checks.held() {
             let Some(next) = state.checks.waiting.pop_front() else {
                 break;
             };
             self.start_check(myself, state, next);
         }
+    }
+
+    /// Answers a check (counted in `latchkey_password_checks_total`).
+    fn answer(
+        &self,
+        state: &UserActorState,
+        check: PendingCheck,
+        result: Result<UserRecord, Error>,
+    ) {
+        self.registry.metrics().checked(CheckOutcome::of(&result));
+        let _ = check.reply.send(state.staged(result));
     }
 
     fn apply(
@@ -202,6 +262,9 @@ impl UserActor {
                     state.set_lockout(&self.registry, next, &mut extra);
                 }
                 state.commit_all(&self.registry, kinds, now, by, extra)?;
+                if failure.lock.is_some() {
+                    self.registry.metrics().locked_out();
+                }
                 Err(Error::credentials(
                     ErrorId::PasswordInvalid,
                     failure.failed_attempts,
