@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every scenario of docs/performance.md, each with its same-run baseline, and writes
-# JSON + HTML reports to $OUT (default ./loadtest-results). Takes about 19 minutes: every row with a
+# JSON + HTML reports to $OUT (default ./loadtest-results). Takes about 25 minutes: every row with a
 # ratio runs 3 times (--repeat 3, each on a fresh target) and reports the run with the median ratio;
 # the open loop likewise, by its p99.
 set -euo pipefail
@@ -30,3 +30,9 @@ peak=$(python3 -c "import json;print(int(json.load(open('$OUT/http-uniform-sync.
 run http-open-loop-half-peak --spawn --scenario uniform --rate $((peak / 2)) --duration 10s --warmup 5s --baseline --repeat 3
 run embedded-create-1m    --target embedded --scenario create --count 1000000 --concurrency 64 --duration 120s
 run embedded-cold         --target embedded --scenario cold --users 20000 --concurrency 4
+# The login section: three runs in a row, each with its own raw Argon2id rate, HTTP ceiling and
+# idle p99 (about 2 minutes each).
+for i in 1 2 3; do
+  echo "== login-$i: latchkey-loadtest --spawn --scenario login --duration 10s --concurrency 16 --users 200"
+  "$LT" --spawn --scenario login --duration 10s --concurrency 16 --users 200 --json "$OUT/login-$i.json" || true
+done
