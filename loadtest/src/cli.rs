@@ -118,6 +118,16 @@ pub enum Internal {
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// Is the harness's HTTP client fast enough to measure with? Drives the bare axum baseline
+    /// with the harness's closed loop and with wrk (if installed), interleaved; bar: ≥ 0.9 × wrk.
+    ClientCheck {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     /// Scale of state: create --users through the engine, restart the server on them, measure
     /// readiness, memory (ready / many active / after passivation) and a cold first request.
     Scale {

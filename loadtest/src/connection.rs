@@ -1,19 +1,20 @@
-//! One HTTP/1.1 connection held open for a whole run, for the open loop.
+//! One HTTP/1.1 connection held open for a whole run: the harness's HTTP client, closed and open
+//! loop alike.
 //!
-//! The open loop measures latency, and on a 2-core machine the client shares the cores with the
-//! server it measures: every microsecond the client spends per request is queueing the server's
-//! requests behind it. Through reqwest (pool checkout, URL parsing, its middleware), an open-loop
-//! request cost the client 50–90 µs of CPU — as much as the server. Like wrk2, the open loop
-//! therefore drives a fixed set of connections on hyper's connection-level API: the request head
-//! is built from preformatted parts, nothing is pooled, and a connection that fails is reopened
-//! for the next request.
+//! The client shares the machine's two cores with the server it measures, so every microsecond it
+//! spends per request is taken from the server, and a slow client caps the ceiling more than it
+//! caps Latchkey — which flatters the ratio. Through reqwest (pool checkout, URL parsing, header
+//! maps, its middleware) the harness drove the bare baseline at ≈ 0.4 × what wrk drives it at;
+//! through hyper's connection API, at ≈ 0.6 ×. So, like wrk, a connection here writes a request
+//! preformatted into one buffer with one `write` and reads the answer with as few `read`s as it
+//! takes, parsing only the status line and the headers that frame the body (httparse); nothing is
+//! pooled, no task is spawned per connection, and a connection that fails or that the server
+//! closes is reopened for the next request. `docs/performance.md` records this client against
+//! wrk on the same baseline in the same run (`latchkey-loadtest client-check`).
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use std::io::Write as _;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::target::{error_id, login_body, HttpTarget, Op, Outcome};
@@ -21,12 +22,27 @@ use crate::target::{error_id, login_body, HttpTarget, Op, Outcome};
 /// The same limit as the reqwest client's (`target::http_client`).
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Largest answer accepted (the harness's answers are a few hundred bytes).
+const MAX_ANSWER: usize = 1 << 20;
+
 pub struct Connection {
     /// `host:port` of the server.
     authority: String,
-    host: HeaderValue,
-    authorization: HeaderValue,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    /// The headers every request carries, preformatted: `Host` and `Authorization`.
+    common: Vec<u8>,
+    stream: Option<TcpStream>,
+    /// The request being sent, built in place.
+    out: Vec<u8>,
+    /// Bytes read and not yet consumed.
+    input: Vec<u8>,
+}
+
+/// How a framed answer ends.
+struct Framed {
+    status: u16,
+    head: usize,
+    body: usize,
+    close: bool,
 }
 
 impl Connection {
@@ -35,28 +51,28 @@ impl Connection {
         let authority = target
             .base
             .trim_start_matches("http://")
-            .trim_end_matches('/');
+            .trim_end_matches('/')
+            .to_owned();
+        let common = format!(
+            "Host: {authority}\r\nAuthorization: Bearer {}\r\n",
+            target.token
+        )
+        .into_bytes();
         let mut connection = Connection {
-            authority: authority.to_owned(),
-            host: HeaderValue::from_str(authority).unwrap_or(HeaderValue::from_static("localhost")),
-            authorization: HeaderValue::from_str(&format!("Bearer {}", target.token))
-                .unwrap_or(HeaderValue::from_static("")),
-            sender: None,
+            authority,
+            common,
+            stream: None,
+            out: Vec::with_capacity(512),
+            input: Vec::with_capacity(4096),
         };
-        connection.sender = connection.connect().await.ok();
+        connection.stream = connection.connect().await.ok();
         connection
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let stream = TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| e.to_string())?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        Ok(sender)
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let stream = TcpStream::connect(&self.authority).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 
     /// Sends one request and reads its whole answer; transport failures are outcomes too.
@@ -68,71 +84,140 @@ impl Connection {
         };
         if result.is_err() {
             // Whatever went wrong, the next request starts on a fresh connection.
-            self.sender = None;
+            self.stream = None;
         }
         result.unwrap_or_else(|id| Err(id.to_owned()))
     }
 
-    /// `Err` for a transport failure, `Ok(outcome)` for any HTTP answer.
-    async fn exchange(&mut self, op: Op, user: &str) -> Result<Outcome, String> {
-        let (method, path, body) = match (op, op.password()) {
-            (_, Some(password)) => (
-                Method::POST,
-                "/v2/sessions".to_owned(),
-                Bytes::from(login_body(user, password)),
-            ),
-            (Op::Lock, _) => (
-                Method::POST,
-                format!("/v2/users/{user}/lock"),
-                Bytes::from_static(b"{}"),
-            ),
-            (Op::Unlock, _) => (
-                Method::POST,
-                format!("/v2/users/{user}/unlock"),
-                Bytes::from_static(b"{}"),
-            ),
-            (_, None) => (Method::GET, format!("/v2/users/{user}"), Bytes::new()),
-        };
-        let empty = body.is_empty();
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = method;
-        *request.uri_mut() = path.parse().map_err(|e| format!("path {path}: {e}"))?;
-        let headers = request.headers_mut();
-        headers.insert(HOST, self.host.clone());
-        headers.insert(AUTHORIZATION, self.authorization.clone());
-        if !empty {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        // A connection the server closed after its last answer (`Connection: close`, idle
-        // timeout) is replaced before anything is sent on it, so that is not an error.
-        let usable = match self.sender.take() {
-            Some(mut held) => held.ready().await.is_ok().then_some(held),
-            None => None,
-        };
-        let mut sender = match usable {
-            Some(held) => held,
-            None => {
-                let mut fresh = self.connect().await?;
-                fresh.ready().await.map_err(|e| e.to_string())?;
-                fresh
+    /// Writes `op`'s request into `out`.
+    fn build(&mut self, op: Op, user: &str) {
+        let out = &mut self.out;
+        out.clear();
+        let body = match (op, op.password()) {
+            (_, Some(password)) => {
+                out.extend_from_slice(b"POST /v2/sessions HTTP/1.1\r\n");
+                Some(login_body(user, password))
+            }
+            (Op::Lock, _) => {
+                let _ = write!(out, "POST /v2/users/{user}/lock HTTP/1.1\r\n");
+                Some(String::from("{}"))
+            }
+            (Op::Unlock, _) => {
+                let _ = write!(out, "POST /v2/users/{user}/unlock HTTP/1.1\r\n");
+                Some(String::from("{}"))
+            }
+            (_, None) => {
+                let _ = write!(out, "GET /v2/users/{user} HTTP/1.1\r\n");
+                None
             }
         };
-        let response = sender.send_request(request);
-        self.sender = Some(sender);
-        let response = response.await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if status.is_success() {
+        out.extend_from_slice(&self.common);
+        match body {
+            Some(body) => {
+                let _ = write!(
+                    out,
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            None => out.extend_from_slice(b"\r\n"),
+        }
+    }
+
+    /// `Err` for a transport failure, `Ok(outcome)` for any HTTP answer.
+    async fn exchange(&mut self, op: Op, user: &str) -> Result<Outcome, String> {
+        self.build(op, user);
+        let (mut stream, mut reused) = match self.stream.take() {
+            Some(stream) => (stream, true),
+            None => (self.connect().await.map_err(|e| e.to_string())?, false),
+        };
+        if let Err(e) = stream.write_all(&self.out).await {
+            if !reused {
+                return Err(e.to_string());
+            }
+            // The server closed the kept-alive connection before this request: nothing
+            // reached it, so send it again on a fresh one.
+            stream = self.connect().await.map_err(|e| e.to_string())?;
+            reused = false;
+            stream
+                .write_all(&self.out)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.input.clear();
+        let framed = loop {
+            if let Some(framed) = frame(&self.input)? {
+                if self.input.len() >= framed.head + framed.body {
+                    break framed;
+                }
+            }
+            if self.input.len() >= MAX_ANSWER {
+                return Err("answer too large".into());
+            }
+            if self.input.capacity() - self.input.len() < 1024 {
+                self.input.reserve(4096);
+            }
+            let read = stream
+                .read_buf(&mut self.input)
+                .await
+                .map_err(|e| e.to_string())?;
+            if read == 0 {
+                if reused && self.input.is_empty() {
+                    // Closed while idle, before it read this request (a server reads nothing
+                    // once it has decided to close): send it again on a fresh connection.
+                    stream = self.connect().await.map_err(|e| e.to_string())?;
+                    reused = false;
+                    stream
+                        .write_all(&self.out)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    continue;
+                }
+                return Err("connection closed before the answer ended".into());
+            }
+        };
+        if !framed.close {
+            self.stream = Some(stream);
+        }
+        if (200..300).contains(&framed.status) {
             return Ok(Ok(()));
         }
-        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        Ok(Err(error_id(&body, status.as_u16())))
+        let body = &self.input[framed.head..framed.head + framed.body];
+        let body: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        Ok(Err(error_id(&body, framed.status)))
     }
+}
+
+/// The answer's framing once its head is complete: status, head length, body length (from
+/// `Content-Length`; the servers measured never send chunked answers, and one is refused rather
+/// than misread), and whether the server closes the connection after it.
+fn frame(input: &[u8]) -> Result<Option<Framed>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(input).map_err(|e| e.to_string())? {
+        httparse::Status::Complete(head) => head,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let mut body = 0;
+    let mut close = false;
+    for header in response.headers.iter() {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            body = std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or("bad content-length")?;
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err("chunked answers are not read by this client".into());
+        } else if header.name.eq_ignore_ascii_case("connection") {
+            close = header.value.eq_ignore_ascii_case(b"close");
+        }
+    }
+    Ok(Some(Framed {
+        status: response.code.unwrap_or(0),
+        head,
+        body,
+        close,
+    }))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 
 mod ceiling;
 mod cli;
+mod client_check;
 mod connection;
 mod grpc_target;
 mod login;
@@ -83,6 +84,11 @@ fn main() -> ExitCode {
             connections,
             duration,
         }) => runtime.block_on(login::attacker(base, user, connections, duration)),
+        Some(Internal::ClientCheck {
+            rounds,
+            duration,
+            concurrency,
+        }) => runtime.block_on(client_check::run(rounds.max(1), duration, concurrency)),
         None => runtime.block_on(orchestrate::load_test(&cli)),
     };
     match result {

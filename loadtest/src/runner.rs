@@ -145,6 +145,8 @@ async fn closed_loop(
     for client in 0..clients {
         let (target, users, progress) = (target.clone(), users.clone(), progress.clone());
         tasks.push(tokio::spawn(async move {
+            // Over HTTP, a connection of its own (`connection.rs`): the fast client.
+            let mut session = target.session().await;
             let mut recorder = Recorder::new(start, progress);
             let mine: Vec<&String> = users.iter().skip(client).step_by(clients).collect();
             let mut locked = vec![false; mine.len()];
@@ -163,7 +165,7 @@ async fn closed_loop(
                     }
                 };
                 let sent = Instant::now();
-                let outcome = target.run(op, mine[k]).await;
+                let outcome = session.run(op, mine[k]).await;
                 recorder.record(sent, &outcome);
                 i += 1;
             }
@@ -322,6 +324,7 @@ async fn storm(
             go.clone(),
         );
         tasks.push(tokio::spawn(async move {
+            let mut session = target.session().await;
             let mut recorder = Recorder::new(start, progress);
             let user = &users[client % users.len()];
             // (cycle, succeeded) for this client's unlocks
@@ -336,11 +339,11 @@ async fn storm(
                     break;
                 }
                 let sent = Instant::now();
-                let outcome = target.run(Op::Unlock, user).await;
+                let outcome = session.run(Op::Unlock, user).await;
                 wins.push(outcome.is_ok());
                 recorder.record(sent, &outcome);
                 barrier.wait().await;
-                if client < users.len() && target.run(Op::Lock, user).await.is_err() {
+                if client < users.len() && session.run(Op::Lock, user).await.is_err() {
                     relock_failures += 1;
                 }
             }

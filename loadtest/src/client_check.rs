@@ -1,0 +1,145 @@
+//! `latchkey-loadtest client-check`: is the harness's HTTP client fast enough to measure with?
+//!
+//! On a 2-core machine the load generator shares the cores with the server it measures. A client
+//! that spends more per request than the server holds the bare baseline further below its real
+//! ceiling than it holds Latchkey below its own, and every ratio comes out too high. The check
+//! drives the bare axum baseline with the harness's closed loop (the `uniform` scenario's
+//! requests) and with wrk (`wrk -t<cores> -c<concurrency>`, the same requests through a Lua
+//! script), interleaved, and reports both and their ratio. The bar: the harness reaches at least
+//! 0.9 × wrk. Without wrk installed (Debian's package `wrk`) the check says so and fails.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::runner::{self, Scenario, Settings};
+use crate::servers;
+use crate::target::Target;
+
+/// The baseline's users (any ids: it answers every path alike).
+const USERS: usize = 2_000;
+
+/// The `uniform` scenario's requests as wrk sends them: lock/unlock over [`USERS`] ids, each
+/// user alternating, with the harness's token and body.
+const SCRIPT: &str = r#"wrk.method = "POST"
+wrk.body = "{}"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer TOKEN"
+local n = 0
+request = function()
+  n = n + 1
+  local user = 100000 + n % USERS
+  local action = (math.floor(n / USERS) % 2 == 0) and "/lock" or "/unlock"
+  return wrk.format(nil, "/v2/users/" .. user .. action)
+end
+"#;
+
+pub async fn run(rounds: usize, duration: Duration, concurrency: usize) -> Result<bool, String> {
+    let wrk_found = std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !wrk_found {
+        eprintln!("wrk is not installed (Debian: apt-get install wrk); nothing to compare with");
+        return Ok(false);
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let script = dir.path().join("uniform.lua");
+    std::fs::write(
+        &script,
+        SCRIPT
+            .replace("TOKEN", servers::TOKEN)
+            .replace("USERS", &USERS.to_string()),
+    )
+    .map_err(|e| e.to_string())?;
+    let server = servers::spawn_self(&["serve-baseline", "--listen", "127.0.0.1:0"], None)?;
+    let target = Target::http(server.base.clone(), servers::TOKEN.into(), concurrency);
+    let users = Arc::new(
+        (0..USERS)
+            .map(|i| format!("{}", 100_000 + i))
+            .collect::<Vec<_>>(),
+    );
+    let settings = Settings {
+        scenario: Scenario::Uniform,
+        concurrency,
+        duration,
+        warmup: Duration::ZERO,
+        rate: None,
+        users: USERS,
+        hot_users: 1,
+        read_ratio: 0.0,
+        count: None,
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut ratios = Vec::new();
+    println!("bare axum baseline, {concurrency} connections, {duration:?} per run, interleaved");
+    println!("round   harness req/s   wrk -t{threads} req/s   harness / wrk");
+    for round in 1..=rounds {
+        let progress = Arc::new(AtomicU64::new(0));
+        let ours = runner::run(&target, &settings, users.clone(), progress, false).await;
+        if ours.ok == 0 {
+            return Err(format!("the harness got no answer: {:?}", ours.errors));
+        }
+        let theirs = wrk(&server.base, &script, threads, concurrency, duration).await?;
+        let ratio = ours.per_second() / theirs.max(1.0);
+        println!(
+            "{round:>5}   {:>13.0}   {:>14.0}   {ratio:>13.2}",
+            ours.per_second(),
+            theirs
+        );
+        ratios.push(ratio);
+    }
+    server.stop();
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    let passed = median >= 0.9;
+    println!(
+        "median harness / wrk: {median:.2} (bar ≥ 0.90: {})",
+        if passed { "met" } else { "MISSED" }
+    );
+    Ok(passed)
+}
+
+/// Runs wrk and reads its `Requests/sec`.
+async fn wrk(
+    base: &str,
+    script: &std::path::Path,
+    threads: usize,
+    connections: usize,
+    duration: Duration,
+) -> Result<f64, String> {
+    let mut command = std::process::Command::new("wrk");
+    command
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{}s", duration.as_secs().max(1)))
+        .arg("-s")
+        .arg(script)
+        .arg(base);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .map_err(|e| format!("wrk: {e}"))?
+        .map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    requests_per_second(&text).ok_or_else(|| format!("no Requests/sec in wrk's output: {text}"))
+}
+
+fn requests_per_second(wrk_output: &str) -> Option<f64> {
+    wrk_output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Requests/sec:"))
+        .and_then(|rate| rate.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrks_rate() {
+        let output = "Running 8s test @ http://127.0.0.1:1\n  2 threads and 64 connections\n\
+                      Requests/sec: 149506.76\nTransfer/sec:     19.82MB\n";
+        assert_eq!(requests_per_second(output), Some(149_506.76));
+        assert_eq!(requests_per_second("nothing"), None);
+    }
+}
