@@ -25,7 +25,7 @@ pub struct Cli {
     #[arg(long)]
     pub spawn: bool,
     /// How requests reach a server (`--spawn` or an http:// target): REST over HTTP/1.1, or gRPC
-    /// over h2c with the generated client. There is no gRPC baseline.
+    /// over h2c with the generated client (its baseline: bare tonic answering the same methods).
     #[arg(long, value_enum, default_value = "rest")]
     pub protocol: ProtocolArg,
     #[arg(long, value_enum, default_value = "uniform")]
@@ -101,6 +101,12 @@ pub enum Internal {
     /// (internal) run the bare axum baseline server.
     #[command(hide = true)]
     ServeBaseline {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
+    /// The gRPC baseline: tonic alone answering the gRPC scenarios' methods (h2c).
+    #[command(hide = true)]
+    ServeGrpcBaseline {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
     },

@@ -13,6 +13,7 @@ mod ceiling;
 mod cli;
 mod client_check;
 mod connection;
+mod grpc_baseline;
 mod grpc_target;
 mod login;
 mod median;
@@ -63,6 +64,10 @@ fn main() -> ExitCode {
                 Err(e) => Err(e.to_string()),
             }
         }
+        Some(Internal::ServeGrpcBaseline { listen }) => runtime
+            .block_on(grpc_baseline::serve(listen))
+            .map(|()| true)
+            .map_err(|e| e.to_string()),
         Some(Internal::ServeBaseline { listen }) => runtime
             .block_on(servers::serve_baseline(listen))
             .map(|()| true)

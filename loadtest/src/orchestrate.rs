@@ -17,7 +17,7 @@ use crate::median::pick_median;
 use crate::recorder::RunResult;
 use crate::report::{Report, Side};
 use crate::runner::{self, Scenario, Settings};
-use crate::scrape::{machine, scrape, server_view};
+use crate::scrape::{cpu_per_request, cpu_seconds, machine, scrape, server_view};
 use crate::target::Target;
 use crate::{ceiling, servers};
 
@@ -67,20 +67,24 @@ async fn one_run(cli: &Cli) -> Result<Report, String> {
     {
         return Err("--warmup applies to uniform and mixed runs".into());
     }
-    if cli.baseline && cli.protocol == ProtocolArg::Grpc {
-        return Err("there is no gRPC baseline; compare gRPC runs with each other".into());
-    }
     let (target, setup, target_name) = open_target(cli).await?;
     let users = Arc::new(prepare(&target, &setup, &settings, "lk").await?);
     let before = scrape(&target).await;
+    let pid = match &setup {
+        Setup::Spawned(server, _) => Some(server.pid()),
+        _ => None,
+    };
+    let cpu_before = pid.and_then(cpu_seconds);
     eprintln!(
         "running {:?} for {:?} ...",
         settings.scenario, settings.duration
     );
-    let latchkey = measured(&settings, |progress| {
+    let mut latchkey = measured(&settings, |progress| {
         runner::run(&target, &settings, users.clone(), progress, true)
     })
     .await;
+    latchkey.server_cpu =
+        cpu_per_request(cpu_before, pid.and_then(cpu_seconds), latchkey.requests());
     let after = scrape(&target).await;
     let server = server_view(&before, &after);
 
@@ -247,8 +251,19 @@ async fn run_baseline(cli: &Cli, settings: &Settings, embedded: bool) -> Result<
         })
         .await;
     }
-    let server = servers::spawn_self(&["serve-baseline", "--listen", "127.0.0.1:0"], None)?;
-    let target = Target::http(server.base.clone(), servers::TOKEN.into(), cli.concurrency);
+    let (server, target) = match cli.protocol {
+        ProtocolArg::Grpc => {
+            let server =
+                servers::spawn_self(&["serve-grpc-baseline", "--listen", "127.0.0.1:0"], None)?;
+            let grpc = GrpcTarget::connect(server.base.clone(), servers::TOKEN).await?;
+            (server, Target::Grpc(Arc::new(grpc)))
+        }
+        _ => {
+            let server = servers::spawn_self(&["serve-baseline", "--listen", "127.0.0.1:0"], None)?;
+            let http = Target::http(server.base.clone(), servers::TOKEN.into(), cli.concurrency);
+            (server, http)
+        }
+    };
     let count = match settings.scenario {
         Scenario::UnlockStorm => settings.hot_users,
         Scenario::Create => 0,
@@ -259,10 +274,12 @@ async fn run_baseline(cli: &Cli, settings: &Settings, embedded: bool) -> Result<
             .map(|i| format!("{}", 100_000 + i))
             .collect::<Vec<_>>(),
     );
-    let result = measured(settings, |progress| {
+    let cpu_before = cpu_seconds(server.pid());
+    let mut result = measured(settings, |progress| {
         runner::run(&target, settings, users.clone(), progress, false)
     })
     .await;
+    result.server_cpu = cpu_per_request(cpu_before, cpu_seconds(server.pid()), result.requests());
     server.stop();
     Ok(result)
 }

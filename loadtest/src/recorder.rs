@@ -33,6 +33,8 @@ pub struct RunResult {
     /// The slowest latency (µs) of the requests that completed in each [`TICK`].
     pub slowest: Vec<u64>,
     pub checks: Vec<Check>,
+    /// A spawned server's CPU per request over the run (set by the orchestrator).
+    pub server_cpu: Option<crate::report::ServerCpu>,
 }
 
 impl RunResult {
@@ -114,6 +116,7 @@ impl Recorder {
             timeline: Vec::new(),
             slowest: Vec::new(),
             checks,
+            server_cpu: None,
         };
         for r in results {
             merged.ok += r.ok;

@@ -35,6 +35,24 @@ pub struct Side {
     pub throughput: Vec<f64>,
     /// The slowest request (ms) completed in each 100 ms tick: where stalls happened.
     pub slowest_ms: Vec<f64>,
+    /// CPU the server process spent per request (a spawned server: its own process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu: Option<ServerCpu>,
+}
+
+/// A spawned server's CPU time per request over a run (from `/proc/<pid>/stat`, all threads):
+/// userland and kernel, in microseconds. The whole cost of a request to the machine, client
+/// aside; warm-up requests are not counted but their CPU is.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ServerCpu {
+    pub user_us: f64,
+    pub system_us: f64,
+}
+
+impl ServerCpu {
+    pub fn total_us(&self) -> f64 {
+        self.user_us + self.system_us
+    }
 }
 
 impl Side {
@@ -64,6 +82,7 @@ impl Side {
             },
             errors: run.errors.clone(),
             percentile_curve: curve,
+            server_cpu: run.server_cpu,
             // The last bucket is partial (the run rarely ends on a tick): leave it out.
             throughput: run.timeline[..run.timeline.len().saturating_sub(1)]
                 .iter()
@@ -187,6 +206,24 @@ impl Report {
         }
         if let Some(ratio) = self.ratio_text() {
             let _ = writeln!(out, "{ratio}");
+        }
+        if let Some(cpu) = self.latchkey.server_cpu {
+            let mut line = format!(
+                "server CPU per request: latchkey {:.1} µs (user {:.1} + kernel {:.1})",
+                cpu.total_us(),
+                cpu.user_us,
+                cpu.system_us
+            );
+            if let Some(base) = self.baseline.as_ref().and_then(|b| b.server_cpu) {
+                line += &format!(
+                    ", baseline {:.1} µs (user {:.1} + kernel {:.1}) = {:.2} ×",
+                    base.total_us(),
+                    base.user_us,
+                    base.system_us,
+                    cpu.total_us() / base.total_us().max(1e-9)
+                );
+            }
+            let _ = writeln!(out, "{line}");
         }
         if let Some(p99s) = self.p99s_text() {
             let _ = writeln!(out, "{p99s}");

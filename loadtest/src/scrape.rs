@@ -84,3 +84,43 @@ pub fn machine() -> String {
         .unwrap_or(0);
     format!("{cpus} cores, {model}, {mem} GiB")
 }
+
+/// CPU seconds (user, kernel) a process has spent so far, all its threads, from
+/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of 1/100 s — Linux's `USER_HZ` on every
+/// architecture the harness runs on). `None` where there is no `/proc`.
+pub fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it start past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // `rest` starts at field 3, so field n is at index n - 3.
+    Some((ticks(11)? / 100.0, ticks(12)? / 100.0))
+}
+
+/// A server's CPU per request between two [`cpu_seconds`] readings.
+pub fn cpu_per_request(
+    before: Option<(f64, f64)>,
+    after: Option<(f64, f64)>,
+    requests: u64,
+) -> Option<crate::report::ServerCpu> {
+    let ((user0, system0), (user1, system1)) = (before?, after?);
+    let requests = requests.max(1) as f64;
+    Some(crate::report::ServerCpu {
+        user_us: (user1 - user0) * 1e6 / requests,
+        system_us: (system1 - system0) * 1e6 / requests,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process_cpu() {
+        let (user, system) = cpu_seconds(std::process::id()).expect("/proc/self/stat");
+        assert!(user >= 0.0 && system >= 0.0);
+        let cpu = cpu_per_request(Some((1.0, 0.5)), Some((2.0, 1.0)), 100_000).unwrap();
+        assert!((cpu.user_us - 10.0).abs() < 1e-9 && (cpu.system_us - 5.0).abs() < 1e-9);
+    }
+}
