@@ -7,6 +7,10 @@
 //! requests) and with wrk (`wrk -t<cores> -c<concurrency>`, the same requests through a Lua
 //! script), interleaved, and reports both and their ratio. The bar: the harness reaches at least
 //! 0.9 × wrk. Without wrk installed (Debian's package `wrk`) the check says so and fails.
+//!
+//! The same for gRPC when h2load is installed (Debian's `nghttp2-client`): the harness's gRPC
+//! client against `h2load -c4 -m16` on the bare tonic baseline (`grpc_baseline.rs`), both sending
+//! UnlockUser over four h2c connections. That part is reported, not a bar of its own.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -90,6 +94,7 @@ pub async fn run(rounds: usize, duration: Duration, concurrency: usize) -> Resul
         ratios.push(ratio);
     }
     server.stop();
+    grpc(rounds, duration, concurrency, &settings, &users).await?;
     ratios.sort_by(f64::total_cmp);
     let median = ratios[ratios.len() / 2];
     let passed = median >= 0.9;
@@ -98,6 +103,87 @@ pub async fn run(rounds: usize, duration: Duration, concurrency: usize) -> Resul
         if passed { "met" } else { "MISSED" }
     );
     Ok(passed)
+}
+
+/// The gRPC half: the harness's gRPC client and h2load on the bare tonic baseline, interleaved.
+async fn grpc(
+    rounds: usize,
+    duration: Duration,
+    concurrency: usize,
+    settings: &Settings,
+    users: &Arc<Vec<String>>,
+) -> Result<(), String> {
+    if std::process::Command::new("h2load")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("h2load is not installed (Debian: nghttp2-client): no gRPC comparison");
+        return Ok(());
+    }
+    let server = servers::spawn_self(&["serve-grpc-baseline", "--listen", "127.0.0.1:0"], None)?;
+    let target = Target::Grpc(Arc::new(
+        crate::grpc_target::GrpcTarget::connect(server.base.clone(), servers::TOKEN).await?,
+    ));
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let frame = dir.path().join("unlock.grpc");
+    // UnlockUserRequest { user_id: "100000" } in one uncompressed gRPC frame.
+    std::fs::write(&frame, b"\x00\x00\x00\x00\x08\x0a\x06100000").map_err(|e| e.to_string())?;
+    println!("bare tonic baseline, {concurrency} streams over 4 h2c connections, interleaved");
+    println!("round   harness req/s   h2load req/s   harness / h2load");
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let progress = Arc::new(AtomicU64::new(0));
+        let ours = runner::run(&target, settings, users.clone(), progress, false).await;
+        let mut command = std::process::Command::new("h2load");
+        command
+            .args(["-c4", "-t2", "-m"])
+            .arg((concurrency / 4).max(1).to_string())
+            .arg("-D")
+            .arg(duration.as_secs().max(1).to_string())
+            .arg("-d")
+            .arg(&frame)
+            .args([
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+                "-H",
+                &format!("authorization: Bearer {}", servers::TOKEN),
+            ])
+            .arg(format!(
+                "{}/zitadel.user.v2.UserService/UnlockUser",
+                server.base
+            ));
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .map_err(|e| format!("h2load: {e}"))?
+            .map_err(|e| format!("h2load: {e}"))?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let theirs =
+            h2load_rate(&text).ok_or_else(|| format!("no req/s in h2load's output: {text}"))?;
+        let ratio = ours.per_second() / theirs.max(1.0);
+        println!(
+            "{round:>5}   {:>13.0}   {:>12.0}   {ratio:>16.2}",
+            ours.per_second(),
+            theirs
+        );
+        ratios.push(ratio);
+    }
+    server.stop();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "median gRPC harness / h2load: {:.2}",
+        ratios[ratios.len() / 2]
+    );
+    Ok(())
+}
+
+/// h2load's "finished in 10.00s, 93135.00 req/s, 7.11MB/s".
+fn h2load_rate(output: &str) -> Option<f64> {
+    let line = output.lines().find(|l| l.starts_with("finished in"))?;
+    let rate = line.split(", ").nth(1)?.strip_suffix(" req/s")?;
+    rate.parse().ok()
 }
 
 /// Runs wrk and reads its `Requests/sec`.
@@ -141,5 +227,7 @@ mod tests {
                       Requests/sec: 149506.76\nTransfer/sec:     19.82MB\n";
         assert_eq!(requests_per_second(output), Some(149_506.76));
         assert_eq!(requests_per_second("nothing"), None);
+        let h2load = "starting benchmark...\nfinished in 10.00s, 93135.00 req/s, 7.11MB/s\n";
+        assert_eq!(h2load_rate(h2load), Some(93_135.0));
     }
 }

@@ -257,3 +257,37 @@ fn scale_check_passes_on_a_small_population() {
         "{stdout}"
     );
 }
+
+#[test]
+fn spawned_grpc_storm_against_bare_tonic_reads_errors_and_server_cpu() {
+    let report = run(&[
+        "--spawn",
+        "--protocol",
+        "grpc",
+        "--scenario",
+        "unlock-storm",
+        "--concurrency",
+        "8",
+        "--baseline",
+    ]);
+    let checks = report["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["passed"] == true), "{checks:?}");
+    // The losers' refusals are read from grpc-status-details-bin over h2, by their id.
+    assert!(
+        report["latchkey"]["errors"]["USER-NOT-LOCKED"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{}",
+        report["latchkey"]
+    );
+    // The bare tonic baseline answered every call.
+    let baseline = &report["baseline"];
+    assert!(baseline["ok"].as_u64().unwrap() > 0, "{baseline}");
+    assert_eq!(baseline["requests"], baseline["ok"], "{baseline}");
+    // Both servers are spawned processes: their CPU per request is reported.
+    for side in ["latchkey", "baseline"] {
+        let cpu = &report[side]["server_cpu"];
+        assert!(cpu["user_us"].as_f64().unwrap() >= 0.0, "{side}: {cpu}");
+    }
+}
