@@ -33,8 +33,10 @@ pub struct GrpcTarget {
     channels: Vec<Channel>,
     /// The same number of connections, driven with h2 directly (the measured operations).
     senders: Vec<h2::client::SendRequest<Bytes>>,
-    /// `http://host:port`, the scheme and authority of every request.
-    origin: String,
+    /// The measured methods' URIs: LockUser, UnlockUser, GetUserByID.
+    uris: [http::Uri; 3],
+    /// The headers every call carries, built once: content type, `te`, authorization.
+    headers: http::HeaderMap,
     next: AtomicUsize,
     authorization: MetadataValue<tonic::metadata::Ascii>,
     /// For `/metrics`, over HTTP/1.1 on the same port.
@@ -67,13 +69,31 @@ impl GrpcTarget {
             tokio::spawn(connection);
             senders.push(sender);
         }
-        let authorization = format!("Bearer {token}")
+        let authorization: MetadataValue<tonic::metadata::Ascii> = format!("Bearer {token}")
             .parse()
             .map_err(|_| "the token is not valid gRPC metadata".to_owned())?;
+        let uri = |method: &str| {
+            format!("http://{authority}/zitadel.user.v2.UserService/{method}")
+                .parse::<http::Uri>()
+                .map_err(|e| format!("{base}: {e}"))
+        };
+        let uris = [uri("LockUser")?, uri("UnlockUser")?, uri("GetUserByID")?];
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_bytes(authorization.as_bytes())
+                .map_err(|_| "the token is not a valid header".to_owned())?,
+        );
         Ok(GrpcTarget {
             channels,
             senders,
-            origin: format!("http://{authority}"),
+            uris,
+            headers,
             next: AtomicUsize::new(0),
             authorization,
             http: crate::target::http_client(1),
@@ -100,18 +120,11 @@ impl GrpcTarget {
         }
         let user_id = user_id.to_owned();
         let (method, message) = match op {
-            Op::Lock => (
-                "LockUser",
-                user::LockUserRequest { user_id }.encode_to_vec(),
-            ),
-            Op::Unlock => (
-                "UnlockUser",
-                user::UnlockUserRequest { user_id }.encode_to_vec(),
-            ),
-            Op::Get | Op::Login | Op::WrongLogin => (
-                "GetUserByID",
-                user::GetUserByIdRequest { user_id }.encode_to_vec(),
-            ),
+            Op::Lock => (0, user::LockUserRequest { user_id }.encode_to_vec()),
+            Op::Unlock => (1, user::UnlockUserRequest { user_id }.encode_to_vec()),
+            Op::Get | Op::Login | Op::WrongLogin => {
+                (2, user::GetUserByIdRequest { user_id }.encode_to_vec())
+            }
         };
         match self.unary(method, &message).await {
             Ok(None) => Ok(()),
@@ -120,26 +133,19 @@ impl GrpcTarget {
         }
     }
 
-    /// One unary call of `zitadel.user.v2.UserService/<method>` on h2: `Ok(None)` for OK,
-    /// `Ok(Some(status))` for a gRPC error, `Err(id)` for a transport failure.
-    async fn unary(&self, method: &str, message: &[u8]) -> Result<Option<tonic::Status>, String> {
+    /// One unary call of the `method`-th of `uris` on h2: `Ok(None)` for OK, `Ok(Some(status))`
+    /// for a gRPC error, `Err(id)` for a transport failure.
+    async fn unary(&self, method: usize, message: &[u8]) -> Result<Option<tonic::Status>, String> {
         let at = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
         let transport = |e: h2::Error| {
             let _ = e;
             "TRANSPORT-ERROR".to_owned()
         };
         let mut sender = self.senders[at].clone().ready().await.map_err(transport)?;
-        let request = http::Request::builder()
-            .method(http::Method::POST)
-            .uri(format!(
-                "{}/zitadel.user.v2.UserService/{method}",
-                self.origin
-            ))
-            .header(http::header::CONTENT_TYPE, "application/grpc")
-            .header(http::header::TE, "trailers")
-            .header(http::header::AUTHORIZATION, self.authorization.as_bytes())
-            .body(())
-            .map_err(|_| "TRANSPORT-ERROR".to_owned())?;
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.uris[method].clone();
+        *request.headers_mut() = self.headers.clone();
         let (response, mut body) = sender.send_request(request, false).map_err(transport)?;
         // One gRPC frame: uncompressed, the length, the message.
         let mut frame = Vec::with_capacity(5 + message.len());
