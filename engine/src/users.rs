@@ -358,7 +358,7 @@ impl Engine {
 }
 
 /// A user as reads return it; `org` gives the login name its domain.
-fn view(record: &UserRecord, lockout: &LockoutState, org: Option<&OrgRecord>) -> User {
+pub(crate) fn view(record: &UserRecord, lockout: &LockoutState, org: Option<&OrgRecord>) -> User {
     let login_name = match org {
         Some(org) => login_name(&record.username, org),
         None => record.username.clone(),

@@ -35,6 +35,7 @@ use crate::registry::read_off_worker;
 use crate::time::{now_micros, Micros};
 use crate::tokens::generate_token;
 use crate::types::{Details, UserState, UserType};
+use crate::user::actor::Request;
 use crate::Engine;
 
 pub use list::{SessionQuery, TimestampMatch};
@@ -355,16 +356,26 @@ impl Engine {
             if current.is_some_and(|c| c.id != id) {
                 return Err(ErrorId::SessionUserChange.into());
             }
-            let found = self
-                .get_user(&Caller::system(""), &id)
+            // The user's record through its actor (durable state, as GetUserByID reads it); the
+            // state decides before anything else is built, so a locked user — the answer an
+            // attacker gets again and again — costs no user view.
+            let (record, lockout) = self
+                .inner
+                .registry
+                .call(&id, |reply| Request::View {
+                    reach: Reach::Instance,
+                    reply,
+                })
                 .await
                 .map_err(|e| match e.id {
                     ErrorId::UserNotFound => ErrorId::CheckedUserNotFound.into(),
                     _ => e,
                 })?;
-            if !matches!(found.state, UserState::Active | UserState::Initial) {
+            if !matches!(record.state, UserState::Active | UserState::Initial) {
                 return Err(ErrorId::CheckedUserNotActive.into());
             }
+            let org = self.org(&record.org_id).await?;
+            let found = crate::users::view(&record, &lockout, org.as_deref());
             let display_name = match &found.user_type {
                 UserType::Human(h) => h.profile.display_name.clone().unwrap_or_else(|| {
                     format!("{} {}", h.profile.given_name, h.profile.family_name)
