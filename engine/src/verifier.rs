@@ -188,7 +188,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn beyond_the_threads_and_the_queue_checks_are_refused_at_once() {
         let verifier = Verifier::new(1, 2);
-        let hash = cheap_hash("pw");
+        // A hash slow enough (bcrypt cost 12: ≈ 0.2 s) that the first verification is still
+        // running when the fourth check comes, microseconds later: with a cheap one the thread
+        // could finish it first and make room.
+        let hash = bcrypt::hash("pw", 12).unwrap();
         // One running and two waiting fit; the fourth is refused before any work.
         let started: Vec<_> = (0..3)
             .map(|_| verifier.start(hash.clone(), "pw".into()).unwrap())
