@@ -666,3 +666,34 @@ async fn a_bulk_unlock_stays_within_its_starters_reach() {
     let admin = server.get(&path).await;
     assert_eq!(admin.status, StatusCode::OK, "{}", admin.body);
 }
+
+/// Every password check is counted by outcome in `/metrics`, and so is every lock the policy
+/// makes. (The recorder is shared by the tests of this binary, so the counts are lower bounds.)
+#[tokio::test]
+async fn password_checks_and_lockouts_are_counted_in_the_metrics() {
+    let server = TestServer::start().await;
+    server.set_lockout(json!({"maxPasswordAttempts": 2})).await;
+    let user = server.create_login_user("counted@example.com").await;
+    assert_eq!(
+        server.login(&user, PASSWORD).await.status,
+        StatusCode::CREATED
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            server.login(&user, "wrong").await.status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+    let reply = server.send(Method::GET, "/metrics", None, None, None).await;
+    let text = reply.body.as_str().expect("text body").to_owned();
+    let value = |series: &str| support::metric_value(&text, series);
+    assert!(
+        value(r#"latchkey_password_checks_total{outcome="match"}"#) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value(r#"latchkey_password_checks_total{outcome="mismatch"}"#) >= 2.0,
+        "{text}"
+    );
+    assert!(value("latchkey_lockouts_total") >= 1.0, "{text}");
+}

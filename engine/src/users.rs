@@ -75,16 +75,33 @@ impl Engine {
         self.check_open()?;
         let reach = caller.reach(Permission::UserRead)?;
         check_user_id(user_id)?;
-        let (record, lockout) = self
-            .inner
+        let (record, lockout) = self.user_record(user_id, reach).await?;
+        self.user_view(&record, &lockout).await
+    }
+
+    /// A user's record and lockout state as its actor holds them (durable), within `reach`.
+    pub(crate) async fn user_record(
+        &self,
+        user_id: &str,
+        reach: Reach,
+    ) -> Result<(UserRecord, LockoutState), Error> {
+        self.inner
             .registry
             .call(user_id, |reply| Request::View {
                 reach: reach.clone(),
                 reply,
             })
-            .await?;
+            .await
+    }
+
+    /// The public view of a user's record (its organization's domain gives its login names).
+    pub(crate) async fn user_view(
+        &self,
+        record: &UserRecord,
+        lockout: &LockoutState,
+    ) -> Result<User, Error> {
         let org = self.org(&record.org_id).await?;
-        Ok(view(&record, &lockout, org.as_deref()))
+        Ok(view(record, lockout, org.as_deref()))
     }
 
     /// ListUsers: the users the caller may read, filtered (all queries must match), sorted and
@@ -358,7 +375,7 @@ impl Engine {
 }
 
 /// A user as reads return it; `org` gives the login name its domain.
-pub(crate) fn view(record: &UserRecord, lockout: &LockoutState, org: Option<&OrgRecord>) -> User {
+fn view(record: &UserRecord, lockout: &LockoutState, org: Option<&OrgRecord>) -> User {
     let login_name = match org {
         Some(org) => login_name(&record.username, org),
         None => record.username.clone(),

@@ -38,7 +38,12 @@ async fn kit_with(configure: impl FnOnce(Config) -> Config) -> Kit {
 
 impl Kit {
     async fn user(&self, email: &str) -> String {
-        let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+        self.user_with_hash(email, bcrypt::hash(PASSWORD, 4).unwrap())
+            .await
+    }
+
+    /// A human user whose password has this hash (of [`PASSWORD`]).
+    async fn user_with_hash(&self, email: &str, hash: String) -> String {
         self.engine
             .add_human_user(
                 &self.admin,
@@ -76,6 +81,23 @@ impl Kit {
             )
             .await
             .unwrap();
+    }
+
+    /// A session whose user check passed, with no password checked yet.
+    async fn session_of(&self, user: &str) -> SessionCreated {
+        self.engine
+            .create_session(
+                &self.admin,
+                NewSession {
+                    checks: SessionChecks {
+                        user: Some(UserCheck::Id(user.into())),
+                        password: None,
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
     }
 
     async fn login(&self, user: &str, password: &str) -> Result<SessionCreated, Error> {
@@ -143,20 +165,7 @@ async fn the_limit_locks_with_the_crossing_failure_and_then_no_hash_is_checked()
     // A password check on a session whose user was checked before the lock: COMMAND-JLK35 with
     // the count, still without a hash.
     kit.engine.unlock_user(&kit.admin, &user).await.unwrap();
-    let session = kit
-        .engine
-        .create_session(
-            &kit.admin,
-            NewSession {
-                checks: SessionChecks {
-                    user: Some(UserCheck::Id(user.clone())),
-                    password: None,
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let session = kit.session_of(&user).await;
     kit.engine.lock_user(&kit.admin, &user).await.unwrap();
     let locked = kit
         .engine
@@ -319,47 +328,10 @@ async fn a_lock_from_failures_lifts_itself_and_escalates_to_permanent() {
 async fn a_lock_during_the_verification_refuses_even_the_right_password() {
     let kit = kit().await;
     // A slower hash (bcrypt cost 12: ≈ 200 ms) leaves time to lock meanwhile.
-    let user = kit.user("slow@example.com").await;
-    let slow = bcrypt::hash(PASSWORD, 12).unwrap();
     let id = kit
-        .engine
-        .add_human_user(
-            &kit.admin,
-            NewHuman {
-                profile: Profile {
-                    given_name: "S".into(),
-                    family_name: "L".into(),
-                    ..Default::default()
-                },
-                email: Email {
-                    email: "slower@example.com".into(),
-                    is_verified: true,
-                },
-                password: Some(PasswordInput::Hashed {
-                    hash: slow,
-                    change_required: false,
-                }),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-        .user_id;
-    let _ = user;
-    let session = kit
-        .engine
-        .create_session(
-            &kit.admin,
-            NewSession {
-                checks: SessionChecks {
-                    user: Some(UserCheck::Id(id.clone())),
-                    password: None,
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        .user_with_hash("slower@example.com", bcrypt::hash(PASSWORD, 12).unwrap())
+        .await;
+    let session = kit.session_of(&id).await;
     let check = {
         let (engine, admin, session) = (kit.engine.clone(), kit.admin.clone(), session.session_id);
         tokio::spawn(async move {

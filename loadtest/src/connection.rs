@@ -93,18 +93,18 @@ impl Connection {
     fn build(&mut self, op: Op, user: &str) {
         let out = &mut self.out;
         out.clear();
-        let body = match (op, op.password()) {
+        let body: Option<std::borrow::Cow<'static, str>> = match (op, op.password()) {
             (_, Some(password)) => {
                 out.extend_from_slice(b"POST /v2/sessions HTTP/1.1\r\n");
-                Some(login_body(user, password))
+                Some(login_body(user, password).into())
             }
             (Op::Lock, _) => {
                 let _ = write!(out, "POST /v2/users/{user}/lock HTTP/1.1\r\n");
-                Some(String::from("{}"))
+                Some("{}".into())
             }
             (Op::Unlock, _) => {
                 let _ = write!(out, "POST /v2/users/{user}/unlock HTTP/1.1\r\n");
-                Some(String::from("{}"))
+                Some("{}".into())
             }
             (_, None) => {
                 let _ = write!(out, "GET /v2/users/{user} HTTP/1.1\r\n");

@@ -137,10 +137,7 @@ impl GrpcTarget {
     /// for a gRPC error, `Err(id)` for a transport failure.
     async fn unary(&self, method: usize, message: &[u8]) -> Result<Option<tonic::Status>, String> {
         let at = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
-        let transport = |e: h2::Error| {
-            let _ = e;
-            "TRANSPORT-ERROR".to_owned()
-        };
+        let transport = |_: h2::Error| "TRANSPORT-ERROR".to_owned();
         let mut sender = self.senders[at].clone().ready().await.map_err(transport)?;
         let mut request = http::Request::new(());
         *request.method_mut() = http::Method::POST;

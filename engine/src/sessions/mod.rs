@@ -35,7 +35,6 @@ use crate::registry::read_off_worker;
 use crate::time::{now_micros, Micros};
 use crate::tokens::generate_token;
 use crate::types::{Details, UserState, UserType};
-use crate::user::actor::Request;
 use crate::Engine;
 
 pub use list::{SessionQuery, TimestampMatch};
@@ -359,23 +358,17 @@ impl Engine {
             // The user's record through its actor (durable state, as GetUserByID reads it); the
             // state decides before anything else is built, so a locked user — the answer an
             // attacker gets again and again — costs no user view.
-            let (record, lockout) = self
-                .inner
-                .registry
-                .call(&id, |reply| Request::View {
-                    reach: Reach::Instance,
-                    reply,
-                })
-                .await
-                .map_err(|e| match e.id {
-                    ErrorId::UserNotFound => ErrorId::CheckedUserNotFound.into(),
-                    _ => e,
-                })?;
+            let (record, lockout) =
+                self.user_record(&id, Reach::Instance)
+                    .await
+                    .map_err(|e| match e.id {
+                        ErrorId::UserNotFound => ErrorId::CheckedUserNotFound.into(),
+                        _ => e,
+                    })?;
             if !matches!(record.state, UserState::Active | UserState::Initial) {
                 return Err(ErrorId::CheckedUserNotActive.into());
             }
-            let org = self.org(&record.org_id).await?;
-            let found = crate::users::view(&record, &lockout, org.as_deref());
+            let found = self.user_view(&record, &lockout).await?;
             let display_name = match &found.user_type {
                 UserType::Human(h) => h.profile.display_name.clone().unwrap_or_else(|| {
                     format!("{} {}", h.profile.given_name, h.profile.family_name)

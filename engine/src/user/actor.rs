@@ -313,7 +313,7 @@ impl Actor for UserActor {
                 state.last_activity = Instant::now();
                 self.verified(&myself, state, outcome, check);
             }
-            UserMsg::ChecksDue => self.checks_due(&myself, state),
+            UserMsg::ChecksDue => self.next_checks(&myself, state),
             UserMsg::Tick => {
                 state.unlock_if_due(&self.registry, now_micros());
                 let idle = state.last_activity.elapsed() >= self.registry.idle_timeout();

@@ -171,13 +171,9 @@ impl UserActor {
         });
     }
 
-    /// The tarpit's delay may have passed: go on with the waiting checks.
-    pub(crate) fn checks_due(&self, myself: &ActorRef<UserMsg>, state: &mut UserActorState) {
-        self.next_checks(myself, state);
-    }
-
-    /// Starts waiting checks until one is being verified or the tarpit holds the user.
-    fn next_checks(&self, myself: &ActorRef<UserMsg>, state: &mut UserActorState) {
+    /// Starts waiting checks until one is being verified or the tarpit holds the user (also when
+    /// the tarpit's delay may have passed: `UserMsg::ChecksDue`).
+    pub(crate) fn next_checks(&self, myself: &ActorRef<UserMsg>, state: &mut UserActorState) {
         while !state.checks.held() {
             let Some(next) = state.checks.waiting.pop_front() else {
                 break;
