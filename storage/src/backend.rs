@@ -8,6 +8,12 @@ pub type KvIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreEr
 pub trait Backend: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_>;
+    /// Every live entry as it stood at one instant (between two applied batches), in key order,
+    /// as the caller wrote them (the log's run chunks seen as their entries); writes go on
+    /// meanwhile. What a backup reads.
+    fn snapshot(&self) -> Result<KvIter<'_>, StoreError> {
+        Ok(self.scan_prefix(&[]))
+    }
     /// Applies every put and delete of `batch` atomically: all or none.
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
     /// Makes everything applied so far durable (fsync).

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// A background thread of the store failed for good; nothing more is written.
     #[error("the store has failed and takes no more writes: {0}")]
     Failed(String),
+    /// A backup file that cannot be read back whole (damaged, truncated, another format).
+    #[error("invalid backup: {0}")]
+    Backup(String),
     #[error("store is closed")]
     Closed,
 }

@@ -105,6 +105,10 @@ impl Backend for FaultyBackend {
         self.inner.scan_prefix(prefix)
     }
 
+    fn snapshot(&self) -> Result<KvIter<'_>, StoreError> {
+        self.inner.snapshot()
+    }
+
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         if self.faults.0.fail_apply.load(Ordering::SeqCst) {
             return Err(StoreError::Io("injected fault: write refused".into()));

@@ -15,9 +15,13 @@
 //! - the schema check (`schema.rs`): the caller's version recorded in the store and checked at
 //!   every open.
 //!
+//! - backups (`backup.rs`): a store's live entries at one instant in a checksummed file of our
+//!   own format, and the restore of one into an empty directory.
+//!
 //! [`Store`] ties them together and is what the engine holds.
 
 mod backend;
+pub mod backup;
 mod completion;
 mod error;
 #[cfg(feature = "fault-injection")]
@@ -207,6 +211,13 @@ impl Store {
     /// Returns at once when no write is in flight.
     pub async fn settle(&self, scope: Option<&[u8]>) -> Result<(), StoreError> {
         self.writer.settle(scope).await
+    }
+
+    /// Writes every live entry, as it stood at one instant, to `out` as a backup
+    /// (`backup.rs`). Blocking: run it off the async workers. Writes go on meanwhile;
+    /// checkpoints wait until it is done.
+    pub fn backup(&self, out: impl std::io::Write) -> Result<backup::BackupSummary, StoreError> {
+        backup::backup(self.backend.as_ref(), out)
     }
 
     /// True when nothing is being written into sled (no checkpoint running), so a point read

@@ -86,6 +86,10 @@ impl Condvar {
         self.0.notify_one();
     }
 
+    pub fn notify_all(&self) {
+        self.0.notify_all();
+    }
+
     pub fn wait<'a, T>(&self, guard: &mut MutexGuard<'a, T>) {
         let held = guard.take();
         let held = self.0.wait(held).unwrap_or_else(PoisonError::into_inner);

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::sync::RwLock;
 
+use super::pause::Pause;
 use super::spares::{prepare_spare, retire_segments_upto};
 use super::Tables;
 use crate::memtable::{event_key, Table};
@@ -65,6 +66,8 @@ pub(super) struct Background {
     pub preparing: Arc<AtomicBool>,
     /// Set, with the reason, if the thread ends by a panic.
     pub failure: Arc<OnceLock<String>>,
+    /// Backups running (`pause.rs`): no checkpoint starts while one reads.
+    pub pause: Arc<Pause>,
 }
 
 impl Background {
@@ -115,6 +118,15 @@ impl Background {
     /// Copies the frozen table into sled, retires its segments and drops it; `false` when the
     /// store is closing before the checkpoint could complete.
     fn checkpoint(&self, checkpoint: Checkpoint, metrics: &CheckpointMetrics) -> bool {
+        if !self.pause.begin_checkpoint(&self.closing) {
+            return false;
+        }
+        let done = self.copy_and_retire(checkpoint, metrics);
+        self.pause.end_checkpoint();
+        done
+    }
+
+    fn copy_and_retire(&self, checkpoint: Checkpoint, metrics: &CheckpointMetrics) -> bool {
         let started = Instant::now();
         loop {
             match copy_into(self.inner.as_ref(), &checkpoint.table) {
@@ -161,7 +173,7 @@ fn lower_priority() {
 }
 
 /// Writes `table` into `inner` in small batches and flushes it.
-pub(super) fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreError> {
+pub(crate) fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreError> {
     let runs = table.runs();
     let mut batch = WriteBatch::default();
     let apply_when_full = |batch: &mut WriteBatch| -> Result<(), StoreError> {

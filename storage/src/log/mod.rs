@@ -21,6 +21,7 @@
 //! (the sync, then freeze and preallocation).
 
 mod checkpoint;
+mod pause;
 mod record;
 mod replay;
 mod scan;
@@ -38,7 +39,9 @@ use crate::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::memtable::Table;
 use crate::{Backend, KvIter, Runs, StoreError, WriteBatch};
+pub(crate) use checkpoint::copy_into;
 use checkpoint::{Background, Checkpoint, Job};
+use pause::Pause;
 use record::encode_record;
 use segment::Segment;
 use spares::{remove_unfinished_spares, spare_numbers, PREALLOCATE_AFTER, SPARE_BYTES};
@@ -105,6 +108,8 @@ pub struct LoggedBackend {
     closing: Arc<AtomicBool>,
     /// Why the background thread ended, if it panicked.
     failure: Arc<OnceLock<String>>,
+    /// Held by backups (`pause.rs`).
+    pause: Arc<Pause>,
     checkpoint_entries: usize,
     memtable_entries: metrics::Gauge,
 }
@@ -141,6 +146,7 @@ impl LoggedBackend {
         let tables = Arc::new(RwLock::new(tables));
         let closing = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(OnceLock::new());
+        let pause = Arc::new(Pause::default());
         let (tx, rx) = mpsc::channel();
         let checkpointer = {
             let background = Background {
@@ -151,6 +157,7 @@ impl LoggedBackend {
                 spares: spares.clone(),
                 preparing: preparing.clone(),
                 failure: failure.clone(),
+                pause: pause.clone(),
             };
             std::thread::Builder::new()
                 .name("latchkey-checkpoint".into())
@@ -170,6 +177,7 @@ impl LoggedBackend {
             checkpointer: Mutex::new(Some(checkpointer)),
             closing,
             failure,
+            pause,
             checkpoint_entries: checkpoint_entries.max(1),
             memtable_entries,
         })
@@ -289,6 +297,19 @@ impl Backend for LoggedBackend {
 
     fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
         scan::scan(&self.read_tables(), self.inner.as_ref(), prefix)
+    }
+
+    /// Holds checkpoints back (`pause.rs`), copies the memtables — the point of the snapshot,
+    /// taken under the tables' lock, so between two applied batches — and merges them over sled,
+    /// which no checkpoint changes until the iterator is dropped but the one already frozen in
+    /// the copy (whose values the copy wins over anyway).
+    fn snapshot(&self) -> Result<KvIter<'_>, StoreError> {
+        let hold = self.pause.hold();
+        let entries = scan::scan_all(&self.read_tables(), self.inner.as_ref());
+        Ok(Box::new(entries.map(move |entry| {
+            let _held = &hold;
+            entry
+        })))
     }
 
     /// Memory only: one record appended to the buffer, the ops into the memtable, in the same

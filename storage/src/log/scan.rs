@@ -33,12 +33,40 @@ pub(super) fn scan<'a>(tables: &Tables, inner: &'a dyn Backend, prefix: &[u8]) -
     } else {
         sled
     };
-    let merged = Union::new(Box::new(overlay.into_iter().map(Ok)), base);
+    live(Union::new(Box::new(overlay.into_iter().map(Ok)), base))
+}
+
+/// The merged entries without the deletes.
+fn live(merged: Union<'_>) -> KvIter<'_> {
     Box::new(merged.filter_map(|entry| match entry {
         Ok((key, Some(value))) => Some(Ok((key, value))),
         Ok((_, None)) => None,
         Err(e) => Some(Err(e)),
     }))
+}
+
+/// Every live entry of the store: `tables` (copied now) over everything in `inner`, run chunks
+/// expanded into their entries.
+pub(super) fn scan_all<'a>(tables: &Tables, inner: &'a dyn Backend) -> KvIter<'a> {
+    let runs = tables.active.runs();
+    let mut overlay = BTreeMap::new();
+    for table in tables.frozen.as_deref().into_iter().chain([&tables.active]) {
+        overlay.extend(table.scan(&[]));
+    }
+    // Every key of sled but the chunks, tag by tag (so the chunks are never read twice).
+    let plain: Entries<'a> = Box::new(
+        (0..=u8::MAX)
+            .filter(move |tag| *tag != runs.chunk_tag)
+            .flat_map(move |tag| entries(inner.scan_prefix(&[tag]))),
+    );
+    let chunks = Expanded {
+        runs,
+        chunks: inner.scan_prefix(&[runs.chunk_tag]),
+        current: Vec::new().into_iter(),
+        last: None,
+    };
+    let base = Box::new(Union::new(plain, Box::new(chunks)));
+    live(Union::new(Box::new(overlay.into_iter().map(Ok)), base))
 }
 
 /// The entries of one chunk as (run key, entry), or `None` if it is corrupt.
