@@ -31,6 +31,8 @@ const END: u32 = u32::MAX;
 const RESTORE_TABLE_ENTRIES: usize = 262_144;
 const RESTORE_TABLE_BYTES: usize = 128 << 20;
 
+type Entry = (Vec<u8>, Vec<u8>);
+
 /// What a backup or a restore wrote or read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackupSummary {
@@ -167,7 +169,7 @@ impl<R: Read> BackupReader<R> {
         Ok(buf)
     }
 
-    fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn next_entry(&mut self) -> Result<Option<Entry>, StoreError> {
         let key_len = u32::from_le_bytes(self.take_array()?);
         if key_len == END {
             let count = u64::from_le_bytes(self.take_array()?);
@@ -204,7 +206,7 @@ impl<R: Read> BackupReader<R> {
 }
 
 impl<R: Read> Iterator for BackupReader<R> {
-    type Item = Result<(Vec<u8>, Vec<u8>), StoreError>;
+    type Item = Result<Entry, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {

@@ -306,9 +306,9 @@ impl Backend for LoggedBackend {
     fn snapshot(&self) -> Result<KvIter<'_>, StoreError> {
         let hold = self.pause.hold();
         let entries = scan::scan_all(&self.read_tables(), self.inner.as_ref());
-        Ok(Box::new(entries.map(move |entry| {
+        // The hold lives as long as the iterator.
+        Ok(Box::new(entries.inspect(move |_| {
             let _held = &hold;
-            entry
         })))
     }
 
