@@ -26,6 +26,8 @@ pub enum Permission {
     SessionRead,
     SessionWrite,
     SessionDelete,
+    /// Read the whole store for a backup (instance only; IAM_OWNER).
+    Backup,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -213,6 +215,7 @@ mod tests {
             Permission::AdminManage,
             Permission::SessionWrite,
             Permission::InstancePolicyWrite,
+            Permission::Backup,
         ] {
             assert_eq!(owner.reach(p).unwrap(), Reach::Instance);
         }

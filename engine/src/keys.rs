@@ -154,10 +154,39 @@ pub fn bulk_unlocked(job: &str, user: &str) -> Vec<u8> {
 pub fn token_id(id: &str) -> Vec<u8> {
     tagged(b'k', &[id.as_bytes()])
 }
+/// Prefixes of the indexes `verify.rs` checks against the records.
+pub const USERNAMES: &[u8] = b"n";
+pub const TOKENS: &[u8] = b"t";
+pub const LOCKOUTS: &[u8] = b"L";
+/// Every event (of every user).
+pub const EVENTS: &[u8] = &[EVENT_TAG];
+
+/// The length-prefixed parts of a key made by `tagged` (its tag dropped); `None` if it was not.
+pub fn split_parts(key: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut rest = key.get(1..)?;
+    let mut parts = Vec::new();
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<2>()?;
+        let (part, tail) = tail.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
+        parts.push(part);
+        rest = tail;
+    }
+    Some(parts)
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_split_back_into_their_parts() {
+        let key = username("org1", "alice");
+        assert_eq!(split_parts(&key), Some(vec![&b"org1"[..], b"alice"]));
+        assert_eq!(split_parts(&lockout("u1")), Some(vec![&b"u1"[..]]));
+        // an event key: the id, then the sequence's 8 bytes read as a part's length fail
+        assert!(split_parts(&event("u1", 7)).is_none());
+        assert!(split_parts(b"n\x00\x09short").is_none());
+    }
 
     #[test]
     fn event_prefixes_do_not_cross_users() {

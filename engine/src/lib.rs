@@ -25,6 +25,7 @@
 mod access;
 mod admins;
 mod auth_cache;
+mod backup;
 mod bootstrap;
 mod bulk_unlock;
 mod error;
@@ -48,6 +49,7 @@ mod unlocks;
 mod user;
 mod users;
 mod verifier;
+mod verify;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +62,7 @@ use ractor::{Actor, ActorRef};
 use latchkey_storage::{Schema, Store, StoreConfig};
 
 pub use access::{Caller, Grant, Permission, Reach, Role};
+pub use backup::{backup_offline, check_backup, restore, BackupSummary, BACKUP_FORMAT};
 pub use bootstrap::Bootstrapped;
 pub use bulk_unlock::{BulkUnlockFilter, BulkUnlockJob, JobState};
 pub use error::{Code, Error, ErrorId, OpenError};
@@ -75,6 +78,7 @@ pub use sessions::{
 pub use stored::SCHEMA_VERSION;
 pub use tokens::generate_token;
 pub use types::*;
+pub use verify::{verify, Problem, VerifyReport};
 
 use ids::IdGenerator;
 use lockout::Policies;
