@@ -24,10 +24,17 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
     Serve,
+    /// Write a backup: online from a running server (--server), or from a stopped --data-dir.
+    Backup(crate::operate::BackupArgs),
+    /// Restore a backup into an empty --data-dir.
+    Restore(crate::operate::RestoreArgs),
+    /// Check a stopped --data-dir: snapshots against event logs, indexes against records
+    /// (exit 3 when problems are found).
+    Verify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,10 +141,9 @@ impl ServeArgs {
 }
 
 impl Cli {
+    /// The server's settings (and those the other commands share: the data directory, the log).
     pub fn serve_args(self) -> ServeArgs {
-        match self.command {
-            Some(Command::Serve) | None => self.serve,
-        }
+        self.serve
     }
 }
 

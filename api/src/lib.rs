@@ -10,12 +10,14 @@
 //! error codes to HTTP, gRPC and Connect, `config.rs` the command line, `run.rs` start-up (open,
 //! bootstrap, listen), `metrics.rs` the Prometheus exporter and per-route metrics.
 
+pub mod backup;
 pub mod config;
 pub mod connect;
 pub mod edge;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod operate;
 pub mod proto;
 pub mod rest;
 pub mod rpc;

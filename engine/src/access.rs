@@ -245,4 +245,17 @@ mod tests {
         assert!(owner.reach(Permission::SessionWrite).is_err());
         assert!(owner.reach(Permission::SessionRead).unwrap().covers("a"));
     }
+
+    #[test]
+    fn only_the_instance_owner_takes_backups() {
+        for role in [
+            Role::OrgOwner,
+            Role::OrgUserManager,
+            Role::OrgUserViewer,
+            Role::IamLoginClient,
+        ] {
+            let holder = caller(&[(role, Some("a")), (role, None)]);
+            assert!(holder.reach(Permission::Backup).is_err(), "{role:?}");
+        }
+    }
 }

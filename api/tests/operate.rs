@@ -1,0 +1,336 @@
+//! The operator's commands against the real binary: an online backup while clients write, its
+//! restore and verify; offline backups and their refusals; verify's exit code on a damaged store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::binary::{self, BIN, TOKEN};
+
+const HASH: &str = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
+
+fn latchkey(args: &[&str], dir: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--log", "warn"])
+        .output()
+        .expect("run latchkey")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+async fn post(client: &reqwest::Client, base: &str, path: &str, body: Value) -> (u16, Value) {
+    let response = client
+        .post(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn create(client: &reqwest::Client, base: &str, email: &str) -> String {
+    let (status, created) = post(
+        client,
+        base,
+        "/v2/users/human",
+        json!({
+            "profile": {"givenName": "B", "familyName": "R"},
+            "email": {"email": email},
+            "hashedPassword": {"hash": HASH},
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    created["userId"].as_str().unwrap().to_owned()
+}
+
+fn sequence(reply: &Value) -> u64 {
+    reply["details"]["sequence"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no sequence in {reply}"))
+}
+
+/// What one client did: each acknowledged write with when it was sent and acknowledged.
+#[derive(Default)]
+struct Client {
+    user: String,
+    /// (sent, acknowledged, the user's sequence after it)
+    toggles: Vec<(Instant, Instant, u64)>,
+    /// (sent, acknowledged, the new user's id)
+    creations: Vec<(Instant, Instant, String)>,
+}
+
+async fn write_until(base: String, n: usize, stop: Arc<AtomicBool>) -> Client {
+    let http = reqwest::Client::new();
+    let mut client = Client {
+        user: create(&http, &base, &format!("toggle{n}@example.com")).await,
+        ..Default::default()
+    };
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let sent = Instant::now();
+        if i % 4 == 0 {
+            let id = create(&http, &base, &format!("c{n}-{i}@example.com")).await;
+            client.creations.push((sent, Instant::now(), id));
+        } else {
+            let action = if client.toggles.len().is_multiple_of(2) {
+                "lock"
+            } else {
+                "unlock"
+            };
+            let path = format!("/v2/users/{}/{action}", client.user);
+            let (status, reply) = post(&http, &base, &path, json!({})).await;
+            assert_eq!(status, 200, "{reply}");
+            client
+                .toggles
+                .push((sent, Instant::now(), sequence(&reply)));
+        }
+    }
+    client
+}
+
+/// 16 clients write while an online backup is taken. Every write acknowledged before the backup
+/// was asked for is in the restored store; none sent after the backup's answer began is; the
+/// restored store verifies clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_online_backup_under_writes_holds_exactly_what_came_before_its_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    // Small checkpoints: several run while the clients write and while the backup reads.
+    let server = binary::start(&live, "sync", &["--checkpoint-entries", "200"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..16)
+        .map(|n| tokio::spawn(write_until(server.base.clone(), n, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let asked = Instant::now();
+    let response = reqwest::Client::new()
+        .get(format!("{}/latchkey/v1/backup", server.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    assert_eq!(response.status(), 200);
+    let file = response.bytes().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut done = Vec::new();
+    for client in clients {
+        done.push(client.await.unwrap());
+    }
+    server.sigterm();
+    assert!(server.wait().success());
+    let backup = dir.path().join("online.backup");
+    std::fs::write(&backup, &file).unwrap();
+
+    let restored = dir.path().join("restored");
+    let out = latchkey(&["restore", "--from", backup.to_str().unwrap()], &restored);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = latchkey(&["verify"], &restored);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no problems found"));
+
+    let server = binary::start(&restored, "sync", &[]);
+    let http = reqwest::Client::new();
+    let get = |id: String| {
+        let (http, base) = (http.clone(), server.base.clone());
+        async move {
+            let response = http
+                .get(format!("{base}/v2/users/{id}"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (mut before, mut after, mut between) = (0, 0, 0);
+    for client in &done {
+        let (status, user) = get(client.user.clone()).await;
+        assert_eq!(status, 200, "{user}");
+        let restored = sequence(&user);
+        for &(sent, acked, seq) in &client.toggles {
+            if acked < asked {
+                assert!(
+                    restored >= seq,
+                    "acknowledged before the backup, lost: {seq} > {restored}"
+                );
+                before += 1;
+            } else if sent > answered {
+                assert!(
+                    restored < seq,
+                    "sent after the backup's point, yet in it: {seq}"
+                );
+                after += 1;
+            } else {
+                between += 1;
+            }
+        }
+        for (sent, acked, id) in &client.creations {
+            let (status, _) = get(id.clone()).await;
+            if *acked < asked {
+                assert_eq!(status, 200, "created before the backup, missing: {id}");
+            } else if *sent > answered {
+                assert_eq!(
+                    status, 404,
+                    "created after the backup's point, present: {id}"
+                );
+            }
+        }
+    }
+    eprintln!("writes before the backup {before}, after {after}, concurrent {between}");
+    assert!(before > 50 && after > 50, "the clients wrote on both sides");
+    server.sigterm();
+    assert!(server.wait().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_by_command_online_and_offline_and_their_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let server = binary::start(&live, "sync", &[]);
+    let http = reqwest::Client::new();
+    let id = create(&http, &server.base, "kept@example.com").await;
+    let file = dir.path().join("online.backup");
+    let file_arg = file.to_str().unwrap();
+
+    // online, with the token from the environment
+    let out = Command::new(BIN)
+        .args(["backup", "--to", file_arg, "--server", &server.base])
+        .env("LATCHKEY_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backup written to"));
+    assert!(!dir.path().join("online.backup.partial").exists());
+
+    // refusals: no token, a wrong token, the offline path while the server holds the directory
+    let out = Command::new(BIN)
+        .args(["backup", "--to", file_arg, "--server", &server.base])
+        .env_remove("LATCHKEY_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--token"),
+        "{}",
+        text(&out)
+    );
+    let out = Command::new(BIN)
+        .args([
+            "backup",
+            "--to",
+            file_arg,
+            "--server",
+            &server.base,
+            "--token",
+            "wrong",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        text(&out)
+    );
+    let other = dir.path().join("offline.backup");
+    let out = latchkey(&["backup", "--to", other.to_str().unwrap()], &live);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--server"),
+        "{}",
+        text(&out)
+    );
+    assert!(!other.exists());
+
+    server.sigterm();
+    assert!(server.wait().success());
+    // offline, now that the server is gone: the same entries as the online one
+    let out = latchkey(&["backup", "--to", other.to_str().unwrap()], &live);
+    assert!(out.status.success(), "{}", text(&out));
+    let entries = |path: &Path| {
+        let file = std::fs::File::open(path).unwrap();
+        latchkey_storage::backup::BackupReader::new(file)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(entries(&file), entries(&other));
+
+    // a damaged backup is refused and leaves nothing
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    let damaged = dir.path().join("damaged.backup");
+    std::fs::write(&damaged, bytes).unwrap();
+    let target = dir.path().join("from-damaged");
+    let out = latchkey(&["restore", "--from", damaged.to_str().unwrap()], &target);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!target.exists(), "a failed restore leaves nothing");
+
+    // restored elsewhere, the user is there
+    let target = dir.path().join("restored");
+    let out = latchkey(&["restore", "--from", file_arg], &target);
+    assert!(out.status.success(), "{}", text(&out));
+    let server = binary::start(&target, "sync", &[]);
+    let response = http
+        .get(format!("{}/v2/users/{id}", server.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.sigterm();
+    assert!(server.wait().success());
+}
+
+#[tokio::test]
+async fn verify_exits_3_and_names_the_user_of_a_damaged_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let server = binary::start(&live, "sync", &[]);
+    let id = create(&reqwest::Client::new(), &server.base, "damaged@example.com").await;
+    server.sigterm();
+    assert!(server.wait().success());
+    let out = latchkey(&["verify"], &live);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let config = latchkey_engine::Config::default().data_dir(&live);
+    let store = latchkey_storage::Store::open(&latchkey_engine::store_config(&config)).unwrap();
+    let mut damage = latchkey_storage::WriteBatch::default();
+    damage.delete(latchkey_engine::event_key(&id, 1));
+    store.submit(b"damage", damage).wait().await.unwrap();
+    store.close().unwrap();
+
+    let out = latchkey(&["verify"], &live);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("problem: {id}:")), "{stdout}");
+}
