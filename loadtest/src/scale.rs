@@ -177,6 +177,12 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
     }
     server.stop();
 
+    eprintln!("backing the store up and restoring it ...");
+    let data = dir.path().to_path_buf();
+    let operated = tokio::task::spawn_blocking(move || backup_and_restore(&data))
+        .await
+        .map_err(|e| e.to_string())??;
+
     let ready_ok = ready_in < Duration::from_secs(2);
     let first_ok = first_status == 200 && activated == 1.0;
     let idle_ok = rounds.iter().all(|r| r.3 == Some(0.0));
@@ -228,7 +234,57 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
         pass(idle_ok),
         pass(bounded_ok)
     );
-    Ok(ready_ok && first_ok && idle_ok && bounded_ok)
+    let restore_ok = operated.restore < Duration::from_secs(60) && operated.verified_clean;
+    println!(
+        "  offline backup {:.1} s ({}, {} entries); restore into an empty directory {:.1} s (bar < 60 s); verify of the restored store {:.1} s, {}: {}",
+        operated.backup.as_secs_f64(),
+        mib(Some(operated.bytes)),
+        operated.entries,
+        operated.restore.as_secs_f64(),
+        operated.verify.as_secs_f64(),
+        if operated.verified_clean { "clean" } else { "PROBLEMS" },
+        pass(restore_ok)
+    );
+    Ok(ready_ok && first_ok && idle_ok && bounded_ok && restore_ok)
+}
+
+struct Operated {
+    backup: Duration,
+    restore: Duration,
+    verify: Duration,
+    bytes: u64,
+    entries: u64,
+    verified_clean: bool,
+}
+
+/// `latchkey backup` (offline) of `data`, `latchkey restore` of that file, `latchkey verify` of
+/// the result, each timed — what the commands run.
+fn backup_and_restore(data: &std::path::Path) -> Result<Operated, String> {
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = work.path().join("scale.backup");
+    let started = Instant::now();
+    let out = std::io::BufWriter::new(std::fs::File::create(&file).map_err(|e| e.to_string())?);
+    let taken = latchkey_engine::backup_offline(&Config::default().data_dir(data), out)
+        .map_err(|e| e.to_string())?;
+    let backup = started.elapsed();
+    let restored = Config::default().data_dir(work.path().join("restored"));
+    let started = Instant::now();
+    let input = std::io::BufReader::with_capacity(
+        1 << 20,
+        std::fs::File::open(&file).map_err(|e| e.to_string())?,
+    );
+    latchkey_engine::restore(input, &restored).map_err(|e| e.to_string())?;
+    let restore = started.elapsed();
+    let started = Instant::now();
+    let report = latchkey_engine::verify(&restored).map_err(|e| e.to_string())?;
+    Ok(Operated {
+        backup,
+        restore,
+        verify: started.elapsed(),
+        bytes: taken.bytes,
+        entries: taken.entries,
+        verified_clean: report.is_clean(),
+    })
 }
 
 fn pass(ok: bool) -> &'static str {

@@ -13,23 +13,22 @@
 //!
 //! A reader checks the magic, the version, that keys strictly increase, and the count and the
 //! checksum at the end; only then is a restore kept ([`restore`] writes into a directory of its own
-//! and moves it into place last). Restoring copies the entries into sled the way a checkpoint does
-//! (an owner's events as one chunk), without the log.
+//! and moves it into place last). Restoring writes the entries into sled in the order they come
+//! (sorted: sled appends instead of searching) and stores an owner's events as one chunk, as a
+//! checkpoint does; the log is not involved.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::log::copy_into;
-use crate::memtable::Table;
-use crate::{schema, Backend, KvIter, SledBackend, StoreConfig, StoreError};
+use crate::log::{chunk_key, push_entry};
+use crate::{schema, Backend, KvIter, SledBackend, StoreConfig, StoreError, WriteBatch};
 
 const MAGIC: &[u8; 16] = b"LATCHKEY-BACKUP\n";
 /// The format this build writes; readers refuse any other.
 pub const BACKUP_FORMAT: u32 = 1;
 const END: u32 = u32::MAX;
-/// Entries a restore gathers before copying them into sled.
-const RESTORE_TABLE_ENTRIES: usize = 262_144;
-const RESTORE_TABLE_BYTES: usize = 128 << 20;
+/// Operations per sled batch while restoring.
+const RESTORE_BATCH: usize = 4096;
 
 type Entry = (Vec<u8>, Vec<u8>);
 
@@ -289,20 +288,36 @@ fn restore_into(
     let sled = SledBackend::open_with(staging, config.cache_bytes, &config.kept_files)?;
     let mut reader = BackupReader::new(input)?;
     let runs = config.layout.runs;
-    let mut table = Table::new(runs);
-    let mut table_bytes = 0usize;
+    let mut batch = WriteBatch::default();
+    // The run being gathered into one chunk: its owner, chunk key and entries.
+    let mut chunk: Option<(Vec<u8>, Vec<u8>, Vec<u8>)> = None;
     let mut bytes = 0u64;
     for entry in reader.by_ref() {
         let (key, value) = entry?;
-        table_bytes += key.len() + value.len();
         bytes += (key.len() + value.len()) as u64;
-        table.insert(key, Some(value));
-        if table.len() >= RESTORE_TABLE_ENTRIES || table_bytes >= RESTORE_TABLE_BYTES {
-            copy_into(&sled, &std::mem::replace(&mut table, Table::new(runs)))?;
-            table_bytes = 0;
+        match runs.split(&key) {
+            Some((owner, sequence)) => {
+                if chunk.as_ref().is_some_and(|(current, _, _)| current != owner) {
+                    if let Some((_, chunk_key, entries)) = chunk.take() {
+                        batch.put(chunk_key, entries);
+                    }
+                }
+                let (_, _, entries) = chunk.get_or_insert_with(|| {
+                    (owner.to_vec(), chunk_key(runs, &key), Vec::new())
+                });
+                push_entry(entries, sequence, &value);
+            }
+            None => batch.put(key, value),
+        }
+        if batch.ops().len() >= RESTORE_BATCH {
+            sled.apply(std::mem::take(&mut batch))?;
         }
     }
-    copy_into(&sled, &table)?;
+    if let Some((_, chunk_key, entries)) = chunk {
+        batch.put(chunk_key, entries);
+    }
+    sled.apply(batch)?;
+    sled.flush()?;
     schema::upgrade(&sled, &config.layout, &config.schema)?;
     schema::check(&sled, &config.layout, &config.schema, &config.data_dir)?;
     sled.close()?;

@@ -173,7 +173,7 @@ fn lower_priority() {
 }
 
 /// Writes `table` into `inner` in small batches and flushes it.
-pub(crate) fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreError> {
+pub(super) fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreError> {
     let runs = table.runs();
     let mut batch = WriteBatch::default();
     let apply_when_full = |batch: &mut WriteBatch| -> Result<(), StoreError> {
@@ -221,7 +221,7 @@ pub(crate) fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreE
 }
 
 /// The chunk key for a stretch of run entries starting at `first` (a run key or a run prefix).
-pub(super) fn chunk_key(runs: Runs, first: &[u8]) -> Vec<u8> {
+pub(crate) fn chunk_key(runs: Runs, first: &[u8]) -> Vec<u8> {
     let mut key = first.to_vec();
     if let Some(tag) = key.first_mut() {
         *tag = runs.chunk_tag;
@@ -230,7 +230,7 @@ pub(super) fn chunk_key(runs: Runs, first: &[u8]) -> Vec<u8> {
 }
 
 // Chunk: per entry [sequence u64 BE, as in the run key][length u32 LE][entry].
-pub(super) fn push_entry(chunk: &mut Vec<u8>, sequence: u64, value: &[u8]) {
+pub(crate) fn push_entry(chunk: &mut Vec<u8>, sequence: u64, value: &[u8]) {
     chunk.extend_from_slice(&sequence.to_be_bytes());
     chunk.extend_from_slice(&(value.len() as u32).to_le_bytes());
     chunk.extend_from_slice(value);

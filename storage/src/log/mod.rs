@@ -39,7 +39,7 @@ use crate::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::memtable::Table;
 use crate::{Backend, KvIter, Runs, StoreError, WriteBatch};
-pub(crate) use checkpoint::copy_into;
+pub(crate) use checkpoint::{chunk_key, push_entry};
 use checkpoint::{Background, Checkpoint, Job};
 use pause::Pause;
 use record::encode_record;
