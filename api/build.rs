@@ -22,7 +22,41 @@ const PROTOS: &[&str] = &[
     "proto/google/rpc/status.proto",
 ];
 
+/// `LATCHKEY_VERSION`: the crate version and the git commit, when built from a checkout (a
+/// crate built from a tarball says so). Only files that exist are watched, so a build without
+/// git does not rerun this script every time.
+fn version() {
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
+    let full = match commit {
+        Some(commit) => format!("{version} (commit {commit})"),
+        None => format!("{version} (commit unknown)"),
+    };
+    println!("cargo:rustc-env=LATCHKEY_VERSION={full}");
+    // HEAD, and the branch it points at (a commit moves the branch, not HEAD).
+    let head = std::fs::read_to_string("../.git/HEAD").unwrap_or_default();
+    let branch = head
+        .strip_prefix("ref: ")
+        .map(|r| format!("../.git/{}", r.trim()));
+    for watched in ["../.git/HEAD".to_owned(), "../.git/packed-refs".to_owned()]
+        .into_iter()
+        .chain(branch)
+    {
+        if std::path::Path::new(&watched).exists() {
+            println!("cargo:rerun-if-changed={watched}");
+        }
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    version();
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     // protox knows the well-known types (google/protobuf/*.proto) itself.
     let mut compiler = protox::Compiler::new(["proto"])?;

@@ -1,6 +1,8 @@
-//! The command line: `latchkey [serve] [flags]`. Every flag has an environment fallback and may
-//! come before or after the subcommand (`latchkey --data-dir X serve` and `latchkey serve
-//! --data-dir X` are the same).
+//! The command line: `latchkey [serve|backup|restore|verify|config check|healthcheck|completions]
+//! [flags]`. Every setting is a flag with an environment variable and a default (`--help` lists
+//! all three), may also come from the configuration file (`config_file.rs`: flag, then variable,
+//! then file, then default), and may stand before or after the subcommand (`latchkey --data-dir X
+//! serve` and `latchkey serve --data-dir X` are the same). Invalid values are refused at start-up.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +15,7 @@ use latchkey_engine::{Config, Durability};
 #[derive(Debug, Parser)]
 #[command(
     name = "latchkey",
-    version,
+    version = crate::VERSION,
     about = "Latchkey: a ZITADEL v2-compatible user lifecycle engine"
 )]
 pub struct Cli {
@@ -35,6 +37,34 @@ pub enum Command {
     /// Check a stopped --data-dir: snapshots against event logs, indexes against records
     /// (exit 3 when problems are found).
     Verify,
+    /// The configuration: `latchkey config check` shows every setting, its value and where it
+    /// came from, and fails on an invalid one.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Exit 0 when the server at --url answers /readyz with 200 (for container health checks).
+    Healthcheck {
+        /// The server's base URL; by default the --listen address.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum ConfigAction {
+    /// Validate the settings and print them with their sources.
+    Check,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log pipelines).
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,12 +137,82 @@ pub struct ServeArgs {
         default_value_t = 64
     )]
     pub check_queue: usize,
-    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive.
-    #[arg(long, global = true, env = "LATCHKEY_LOG", default_value = "info")]
+    /// Log filter: a level (error, warn, info, debug, trace, off) or tracing directives
+    /// (`info,latchkey_engine=debug`). At debug, one line per request with its request id.
+    #[arg(long, global = true, env = "LATCHKEY_LOG", default_value = "info", value_parser = log_filter)]
     pub log: String,
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// The admin token of the first start (a random one is written to <data-dir>/admin.pat
+    /// otherwise). Ignored once the data directory is bootstrapped.
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_BOOTSTRAP_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "bootstrap_token_file"
+    )]
+    pub bootstrap_token: Option<String>,
+    /// A file holding that token (e.g. a mounted secret).
+    #[arg(long, global = true, env = "LATCHKEY_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// A TOML file of these settings, keys named as the flags (below flags and variables).
+    #[arg(long, global = true, env = "LATCHKEY_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// A log filter whose every directive names a level (`info`, `latchkey_engine=debug`): an
+/// unknown word is refused rather than read as a target name that logs nothing.
+fn log_filter(value: &str) -> Result<String, String> {
+    for directive in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "`{directive}` names no log level (one of {})",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 impl ServeArgs {
+    /// The bootstrap token, from the flag/variable or the file; `None` when neither is set.
+    pub fn bootstrap_token(&self) -> Result<Option<String>, String> {
+        if let Some(token) = self.bootstrap_token.as_deref().map(str::trim) {
+            return Ok(Some(token.to_owned()).filter(|t| !t.is_empty()));
+        }
+        let Some(path) = &self.bootstrap_token_file else {
+            return Ok(None);
+        };
+        let token = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read the bootstrap token file {}: {e}",
+                path.display()
+            )
+        })?;
+        match token.trim() {
+            "" => Err(format!(
+                "the bootstrap token file {} is empty",
+                path.display()
+            )),
+            token => Ok(Some(token.to_owned())),
+        }
+    }
+
     pub fn engine_config(&self) -> Config {
         let durability = match self.durability {
             DurabilityArg::Sync => Durability::Sync,
@@ -150,6 +250,68 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_filters_must_name_levels() {
+        for good in [
+            "info",
+            "DEBUG",
+            "off",
+            "info,latchkey_engine=debug",
+            "tower_http=trace",
+        ] {
+            assert!(log_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["verbose", "info,chatty", "latchkey=loud", ""] {
+            if bad.is_empty() {
+                continue; // no directive: tracing's default
+            }
+            let error = log_filter(bad).unwrap_err();
+            assert!(error.contains("names no log level"), "{bad}: {error}");
+        }
+        assert!(Cli::try_parse_from(["latchkey", "--log", "verbose"]).is_err());
+    }
+
+    #[test]
+    fn the_bootstrap_token_comes_from_the_flag_or_a_file_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let file = file.to_str().unwrap();
+        let args = |line: &[&str]| Cli::try_parse_from(line).map(Cli::serve_args);
+        let from_file = args(&["latchkey", "--bootstrap-token-file", file]).unwrap();
+        assert_eq!(
+            from_file.bootstrap_token().unwrap().as_deref(),
+            Some("from-file")
+        );
+        let from_flag = args(&["latchkey", "--bootstrap-token", "flag"]).unwrap();
+        assert_eq!(
+            from_flag.bootstrap_token().unwrap().as_deref(),
+            Some("flag")
+        );
+        assert!(args(&[
+            "latchkey",
+            "--bootstrap-token",
+            "a",
+            "--bootstrap-token-file",
+            file
+        ])
+        .is_err());
+        let missing = args(&["latchkey", "--bootstrap-token-file", "/no/such/token"]).unwrap();
+        assert!(missing
+            .bootstrap_token()
+            .unwrap_err()
+            .contains("/no/such/token"));
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " \n").unwrap();
+        let empty = args(&[
+            "latchkey",
+            "--bootstrap-token-file",
+            empty.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert!(empty.bootstrap_token().unwrap_err().contains("empty"));
+    }
 
     #[test]
     fn defaults_and_subcommand() {

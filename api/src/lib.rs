@@ -12,6 +12,7 @@
 
 pub mod backup;
 pub mod config;
+pub mod config_file;
 pub mod connect;
 pub mod edge;
 pub mod error;
@@ -27,3 +28,6 @@ pub mod unread_body;
 pub mod wire;
 
 pub use server::{router, serve, shutdown_signal};
+
+/// The version `--version` shows: the crate's, and the commit it was built from when known.
+pub const VERSION: &str = env!("LATCHKEY_VERSION");

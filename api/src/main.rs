@@ -1,12 +1,12 @@
-//! `latchkey`: parse flags, set up logging, run the command (the server by default); exit 1 with
-//! one line on failure.
+//! `latchkey`: parse the settings (flags, variables, the config file), set up logging, run the
+//! command (the server by default); exit 1 with one line on failure.
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::CommandFactory;
 
-use latchkey_api::config::{Cli, Command};
-use latchkey_api::operate;
+use latchkey_api::config::{Cli, Command, ConfigAction};
+use latchkey_api::{config_file, operate};
 
 /// mimalloc: the request path allocates a lot of small, short-lived buffers, and glibc's malloc
 /// showed up at ~10% of a load-test profile.
@@ -14,15 +14,36 @@ use latchkey_api::operate;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let command = cli.command.clone().unwrap_or(Command::Serve);
-    let args = cli.serve_args();
-    latchkey_api::run::init_logging(&args.log);
+    let parsed = match config_file::parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        // Usage errors, --help and --version: clap prints them and picks the exit code.
+        Err(error) => error.exit(),
+    };
+    let command = parsed.cli.command.clone().unwrap_or(Command::Serve);
+    let (file, settings) = (parsed.file, parsed.settings);
+    let args = parsed.cli.serve_args();
     match command {
-        Command::Serve => serve(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "latchkey",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Config {
+            action: ConfigAction::Check,
+        } => return operate::config_check(&args, file.as_deref(), &settings),
+        Command::Healthcheck { url } => return operate::healthcheck(url.as_deref(), &args),
+        _ => {}
+    }
+    latchkey_api::run::init_logging(&args.log, args.log_format);
+    match command {
         Command::Backup(backup) => operate::backup(&backup, &args.engine_config()),
         Command::Restore(restore) => operate::restore(&restore, &args.engine_config()),
         Command::Verify => operate::verify(&args.engine_config()),
+        _ => serve(args),
     }
 }
 

@@ -220,3 +220,77 @@ pub fn verify(config: &Config) -> ExitCode {
     );
     ExitCode::from(EXIT_PROBLEMS)
 }
+
+/// `latchkey config check`: every setting with its value and source; exit 1 if one that is
+/// only read when used (the bootstrap token file, the data directory) is unusable.
+pub fn config_check(
+    args: &crate::config::ServeArgs,
+    file: Option<&Path>,
+    settings: &std::collections::BTreeMap<String, (String, crate::config_file::Source)>,
+) -> ExitCode {
+    match file {
+        Some(file) => println!("config file: {}", file.display()),
+        None => println!("config file: none (--config / LATCHKEY_CONFIG)"),
+    }
+    let width = settings.keys().map(String::len).max().unwrap_or(0);
+    for (name, (value, source)) in settings {
+        println!("{name:width$} = {value:<24} ({})", source.name());
+    }
+    let mut problems = Vec::new();
+    if let Err(e) = args.bootstrap_token() {
+        problems.push(e);
+    }
+    if args.data_dir.exists() && !args.data_dir.is_dir() {
+        problems.push(format!(
+            "the data directory {} is not a directory",
+            args.data_dir.display()
+        ));
+    }
+    if problems.is_empty() {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    for problem in &problems {
+        eprintln!("latchkey: {problem}");
+    }
+    ExitCode::from(1)
+}
+
+/// `latchkey healthcheck`: GET <url>/readyz; 0 when it answers 200 within 3 s.
+pub fn healthcheck(url: Option<&str>, args: &crate::config::ServeArgs) -> ExitCode {
+    let base = match url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let mut addr = args.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return failed(format!("cannot start the async runtime: {e}")),
+    };
+    let answer = runtime.block_on(async {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()
+            .map_err(|e| e.to_string())?
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match answer {
+        Ok(response) if response.status().is_success() => {
+            println!("{base}: ready");
+            ExitCode::SUCCESS
+        }
+        Ok(response) => failed(format!("{base}: not ready ({})", response.status())),
+        Err(e) => failed(format!("{base}: unreachable: {e}")),
+    }
+}

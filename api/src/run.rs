@@ -7,18 +7,29 @@ use tokio::net::TcpListener;
 
 use latchkey_engine::Engine;
 
-use crate::config::ServeArgs;
+use crate::config::{LogFormat, ServeArgs};
 use crate::server::{serve, shutdown_signal};
 
-/// Logs to stderr with `filter` (a level or tracing directive). Safe to call more than once.
-pub fn init_logging(filter: &str) {
+/// Logs to stderr with `filter` (a level or tracing directives, checked when the flags were
+/// parsed) as text or one JSON object per line. Safe to call more than once.
+pub fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| LossyStderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(|| LossyStderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // The request's span (its method, path and request id) flattened into each line.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// stderr that drops log lines when stderr is gone (a closed pipe must not kill the server;
@@ -42,10 +53,11 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.pat";
 /// Runs the server; the error is the one line `latchkey` prints before exiting with 1.
 pub async fn run(args: ServeArgs) -> Result<(), String> {
     crate::metrics::install();
+    let token = args.bootstrap_token()?;
     let engine = Engine::open(args.engine_config())
         .await
         .map_err(|e| e.to_string())?;
-    bootstrap(&engine, &args.data_dir).await?;
+    bootstrap(&engine, &args.data_dir, token).await?;
     let shutdown = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -65,20 +77,18 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// First start only: the admin token is `LATCHKEY_BOOTSTRAP_TOKEN` if set, else a random one
+/// First start only: the admin token is the configured one (`--bootstrap-token`,
+/// `LATCHKEY_BOOTSTRAP_TOKEN` or the file of `--bootstrap-token-file`) if set, else a random one
 /// written to `<data-dir>/admin.pat` (mode 0600) *before* it is committed, so a crash in between
 /// can never leave a token nobody knows.
-async fn bootstrap(engine: &Engine, data_dir: &Path) -> Result<(), String> {
+async fn bootstrap(engine: &Engine, data_dir: &Path, given: Option<String>) -> Result<(), String> {
     if engine.default_org_id().is_some() {
         tracing::info!("data directory already bootstrapped; admin token unchanged");
         return Ok(());
     }
-    let from_env = std::env::var("LATCHKEY_BOOTSTRAP_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
-    let token = match from_env {
+    let token = match given {
         Some(token) => {
-            tracing::info!("bootstrapping: admin token taken from LATCHKEY_BOOTSTRAP_TOKEN");
+            tracing::info!("bootstrapping: admin token taken from the configuration");
             token
         }
         None => {

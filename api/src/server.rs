@@ -14,6 +14,9 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
@@ -53,18 +56,70 @@ pub fn router(
         .with_state(AppState { engine });
     ServiceBuilder::new()
         .map_response(axum_body)
+        // Every request gets an `x-request-id` (the client's own, or a new one), returned in the
+        // answer and carried by the request's log span.
+        .layer(SetRequestIdLayer::x_request_id(NextRequestId::default()))
+        .layer(PropagateRequestIdLayer::x_request_id())
         // One log line per request, at debug, 5xx answers included: a wave of them (call
         // timeouts while an attacker's guesses wait) must not become a wave of error lines that
         // costs more than the requests. Their causes are logged once where they arise (a failed
         // store, a panicking actor) and every answer is counted in the metrics.
         .layer(
             TraceLayer::new_for_http()
+                .make_span_with(request_span)
                 .on_request(())
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         // Bodies are read with our own limit (rpc::BODY_LIMIT) so the 413 has our error shape.
         .layer(DefaultBodyLimit::disable())
         .service(Edge::new(router, grpc))
+}
+
+/// Request ids: this process's start time in hex, then a counter — unique across restarts
+/// without a random source per request.
+#[derive(Clone)]
+struct NextRequestId {
+    prefix: std::sync::Arc<str>,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for NextRequestId {
+    fn default() -> Self {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        NextRequestId {
+            prefix: format!("{started:x}").into(),
+            next: Default::default(),
+        }
+    }
+}
+
+impl MakeRequestId for NextRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{n}", self.prefix);
+        axum::http::HeaderValue::from_str(&id)
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// The span each request's log lines carry, at debug under tower-http's target like the request
+/// line itself (so `--log info,tower_http=debug` shows the request lines with their ids).
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::debug_span!(
+        target: "tower_http::trace",
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %id,
+    )
 }
 
 /// tower-http's tracing wraps the response body; axum's server takes its own body type.

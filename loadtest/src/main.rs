@@ -56,7 +56,7 @@ fn main() -> ExitCode {
             match latchkey_api::config::Cli::try_parse_from(line) {
                 Ok(server) => {
                     let args = server.serve_args();
-                    latchkey_api::run::init_logging(&args.log);
+                    latchkey_api::run::init_logging(&args.log, args.log_format);
                     runtime
                         .block_on(latchkey_api::run::run(args))
                         .map(|()| true)

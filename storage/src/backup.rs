@@ -13,22 +13,20 @@
 //!
 //! A reader checks the magic, the version, that keys strictly increase, and the count and the
 //! checksum at the end; only then is a restore kept ([`restore`] writes into a directory of its own
-//! and moves it into place last). Restoring writes the entries into sled in the order they come
-//! (sorted: sled appends instead of searching) and stores an owner's events as one chunk, as a
-//! checkpoint does; the log is not involved.
+//! and moves it into place last). Restoring inserts the entries into sled one by one (no atomic
+//! batches: nothing reads the staging directory, and sled's batches slow down as the tree grows)
+//! and stores an owner's events as one chunk, as a checkpoint does; the log is not involved.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::log::{chunk_key, push_entry};
-use crate::{schema, Backend, KvIter, SledBackend, StoreConfig, StoreError, WriteBatch};
+use crate::{schema, Backend, KvIter, SledBackend, StoreConfig, StoreError};
 
 const MAGIC: &[u8; 16] = b"LATCHKEY-BACKUP\n";
 /// The format this build writes; readers refuse any other.
 pub const BACKUP_FORMAT: u32 = 1;
 const END: u32 = u32::MAX;
-/// Operations per sled batch while restoring.
-const RESTORE_BATCH: usize = 4096;
 
 type Entry = (Vec<u8>, Vec<u8>);
 
@@ -288,7 +286,6 @@ fn restore_into(
     let sled = SledBackend::open_with(staging, config.cache_bytes, &config.kept_files)?;
     let mut reader = BackupReader::new(input)?;
     let runs = config.layout.runs;
-    let mut batch = WriteBatch::default();
     // The run being gathered into one chunk: its owner, chunk key and entries.
     let mut chunk: Option<(Vec<u8>, Vec<u8>, Vec<u8>)> = None;
     let mut bytes = 0u64;
@@ -297,26 +294,24 @@ fn restore_into(
         bytes += (key.len() + value.len()) as u64;
         match runs.split(&key) {
             Some((owner, sequence)) => {
-                if chunk.as_ref().is_some_and(|(current, _, _)| current != owner) {
+                if chunk
+                    .as_ref()
+                    .is_some_and(|(current, _, _)| current != owner)
+                {
                     if let Some((_, chunk_key, entries)) = chunk.take() {
-                        batch.put(chunk_key, entries);
+                        sled.load(chunk_key, entries)?;
                     }
                 }
-                let (_, _, entries) = chunk.get_or_insert_with(|| {
-                    (owner.to_vec(), chunk_key(runs, &key), Vec::new())
-                });
+                let (_, _, entries) = chunk
+                    .get_or_insert_with(|| (owner.to_vec(), chunk_key(runs, &key), Vec::new()));
                 push_entry(entries, sequence, &value);
             }
-            None => batch.put(key, value),
-        }
-        if batch.ops().len() >= RESTORE_BATCH {
-            sled.apply(std::mem::take(&mut batch))?;
+            None => sled.load(key, value)?,
         }
     }
     if let Some((_, chunk_key, entries)) = chunk {
-        batch.put(chunk_key, entries);
+        sled.load(chunk_key, entries)?;
     }
-    sled.apply(batch)?;
     sled.flush()?;
     schema::upgrade(&sled, &config.layout, &config.schema)?;
     schema::check(&sled, &config.layout, &config.schema, &config.data_dir)?;

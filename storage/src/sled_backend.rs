@@ -69,6 +69,14 @@ impl SledBackend {
         })
     }
 
+    /// Bulk loading (a restore into a staging directory, where atomicity is not needed): one
+    /// insert per entry. sled's atomic batches slow down as the tree grows — 3,000,000 sorted
+    /// entries of ≈ 140 bytes took 71 s in batches of 4,096 and 25 s one by one on the
+    /// performance machine; two loading threads were no faster (29 s).
+    pub(crate) fn load(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
+        self.db()?.insert(key, value).map(|_| ()).map_err(io)
+    }
+
     fn db(&self) -> Result<DbGuard<'_>, StoreError> {
         let guard = self.open.read();
         if guard.is_some() {

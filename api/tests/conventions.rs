@@ -1,0 +1,239 @@
+//! The conventions operators expect, against the real binary: settings from flags, variables and
+//! a config file in that order; the bootstrap token from a file; invalid values refused at
+//! start-up; JSON log lines with the request id the answer carries; `--version`, `healthcheck`,
+//! `completions` and `config check`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::binary::BIN;
+
+fn latchkey() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("LATCHKEY_BOOTSTRAP_TOKEN")
+        .env_remove("LATCHKEY_CONFIG")
+        .env_remove("LATCHKEY_LISTEN");
+    command
+}
+
+/// The server as a child with its stderr lines on a channel.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(command: &mut Command) -> Server {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Server { child, lines }
+    }
+
+    /// The next line that contains `needle`.
+    fn line_with(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn base(&self) -> String {
+        let line = self.line_with("listening on http://");
+        let at = line.find("http://").unwrap();
+        line[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || ":/.".contains(*c))
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn flags_beat_variables_beat_the_file_and_config_check_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "latchkey.toml",
+        "listen = \"127.0.0.1:7001\"\ncall-timeout = \"7s\"\ncheck_queue = 9\nlog = \"warn\"\n",
+    );
+    let out = latchkey()
+        .args(["config", "check", "--config", &file, "--call-timeout", "3s"])
+        .env("LATCHKEY_LISTEN", "127.0.0.1:7002")
+        .env("LATCHKEY_BOOTSTRAP_TOKEN", "secret-never-printed")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            .to_owned()
+    };
+    assert!(line("listen").contains("127.0.0.1:7002") && line("listen").contains("(environment)"));
+    assert!(line("call-timeout").contains("3s") && line("call-timeout").contains("(command line)"));
+    assert!(line("check-queue").contains('9') && line("check-queue").contains("(config file)"));
+    assert!(line("durability").contains("(default)"));
+    assert!(!stdout.contains("secret-never-printed"), "{stdout}");
+    assert!(stdout.contains("configuration is valid"));
+
+    // the file's own values are validated like flags
+    let bad = write(dir.path(), "bad.toml", "durability = \"eventually\"\n");
+    let out = latchkey()
+        .args(["config", "check", "--config", &bad])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("eventually"));
+}
+
+#[test]
+fn invalid_values_are_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (&["--log", "verbose"][..], "names no log level"),
+        (&["--log-format", "xml"], "xml"),
+        (&["--listen", "somewhere"], "somewhere"),
+        (
+            &["--bootstrap-token-file", "/no/such/token"],
+            "/no/such/token",
+        ),
+    ] {
+        let out = latchkey()
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(
+                ["--listen", "127.0.0.1:0"]
+                    .iter()
+                    .filter(|_| args[0] != "--listen"),
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// JSON logs: every line parses; at debug, one line per request carries the request id that the
+/// answer's `x-request-id` header returns. The admin token came from a file.
+#[tokio::test]
+async fn json_log_lines_carry_the_request_id_the_answer_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write(dir.path(), "token", "token-from-a-file\n");
+    let server = Server::start(
+        latchkey()
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--log", "info,tower_http=debug"])
+            .args(["--bootstrap-token-file", &token])
+            .arg("--data-dir")
+            .arg(dir.path().join("data")),
+    );
+    let base = server.base();
+    let http = reqwest::Client::new();
+    let answer = http
+        .get(format!("{base}/v2/users/nobody"))
+        .bearer_auth("token-from-a-file")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404, "authenticated with the file's token");
+    let id = answer.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let line = server.line_with(&id);
+    let parsed: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(parsed["span"]["request_id"], id.as_str(), "{parsed}");
+    assert_eq!(parsed["span"]["path"], "/v2/users/nobody", "{parsed}");
+    assert_eq!(parsed["status"], 404, "{parsed}");
+    assert!(
+        parsed["level"].is_string() && parsed["timestamp"].is_string(),
+        "{parsed}"
+    );
+    // a client's own id is kept
+    let answer = http
+        .get(format!("{base}/healthz"))
+        .header("x-request-id", "client-chose-this")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["x-request-id"], "client-chose-this");
+    let line = server.line_with("client-chose-this");
+    serde_json::from_str::<Value>(&line).unwrap();
+
+    // healthcheck: ready → 0; nothing there → 1
+    let out = latchkey()
+        .args(["healthcheck", "--url", &base])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = latchkey()
+        .args(["healthcheck", "--url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn version_and_completions() {
+    let out = latchkey().arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        version.starts_with("latchkey 0.") && version.contains("commit"),
+        "{version}"
+    );
+    let out = latchkey().args(["completions", "bash"]).output().unwrap();
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && script.contains("_latchkey()"),
+        "{script}"
+    );
+    assert!(script.contains("--data-dir") && script.contains("restore"));
+}
