@@ -163,6 +163,17 @@ pub struct ServeArgs {
     /// A file holding that token (e.g. a mounted secret).
     #[arg(long, global = true, env = "LATCHKEY_BOOTSTRAP_TOKEN_FILE")]
     pub bootstrap_token_file: Option<PathBuf>,
+    /// A separate plain-HTTP listener for /healthz, /readyz and /metrics (which then leave the
+    /// main port), e.g. 127.0.0.1:9000 — for probes and scrapers, and for health checks when
+    /// the main port speaks TLS.
+    #[arg(long, global = true, env = "LATCHKEY_MANAGEMENT_LISTEN")]
+    pub management_listen: Option<SocketAddr>,
+    /// A PEM certificate chain: with --tls-key, the listener speaks TLS (HTTP/2 by ALPN for gRPC).
+    #[arg(long, global = true, env = "LATCHKEY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, global = true, env = "LATCHKEY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// A TOML file of these settings, keys named as the flags (below flags and variables).
     #[arg(long, global = true, env = "LATCHKEY_CONFIG")]
     pub config: Option<PathBuf>,

@@ -24,6 +24,7 @@ pub mod rest;
 pub mod rpc;
 pub mod run;
 pub mod server;
+pub mod tls;
 pub mod unread_body;
 pub mod wire;
 

@@ -261,7 +261,7 @@ pub fn healthcheck(url: Option<&str>, args: &crate::config::ServeArgs) -> ExitCo
     let base = match url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
-            let mut addr = args.listen;
+            let mut addr = args.management_listen.unwrap_or(args.listen);
             if addr.ip().is_unspecified() {
                 addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use latchkey_engine::Engine;
 
 use crate::config::{LogFormat, ServeArgs};
-use crate::server::{serve, shutdown_signal};
+use crate::server::shutdown_signal;
 
 /// Logs to stderr with `filter` (a level or tracing directives, checked when the flags were
 /// parsed) as text or one JSON object per line. Safe to call more than once.
@@ -54,6 +54,10 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.pat";
 pub async fn run(args: ServeArgs) -> Result<(), String> {
     crate::metrics::install();
     let token = args.bootstrap_token()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let engine = Engine::open(args.engine_config())
         .await
         .map_err(|e| e.to_string())?;
@@ -65,14 +69,66 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let management = match args.management_listen {
+        Some(at) => {
+            let listener = TcpListener::bind(at)
+                .await
+                .map_err(|e| format!("cannot listen on {at} (management): {e}"))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| format!("cannot read the management address: {e}"))?;
+            tracing::info!("management (health, metrics) listening on http://{bound}");
+            let app = crate::server::management_router(engine.clone());
+            let stopping = until_stopped(stopped.clone());
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopping)
+                    .await
+            }))
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         data_dir = %args.data_dir.display(),
         durability = ?args.durability,
-        "latchkey listening on http://{addr}"
+        "latchkey listening on {scheme}://{addr}"
     );
-    serve(engine, listener, shutdown)
-        .await
-        .map_err(|e| format!("server failed: {e}"))?;
+    let app = crate::server::app(engine.clone(), management.is_none());
+    let stopping = until_stopped(stopped);
+    match tls {
+        Some(config) => {
+            let listener = crate::tls::TlsListener::new(listener, config)
+                .map_err(|e| format!("cannot listen with TLS: {e}"))?;
+            crate::server::serve_with(engine, app, listener, stopping).await
+        }
+        None => {
+            // Replies are small and latency-bound: no Nagle delay.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("TCP_NODELAY: {e}");
+                }
+            });
+            crate::server::serve_with(engine, app, listener, stopping).await
+        }
+    }
+    .map_err(|e| format!("server failed: {e}"))?;
+    if let Some(management) = management {
+        match management.await {
+            Ok(Err(e)) => tracing::warn!("management listener: {e}"),
+            Err(e) => tracing::warn!("management listener: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

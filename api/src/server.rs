@@ -36,21 +36,41 @@ pub struct AppState {
 ///
 /// Everything that applies to every request wraps the routers as a service rather than being a
 /// router layer: axum boxes each request's future once more for every layer on a route.
-pub fn router(
-    engine: Engine,
-) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send>
-       + Clone
-       + Send
-       + Sync
-       + 'static {
+pub fn router(engine: Engine) -> impl App {
+    app(engine, true)
+}
+
+/// What [`router`] and [`app`] return: the service a listener serves.
+pub trait App:
+    Service<Request, Response = Response, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// [`router`], with or without the management routes (`/healthz`, `/readyz`, `/metrics`): they
+/// move to [`management_router`]'s own listener when `--management-listen` is given.
+pub fn app(engine: Engine, with_management: bool) -> impl App {
     let grpc = crate::grpc::router(engine.clone());
-    let router = Router::new()
+    let mut router = Router::new()
         .merge(crate::rest::routes())
         .merge(crate::connect::routes())
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::render))
-        .route(crate::backup::PATH, get(crate::backup::backup))
+        .route(crate::backup::PATH, get(crate::backup::backup));
+    if with_management {
+        router = router.merge(management_routes());
+    }
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(AppState { engine });
@@ -122,6 +142,20 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     )
 }
 
+fn management_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::render))
+}
+
+/// The management listener's routes alone (plain HTTP, no token): health and metrics.
+pub fn management_router(engine: Engine) -> Router {
+    management_routes()
+        .fallback(not_found)
+        .with_state(AppState { engine })
+}
+
 /// tower-http's tracing wraps the response body; axum's server takes its own body type.
 fn axum_body<B>(response: axum::http::Response<B>) -> Response
 where
@@ -179,6 +213,29 @@ pub async fn serve(
     let served = axum::serve(
         listener,
         axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    if let Err(e) = engine.shutdown().await {
+        tracing::error!("engine shutdown: {e}");
+    }
+    served
+}
+
+/// [`serve`] with any service from [`app`] on any listener (TLS: `tls::TlsListener`).
+pub async fn serve_with<L>(
+    engine: Engine,
+    app: impl App,
+    listener: L,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let served = axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service(app),
     )
     .with_graceful_shutdown(shutdown)
     .await;
