@@ -237,3 +237,129 @@ fn version_and_completions() {
     );
     assert!(script.contains("--data-dir") && script.contains("restore"));
 }
+
+/// TLS: HTTPS on the main port with HTTP/1.1 and h2 by ALPN, a self-signed certificate; health
+/// and metrics on the plain management port only.
+#[tokio::test]
+async fn tls_on_the_main_port_and_health_on_the_management_port() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let identity =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = write(dir.path(), "cert.pem", &identity.cert.pem());
+    let key = write(dir.path(), "key.pem", &identity.signing_key.serialize_pem());
+    let server = Server::start(
+        latchkey()
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--management-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--tls-cert", &cert, "--tls-key", &key])
+            .env("LATCHKEY_BOOTSTRAP_TOKEN", "tls-token")
+            .arg("--data-dir")
+            .arg(dir.path().join("data")),
+    );
+    let management = server.base(); // the management line comes first
+    let line = server.line_with("listening on https://");
+    let at = line.find("https://").unwrap() + "https://".len();
+    let addr: String = line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || ".:".contains(*c))
+        .collect();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(identity.cert.der().clone()).unwrap();
+    let connect = |alpn: &[&[u8]]| {
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let addr = addr.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            connector.connect(name, tcp).await.unwrap()
+        }
+    };
+
+    // HTTP/1.1 over TLS, authenticated
+    let mut tls = connect(&[b"http/1.1"]).await;
+    tls.write_all(
+        b"GET /v2/users/nobody HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer tls-token\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("USER-NOT-FOUND"), "{answer}");
+
+    // h2 by ALPN (what gRPC clients ask for)
+    let tls = connect(&[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::get("https://localhost/v2/users/nobody")
+        .header("authorization", "Bearer tls-token")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 404);
+
+    // management: plain HTTP, health and metrics there and not on the main port
+    let http = reqwest::Client::new();
+    for path in ["/readyz", "/healthz", "/metrics"] {
+        let answer = http
+            .get(format!("{management}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+    }
+    let mut tls = connect(&[b"http/1.1"]).await;
+    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let out = latchkey()
+        .args(["healthcheck", "--management-listen"])
+        .arg(management.trim_start_matches("http://"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // a key that does not match is refused at start-up
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let wrong = write(dir.path(), "wrong.pem", &other.signing_key.serialize_pem());
+    let out = latchkey()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &wrong,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS identity"));
+}
