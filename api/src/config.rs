@@ -1,5 +1,5 @@
-//! The command line: `latchkey [serve|backup|restore|verify|config check|healthcheck|completions]
-//! [flags]`. Every setting is a flag with an environment variable and a default (`--help` lists
+//! The command line: `latchkey [serve|backup|restore|verify|config check|healthcheck|completions|
+//! users|orgs] [flags]`. Every setting is a flag with an environment variable and a default (`--help` lists
 //! all three), may also come from the configuration file (`config_file.rs`: flag, then variable,
 //! then file, then default), and may stand before or after the subcommand (`latchkey --data-dir X
 //! serve` and `latchkey serve --data-dir X` are the same). Invalid values are refused at start-up.
@@ -51,6 +51,20 @@ pub enum Command {
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
+    /// Users on a running server: list, get, lock, unlock (exit 4 when the server refuses).
+    Users {
+        #[command(subcommand)]
+        action: crate::admin_cli::UsersAction,
+        #[command(flatten)]
+        client: crate::admin_cli::ClientArgs,
+    },
+    /// Organizations on a running server: create.
+    Orgs {
+        #[command(subcommand)]
+        action: crate::admin_cli::OrgsAction,
+        #[command(flatten)]
+        client: crate::admin_cli::ClientArgs,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]

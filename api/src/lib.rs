@@ -10,6 +10,7 @@
 //! error codes to HTTP, gRPC and Connect, `config.rs` the command line, `run.rs` start-up (open,
 //! bootstrap, listen), `metrics.rs` the Prometheus exporter and per-route metrics.
 
+pub mod admin_cli;
 pub mod backup;
 pub mod config;
 pub mod config_file;

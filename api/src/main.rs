@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 
 use latchkey_api::config::{Cli, Command, ConfigAction};
-use latchkey_api::{config_file, operate};
+use latchkey_api::{admin_cli, config_file, operate};
 
 /// mimalloc: the request path allocates a lot of small, short-lived buffers, and glibc's malloc
 /// showed up at ~10% of a load-test profile.
@@ -36,6 +36,8 @@ fn main() -> ExitCode {
             action: ConfigAction::Check,
         } => return operate::config_check(&args, file.as_deref(), &settings),
         Command::Healthcheck { url } => return operate::healthcheck(url.as_deref(), &args),
+        Command::Users { action, client } => return admin_cli::users(&action, &client, &args),
+        Command::Orgs { action, client } => return admin_cli::orgs(&action, &client, &args),
         _ => {}
     }
     latchkey_api::run::init_logging(&args.log, args.log_format);

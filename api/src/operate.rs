@@ -121,20 +121,10 @@ fn offline_backup(config: &Config, partial: &Path) -> Result<(), String> {
         .map_err(|e| format!("syncing {}: {e}", partial.display()))
 }
 
-fn token(args: &BackupArgs) -> Result<String, String> {
-    if let Some(token) = &args.token {
-        return Ok(token.trim().to_owned());
-    }
-    match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map(|t| t.trim().to_owned())
-            .map_err(|e| format!("cannot read the token file {}: {e}", path.display())),
-        None => Err("--server needs --token (LATCHKEY_TOKEN) or --token-file".into()),
-    }
-}
-
 fn online_backup(args: &BackupArgs, server: &str, partial: &Path) -> Result<(), String> {
-    let token = token(args)?;
+    let token =
+        crate::admin_cli::read_token(args.token.as_deref(), args.token_file.as_deref(), None)
+            .map_err(|e| format!("--server needs a token: {e}"))?;
     let url = format!("{}{}", server.trim_end_matches('/'), crate::backup::PATH);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -334,3 +334,77 @@ async fn verify_exits_3_and_names_the_user_of_a_damaged_store() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("problem: {id}:")), "{stdout}");
 }
+
+/// The admin CLI against a real server: list, get, lock, unlock, orgs create; tables and JSON;
+/// exit 4 with the error id when the server refuses, 1 when it cannot be reached.
+#[tokio::test]
+async fn the_admin_cli_drives_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let server = binary::start(&live, "sync", &[]);
+    let id = create(&reqwest::Client::new(), &server.base, "cli@example.com").await;
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .args(["--server", &server.base])
+            .env("LATCHKEY_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["users", "lock", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("locked {id}")));
+    let out = cli(&["users", "lock", &id]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("USER-NOT-ACTIVE-OR-INITIAL"));
+
+    let out = cli(&["users", "list", "--state", "locked"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && table.contains(&id) && table.contains("locked"),
+        "{table}"
+    );
+    assert!(table.contains("1 of 1 users"), "{table}");
+    let out = cli(&[
+        "users",
+        "list",
+        "--username-prefix",
+        "CLI@",
+        "--output",
+        "json",
+    ]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["result"][0]["userId"], id.as_str(), "{listed}");
+
+    let out = cli(&["users", "unlock", &id, "--output", "json"]);
+    let unlocked: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sequence(&unlocked), 3, "{unlocked}");
+    let out = cli(&["users", "get", &id]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("state         active") && shown.contains("cli@example.com"),
+        "{shown}"
+    );
+    let out = cli(&["users", "get", "no-such-user"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("USER-NOT-FOUND"));
+    let out = cli(&["orgs", "create", "cli-made"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created organization"));
+
+    let out = Command::new(BIN)
+        .args([
+            "users",
+            "get",
+            &id,
+            "--server",
+            "http://127.0.0.1:9",
+            "--token",
+            "t",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    server.sigterm();
+    assert!(server.wait().success());
+}
