@@ -11,6 +11,7 @@
 # GetLockoutSettings, wrong passwords through CreateSession read back as CredentialsCheckError
 # with the count, the lock at the limit, the lock refused, an administrator's unlock, a login,
 # GetSession with the token, SetSession (a new token), DeleteSession.
+# Then /openapi.json is checked by openapi-spec-validator (PyPI, pinned, a venv of its own).
 # Needs python3 (with venv) and node/npm, and the PyPI and npm registries. Run by .ci/run.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -32,6 +33,8 @@ binary="${CARGO_TARGET_DIR:-$root/target}/debug/latchkey"
 echo "-- installing the SDKs into $work"
 python3 -m venv "$work/py"
 "$work/py/bin/pip" install -q --disable-pip-version-check -r "$here/python/requirements.txt"
+python3 -m venv "$work/oas"
+"$work/oas/bin/pip" install -q --disable-pip-version-check -r "$here/python/openapi-requirements.txt"
 mkdir -p "$work/node"
 cp "$here/node/package.json" "$here/node/package-lock.json" "$here/node/scenario.mjs" "$work/node/"
 (cd "$work/node" && npm ci --silent --no-audit --no-fund)
@@ -53,6 +56,10 @@ echo "   $base_url"
 status=0
 "$work/py/bin/python" "$here/python/scenario.py" "$base_url" "$token" || status=1
 (cd "$work/node" && node scenario.mjs "$base_url" "$token") || status=1
+echo "-- validating $base_url/openapi.json"
+"$work/py/bin/python" -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
+  "$base_url/openapi.json" >"$work/openapi.json" || status=1
+"$work/oas/bin/openapi-spec-validator" "$work/openapi.json" || status=1
 
 kill -TERM "$server_pid"
 wait "$server_pid" || { echo "latchkey did not shut down cleanly"; status=1; }
@@ -61,4 +68,4 @@ if [[ $status -ne 0 ]]; then
   echo "-- server log"; cat "$work/server.log"
   exit 1
 fi
-echo "-- interop: all SDK scenarios passed"
+echo "-- interop: all SDK scenarios passed; the OpenAPI document is valid"

@@ -19,6 +19,7 @@ pub mod edge;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod openapi;
 pub mod operate;
 pub mod proto;
 pub mod rest;

@@ -66,7 +66,8 @@ pub fn app(engine: Engine, with_management: bool) -> impl App {
     let mut router = Router::new()
         .merge(crate::rest::routes())
         .merge(crate::connect::routes())
-        .route(crate::backup::PATH, get(crate::backup::backup));
+        .route(crate::backup::PATH, get(crate::backup::backup))
+        .route(crate::openapi::PATH, get(crate::openapi::serve));
     if with_management {
         router = router.merge(management_routes());
     }

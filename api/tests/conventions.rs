@@ -368,8 +368,18 @@ async fn tls_on_the_main_port_and_health_on_the_management_port() {
 #[test]
 fn the_example_config_file_checks() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/latchkey.toml");
-    let out = latchkey().args(["config", "check", "--config", file]).output().unwrap();
+    let out = latchkey()
+        .args(["config", "check", "--config", file])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("management-listen  = 127.0.0.1:9000"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("management-listen  = 127.0.0.1:9000"),
+        "{stdout}"
+    );
 }
