@@ -148,6 +148,17 @@ pub enum Internal {
         #[arg(long, default_value_t = 1024)]
         cache_mb: u64,
     },
+    /// sled against redb and fjall as the checkpoints' target: fill to --entries by checkpoints,
+    /// steady-state checkpoints, reopen, point reads, disk (docs/storage-engines.md).
+    CheckpointTargets {
+        #[arg(long, default_value_t = 3_000_000)]
+        entries: usize,
+        /// Entries per checkpoint (the server's --checkpoint-entries).
+        #[arg(long, default_value_t = 131_072)]
+        checkpoint: usize,
+        #[arg(long, default_value_t = 1024)]
+        cache_mb: u64,
+    },
 }
 
 impl Cli {

@@ -10,6 +10,7 @@
 //! `ceiling.rs` are the spawned servers and the store ceiling; `scale.rs` the scale check.
 
 mod ceiling;
+mod checkpoint_targets;
 mod cli;
 mod client_check;
 mod connection;
@@ -89,6 +90,15 @@ fn main() -> ExitCode {
             connections,
             duration,
         }) => runtime.block_on(login::attacker(base, user, connections, duration)),
+        Some(Internal::CheckpointTargets {
+            entries,
+            checkpoint,
+            cache_mb,
+        }) => checkpoint_targets::run(checkpoint_targets::Args {
+            entries,
+            checkpoint,
+            cache_mb,
+        }),
         Some(Internal::ClientCheck {
             rounds,
             duration,

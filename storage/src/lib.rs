@@ -29,6 +29,8 @@ pub mod faults;
 mod lock;
 mod log;
 mod memtable;
+#[cfg(any(feature = "redb", feature = "fjall"))]
+pub mod other_backends;
 mod schema;
 mod sled_backend;
 mod sync;
