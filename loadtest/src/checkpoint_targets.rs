@@ -36,7 +36,9 @@ fn open(kind: Kind, dir: &Path, cache_bytes: u64) -> Result<Arc<dyn Backend>, St
     let e = |e: latchkey_storage::StoreError| e.to_string();
     Ok(match kind {
         Kind::Sled => Arc::new(SledBackend::open_with(dir, cache_bytes, &[]).map_err(e)?),
-        Kind::Redb => Arc::new(latchkey_storage::other_backends::RedbBackend::open(dir).map_err(e)?),
+        Kind::Redb => {
+            Arc::new(latchkey_storage::other_backends::RedbBackend::open(dir).map_err(e)?)
+        }
         Kind::Fjall => Arc::new(
             latchkey_storage::other_backends::FjallBackend::open(dir, cache_bytes).map_err(e)?,
         ),
@@ -82,7 +84,9 @@ fn checkpoint(backend: &dyn Backend, ops: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Dur
     for (key, value) in ops {
         batch.put(key, value);
         if batch.ops().len() >= BATCH {
-            backend.apply(std::mem::take(&mut batch)).map_err(|e| e.to_string())?;
+            backend
+                .apply(std::mem::take(&mut batch))
+                .map_err(|e| e.to_string())?;
         }
     }
     if !batch.is_empty() {
@@ -98,7 +102,13 @@ fn new_users(first: usize, count: usize, bytes: &mut Bytes) -> Vec<(Vec<u8>, Vec
         let id = user_id(n);
         ops.push((snapshot_key(n), bytes.fill(180)));
         ops.push((
-            tagged(b'n', &[b"117000000000000000", format!("user{n}@example.com").as_bytes()]),
+            tagged(
+                b'n',
+                &[
+                    b"117000000000000000",
+                    format!("user{n}@example.com").as_bytes(),
+                ],
+            ),
             id.clone().into_bytes(),
         ));
         let mut chunk_key = tagged(b'E', &[id.as_bytes()]);
@@ -156,7 +166,10 @@ fn measure(kind: Kind, args: &Args) -> Result<Vec<String>, String> {
     let mut made = 0;
     while made < users {
         let count = users_per_checkpoint.min(users - made);
-        times.push(checkpoint(backend.as_ref(), new_users(made, count, &mut bytes))?);
+        times.push(checkpoint(
+            backend.as_ref(),
+            new_users(made, count, &mut bytes),
+        )?);
         made += count;
     }
     let filled = started.elapsed();

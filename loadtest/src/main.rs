@@ -7,7 +7,7 @@
 //! baseline; `--repeat` and `median.rs`) → `runner.rs` (the scenarios, closed and open loop) over
 //! `target.rs` / `connection.rs` / `grpc_target.rs` (what a request goes to) → `recorder.rs` (what is measured) →
 //! `report.rs` (table, JSON, HTML); `scrape.rs` reads the server's own metrics; `servers.rs` and
-//! `ceiling.rs` are the spawned servers and the store ceiling; `scale.rs` the scale check.
+//! `ceiling.rs` are the spawned servers and the store ceiling; `scale.rs` the scale check; `checkpoint_targets.rs` the comparison of stores.
 
 mod ceiling;
 mod checkpoint_targets;

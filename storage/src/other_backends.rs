@@ -4,10 +4,10 @@
 //! server's store. Each writes a batch atomically and makes it durable only at `flush`, as the
 //! checkpoint thread expects of sled.
 
-#[cfg(feature = "redb")]
-pub use self::redb_store::RedbBackend;
 #[cfg(feature = "fjall")]
 pub use self::fjall_store::FjallBackend;
+#[cfg(feature = "redb")]
+pub use self::redb_store::RedbBackend;
 
 #[cfg(feature = "redb")]
 mod redb_store {
@@ -154,5 +154,46 @@ mod fjall_store {
         fn flush(&self) -> Result<(), StoreError> {
             self.db.persist(PersistMode::SyncAll).map_err(io)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Backend, WriteBatch};
+
+    /// What the log needs of a checkpoint target: atomic batches, point reads, ordered prefix
+    /// scans, deletes, and everything back after a reopen.
+    fn behaves(open: impl Fn(&std::path::Path) -> Box<dyn Backend>) {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let backend = open(dir.path());
+            let mut batch = WriteBatch::default();
+            for key in ["b2", "a1", "b1", "b3", "c1"] {
+                batch.put(key.as_bytes().to_vec(), key.to_uppercase().into_bytes());
+            }
+            backend.apply(batch).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.delete(b"b2".to_vec());
+            backend.apply(batch).unwrap();
+            backend.flush().unwrap();
+            backend.close().unwrap();
+        }
+        let backend = open(dir.path());
+        assert_eq!(backend.get(b"a1").unwrap(), Some(b"A1".to_vec()));
+        assert_eq!(backend.get(b"b2").unwrap(), None);
+        let scanned: Vec<Vec<u8>> = backend.scan_prefix(b"b").map(|e| e.unwrap().0).collect();
+        assert_eq!(scanned, vec![b"b1".to_vec(), b"b3".to_vec()]);
+    }
+
+    #[cfg(feature = "redb")]
+    #[test]
+    fn redb_is_a_checkpoint_target() {
+        behaves(|dir| Box::new(super::RedbBackend::open(dir).unwrap()));
+    }
+
+    #[cfg(feature = "fjall")]
+    #[test]
+    fn fjall_is_a_checkpoint_target() {
+        behaves(|dir| Box::new(super::FjallBackend::open(dir, 8 << 20).unwrap()));
     }
 }
