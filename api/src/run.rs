@@ -60,7 +60,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     };
     let engine = Engine::open(args.engine_config())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| open_failure(&e.to_string()))?;
     bootstrap(&engine, &args.data_dir, token).await?;
     let shutdown = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listener = TcpListener::bind(args.listen)
@@ -131,6 +131,24 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The line for a store that does not open: the store's own message, and — unless the cause is
+/// plainly something else (another process holds it, an unknown schema, a foreign directory) —
+/// what to do about a damaged one. The server never starts on a store it cannot open.
+fn open_failure(message: &str) -> String {
+    let not_damage = [
+        "locked by another process",
+        "unknown schema version",
+        "not a Latchkey data directory",
+    ];
+    if not_damage.iter().any(|cause| message.contains(cause)) {
+        return message.to_owned();
+    }
+    format!(
+        "{message}\nlatchkey: if the store is damaged, keep it for analysis and restore the last backup \
+         into a new directory: latchkey restore --from FILE --data-dir NEW_DIR"
+    )
 }
 
 /// First start only: the admin token is the configured one (`--bootstrap-token`,

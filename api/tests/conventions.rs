@@ -383,3 +383,97 @@ fn the_example_config_file_checks() {
         "{stdout}"
     );
 }
+
+/// The files in `deploy/` name only settings the binary has: every `LATCHKEY_*` variable of the
+/// Dockerfile and the systemd unit is one `--help` lists (an unknown one would be ignored
+/// silently), the unit's command line parses, and the container's health check command runs
+/// against a server started with the image's settings.
+#[test]
+fn deploy_files_name_only_real_settings() {
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+    let help = latchkey().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let dockerfile = std::fs::read_to_string(format!("{deploy}/Dockerfile")).unwrap();
+    let unit = std::fs::read_to_string(format!("{deploy}/latchkey.service")).unwrap();
+    let mut image_env = Vec::new();
+    for text in [&dockerfile, &unit] {
+        for word in text.split(|c: char| c.is_whitespace() || c == '\\') {
+            let word = word.trim_start_matches("Environment=");
+            if let Some((name, value)) = word.split_once('=') {
+                if name.starts_with("LATCHKEY_") {
+                    let known = help.contains(&format!("[env: {name}="))
+                        || help.contains(&format!("[env: {name}]"));
+                    assert!(known, "unknown setting {name}");
+                    if std::ptr::eq(text, &dockerfile) {
+                        image_env.push((name.to_owned(), value.to_owned()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(image_env.len() >= 4, "{image_env:?}");
+    // the unit's command line, as systemd runs it
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    assert_eq!(args[0], "serve");
+    let example = format!("{deploy}/latchkey.toml");
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| {
+            if a.ends_with(".toml") {
+                example.as_str()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let out = latchkey()
+        .args(["config", "check"])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // the image's settings (ports made free, the volume a temp dir), then its health check
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = latchkey();
+    for (name, value) in &image_env {
+        command.env(name, value);
+    }
+    let server = Server::start(
+        command
+            .env("LATCHKEY_LISTEN", "127.0.0.1:0")
+            .env("LATCHKEY_MANAGEMENT_LISTEN", "127.0.0.1:0")
+            .env("LATCHKEY_DATA_DIR", dir.path()),
+    );
+    let management = server.base();
+    let check = dockerfile
+        .lines()
+        .find(|l| l.contains("CMD [\"latchkey\", \"healthcheck\""))
+        .unwrap();
+    let check_args: Vec<String> = check
+        .split('[')
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(']')
+        .split(", ")
+        .map(|a| {
+            a.trim_matches('"')
+                .replace("http://127.0.0.1:9000", &management)
+        })
+        .skip(1)
+        .collect();
+    let out = latchkey().args(&check_args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{check_args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -333,6 +333,16 @@ async fn verify_exits_3_and_names_the_user_of_a_damaged_store() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("problem: {id}:")), "{stdout}");
+
+    // a store sled cannot open: no serving, one line naming the way back
+    std::fs::write(live.join("conf"), [0xFFu8; 64]).unwrap();
+    let out = latchkey(&["--listen", "127.0.0.1:0"], &live);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("latchkey restore --from FILE"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// The admin CLI against a real server: list, get, lock, unlock, orgs create; tables and JSON;
