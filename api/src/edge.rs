@@ -1,9 +1,10 @@
 //! The edge: the one service every HTTP request passes before routing.
 //!
-//! It does two things the router cannot: it sends gRPC and gRPC-web requests to the gRPC router
-//! (they share Connect's method paths and differ only by content type), and it answers with
-//! `Connection: close` when a handler left an HTTP/1.1 request body unread (see
-//! `unread_body.rs`). It is a plain tower service around the two routers rather than axum
+//! It does three things the router cannot: it gives every request an id — the client's own
+//! `x-request-id`, or a new one — that the answer carries and the request's log span records;
+//! it sends gRPC and gRPC-web requests to the gRPC router (they share Connect's method paths and
+//! differ only by content type); and it answers with `Connection: close` when a handler left an
+//! HTTP/1.1 request body unread (see `unread_body.rs`). It is a plain tower service around the two routers rather than axum
 //! middleware: `from_fn` boxes a future per layer per request, and on the hot path every
 //! allocation and hand-off shows (docs/performance.md, "What mattered").
 
@@ -13,7 +14,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use axum::extract::Request;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use axum::Router;
@@ -21,16 +22,56 @@ use tower::Service;
 
 use crate::unread_body::{self, BodyRead};
 
+/// The request id's header, in requests and answers.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The REST/Connect router with the gRPC router beside it.
 #[derive(Clone)]
 pub struct Edge {
     router: Router,
     grpc: Router,
+    ids: RequestIds,
 }
 
 impl Edge {
     pub fn new(router: Router, grpc: Router) -> Self {
-        Edge { router, grpc }
+        Edge {
+            router,
+            grpc,
+            ids: RequestIds::default(),
+        }
+    }
+}
+
+/// New request ids: this process's start time in hex, then a counter — unique across restarts
+/// without a random source per request.
+#[derive(Clone)]
+struct RequestIds {
+    prefix: std::sync::Arc<str>,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        RequestIds {
+            prefix: format!("{started:x}-").into(),
+            next: Default::default(),
+        }
+    }
+}
+
+impl RequestIds {
+    fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut id = String::with_capacity(self.prefix.len() + 20);
+        id.push_str(&self.prefix);
+        let _ = std::fmt::Write::write_fmt(&mut id, format_args!("{n}"));
+        // Hex digits, a dash and decimal digits: always a valid header value.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
     }
 }
 
@@ -45,6 +86,15 @@ impl Service<Request> for Edge {
     }
 
     fn call(&mut self, request: Request) -> EdgeFuture {
+        let request_id = match request.headers().get(&REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => self.ids.next(),
+        };
+        // The request's span (server.rs) is entered around this call; off unless at debug.
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("request_id", request_id.to_str().unwrap_or(""));
+        }
         let (request, body_read) = unread_body::watch(request);
         let router = if crate::grpc::is_grpc(&request) {
             &mut self.grpc
@@ -54,16 +104,19 @@ impl Service<Request> for Edge {
         EdgeFuture {
             inner: router.call(request),
             body_read,
+            request_id: Some(request_id),
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The routed request's response, marked `Connection: close` if its body was left unread.
+    /// The routed request's response, with the request id, and marked `Connection: close` if
+    /// its body was left unread.
     pub struct EdgeFuture {
         #[pin]
         inner: RouteFuture<Infallible>,
         body_read: Option<BodyRead>,
+        request_id: Option<HeaderValue>,
     }
 }
 
@@ -73,6 +126,9 @@ impl Future for EdgeFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(mut response) = ready!(this.inner.poll(cx));
+        if let Some(id) = this.request_id.take() {
+            response.headers_mut().insert(REQUEST_ID, id);
+        }
         if this.body_read.as_ref().is_some_and(|read| !read.finished()) {
             response
                 .headers_mut()
@@ -133,6 +189,25 @@ mod tests {
             ("no".into(), None),
             "nothing to read"
         );
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_a_request_id_and_a_client_s_own_is_kept() {
+        let mut edge = edge();
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let request = Request::post("/reads").body(Body::from("x")).unwrap();
+            let response = edge.call(request).await.unwrap();
+            ids.push(response.headers()[&REQUEST_ID].to_str().unwrap().to_owned());
+        }
+        assert_ne!(ids[0], ids[1], "{ids:?}");
+        assert!(ids.iter().all(|id| id.contains('-')), "{ids:?}");
+        let request = Request::post("/reads")
+            .header("x-request-id", "client-chose-this")
+            .body(Body::from("x"))
+            .unwrap();
+        let response = edge.call(request).await.unwrap();
+        assert_eq!(response.headers()[&REQUEST_ID], "client-chose-this");
     }
 
     #[tokio::test]

@@ -14,9 +14,6 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
@@ -77,10 +74,6 @@ pub fn app(engine: Engine, with_management: bool) -> impl App {
         .with_state(AppState { engine });
     ServiceBuilder::new()
         .map_response(axum_body)
-        // Every request gets an `x-request-id` (the client's own, or a new one), returned in the
-        // answer and carried by the request's log span.
-        .layer(SetRequestIdLayer::x_request_id(NextRequestId::default()))
-        .layer(PropagateRequestIdLayer::x_request_id())
         // One log line per request, at debug, 5xx answers included: a wave of them (call
         // timeouts while an attacker's guesses wait) must not become a wave of error lines that
         // costs more than the requests. Their causes are logged once where they arise (a failed
@@ -96,50 +89,20 @@ pub fn app(engine: Engine, with_management: bool) -> impl App {
         .service(Edge::new(router, grpc))
 }
 
-/// Request ids: this process's start time in hex, then a counter — unique across restarts
-/// without a random source per request.
-#[derive(Clone)]
-struct NextRequestId {
-    prefix: std::sync::Arc<str>,
-    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Default for NextRequestId {
-    fn default() -> Self {
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        NextRequestId {
-            prefix: format!("{started:x}").into(),
-            next: Default::default(),
-        }
-    }
-}
-
-impl MakeRequestId for NextRequestId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("{}-{n}", self.prefix);
-        axum::http::HeaderValue::from_str(&id)
-            .ok()
-            .map(RequestId::new)
-    }
-}
-
 /// The span each request's log lines carry, at debug under tower-http's target like the request
-/// line itself (so `--log info,tower_http=debug` shows the request lines with their ids).
+/// line itself (so `--log info,tower_http=debug` shows the request lines with their ids). The
+/// edge (`edge.rs`) records the request id into it. When that level is off — the usual case —
+/// nothing is built.
 fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    if !tracing::enabled!(target: "tower_http::trace", Level::DEBUG) {
+        return tracing::Span::none();
+    }
     tracing::debug_span!(
         target: "tower_http::trace",
         "request",
         method = %request.method(),
         path = %request.uri().path(),
-        request_id = %id,
+        request_id = tracing::field::Empty,
     )
 }
 
