@@ -16,6 +16,7 @@
 //! | `u` | user id | user snapshot |
 //! | `e` | user id, sequence (u64 BE) | event |
 //! | `E` | user id, first sequence (u64 BE) | event chunk: consecutive events of one user, written by the store's checkpoints; scans of `e` prefixes see them as events |
+//! | `E` alone | — | the store's record of its last checkpoint (`latchkey_storage`, `log/checkpointed.rs`); never seen by scans |
 //! | `n` | org id, lowercased username | user id |
 //! | `o` | org id | organization |
 //! | `N` | lowercased org name | org id |

@@ -129,7 +129,7 @@ impl Background {
     fn copy_and_retire(&self, checkpoint: Checkpoint, metrics: &CheckpointMetrics) -> bool {
         let started = Instant::now();
         loop {
-            match copy_into(self.inner.as_ref(), &checkpoint.table) {
+            match copy_into(self.inner.as_ref(), &checkpoint.table, checkpoint.upto) {
                 Ok(()) => break,
                 Err(e) => {
                     metrics.failures.increment(1);
@@ -143,6 +143,12 @@ impl Background {
                     std::thread::sleep(CHECKPOINT_RETRY);
                 }
             }
+        }
+        // sled now holds it, synced: say so before the log lets go of it (`checkpointed.rs`).
+        if let Err(e) = super::checkpointed::record(&self.wal_dir, checkpoint.upto) {
+            tracing::error!("recording a checkpoint (its log segments stay): {e}");
+            self.tables.write().frozen = None;
+            return true;
         }
         match retire_segments_upto(&self.wal_dir, checkpoint.upto) {
             Ok(new_spares) => {
@@ -172,8 +178,9 @@ fn lower_priority() {
     }
 }
 
-/// Writes `table` into `inner` in small batches and flushes it.
-pub(super) fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreError> {
+/// Writes `table` into `inner` in small batches, with the record that the log up to segment
+/// `upto` is checkpointed in the last one, and flushes it.
+pub(super) fn copy_into(inner: &dyn Backend, table: &Table, upto: u64) -> Result<(), StoreError> {
     let runs = table.runs();
     let mut batch = WriteBatch::default();
     let apply_when_full = |batch: &mut WriteBatch| -> Result<(), StoreError> {
@@ -214,9 +221,11 @@ pub(super) fn copy_into(inner: &dyn Backend, table: &Table) -> Result<(), StoreE
         }
         apply_when_full(&mut batch)?;
     }
-    if !batch.is_empty() {
-        inner.apply(batch)?;
-    }
+    batch.put(
+        super::checkpointed::marker_key(runs),
+        upto.to_be_bytes().to_vec(),
+    );
+    inner.apply(batch)?;
     inner.flush()
 }
 

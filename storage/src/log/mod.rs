@@ -21,6 +21,7 @@
 //! (the sync, then freeze and preallocation).
 
 mod checkpoint;
+mod checkpointed;
 mod pause;
 mod record;
 mod replay;
@@ -128,6 +129,7 @@ impl LoggedBackend {
             cause,
         };
         std::fs::create_dir_all(&wal_dir).map_err(|e| open_err(e.to_string()))?;
+        checkpointed::check(inner.as_ref(), &wal_dir, runs).map_err(open_err)?;
         let mut tables = Tables::new(runs);
         let segments = replay::replay_all(&wal_dir, &mut tables).map_err(open_err)?;
         remove_unfinished_spares(&wal_dir).map_err(open_err)?;

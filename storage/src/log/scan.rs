@@ -120,6 +120,10 @@ impl Iterator for Expanded<'_> {
                 Ok(item) => item,
                 Err(e) => return Some(Err(e)),
             };
+            // The checkpoint record shares the chunks' tag (`checkpointed.rs`); it is no chunk.
+            if key.len() == 1 {
+                continue;
+            }
             match split_chunk(self.runs, &key, &chunk) {
                 Some(events) => self.current = events.into_iter(),
                 None => {
