@@ -152,6 +152,66 @@ impl ApiError {
     }
 }
 
+/// The REST error body — `{"code":…,"message":…,"details":[{"@type":…,…}]}` — written straight
+/// into one buffer: the same bytes as serializing a `StatusBody` with a map of the detail's
+/// fields (keys in order, as serde_json's map keeps them; checked by a test), without building
+/// the map, the `Value`s and the formatted message. A refused login is answered with it, and it
+/// was ≈ 14 % of that request's instructions.
+fn rest_body(error: &Error, detail: &Detail) -> String {
+    let mut out = String::with_capacity(160 + 2 * detail.message.len());
+    out.push_str("{\"code\":");
+    push_number(&mut out, i64::from(error.code().number()));
+    out.push_str(",\"message\":\"");
+    push_escaped(&mut out, error.message());
+    if error.id.is_zitadel() {
+        out.push_str(" (");
+        push_escaped(&mut out, error.id.id());
+        out.push(')');
+    }
+    out.push_str("\",\"details\":[{\"@type\":\"type.googleapis.com/");
+    out.push_str(detail.type_name());
+    out.push('"');
+    if let Some(attempts) = detail.failed_attempts {
+        out.push_str(",\"failedAttempts\":");
+        push_number(&mut out, i64::from(attempts));
+    }
+    out.push_str(",\"id\":\"");
+    push_escaped(&mut out, detail.id);
+    out.push_str("\",\"message\":\"");
+    push_escaped(&mut out, detail.message);
+    out.push_str("\"}]}");
+    out
+}
+
+fn push_number(out: &mut String, n: i64) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "{n}");
+}
+
+/// A JSON string's contents, escaped as serde_json escapes them.
+fn push_escaped(out: &mut String, text: &str) {
+    use std::fmt::Write as _;
+    let mut rest = text;
+    while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+        out.push_str(&rest[..at]);
+        let c = rest[at..].chars().next().unwrap_or(' ');
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            other => {
+                let _ = write!(out, "\\u{:04x}", other as u32);
+            }
+        }
+        rest = &rest[at + c.len_utf8()..];
+    }
+    out.push_str(rest);
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.error.code();
@@ -164,24 +224,15 @@ impl IntoResponse for ApiError {
         } else {
             http_status(code)
         };
-        let message = self.error.wire_message();
-        log_failure(&self.error, &message);
         let detail = Detail::of(&self.error);
+        if matches!(code, Code::Internal | Code::Unavailable) {
+            log_failure(&self.error, &self.error.wire_message());
+        }
         let body = match self.protocol {
-            Protocol::Rest => {
-                let mut fields = serde_json::Map::new();
-                fields.insert(
-                    "@type".into(),
-                    format!("type.googleapis.com/{}", detail.type_name()).into(),
-                );
-                detail.fields(&mut fields);
-                serde_json::to_string(&StatusBody {
-                    code: code.number(),
-                    message: &message,
-                    details: [fields.into()],
-                })
-            }
+            // Refusals are what an attacker's guesses are answered with: written by hand.
+            Protocol::Rest => Ok(rest_body(&self.error, &detail)),
             Protocol::Connect => {
+                let message = self.error.wire_message();
                 let mut debug = serde_json::Map::new();
                 detail.fields(&mut debug);
                 serde_json::to_string(&StatusBody {
@@ -208,6 +259,46 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-written REST body is byte for byte what serde_json makes of the same fields.
+    #[test]
+    fn rest_bodies_are_what_serde_would_write() {
+        let serde_body = |error: &Error| {
+            let detail = Detail::of(error);
+            let mut fields = serde_json::Map::new();
+            fields.insert(
+                "@type".into(),
+                format!("type.googleapis.com/{}", detail.type_name()).into(),
+            );
+            detail.fields(&mut fields);
+            serde_json::to_string(&StatusBody {
+                code: error.code().number(),
+                message: &error.wire_message(),
+                details: [fields.into()],
+            })
+            .unwrap()
+        };
+        let mut errors: Vec<Error> = latchkey_engine::ErrorId::ALL
+            .iter()
+            .map(|id| Error::new(*id))
+            .collect();
+        errors.push(Error::credentials(
+            latchkey_engine::ErrorId::PasswordInvalid,
+            3,
+        ));
+        errors.push(Error::credentials(latchkey_engine::ErrorId::UserLocked, 5));
+        for detail in ["a \"quoted\" \\ value", "tab\tnew\nline\u{1}é", ""] {
+            errors.push(Error::with(
+                latchkey_engine::ErrorId::InvalidArgument,
+                detail,
+            ));
+        }
+        for error in &errors {
+            let ours = rest_body(error, &Detail::of(error));
+            assert_eq!(ours, serde_body(error), "{:?}", error.id);
+            serde_json::from_str::<serde_json::Value>(&ours).unwrap();
+        }
+    }
 
     #[test]
     fn error_detail_is_id_then_message() {
