@@ -76,16 +76,30 @@ struct Failed(u8, String);
 type Outcome = Result<(), Failed>;
 
 fn base_url(client: &ClientArgs, serve: &ServeArgs) -> String {
-    match &client.server {
-        Some(server) => server.trim_end_matches('/').to_owned(),
+    base_or_local(client.server.as_deref(), serve.listen)
+}
+
+/// `url` without a trailing slash, else the server listening at `listen` as seen from this
+/// machine (an unspecified address means this one).
+pub(crate) fn base_or_local(url: Option<&str>, mut listen: std::net::SocketAddr) -> String {
+    match url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
-            let mut addr = serve.listen;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            if listen.ip().is_unspecified() {
+                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
-            format!("http://{addr}")
+            format!("http://{listen}")
         }
     }
+}
+
+/// Runs one client call of a command on a runtime of its own (the commands are synchronous).
+pub(crate) fn block_on<F: std::future::Future>(call: F) -> Result<F::Output, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    Ok(runtime.block_on(call))
 }
 
 fn token(client: &ClientArgs, serve: &ServeArgs) -> Result<String, Failed> {
@@ -131,11 +145,7 @@ fn call(
 ) -> Result<Value, Failed> {
     let base = base_url(client, serve);
     let token = token(client, serve)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failed(1, format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async {
+    block_on(async {
         let mut request = reqwest::Client::new()
             .request(method, format!("{base}{path}"))
             .bearer_auth(token);
@@ -160,6 +170,7 @@ fn call(
         };
         Err(Failed(code, format!("{status}: {id}: {message}")))
     })
+    .map_err(|e| Failed(1, e))?
 }
 
 fn state_name(state: &str) -> Result<&'static str, Failed> {
@@ -358,4 +369,35 @@ fn run_users(action: &UsersAction, client: &ClientArgs, serve: &ServeArgs) -> Ou
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_comes_from_the_line_then_its_file_then_the_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let default = dir.path().join("admin.pat");
+        std::fs::write(&file, "from-file\n").unwrap();
+        std::fs::write(&default, "from-data-dir\n").unwrap();
+        let read = |token, file: Option<&std::path::Path>| read_token(token, file, Some(&default));
+        assert_eq!(read(Some(" given "), Some(&file)).unwrap(), "given");
+        assert_eq!(read(None, Some(&file)).unwrap(), "from-file");
+        assert_eq!(read(None, None).unwrap(), "from-data-dir");
+        let missing = read_token(None, None, Some(&dir.path().join("none"))).unwrap_err();
+        assert!(missing.contains("--token"), "{missing}");
+        assert!(read_token(None, None, None).is_err());
+    }
+
+    #[test]
+    fn a_wildcard_listen_address_is_reached_on_this_machine() {
+        let any: std::net::SocketAddr = "0.0.0.0:9000".parse().unwrap();
+        assert_eq!(base_or_local(None, any), "http://127.0.0.1:9000");
+        assert_eq!(
+            base_or_local(Some("https://id.example/"), any),
+            "https://id.example"
+        );
+    }
 }

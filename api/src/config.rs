@@ -45,7 +45,7 @@ pub enum Command {
     },
     /// Exit 0 when the server at --url answers /readyz with 200 (for container health checks).
     Healthcheck {
-        /// The server's base URL; by default the --listen address.
+        /// The server's base URL; by default the --management-listen address, else --listen.
         #[arg(long)]
         url: Option<String>,
     },

@@ -105,8 +105,9 @@ impl<'a> Detail<'a> {
 /// A failure of the server's own (Internal, Unavailable) is logged, alike on every protocol. A call
 /// timeout is not: a wave of them is what an attacker's waiting guesses look like, and one line
 /// each would cost more than the requests; the metrics count them.
-fn log_failure(error: &Error, message: &str) {
+fn log_failure(error: &Error) {
     if matches!(error.code(), Code::Internal | Code::Unavailable) {
+        let message = error.wire_message();
         tracing::warn!(id = error.id.id(), %message, "request failed");
     }
 }
@@ -116,7 +117,7 @@ fn log_failure(error: &Error, message: &str) {
 pub fn grpc_status(error: &Error) -> tonic::Status {
     let code = tonic::Code::from_i32(error.code().number());
     let message = error.wire_message();
-    log_failure(error, &message);
+    log_failure(error);
     let detail = Detail::of(error);
     let details = RpcStatus {
         code: error.code().number(),
@@ -225,9 +226,7 @@ impl IntoResponse for ApiError {
             http_status(code)
         };
         let detail = Detail::of(&self.error);
-        if matches!(code, Code::Internal | Code::Unavailable) {
-            log_failure(&self.error, &self.error.wire_message());
-        }
+        log_failure(&self.error);
         let body = match self.protocol {
             // Refusals are what an attacker's guesses are answered with: written by hand.
             Protocol::Rest => Ok(rest_body(&self.error, &detail)),

@@ -7,8 +7,11 @@
 //! (the table of every RPC; decoding) → `rpc/*.rs` (one file per command: generated message in,
 //! engine call, generated message out) → the engine. `proto.rs` holds the generated types,
 //! `wire.rs` what messages share (timestamps, details, JSON answers), `error.rs` the mapping of
-//! error codes to HTTP, gRPC and Connect, `config.rs` the command line, `run.rs` start-up (open,
-//! bootstrap, listen), `metrics.rs` the Prometheus exporter and per-route metrics.
+//! error codes to HTTP, gRPC and Connect, `config.rs` the command line and `config_file.rs` its
+//! TOML file, `run.rs` start-up (open, bootstrap, listen — `tls.rs` for HTTPS), `metrics.rs` the
+//! Prometheus exporter and per-route metrics, `openapi.rs` the generated `/openapi.json`,
+//! `backup.rs` the online backup route. The commands beside `serve`: `operate.rs` (backup,
+//! restore, verify, config check, healthcheck) and `admin_cli.rs` (users, orgs).
 
 pub mod admin_cli;
 pub mod backup;

@@ -126,11 +126,7 @@ fn online_backup(args: &BackupArgs, server: &str, partial: &Path) -> Result<(), 
         crate::admin_cli::read_token(args.token.as_deref(), args.token_file.as_deref(), None)
             .map_err(|e| format!("--server needs a token: {e}"))?;
     let url = format!("{}{}", server.trim_end_matches('/'), crate::backup::PATH);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(async {
+    crate::admin_cli::block_on(async {
         let mut response = reqwest::Client::new()
             .get(&url)
             .bearer_auth(token)
@@ -156,7 +152,7 @@ fn online_backup(args: &BackupArgs, server: &str, partial: &Path) -> Result<(), 
             .map_err(|e| format!("writing {}: {e}", partial.display()))?;
         file.sync_all()
             .map_err(|e| format!("syncing {}: {e}", partial.display()))
-    })
+    })?
 }
 
 /// `latchkey restore --from FILE --data-dir DIR`.
@@ -248,24 +244,8 @@ pub fn config_check(
 
 /// `latchkey healthcheck`: GET <url>/readyz; 0 when it answers 200 within 3 s.
 pub fn healthcheck(url: Option<&str>, args: &crate::config::ServeArgs) -> ExitCode {
-    let base = match url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let mut addr = args.management_listen.unwrap_or(args.listen);
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{addr}")
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return failed(format!("cannot start the async runtime: {e}")),
-    };
-    let answer = runtime.block_on(async {
+    let base = crate::admin_cli::base_or_local(url, args.management_listen.unwrap_or(args.listen));
+    let answer = crate::admin_cli::block_on(async {
         reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(3))
             .build()
@@ -274,7 +254,8 @@ pub fn healthcheck(url: Option<&str>, args: &crate::config::ServeArgs) -> ExitCo
             .send()
             .await
             .map_err(|e| e.to_string())
-    });
+    })
+    .and_then(|answer| answer);
     match answer {
         Ok(response) if response.status().is_success() => {
             println!("{base}: ready");

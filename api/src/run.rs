@@ -112,12 +112,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             crate::server::serve_with(engine, app, listener, stopping).await
         }
         None => {
-            // Replies are small and latency-bound: no Nagle delay.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!("TCP_NODELAY: {e}");
-                }
-            });
+            let listener = crate::server::nodelay(listener);
             crate::server::serve_with(engine, app, listener, stopping).await
         }
     }

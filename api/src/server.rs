@@ -168,22 +168,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(engine.clone());
-    // Replies are small and latency-bound: never hold a segment back for Nagle's algorithm.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+    serve_with(engine, app, nodelay(listener), shutdown).await
+}
+
+/// `listener` with Nagle's algorithm off on every connection: replies are small and
+/// latency-bound, so no segment is held back.
+pub fn nodelay(listener: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    axum::serve::ListenerExt::tap_io(listener, |tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY: {e}");
         }
-    });
-    let served = axum::serve(
-        listener,
-        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
-    if let Err(e) = engine.shutdown().await {
-        tracing::error!("engine shutdown: {e}");
-    }
-    served
+    })
 }
 
 /// [`serve`] with any service from [`app`] on any listener (TLS: `tls::TlsListener`).

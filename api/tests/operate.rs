@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::binary::{self, BIN, TOKEN};
-
-const HASH: &str = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
+use support::binary::{self, create_human as create, post, sequence, BIN, TOKEN};
 
 fn latchkey(args: &[&str], dir: &Path) -> Output {
     Command::new(BIN)
@@ -33,41 +31,6 @@ fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
-}
-
-async fn post(client: &reqwest::Client, base: &str, path: &str, body: Value) -> (u16, Value) {
-    let response = client
-        .post(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn create(client: &reqwest::Client, base: &str, email: &str) -> String {
-    let (status, created) = post(
-        client,
-        base,
-        "/v2/users/human",
-        json!({
-            "profile": {"givenName": "B", "familyName": "R"},
-            "email": {"email": email},
-            "hashedPassword": {"hash": HASH},
-        }),
-    )
-    .await;
-    assert_eq!(status, 200, "{created}");
-    created["userId"].as_str().unwrap().to_owned()
-}
-
-fn sequence(reply: &Value) -> u64 {
-    reply["details"]["sequence"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no sequence in {reply}"))
 }
 
 /// What one client did: each acknowledged write with when it was sent and acknowledged.

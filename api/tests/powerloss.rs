@@ -20,29 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::binary::{self, BIN, TOKEN};
+use support::binary::{self, sequence, BIN, TOKEN};
 
-const HASH: &str = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
-
+/// An acknowledged answer, or `None` (refused, or cut off by the kill).
 async fn post(http: &reqwest::Client, base: &str, path: &str, body: Value) -> Option<Value> {
-    let response = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .ok()?;
-    if !response.status().is_success() {
-        return None;
+    match binary::try_post(http, base, path, body).await? {
+        (200, answer) => Some(answer),
+        _ => None,
     }
-    response.json().await.ok()
-}
-
-fn sequence(reply: &Value) -> u64 {
-    reply["details"]["sequence"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no sequence in {reply}"))
 }
 
 /// What the clients had acknowledged: per toggled user the highest sequence, and created users.
@@ -67,11 +52,7 @@ async fn client(
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         if i % 5 == 0 {
-            let body = json!({
-                "profile": {"givenName": "P", "familyName": "L"},
-                "email": {"email": format!("c{cycle}-{n}-{i}@example.com")},
-                "hashedPassword": {"hash": HASH},
-            });
+            let body = binary::human(&format!("c{cycle}-{n}-{i}@example.com"));
             match post(&http, &base, "/v2/users/human", body).await {
                 Some(reply) => seen
                     .created
@@ -144,11 +125,7 @@ async fn power_loss_run(cycles: usize, seed: u64) -> Option<Report> {
     let http = reqwest::Client::new();
     let mut users = Vec::new();
     for n in 0..8 {
-        let body = json!({
-            "profile": {"givenName": "P", "familyName": "L"},
-            "email": {"email": format!("toggle{n}@example.com")},
-            "hashedPassword": {"hash": HASH},
-        });
+        let body = binary::human(&format!("toggle{n}@example.com"));
         let reply = post(&http, &server.base, "/v2/users/human", body)
             .await
             .unwrap();

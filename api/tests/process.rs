@@ -11,22 +11,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::binary::{self, BIN, TOKEN};
+use support::binary::{self, post, BIN, TOKEN};
 
 fn start(dir: &Path, durability: &str) -> binary::Running {
     binary::start(dir, durability, &[])
-}
-
-async fn post(client: &reqwest::Client, base: &str, path: &str, body: Value) -> (u16, Value) {
-    let response = client
-        .post(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 async fn get_user(client: &reqwest::Client, base: &str, id: &str) -> Value {

@@ -132,24 +132,6 @@ fn updates(users: usize, count: usize, round: u64, bytes: &mut Bytes) -> Vec<(Ve
     ops
 }
 
-fn disk(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| {
-                    let path = e.path();
-                    if path.is_dir() {
-                        disk(&path)
-                    } else {
-                        e.metadata().map(|m| m.len()).unwrap_or(0)
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1e3)
 }
@@ -180,7 +162,7 @@ fn measure(kind: Kind, args: &Args) -> Result<Vec<String>, String> {
     }
     backend.close().map_err(|e| e.to_string())?;
     drop(backend);
-    let size = disk(dir.path());
+    let size = crate::scale::walk(dir.path());
     let opened_at = Instant::now();
     let backend = open(kind, dir.path(), cache)?;
     let opened = opened_at.elapsed();

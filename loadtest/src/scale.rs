@@ -295,7 +295,8 @@ fn pass(ok: bool) -> &'static str {
     }
 }
 
-fn walk(dir: &std::path::Path) -> u64 {
+/// Bytes of every file below `dir`.
+pub(crate) fn walk(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries

@@ -67,3 +67,56 @@ impl Running {
         self.child.wait().expect("wait")
     }
 }
+
+/// A REST POST to a running binary with [`TOKEN`]: the status and the JSON answer (`Null` when
+/// there is none); `None` when the request never got an answer (the server was killed).
+pub async fn try_post(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> Option<(u16, serde_json::Value)> {
+    let response = client
+        .post(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.unwrap_or_default()))
+}
+
+/// [`try_post`] to a server that must answer.
+pub async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    try_post(client, base, path, body).await.expect("request")
+}
+
+/// The body of AddHumanUser for `email` (as username), with a precomputed password hash.
+pub fn human(email: &str) -> serde_json::Value {
+    serde_json::json!({
+        "profile": {"givenName": "B", "familyName": "R"},
+        "email": {"email": email},
+        "hashedPassword": {"hash": super::HASH},
+    })
+}
+
+/// Creates a human user on a running binary; its id.
+pub async fn create_human(client: &reqwest::Client, base: &str, email: &str) -> String {
+    let (status, created) = post(client, base, "/v2/users/human", human(email)).await;
+    assert_eq!(status, 200, "{created}");
+    created["userId"].as_str().expect("userId").to_owned()
+}
+
+/// `details.sequence` of an answer.
+pub fn sequence(reply: &serde_json::Value) -> u64 {
+    reply["details"]["sequence"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no sequence in {reply}"))
+}
