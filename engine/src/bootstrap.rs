@@ -82,7 +82,7 @@ impl Engine {
             now,
             "",
         );
-        batch = user.write(&added, batch);
+        batch = user.write_new(&added, batch);
         batch.put(
             keys::event(&user.id, token_added.sequence),
             token_added.encode(),

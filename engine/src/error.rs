@@ -72,6 +72,7 @@ error_ids! {
     BodyTooLarge => (ResourceExhausted, "BODY-TOO-LARGE", "request body is too large"),
     UnsupportedMediaType => (InvalidArgument, "CONTENT-TYPE-UNSUPPORTED", "content type not supported here; use application/json or application/proto"),
     RouteNotFound => (NotFound, "ROUTE-NOT-FOUND", "no such route"),
+    ListTooBroad => (FailedPrecondition, "LIST-TOO-BROAD", "this list would read more than 100,000 users: narrow it (organization, state, type, or a prefix of username, login name, email or name) or sort by the queried column"),
     MethodNotAllowed => (Unimplemented, "METHOD-NOT-ALLOWED", "method not allowed on this route"),
     // callers
     Unauthenticated => (Unauthenticated, "AUTH-UNAUTHENTICATED", "missing, malformed, unknown, expired or revoked token"),

@@ -31,6 +31,8 @@
 //! | `J` | job id | a bulk unlock job (filter, progress) |
 //! | `b` | job id, chunk number (u64 BE) | a chunk of the job's user ids, listed when it started |
 //! | `B` | job id, user id | the job unlocked this user (written with the unlock) |
+//! | `x` | column, value (order-preserving, see [`list_index`]), creation time (u64 BE), user id | empty: ListUsers' indexes (`user/index.rs`), one entry per listed user and column |
+//! | `c` | scope (org id, or empty for the instance), state, type | a maintained count of users (i64 BE; the store's counters) |
 
 use latchkey_storage::{Layout, Runs};
 
@@ -77,7 +79,62 @@ pub fn layout() -> Layout {
     Layout {
         schema_key: SCHEMA.to_vec(),
         runs: EVENT_RUNS,
+        counter_tag: COUNTER_TAG,
     }
+}
+
+/// Tag of ListUsers' index entries.
+pub const LIST_INDEXES: &[u8] = b"x";
+/// Tag of the maintained user counts.
+pub const COUNTER_TAG: u8 = b'c';
+
+/// A ListUsers index entry: `x`, the column's byte, the value, the creation time, the user id.
+/// The value is written so that byte order is the value's order and a value's prefix is a
+/// key prefix: every 0 byte becomes 0 255, and 0 0 ends it. Within one value, entries sort by
+/// creation time, then id — the tie-breaks of ListUsers' sort — so a walk of one value's range
+/// is in creation order and a walk of a column is in that column's sort order.
+pub fn list_index(column: u8, value: &[u8], created: i64, id: &str) -> Vec<u8> {
+    let mut key = list_index_value(column, value, true);
+    key.extend_from_slice(&(created.max(0) as u64).to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// The prefix of every [`list_index`] entry of `column` whose value is `value` (`whole`) or
+/// starts with it.
+pub fn list_index_value(column: u8, value: &[u8], whole: bool) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + value.len() + 2 + 8 + 20);
+    key.push(LIST_INDEXES[0]);
+    key.push(column);
+    for byte in value {
+        key.push(*byte);
+        if *byte == 0 {
+            key.push(255);
+        }
+    }
+    if whole {
+        key.extend_from_slice(&[0, 0]);
+    }
+    key
+}
+
+/// The user id at the end of a [`list_index`] entry.
+pub fn list_index_user(key: &[u8]) -> Option<&str> {
+    let mut at = 2;
+    loop {
+        match (key.get(at)?, key.get(at + 1)?) {
+            (0, 0) => break,
+            (0, _) => at += 2,
+            _ => at += 1,
+        }
+    }
+    std::str::from_utf8(key.get(at + 2 + 8..)?).ok()
+}
+
+/// A maintained count of users: in `scope` (an org id, or "" for the whole instance), of one
+/// state and type.
+pub fn user_count(scope: &str, state: u8, human: bool) -> Vec<u8> {
+    tagged(COUNTER_TAG, &[scope.as_bytes(), &[state, u8::from(human)]])
 }
 
 /// Prefix of one user's event log.
@@ -187,6 +244,26 @@ mod tests {
         // an event key: the id, then the sequence's 8 bytes read as a part's length fail
         assert!(split_parts(&event("u1", 7)).is_none());
         assert!(split_parts(b"n\x00\x09short").is_none());
+    }
+
+    #[test]
+    fn list_index_entries_sort_by_value_then_creation_and_split_back() {
+        let key = |value: &str, created, id| list_index(b'U', value.as_bytes(), created, id);
+        let ordered = [
+            key("", 9, "z"),
+            key("a", 5, "y"),
+            key("a", 7, "a"),
+            key("a\0", 1, "a"),
+            key("ab", 1, "a"),
+            key("b", 0, "a"),
+        ];
+        assert!(ordered.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(list_index_user(&key("a\0b", 3, "user-7")), Some("user-7"));
+        // a value's prefix is a prefix of its keys; the whole value only of its own
+        assert!(key("abc", 1, "u").starts_with(&list_index_value(b'U', b"ab", false)));
+        assert!(!key("abc", 1, "u").starts_with(&list_index_value(b'U', b"ab", true)));
+        assert!(key("ab", 1, "u").starts_with(&list_index_value(b'U', b"ab", true)));
+        assert!(!key("ab", 1, "u").starts_with(&list_index_value(b'F', b"ab", false)));
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod error;
 mod history;
 mod ids;
 mod keys;
+mod list_users;
 mod lockout;
 mod metrics;
 mod orgs;
@@ -269,6 +270,9 @@ impl Engine {
         .await
         .map_err(|e| OpenError::Engine(format!("store open task failed: {e}")))??;
         let store = Arc::new(store);
+        user::index::build_if_missing(&store)
+            .await
+            .map_err(|e| OpenError::Engine(format!("building the list indexes: {e}")))?;
         let policies = Arc::new(policies);
         let registry = Arc::new(Registry::new(
             store.clone(),

@@ -24,9 +24,11 @@ use crate::types;
 /// password checks, bulk unlock jobs, and who caused each event (`Event::by`, after the kind) —
 /// new keys, new event kinds, and events that older ones read beside (`Event::decode`), so a
 /// version-2 store reads as it is.
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: ListUsers' indexes and the user counts (`user/index.rs`), built at the first open of an
+/// older store.
+pub const SCHEMA_VERSION: u32 = 4;
 /// Older versions this build reads as they are (the store records the new version at open).
-pub const UPGRADES_FROM: &[u32] = &[1, 2];
+pub const UPGRADES_FROM: &[u32] = &[1, 2, 3];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {

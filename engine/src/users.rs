@@ -1,4 +1,5 @@
-//! User commands and reads on the [`Engine`]: the lifecycle transitions, GetUserByID, ListUsers,
+//! User commands and reads on the [`Engine`]: the lifecycle transitions, GetUserByID
+//! (ListUsers: `list_users.rs`),
 //! and creation of human and machine users. Each checks the caller's permission first (403
 //! before any lookup), then hands the user-specific part to the user's actor.
 
@@ -102,89 +103,6 @@ impl Engine {
     ) -> Result<User, Error> {
         let org = self.org(&record.org_id).await?;
         Ok(view(record, lockout, org.as_deref()))
-    }
-
-    /// ListUsers: the users the caller may read, filtered (all queries must match), sorted and
-    /// paged. Deleted users are never listed.
-    pub async fn list_users(&self, caller: &Caller, request: ListUsers) -> Result<UserList, Error> {
-        self.check_open()?;
-        let reach = caller.reach(Permission::UserRead)?;
-        let limit = match request.limit {
-            0 => 100,
-            n => n.min(1000),
-        } as usize;
-        // A full scan, sorted and paged: on the blocking pool, so the async workers never wait
-        // on sled's locks.
-        let engine = self.clone();
-        let sort_by = request.sort_by;
-        let (total_result, processed_sequence, result) =
-            tokio::task::spawn_blocking(move || engine.list_blocking(&reach, &request, limit))
-                .await
-                .map_err(|_| Error::new(ErrorId::Internal))??;
-        // Everything this list observed must be durable before it is shown.
-        self.inner.store.settle(None).await?;
-        Ok(UserList {
-            total_result,
-            processed_sequence,
-            timestamp: chrono::Utc::now(),
-            sort_by,
-            result,
-        })
-    }
-
-    /// ListUsers' scan: (total, highest sequence seen, the page).
-    fn list_blocking(
-        &self,
-        reach: &Reach,
-        request: &ListUsers,
-        limit: usize,
-    ) -> Result<(u64, u64, Vec<User>), Error> {
-        let mut matching = self.matching_users(reach, &request.queries)?;
-        matching.sort_by(|a, b| {
-            let ord = sort_key(a, request.sort_by)
-                .cmp(&sort_key(b, request.sort_by))
-                .then_with(|| a.created.cmp(&b.created))
-                .then_with(|| a.id.cmp(&b.id));
-            if request.asc {
-                ord
-            } else {
-                ord.reverse()
-            }
-        });
-        let total_result = matching.len() as u64;
-        let processed_sequence = matching.iter().map(|r| r.sequence).max().unwrap_or(0);
-        let page = matching
-            .iter()
-            .skip(request.offset.min(usize::MAX as u64) as usize)
-            .take(limit)
-            .map(|r| {
-                let lockout = self.inner.store.get(&keys::lockout(&r.id))?;
-                let lockout = LockoutState::decode(lockout.as_deref())?;
-                Ok(view(r, &lockout, self.org_blocking(&r.org_id)?.as_deref()))
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        Ok((total_result, processed_sequence, page))
-    }
-
-    /// Every stored, non-deleted user within `reach` that matches all `queries`.
-    fn matching_users(
-        &self,
-        reach: &Reach,
-        queries: &[UserQuery],
-    ) -> Result<Vec<UserRecord>, Error> {
-        let mut matching = Vec::new();
-        for item in self.inner.store.scan_prefix(keys::USERS) {
-            let (_, bytes) = item?;
-            let record = UserRecord::decode(&bytes)?;
-            if record.state == UserState::Deleted || !reach.covers(&record.org_id) {
-                continue;
-            }
-            let org = self.org_blocking(&record.org_id)?;
-            if queries.iter().all(|q| matches(&record, org.as_deref(), q)) {
-                matching.push(record);
-            }
-        }
-        Ok(matching)
     }
 
     /// AddHumanUser: ACTIVE when a password (or hash) is given, INITIAL otherwise.
@@ -309,7 +227,7 @@ impl Engine {
         extra.put(username_key, record.id.as_bytes().to_vec());
         let event = record.creation_event(by);
         store
-            .submit(&user_key, record.write(&event, extra))
+            .submit(&user_key, record.write_new(&event, extra))
             .wait()
             .await?;
         Ok(Created {
@@ -375,7 +293,7 @@ impl Engine {
 }
 
 /// A user as reads return it; `org` gives the login name its domain.
-fn view(record: &UserRecord, lockout: &LockoutState, org: Option<&OrgRecord>) -> User {
+pub(crate) fn view(record: &UserRecord, lockout: &LockoutState, org: Option<&OrgRecord>) -> User {
     let login_name = match org {
         Some(org) => login_name(&record.username, org),
         None => record.username.clone(),
@@ -392,7 +310,7 @@ fn view(record: &UserRecord, lockout: &LockoutState, org: Option<&OrgRecord>) ->
     }
 }
 
-fn login_name(username: &str, org: &OrgRecord) -> String {
+pub(crate) fn login_name(username: &str, org: &OrgRecord) -> String {
     if username.contains('@') {
         username.to_owned()
     } else {
@@ -407,122 +325,9 @@ fn valid_email(email: &str) -> bool {
     }
 }
 
-fn text_matches(value: &str, pattern: &str, method: TextMatch) -> bool {
-    use TextMatch::*;
-    let (v, p) = match method {
-        EqualsIgnoreCase | StartsWithIgnoreCase | ContainsIgnoreCase | EndsWithIgnoreCase => {
-            (value.to_lowercase(), pattern.to_lowercase())
-        }
-        _ => (value.to_owned(), pattern.to_owned()),
-    };
-    match method {
-        Equals | EqualsIgnoreCase => v == p,
-        StartsWith | StartsWithIgnoreCase => v.starts_with(&p),
-        Contains | ContainsIgnoreCase => v.contains(&p),
-        EndsWith | EndsWithIgnoreCase => v.ends_with(&p),
-    }
-}
-
-fn matches(record: &UserRecord, org: Option<&OrgRecord>, query: &UserQuery) -> bool {
-    let human = match &*record.kind {
-        Kind::Human(h) => Some(h),
-        Kind::Machine(_) => None,
-    };
-    let human_text = |f: fn(&HumanRecord) -> Option<&str>, pattern: &str, method: TextMatch| {
-        human
-            .and_then(f)
-            .is_some_and(|value| text_matches(value, pattern, method))
-    };
-    match query {
-        UserQuery::UserName(name, method) => text_matches(&record.username, name, *method),
-        UserQuery::FirstName(v, m) => human_text(|h| Some(&h.profile.given_name), v, *m),
-        UserQuery::LastName(v, m) => human_text(|h| Some(&h.profile.family_name), v, *m),
-        UserQuery::NickName(v, m) => human_text(|h| h.profile.nick_name.as_deref(), v, *m),
-        UserQuery::DisplayName(v, m) => human_text(|h| h.profile.display_name.as_deref(), v, *m),
-        UserQuery::Email(v, m) => human_text(|h| Some(&h.email.email), v, *m),
-        UserQuery::Phone(v) => human_text(
-            |h| h.phone.as_ref().map(|p| p.phone.as_str()),
-            v,
-            TextMatch::Equals,
-        ),
-        UserQuery::LoginName(v, m) => {
-            let login = org.map_or_else(
-                || record.username.clone(),
-                |o| login_name(&record.username, o),
-            );
-            text_matches(&login, v, *m)
-        }
-        UserQuery::State(state) => record.state == *state,
-        UserQuery::Type(kind) => matches!(
-            (&*record.kind, kind),
-            (Kind::Human(_), UserKindFilter::Human) | (Kind::Machine(_), UserKindFilter::Machine)
-        ),
-        UserQuery::OrganizationId(org) => &record.org_id == org,
-        UserQuery::InUserIds(ids) => ids.iter().any(|id| id == &record.id),
-        UserQuery::InUserEmails(emails) => human.is_some_and(|h| {
-            emails
-                .iter()
-                .any(|e| e.eq_ignore_ascii_case(&h.email.email))
-        }),
-        UserQuery::Or(queries) => queries.iter().any(|q| matches(record, org, q)),
-        UserQuery::And(queries) => queries.iter().all(|q| matches(record, org, q)),
-        UserQuery::Not(query) => !matches(record, org, query),
-    }
-}
-
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-enum SortValue<'a> {
-    Text(std::borrow::Cow<'a, str>),
-    Number(i64),
-}
-
-fn sort_key(record: &UserRecord, by: SortBy) -> SortValue<'_> {
-    use std::borrow::Cow;
-    let human = match &*record.kind {
-        Kind::Human(h) => Some(h),
-        Kind::Machine(_) => None,
-    };
-    let text = |f: fn(&HumanRecord) -> Option<&str>| {
-        SortValue::Text(Cow::Owned(human.and_then(f).unwrap_or("").to_lowercase()))
-    };
-    match by {
-        SortBy::CreationDate => SortValue::Number(record.created),
-        SortBy::UserName => SortValue::Text(Cow::Owned(record.username.to_lowercase())),
-        SortBy::FirstName => text(|h| Some(&h.profile.given_name)),
-        SortBy::LastName => text(|h| Some(&h.profile.family_name)),
-        SortBy::NickName => text(|h| h.profile.nick_name.as_deref()),
-        SortBy::DisplayName => text(|h| h.profile.display_name.as_deref()),
-        SortBy::Email => text(|h| Some(&h.email.email)),
-        SortBy::State => SortValue::Number(record.state as i64),
-        SortBy::Type => SortValue::Number(if human.is_some() { 0 } else { 1 }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn text_query_methods() {
-        assert!(text_matches(
-            "Ada@Example.com",
-            "ada@example.com",
-            TextMatch::EqualsIgnoreCase
-        ));
-        assert!(!text_matches(
-            "Ada@Example.com",
-            "ada@example.com",
-            TextMatch::Equals
-        ));
-        assert!(text_matches("ada.lovelace", "ada", TextMatch::StartsWith));
-        assert!(text_matches(
-            "ada.lovelace",
-            "LOVE",
-            TextMatch::ContainsIgnoreCase
-        ));
-        assert!(text_matches("ada.lovelace", "lace", TextMatch::EndsWith));
-        assert!(!text_matches("ada.lovelace", "LACE", TextMatch::EndsWith));
-    }
 
     #[test]
     fn emails_need_local_part_and_domain() {

@@ -9,7 +9,11 @@
 //! - a live user has its username index entry, its organization, and (machine users) each
 //!   token's two index entries; a lockout record with a lock belongs to a LOCKED user;
 //! - every username index entry, token record and lockout record belongs to a user that has it;
-//!   every event belongs to a user with a snapshot.
+//!   every event belongs to a user with a snapshot;
+//! - ListUsers' indexes (once built): every listed user has exactly its entries, every entry
+//!   belongs to a listed user that has it, and the user counts are the counts of the records.
+
+use std::collections::HashMap;
 
 use latchkey_storage::Store;
 
@@ -18,6 +22,7 @@ use crate::keys;
 use crate::tokens::TokenRecord;
 use crate::types::UserState;
 use crate::user::event::{Event, EventKind};
+use crate::user::index::{self, Indexed};
 use crate::user::lockout::LockoutState;
 use crate::user::record::{Kind, UserRecord};
 use crate::{store_config, Config};
@@ -82,6 +87,7 @@ fn check(store: &Store) -> Result<VerifyReport, OpenError> {
     check_tokens(store, &mut report)?;
     check_lockouts(store, &mut report)?;
     check_orphan_events(store, &mut report)?;
+    check_list_indexes(store, &mut report)?;
     Ok(report)
 }
 
@@ -333,6 +339,68 @@ fn check_orphan_events(store: &Store, report: &mut VerifyReport) -> Result<(), O
         if store.get(&keys::user(&id))?.is_none() {
             report.problem(id, "events of a user without a snapshot");
         }
+    }
+    Ok(())
+}
+
+/// ListUsers' indexes and counts against the records, both ways. A store whose indexes are
+/// not built yet (written by an older schema; the next server start builds them) has none to
+/// check.
+fn check_list_indexes(store: &Store, report: &mut VerifyReport) -> Result<(), OpenError> {
+    if !index::is_built(store)? {
+        return Ok(());
+    }
+    let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
+    for entry in store.scan_prefix(keys::USERS) {
+        let (_, bytes) = entry?;
+        let Ok(record) = UserRecord::decode(&bytes) else {
+            continue; // reported with the snapshots
+        };
+        let Some(indexed) = Indexed::of(&record) else {
+            continue;
+        };
+        for key in indexed.entries(&record.id) {
+            if store.get(&key)?.is_none() {
+                report.problem(&record.id, format!("list index entry {key:?} missing"));
+            }
+        }
+        for key in indexed.counts() {
+            *counts.entry(key).or_insert(0) += 1;
+        }
+    }
+    for entry in store.scan_prefix(keys::LIST_INDEXES) {
+        let (key, _) = entry?;
+        report.index_entries += 1;
+        let Some(id) = keys::list_index_user(&key) else {
+            report.problem(format!("list index {key:?}"), "not a list index key");
+            continue;
+        };
+        let belongs = user(store, id.as_bytes())?
+            .and_then(|record| Indexed::of(&record).map(|i| i.entries(&record.id)))
+            .is_some_and(|entries| entries.contains(&key));
+        if !belongs {
+            report.problem(
+                format!("list index {key:?}"),
+                format!("user {id} is not listed with this value"),
+            );
+        }
+    }
+    let mut stored: HashMap<Vec<u8>, i64> = store.counters().into_iter().collect();
+    stored.retain(|_, count| *count != 0);
+    for (key, count) in &counts {
+        let found = stored.remove(key).unwrap_or(0);
+        if found != *count {
+            report.problem(
+                format!("user count {key:?}"),
+                format!("holds {found}, the records count {count}"),
+            );
+        }
+    }
+    for (key, found) in stored {
+        report.problem(
+            format!("user count {key:?}"),
+            format!("holds {found}, the records count 0"),
+        );
     }
     Ok(())
 }

@@ -8,6 +8,12 @@ pub type KvIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreEr
 pub trait Backend: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_>;
+    /// [`Backend::scan_prefix`] in reverse key order. By default the forward scan read whole and
+    /// reversed; the real media walk backwards.
+    fn scan_prefix_rev(&self, prefix: &[u8]) -> KvIter<'_> {
+        let all: Vec<_> = self.scan_prefix(prefix).collect();
+        Box::new(all.into_iter().rev())
+    }
     /// Every live entry as it stood at one instant (between two applied batches), in key order,
     /// as the caller wrote them (the log's run chunks seen as their entries); writes go on
     /// meanwhile. What a backup reads.

@@ -10,13 +10,28 @@ use tokio::sync::Notify;
 
 use crate::StoreError;
 
-/// Puts and deletes that must land together (all or none).
+/// Puts and deletes that must land together (all or none), and additions to counters.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
     ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Counter additions, turned into puts of the new values by the writer (`writer.rs`), in
+    /// apply order, so concurrent writers' additions never overwrite each other.
+    adds: Vec<(Vec<u8>, i64)>,
 }
 
 impl WriteBatch {
+    /// Adds `delta` to the counter `key` (its first byte must be the layout's counter tag;
+    /// a counter that was never written is 0). Only batches submitted to a store may add:
+    /// the store's writer resolves additions; a backend applies puts and deletes only.
+    pub fn add(&mut self, key: Vec<u8>, delta: i64) {
+        self.adds.push((key, delta));
+    }
+    pub fn adds(&self) -> &[(Vec<u8>, i64)] {
+        &self.adds
+    }
+    pub(crate) fn take_adds(&mut self) -> Vec<(Vec<u8>, i64)> {
+        std::mem::take(&mut self.adds)
+    }
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.ops.push((key, Some(value)));
     }
@@ -30,7 +45,7 @@ impl WriteBatch {
         self.ops
     }
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.adds.is_empty()
     }
 }
 

@@ -105,6 +105,10 @@ impl Backend for FaultyBackend {
         self.inner.scan_prefix(prefix)
     }
 
+    fn scan_prefix_rev(&self, prefix: &[u8]) -> KvIter<'_> {
+        self.inner.scan_prefix_rev(prefix)
+    }
+
     fn snapshot(&self) -> Result<KvIter<'_>, StoreError> {
         self.inner.snapshot()
     }

@@ -67,6 +67,14 @@ pub struct Layout {
     pub schema_key: Vec<u8>,
     /// The append-only runs among the caller's keys.
     pub runs: Runs,
+    /// The first byte of counter keys ([`WriteBatch::add`]): their values are i64 big-endian,
+    /// all held in memory by the writer (loaded at open), so keep them few.
+    pub counter_tag: u8,
+}
+
+/// A counter's value as stored (i64 big-endian); 0 for anything else.
+pub fn counter_value(bytes: &[u8]) -> i64 {
+    bytes.try_into().map(i64::from_be_bytes).unwrap_or(0)
 }
 
 /// Append-only runs: keys `<tag><owner><sequence as u64 big-endian>`, where `owner` is any bytes
@@ -174,7 +182,11 @@ impl Store {
             &config.schema,
             &config.data_dir,
         )?;
-        let writer = Writer::start(backend.clone(), config.durability)?;
+        let writer = Writer::start(
+            backend.clone(),
+            config.durability,
+            config.layout.counter_tag,
+        )?;
         Ok(Store {
             backend,
             writer,
@@ -198,6 +210,21 @@ impl Store {
     /// Every applied key/value under `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
         self.backend.scan_prefix(prefix)
+    }
+
+    /// The counter `key`'s value as of the last applied batch (0 if it was never written).
+    pub fn counter(&self, key: &[u8]) -> i64 {
+        self.writer.counter(key)
+    }
+
+    /// Every counter with its value as of the last applied batch, in no particular order.
+    pub fn counters(&self) -> Vec<(Vec<u8>, i64)> {
+        self.writer.counters()
+    }
+
+    /// [`Store::scan_prefix`] in reverse key order.
+    pub fn scan_prefix_rev(&self, prefix: &[u8]) -> KvIter<'_> {
+        self.backend.scan_prefix_rev(prefix)
     }
 
     /// Hands a batch to the writer. The returned completion resolves once the batch is durable
@@ -255,6 +282,7 @@ pub(crate) fn test_layout() -> Layout {
     Layout {
         schema_key: b"S".to_vec(),
         runs: TEST_RUNS,
+        counter_tag: b'c',
     }
 }
 
@@ -326,6 +354,47 @@ mod tests {
         // released by close, while the handle still lives
         Store::open(&config).unwrap().close().unwrap();
         drop(store);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counter_additions_from_racing_writers_all_count_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path());
+        {
+            let store = Arc::new(Store::open(&config).unwrap());
+            let mut writers = Vec::new();
+            for w in 0..8u8 {
+                let store = store.clone();
+                writers.push(tokio::spawn(async move {
+                    for _ in 0..100 {
+                        let mut batch = WriteBatch::default();
+                        batch.add(b"c-total".to_vec(), 1);
+                        batch.add(b"c-down".to_vec(), -2);
+                        store.submit(&[w], batch).wait().await.unwrap();
+                    }
+                }));
+            }
+            for writer in writers {
+                writer.await.unwrap();
+            }
+            assert_eq!(store.counter(b"c-total"), 800);
+            assert_eq!(store.counter(b"c-never"), 0);
+            store.close().unwrap();
+        }
+        let store = Store::open(&config).unwrap();
+        assert_eq!(store.counter(b"c-total"), 800, "loaded at open");
+        assert_eq!(store.counter(b"c-down"), -1600);
+        assert_eq!(
+            store.get(b"c-total").unwrap(),
+            Some(800i64.to_be_bytes().to_vec())
+        );
+        let mut all = store.counters();
+        all.sort();
+        assert_eq!(
+            all,
+            [(b"c-down".to_vec(), -1600), (b"c-total".to_vec(), 800)]
+        );
+        store.close().unwrap();
     }
 
     #[test]

@@ -176,6 +176,17 @@ impl Backend for SledBackend {
         }
     }
 
+    fn scan_prefix_rev(&self, prefix: &[u8]) -> KvIter<'_> {
+        match self.db() {
+            Ok(db) => Box::new(
+                db.scan_prefix(prefix)
+                    .rev()
+                    .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io)),
+            ),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut sled_batch = sled::Batch::default();
         for (key, value) in batch.into_ops() {

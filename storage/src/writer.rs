@@ -26,7 +26,7 @@
 //! submit and settle fails at once with [`StoreError::Failed`] (never waiting out a timeout), and
 //! [`Writer::failure`] says why until the process restarts.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -55,6 +55,10 @@ struct Queue {
     closing: bool,
     /// Why the store failed for good, once it has.
     failed: Option<String>,
+    /// Every counter's value as of the last applied batch (`WriteBatch::add`): additions are
+    /// resolved here, under the lock that orders applies, into puts of the new values — so the
+    /// log holds values, replay needs no arithmetic, and two writers never lose an addition.
+    counters: HashMap<Vec<u8>, i64>,
 }
 
 struct Shared {
@@ -87,11 +91,20 @@ impl Writer {
     pub(crate) fn start(
         backend: Arc<dyn Backend>,
         durability: Durability,
+        counter_tag: u8,
     ) -> Result<Writer, StoreError> {
+        let mut counters = HashMap::new();
+        for entry in backend.scan_prefix(&[counter_tag]) {
+            let (key, value) = entry?;
+            counters.insert(key, crate::counter_value(&value));
+        }
         let shared = Arc::new(Shared {
             backend,
             durability,
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(Queue {
+                counters,
+                ..Queue::default()
+            }),
             wake: Condvar::new(),
             metrics: WriterMetrics::new(durability),
         });
@@ -115,8 +128,21 @@ impl Writer {
         self.shared.lock().failed.clone()
     }
 
+    pub(crate) fn counter(&self, key: &[u8]) -> i64 {
+        self.shared.lock().counters.get(key).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn counters(&self) -> Vec<(Vec<u8>, i64)> {
+        let queue = self.shared.lock();
+        queue
+            .counters
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     /// Applies `batch` now (unless its scope is poisoned) and returns its completion.
-    pub(crate) fn submit(&self, scope: &[u8], batch: WriteBatch) -> Completion {
+    pub(crate) fn submit(&self, scope: &[u8], mut batch: WriteBatch) -> Completion {
         let shared = &self.shared;
         let mut queue = shared.lock();
         if queue.closing {
@@ -128,7 +154,11 @@ impl Writer {
         if queue.poisoned.contains(scope) {
             return Completion::failed(StoreError::Poisoned);
         }
+        let adds = batch.take_adds();
+        let before = resolve_counters(&mut queue.counters, &adds, &mut batch);
         if let Err(e) = shared.backend.apply(batch) {
+            // Nothing was applied: the counters go back to what the store holds.
+            queue.counters.extend(before);
             tracing::error!("store write refused: {e}");
             shared.metrics.failed_writes.increment(1);
             queue.poisoned.insert(scope.to_vec());
@@ -194,6 +224,25 @@ impl Writer {
         }
         self.shared.backend.flush()
     }
+}
+
+/// Turns `adds` into puts of the counters' new values in `batch`, updating `counters`; returns
+/// the counters' old values, to restore if the batch is refused.
+fn resolve_counters(
+    counters: &mut HashMap<Vec<u8>, i64>,
+    adds: &[(Vec<u8>, i64)],
+    batch: &mut WriteBatch,
+) -> Vec<(Vec<u8>, i64)> {
+    let mut before = Vec::with_capacity(adds.len());
+    for (key, delta) in adds {
+        let value = counters.entry(key.clone()).or_insert(0);
+        before.push((key.clone(), *value));
+        *value = value.saturating_add(*delta);
+        batch.put(key.clone(), value.to_be_bytes().to_vec());
+    }
+    // Restored in reverse, the first old value of a key added twice wins.
+    before.reverse();
+    before
 }
 
 impl Drop for Writer {
@@ -422,7 +471,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_share_flushes() {
         let backend = Arc::new(FlakyBackend::default());
-        let writer = Arc::new(Writer::start(backend.clone(), Durability::Sync).unwrap());
+        let writer = Arc::new(Writer::start(backend.clone(), Durability::Sync, b'c').unwrap());
         let mut tasks = Vec::new();
         for i in 0..2000 {
             let writer = writer.clone();
@@ -444,7 +493,7 @@ mod tests {
     #[tokio::test]
     async fn failed_write_poisons_its_scope_until_settled() {
         let backend = Arc::new(FlakyBackend::default());
-        let writer = Writer::start(backend.clone(), Durability::Sync).unwrap();
+        let writer = Writer::start(backend.clone(), Durability::Sync, b'c').unwrap();
         backend.fail.store(true, Ordering::SeqCst);
         assert!(writer.submit(b"u1", put("a")).wait().await.is_err());
         backend.fail.store(false, Ordering::SeqCst);
@@ -461,9 +510,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refused_write_leaves_its_counters_as_the_store_holds_them() {
+        let backend = Arc::new(FlakyBackend::default());
+        let writer = Writer::start(backend.clone(), Durability::Sync, b'c').unwrap();
+        let add = |delta| {
+            let mut batch = WriteBatch::default();
+            batch.add(b"cn".to_vec(), delta);
+            batch.add(b"cn".to_vec(), delta);
+            batch
+        };
+        writer.submit(b"u1", add(1)).wait().await.unwrap();
+        backend.fail.store(true, Ordering::SeqCst);
+        assert!(writer.submit(b"u2", add(5)).wait().await.is_err());
+        backend.fail.store(false, Ordering::SeqCst);
+        assert_eq!(writer.counter(b"cn"), 2);
+        writer.submit(b"u3", add(-1)).wait().await.unwrap();
+        assert_eq!(writer.counter(b"cn"), 0);
+        let stored = backend.data.lock().unwrap().get(b"cn".as_slice()).cloned();
+        assert_eq!(stored, Some(0i64.to_be_bytes().to_vec()));
+    }
+
+    #[tokio::test]
     async fn a_failed_flush_is_an_unknown_outcome_and_poisons_until_settled() {
         let backend = Arc::new(FlakyBackend::default());
-        let writer = Writer::start(backend.clone(), Durability::Sync).unwrap();
+        let writer = Writer::start(backend.clone(), Durability::Sync, b'c').unwrap();
         backend.fail_flush.store(true, Ordering::SeqCst);
         let err = writer.submit(b"u1", put("a")).wait().await.unwrap_err();
         assert!(matches!(err, StoreError::NotDurable(_)), "{err}");
@@ -481,7 +551,7 @@ mod tests {
     async fn settle_returns_only_after_earlier_writes_completed() {
         let backend = Arc::new(FlakyBackend::default());
         backend.flush_delay_ms.store(50, Ordering::SeqCst);
-        let writer = Writer::start(backend.clone(), Durability::Sync).unwrap();
+        let writer = Writer::start(backend.clone(), Durability::Sync, b'c').unwrap();
         let pending: Vec<_> = (0..5)
             .map(|i| writer.submit(b"s", put(&format!("k{i}"))))
             .collect();
@@ -502,7 +572,7 @@ mod tests {
         let durability = Durability::Async {
             flush_interval: std::time::Duration::from_millis(5),
         };
-        let writer = Writer::start(backend.clone(), durability).unwrap();
+        let writer = Writer::start(backend.clone(), durability, b'c').unwrap();
         writer.submit(b"s", put("a")).wait().await.unwrap();
         let mut flushed = false;
         for _ in 0..200 {
@@ -521,7 +591,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_flush_fails_the_store_at_once_and_says_why() {
         let backend = Arc::new(FlakyBackend::default());
-        let writer = Writer::start(backend.clone(), Durability::Sync).unwrap();
+        let writer = Writer::start(backend.clone(), Durability::Sync, b'c').unwrap();
         writer.submit(b"u1", put("a")).wait().await.unwrap();
         assert_eq!(writer.failure(), None);
         backend.panic_flush.store(true, Ordering::SeqCst);

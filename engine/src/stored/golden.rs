@@ -231,6 +231,8 @@ fn samples() -> Vec<(String, Vec<u8>)> {
         ("key bulk unlock job", keys::bulk_job("j1")),
         ("key bulk unlock chunk", keys::bulk_chunk("j1", 2)),
         ("key bulk unlocked", keys::bulk_unlocked("j1", "u1")),
+        ("key list index", keys::list_index(b'U', b"ada\0", AT, "u1")),
+        ("key user count", keys::user_count("o1", 3, true)),
     ] {
         all.push((name.into(), key));
     }
@@ -295,10 +297,16 @@ const V3: &[(&str, &str)] = &[
     ("key bulk unlocked", "4200026a3100027531"),
 ];
 
+/// Schema 4: schema 3's bytes and the keys of ListUsers' indexes and the user counts.
+const V4_ADDED: &[(&str, &str)] = &[
+    ("key list index", "785561646100ff0000000644d41c2680807531"),
+    ("key user count", "6300026f3100020301"),
+];
+
 #[test]
 fn the_disk_format_is_what_this_schema_version_says() {
-    let golden = match SCHEMA_VERSION {
-        3 => V3,
+    let golden: Vec<(&str, &str)> = match SCHEMA_VERSION {
+        4 => V3.iter().chain(V4_ADDED).copied().collect(),
         v => panic!("schema version {v} has no golden bytes: record them in stored/golden.rs"),
     };
     let samples = samples();
@@ -308,7 +316,7 @@ fn the_disk_format_is_what_this_schema_version_says() {
         }
     }
     assert_eq!(samples.len(), golden.len(), "a sample without golden bytes");
-    for ((name, bytes), (golden_name, golden_hex)) in samples.iter().zip(golden) {
+    for ((name, bytes), (golden_name, golden_hex)) in samples.iter().zip(&golden) {
         assert_eq!(name, golden_name);
         assert_eq!(
             hex(bytes),

@@ -34,6 +34,7 @@ use crate::time::{now_micros, Micros};
 use crate::types::{Details, UserState};
 use crate::user::checks::{CheckQueue, PendingCheck};
 use crate::user::event::EventKind;
+use crate::user::index::{self, Indexed};
 use crate::user::lockout::{Lock, LockFilter, LockReason, LockoutState};
 use crate::user::record::{Kind, PasswordRecord, TokenRef, UserRecord};
 use crate::user::state::{transition, Lifecycle};
@@ -153,6 +154,8 @@ pub(crate) struct UserActorState {
     /// Why and until when the user is locked (stored beside the snapshot).
     pub(crate) lockout: LockoutState,
     pub(crate) checks: CheckQueue,
+    /// What ListUsers' indexes hold of the record (`index.rs`), kept in step by every commit.
+    indexed: Option<Indexed>,
     last_write: Completion,
     last_activity: Instant,
 }
@@ -196,6 +199,8 @@ impl UserActorState {
             let event = record.record_event(kind, at, by);
             extra.put(keys::event(&record.id, event.sequence), event.encode());
         }
+        // Before encoding: encoding keeps the kind's bytes, which `refresh` reads as "unchanged".
+        index::refresh(&mut self.indexed, record, &mut extra);
         extra.put(keys::user(&record.id), record.encode());
         let details = record.details();
         self.submit(registry, extra);
@@ -286,6 +291,7 @@ impl Actor for UserActor {
         Ok(UserActorState {
             scope: keys::user(&args.id),
             id: args.id,
+            indexed: Indexed::of(&args.record),
             record: args.record,
             lockout: args.lockout,
             checks: CheckQueue::default(),

@@ -33,6 +33,11 @@ impl<T: Serialize> Encoded<T> {
         self.value
     }
 
+    /// True while the kept encoding is that of the value: no mutable access since it was made.
+    pub fn is_kept(&self) -> bool {
+        self.bytes.get().is_some()
+    }
+
     /// The value's postcard encoding, computed on first use after a change.
     pub fn bytes(&self) -> &[u8] {
         self.bytes

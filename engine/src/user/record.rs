@@ -162,8 +162,11 @@ impl UserRecord {
         }
     }
 
-    /// The atomic write for a change: the new snapshot and its event, plus `extra`.
-    pub fn write(&self, event: &Event, mut extra: WriteBatch) -> WriteBatch {
+    /// The atomic write of a new user: its snapshot, its creation event and its index entries
+    /// and counts, plus `extra`.
+    pub fn write_new(&self, event: &Event, mut extra: WriteBatch) -> WriteBatch {
+        let indexed = crate::user::index::Indexed::of(self);
+        crate::user::index::write_changes(None, indexed.as_ref(), &self.id, &mut extra);
         extra.put(keys::user(&self.id), self.encode());
         extra.put(keys::event(&self.id, event.sequence), event.encode());
         extra

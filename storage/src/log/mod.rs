@@ -301,6 +301,10 @@ impl Backend for LoggedBackend {
         scan::scan(&self.read_tables(), self.inner.as_ref(), prefix)
     }
 
+    fn scan_prefix_rev(&self, prefix: &[u8]) -> KvIter<'_> {
+        scan::scan_rev(&self.read_tables(), self.inner.as_ref(), prefix)
+    }
+
     /// Holds checkpoints back (`pause.rs`), copies the memtables — the point of the snapshot,
     /// taken under the tables' lock, so between two applied batches — and merges them over sled,
     /// which no checkpoint changes until the iterator is dropped but the one already frozen in

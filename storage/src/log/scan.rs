@@ -36,6 +36,29 @@ pub(super) fn scan<'a>(tables: &Tables, inner: &'a dyn Backend, prefix: &[u8]) -
     live(Union::new(Box::new(overlay.into_iter().map(Ok)), base))
 }
 
+/// Every live entry under `prefix` in reverse key order: `tables` over `inner`. Point keys only
+/// (a run prefix would need its chunks expanded backwards; no caller walks runs in reverse): a
+/// run prefix is read forwards and reversed in memory.
+pub(super) fn scan_rev<'a>(tables: &Tables, inner: &'a dyn Backend, prefix: &[u8]) -> KvIter<'a> {
+    let runs = tables.active.runs();
+    if prefix
+        .first()
+        .is_none_or(|tag| *tag == runs.tag || *tag == runs.chunk_tag)
+    {
+        let all: Vec<_> = scan(tables, inner, prefix).collect();
+        return Box::new(all.into_iter().rev());
+    }
+    let mut overlay = BTreeMap::new();
+    for table in tables.frozen.as_deref().into_iter().chain([&tables.active]) {
+        overlay.extend(table.scan(prefix));
+    }
+    let sled = entries(inner.scan_prefix_rev(prefix));
+    live(Union::reversed(
+        Box::new(overlay.into_iter().rev().map(Ok)),
+        sled,
+    ))
+}
+
 /// The merged entries without the deletes.
 fn live(merged: Union<'_>) -> KvIter<'_> {
     Box::new(merged.filter_map(|entry| match entry {
@@ -136,11 +159,13 @@ impl Iterator for Expanded<'_> {
     }
 }
 
-/// Sorted union of two scans; `front` wins on equal keys. Deletes (`None`) are kept, so a
-/// front delete hides the back's entry; the caller drops them at the end.
+/// Sorted union of two scans (both ascending, or both descending when `reversed`); `front` wins
+/// on equal keys. Deletes (`None`) are kept, so a front delete hides the back's entry; the caller
+/// drops them at the end.
 struct Union<'a> {
     front: std::iter::Peekable<Entries<'a>>,
     back: std::iter::Peekable<Entries<'a>>,
+    reversed: bool,
 }
 
 impl<'a> Union<'a> {
@@ -148,6 +173,14 @@ impl<'a> Union<'a> {
         Union {
             front: front.peekable(),
             back: back.peekable(),
+            reversed: false,
+        }
+    }
+
+    fn reversed(front: Entries<'a>, back: Entries<'a>) -> Self {
+        Union {
+            reversed: true,
+            ..Union::new(front, back)
         }
     }
 }
@@ -161,6 +194,7 @@ impl Iterator for Union<'_> {
             (None, None) => return None,
             (Some(Err(_)), _) | (Some(_), None) => Less,
             (_, Some(Err(_))) | (None, Some(_)) => Greater,
+            (Some(Ok((front, _))), Some(Ok((back, _)))) if self.reversed => back.cmp(front),
             (Some(Ok((front, _))), Some(Ok((back, _)))) => front.cmp(back),
         };
         match order {

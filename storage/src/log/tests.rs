@@ -255,6 +255,43 @@ fn reads_merge_the_memtable_over_sled_and_a_reopen_replays_the_log() {
 }
 
 #[test]
+fn reverse_scans_merge_the_memtables_over_sled_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(dir.path(), 3);
+    backend
+        .apply(batch(&[
+            ("k1", Some("a")),
+            ("k3", Some("a")),
+            ("k5", Some("a")),
+        ]))
+        .unwrap();
+    backend.flush().unwrap(); // 3 entries: frozen and checkpointed into sled
+    backend
+        .apply(batch(&[
+            ("k2", Some("b")),
+            ("k3", None),
+            ("k4", Some("b")),
+            ("x", Some("b")),
+        ]))
+        .unwrap();
+    let forward = scan(&backend, "k");
+    let backward: Vec<(String, String)> = backend
+        .scan_prefix_rev(b"k")
+        .map(|item| {
+            let (key, value) = item.unwrap();
+            (
+                String::from_utf8(key).unwrap(),
+                String::from_utf8(value).unwrap(),
+            )
+        })
+        .collect();
+    let keys: Vec<&str> = forward.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["k1", "k2", "k4", "k5"]);
+    assert_eq!(backward, forward.into_iter().rev().collect::<Vec<_>>());
+    backend.close().unwrap();
+}
+
+#[test]
 fn unsynced_records_are_lost_but_synced_ones_are_not() {
     let dir = tempfile::tempdir().unwrap();
     {
