@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latchkey_engine::{Caller, Config, Engine};
+use latchkey_engine::{Caller, Config, Engine, ListUsers, UserKindFilter, UserQuery, UserState};
 use support::binary::{self, TOKEN};
 use support::history::{check, client_loop, create_users, read_users, Operation, Outcome, State};
 
@@ -295,7 +295,48 @@ async fn check_store(dir: &Path, last: &BTreeMap<String, (State, u64)>) {
             "{user}: snapshot sequence"
         );
     }
+    // ListUsers' indexes and counts agree with what survived: each state's list (from the
+    // state index, its total from the counts) is exactly the users last seen in that state.
+    for (state, wire) in [
+        (State::Active, UserState::Active),
+        (State::Locked, UserState::Locked),
+        (State::Inactive, UserState::Inactive),
+    ] {
+        let listed = engine
+            .list_users(
+                &Caller::system(org.clone()),
+                ListUsers {
+                    limit: 1000,
+                    queries: vec![
+                        UserQuery::State(wire),
+                        UserQuery::Type(UserKindFilter::Human),
+                    ],
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("list");
+        let mut ids: Vec<&str> = listed.result.iter().map(|u| u.id.as_str()).collect();
+        ids.sort_unstable();
+        let expected: Vec<&str> = last
+            .iter()
+            .filter(|(_, (s, _))| *s == state)
+            .map(|(user, _)| user.as_str())
+            .collect();
+        assert_eq!(ids, expected, "{wire:?}: listed after the crashes");
+        assert_eq!(
+            listed.total_result,
+            expected.len() as u64,
+            "{wire:?}: counted"
+        );
+    }
     engine.shutdown().await.expect("shutdown");
+    let report = latchkey_engine::verify(&Config::default().data_dir(dir)).expect("verify");
+    assert!(
+        report.is_clean(),
+        "after the crashes: {:?}",
+        report.problems
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

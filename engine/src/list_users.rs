@@ -37,13 +37,27 @@ use crate::user::record::{HumanRecord, Kind, UserRecord};
 use crate::users::{login_name, view};
 use crate::Engine;
 
-/// A candidate set this small is read whole and sorted in memory (tests: small, so that their
-/// few users exercise the walks too).
-pub const SMALL: usize = if cfg!(test) { 8 } else { 10_000 };
+/// A candidate set this small is read whole and sorted in memory.
+pub const SMALL: usize = 10_000;
 /// At most this many users are read (and filtered) by one call.
 pub const READ_CAP: usize = 100_000;
 /// At most this many index entries are stepped over to reach an offset without reading users.
 pub const SKIP_CAP: usize = 2_000_000;
+
+/// The bounds of one call ([`SMALL`], [`READ_CAP`], [`SKIP_CAP`]; tests use small ones so that
+/// a few users exercise every plan and cap).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    small: usize,
+    read_cap: usize,
+    skip_cap: usize,
+}
+
+const LIMITS: Limits = Limits {
+    small: SMALL,
+    read_cap: READ_CAP,
+    skip_cap: SKIP_CAP,
+};
 
 impl Engine {
     /// ListUsers: the users the caller may read, filtered (all queries must match), sorted and
@@ -58,10 +72,12 @@ impl Engine {
         // Index walks and reads on the blocking pool, so the async workers never wait on sled.
         let engine = self.clone();
         let sort_by = request.sort_by;
-        let (total_result, processed_sequence, result) =
-            tokio::task::spawn_blocking(move || engine.list_blocking(&reach, &request, limit))
-                .await
-                .map_err(|_| Error::new(ErrorId::Internal))??;
+        let limits = if cfg!(test) { TEST_LIMITS } else { LIMITS };
+        let (total_result, processed_sequence, result) = tokio::task::spawn_blocking(move || {
+            engine.list_blocking(&reach, &request, limit, limits)
+        })
+        .await
+        .map_err(|_| Error::new(ErrorId::Internal))??;
         // Everything this list observed must be durable before it is shown.
         self.inner.store.settle(None).await?;
         Ok(UserList {
@@ -79,9 +95,11 @@ impl Engine {
         reach: &Reach,
         request: &ListUsers,
         limit: usize,
+        limits: Limits,
     ) -> Result<(u64, u64, Vec<User>), Error> {
         let mut list = Listing {
             engine: self,
+            limits,
             reach,
             queries: conjuncts(&request.queries),
             read: 0,
@@ -146,6 +164,7 @@ fn text_range(col: u8, value: &str, method: TextMatch) -> Option<Range> {
 /// One call's state: what it may see, what it must match, what it has read.
 struct Listing<'a> {
     engine: &'a Engine,
+    limits: Limits,
     reach: &'a Reach,
     queries: Vec<&'a UserQuery>,
     read: usize,
@@ -161,7 +180,7 @@ impl Listing<'_> {
     /// [`READ_CAP`].
     fn read(&mut self, id: &str) -> Result<Option<UserRecord>, Error> {
         self.read += 1;
-        if self.read > READ_CAP {
+        if self.read > self.limits.read_cap {
             return Err(Self::too_broad());
         }
         let Some(bytes) = self.engine.inner.store.get(&keys::user(id))? else {
@@ -335,7 +354,7 @@ impl Listing<'_> {
             }
         }
         for (range, size) in self.counted_ranges() {
-            if size as usize <= SMALL {
+            if size as usize <= self.limits.small {
                 if let Some(ids) = self.probe(&range.prefix)? {
                     consider(ids);
                 }
@@ -375,7 +394,7 @@ impl Listing<'_> {
         let mut ids = Vec::new();
         for entry in self.engine.inner.store.scan_prefix(prefix) {
             let (key, _) = entry?;
-            if ids.len() == SMALL {
+            if ids.len() == self.limits.small {
                 return Ok(None);
             }
             ids.push(index_user(&key)?.to_owned());
@@ -487,7 +506,7 @@ impl Listing<'_> {
             if blind && matched < offset {
                 matched += 1;
                 skipped += 1;
-                if skipped > SKIP_CAP {
+                if skipped > self.limits.skip_cap {
                     return Err(Self::too_broad());
                 }
                 continue;
@@ -514,7 +533,7 @@ impl Listing<'_> {
                 // least this many".
                 let mut total = matched;
                 for entry in entries {
-                    if self.read >= READ_CAP {
+                    if self.read >= self.limits.read_cap {
                         break;
                     }
                     let (key, _) = entry?;
@@ -642,6 +661,13 @@ fn sort_key(record: &UserRecord, by: SortBy) -> SortValue<'_> {
         SortBy::Type => SortValue::Number(if human.is_some() { 0 } else { 1 }),
     }
 }
+
+/// Small enough for a unit test's few hundred users to reach every plan and cap.
+const TEST_LIMITS: Limits = Limits {
+    small: 8,
+    read_cap: 150,
+    skip_cap: 150,
+};
 
 #[cfg(test)]
 mod tests;

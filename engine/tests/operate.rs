@@ -150,3 +150,74 @@ async fn an_offline_backup_restores_into_an_equal_store_and_refuses_a_used_direc
     let error = restore(&file[..], &target).unwrap_err().to_string();
     assert!(error.contains("empty or missing"), "{error}");
 }
+
+#[tokio::test]
+async fn a_store_without_list_indexes_gets_them_built_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::default().data_dir(dir.path());
+    let ids = populated(&config).await;
+
+    // As a store written before the indexes existed: no index entries, counts or mark.
+    let store = Store::open(&store_config(&config)).unwrap();
+    let mut strip = WriteBatch::default();
+    for prefix in [&b"x"[..], b"c"] {
+        for entry in store.scan_prefix(prefix) {
+            strip.delete(entry.unwrap().0);
+        }
+    }
+    let mark = [&b"M\x00\x0c"[..], b"list-indexes"].concat();
+    assert!(
+        store.get(&mark).unwrap().is_some(),
+        "a new store marks them built"
+    );
+    strip.delete(mark);
+    store.submit(b"strip", strip).wait().await.unwrap();
+    store.close().unwrap();
+    assert!(
+        verify(&config).unwrap().is_clean(),
+        "unbuilt indexes are not checked"
+    );
+
+    let engine = Engine::open(config.clone()).await.unwrap();
+    let admin = Caller::system(engine.default_org_id().unwrap());
+    let listed = engine
+        .list_users(
+            &admin,
+            ListUsers {
+                queries: vec![UserQuery::Type(UserKindFilter::Human)],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Six humans were made; one was deleted.
+    assert_eq!(listed.total_result, 5);
+    assert_eq!(listed.result.len(), 5);
+    assert!(!listed.result.iter().any(|u| u.id == ids[4]));
+    engine.shutdown().await.unwrap();
+    let report = verify(&config).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.index_entries >= 60, "{report:?}");
+
+    // Damage: an entry lost, one for nobody, a count off by one — each named.
+    let store = Store::open(&store_config(&config)).unwrap();
+    let (lost, _) = store.scan_prefix(b"x").next().unwrap().unwrap();
+    let (count, _) = store.scan_prefix(b"c").next().unwrap().unwrap();
+    let mut damage = WriteBatch::default();
+    damage.delete(lost);
+    damage.put(
+        b"xU\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01ghost".to_vec(),
+        Vec::new(),
+    );
+    damage.add(count, 1);
+    store.submit(b"damage", damage).wait().await.unwrap();
+    store.close().unwrap();
+    let report = verify(&config).unwrap();
+    let whats: Vec<&str> = report.problems.iter().map(|p| p.what.as_str()).collect();
+    assert_eq!(report.problem_count, 3, "{whats:?}");
+    assert!(whats
+        .iter()
+        .any(|w| w.starts_with("list index entry") && w.ends_with("missing")));
+    assert!(whats.contains(&"user ghost is not listed with this value"));
+    assert!(whats.iter().any(|w| w.contains("the records count")));
+}

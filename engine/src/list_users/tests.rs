@@ -244,6 +244,62 @@ async fn indexes_answer_as_a_full_scan_on_random_histories() {
     }
 }
 
+#[tokio::test]
+async fn a_page_that_needs_more_reads_than_the_cap_is_refused_as_too_broad() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(Config::default().data_dir(dir.path()))
+        .await
+        .unwrap();
+    let boot = engine.bootstrap(None).await.unwrap().unwrap();
+    let admin = engine.authenticate(&boot.admin_token).await.unwrap();
+    for i in 0..200 {
+        let username = if i == 199 {
+            "zz-last".to_owned()
+        } else {
+            format!("user{i}")
+        };
+        engine
+            .create_machine_user(
+                &admin,
+                NewMachine {
+                    organization_id: admin.org_id.clone(),
+                    username: Some(username),
+                    name: "bot".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let list = |asc, limit, offset, queries| {
+        engine.list_users(
+            &admin,
+            ListUsers {
+                asc,
+                limit,
+                offset,
+                queries,
+                ..Default::default()
+            },
+        )
+    };
+    let last_only = || vec![UserQuery::UserName("z-l".into(), TextMatch::Contains)];
+    // Oldest first: the one match is the 200th user met, past the 150 reads allowed.
+    let err = list(true, 10, 0, last_only()).await.unwrap_err();
+    assert_eq!(err.id, ErrorId::ListTooBroad);
+    // Newest first it is met at once; the total then counts what the cap let it read.
+    let found = list(false, 1, 0, last_only()).await.unwrap();
+    assert_eq!(found.result.len(), 1);
+    assert_eq!(found.total_result, 1);
+    // An offset is stepped over on the index alone, up to its own cap.
+    assert_eq!(list(true, 5, 140, vec![]).await.unwrap().result.len(), 5);
+    let err = list(true, 5, 190, vec![]).await.unwrap_err();
+    assert_eq!(err.id, ErrorId::ListTooBroad);
+    // The counts answer the total of an unfiltered list without reading anyone.
+    assert_eq!(list(true, 1, 0, vec![]).await.unwrap().total_result, 201);
+    engine.shutdown().await.unwrap();
+}
+
 #[test]
 fn text_query_methods() {
     assert!(text_matches(
