@@ -16,6 +16,7 @@ mod client_check;
 mod connection;
 mod grpc_baseline;
 mod grpc_target;
+mod list_timings;
 mod login;
 mod median;
 mod orchestrate;

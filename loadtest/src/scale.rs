@@ -3,13 +3,14 @@
 //! data as a separate process and measures what an operator sees: how long until it is ready,
 //! its memory with N users on disk and none in memory, the first request on a cold user (which
 //! activates it from disk), memory with many users active, and memory once passivation has
-//! emptied the registry again.
+//! emptied the registry again; and ListUsers' first and deep pages (`list_timings.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use latchkey_engine::{Caller, Config, Engine};
 
+use crate::list_timings;
 use crate::runner::prepare_users;
 use crate::servers::{self, TOKEN};
 use crate::target::{Op, Target};
@@ -60,6 +61,11 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
     let started = Instant::now();
     let ids = prepare_users(&target, args.users, 64, "scale", false, false).await?;
     let created_in = started.elapsed();
+    eprintln!("a second organization with 1 % as many users, every 100th user locked ...");
+    let Target::Embedded { caller, .. } = &target else {
+        return Err("the scale check creates through the engine".into());
+    };
+    let populated = list_timings::populate(&engine, caller, &ids).await?;
     let creator_rss = rss(std::process::id());
     engine.shutdown().await.map_err(|e| e.to_string())?;
     drop(target);
@@ -108,6 +114,8 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
         .send()
         .await
         .map_err(|e| e.to_string())?;
+    eprintln!("timing ListUsers ...");
+    let lists = list_timings::measure(&server.base, TOKEN, args.users, &populated).await?;
     let activations_before = gauge(&http, "latchkey_actor_activations_total")
         .await
         .unwrap_or(0.0);
@@ -234,6 +242,29 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
         pass(idle_ok),
         pass(bounded_ok)
     );
+    let judged = args.users >= 1_000_000;
+    let lists_ok = lists.iter().all(|t| !t.barred || t.p99 <= list_timings::BAR);
+    println!(
+        "  ListUsers over HTTP, {} runs each (bar at ≥ 1,000,000 users: p99 ≤ {} ms for the first pages marked *):",
+        list_timings::RUNS,
+        list_timings::BAR.as_millis()
+    );
+    for t in &lists {
+        println!(
+            "    {}{}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} returned of {}",
+            if t.barred { "* " } else { "  " },
+            t.name,
+            t.p50.as_secs_f64() * 1e3,
+            t.p99.as_secs_f64() * 1e3,
+            t.max.as_secs_f64() * 1e3,
+            t.returned,
+            t.total
+        );
+    }
+    println!(
+        "  ListUsers bar: {}",
+        if judged { pass(lists_ok) } else { "not judged below 1,000,000 users" }
+    );
     let restore_ok = operated.restore < Duration::from_secs(60) && operated.verified_clean;
     println!(
         "  offline backup {:.1} s ({}, {} entries); restore into an empty directory {:.1} s (bar < 60 s); verify of the restored store {:.1} s, {}: {}",
@@ -245,7 +276,7 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
         if operated.verified_clean { "clean" } else { "PROBLEMS" },
         pass(restore_ok)
     );
-    Ok(ready_ok && first_ok && idle_ok && bounded_ok && restore_ok)
+    Ok(ready_ok && first_ok && idle_ok && bounded_ok && restore_ok && (!judged || lists_ok))
 }
 
 struct Operated {
