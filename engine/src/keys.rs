@@ -120,6 +120,12 @@ pub fn list_index_value(column: u8, value: &[u8], whole: bool) -> Vec<u8> {
 
 /// The user id at the end of a [`list_index`] entry.
 pub fn list_index_user(key: &[u8]) -> Option<&str> {
+    let tail = list_index_tail(key)?;
+    std::str::from_utf8(key.get(tail + 8..)?).ok()
+}
+
+/// Where a [`list_index`] entry's creation time (then id) starts: after the value's end.
+pub fn list_index_tail(key: &[u8]) -> Option<usize> {
     let mut at = 2;
     loop {
         match (key.get(at)?, key.get(at + 1)?) {
@@ -128,7 +134,7 @@ pub fn list_index_user(key: &[u8]) -> Option<&str> {
             _ => at += 1,
         }
     }
-    std::str::from_utf8(key.get(at + 2 + 8..)?).ok()
+    (key.len() >= at + 2 + 8).then_some(at + 2)
 }
 
 /// A maintained count of users: in `scope` (an org id, or "" for the whole instance), of one

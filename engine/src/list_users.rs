@@ -10,11 +10,14 @@
 //!    by their counts) that matches at most [`SMALL`] entries. Those users are read, every query
 //!    applied, sorted and paged; `totalResult` is exact.
 //! 2. **A walk in the requested order**: the sort column's index (narrowed to the queried value
-//!    when the query is on the sort column), or for the default sort the creation order of the
-//!    smallest organization, state or type queried. Users are read as the walk meets them and
-//!    filtered; the walk stops once the page is full. `totalResult` comes from the maintained
-//!    counts when every query is on organization, state or type; otherwise the walk goes on
-//!    counting, up to [`READ_CAP`] users read.
+//!    when the query is on the sort column); for the default sort, by creation, the smallest of
+//!    the organization, state and type ranges (in creation order already) and the text queries'
+//!    ranges (put in creation order from their keys alone, up to [`SKIP_CAP`] of them). Users
+//!    are read as the walk meets them and filtered; the walk stops once the page is full.
+//!    `totalResult` comes from the maintained counts when every query is on organization, state
+//!    or type, from the walk's length when its own query is the only one and holds exactly (a
+//!    case-insensitive equals or starts-with); otherwise the walk goes on counting, up to
+//!    [`READ_CAP`] users read.
 //! 3. **Too broad**: a page that cannot be filled within [`READ_CAP`] users read (or
 //!    [`SKIP_CAP`] index entries skipped) is refused with `LIST-TOO-BROAD`, never answered
 //!    by an unbounded scan.
@@ -424,8 +427,8 @@ impl Listing<'_> {
         Ok((total, page))
     }
 
-    /// The range plan 2 walks, in the requested sort order.
-    fn walk_range(&self, sort_by: SortBy) -> Range {
+    /// The walk of plan 2, in the requested sort order.
+    fn plan_walk(&self, request: &ListUsers) -> Result<Walk, Error> {
         let whole_column = |col: u8| Range {
             prefix: keys::list_index_value(col, b"", false),
             exact: None,
@@ -443,66 +446,137 @@ impl Listing<'_> {
                 .map(|(range, _)| range)
                 .find(|range| range.prefix.get(1) == Some(&col))
         };
-        match sort_by {
-            SortBy::CreationDate => self
-                .counted_ranges()
-                .into_iter()
-                .min_by_key(|(_, size)| *size)
-                .map(|(range, _)| range)
-                .unwrap_or_else(|| Range {
-                    prefix: keys::list_index_value(column::CREATED, b"", true),
-                    exact: None,
-                    in_reach: self.reach_orgs().is_none(),
-                }),
-            SortBy::UserName => {
-                on_column(column::USERNAME).unwrap_or_else(|| whole_column(column::USERNAME))
-            }
-            SortBy::FirstName => {
-                on_column(column::FIRST_NAME).unwrap_or_else(|| whole_column(column::FIRST_NAME))
-            }
-            SortBy::LastName => {
-                on_column(column::LAST_NAME).unwrap_or_else(|| whole_column(column::LAST_NAME))
-            }
-            SortBy::NickName => {
-                on_column(column::NICK_NAME).unwrap_or_else(|| whole_column(column::NICK_NAME))
-            }
-            SortBy::DisplayName => on_column(column::DISPLAY_NAME)
-                .unwrap_or_else(|| whole_column(column::DISPLAY_NAME)),
-            SortBy::Email => {
-                on_column(column::EMAIL).unwrap_or_else(|| whole_column(column::EMAIL))
-            }
+        let range = match request.sort_by {
+            SortBy::CreationDate => return self.plan_creation_walk(),
+            SortBy::UserName => on_column(column::USERNAME),
+            SortBy::FirstName => on_column(column::FIRST_NAME),
+            SortBy::LastName => on_column(column::LAST_NAME),
+            SortBy::NickName => on_column(column::NICK_NAME),
+            SortBy::DisplayName => on_column(column::DISPLAY_NAME),
+            SortBy::Email => on_column(column::EMAIL),
             // One state's (type's) entries are in creation order, as the ties of this sort.
-            SortBy::State => {
-                counted_on(column::STATE).unwrap_or_else(|| whole_column(column::STATE))
-            }
-            SortBy::Type => counted_on(column::TYPE).unwrap_or_else(|| whole_column(column::TYPE)),
-        }
+            SortBy::State => counted_on(column::STATE),
+            SortBy::Type => counted_on(column::TYPE),
+        };
+        let column = match request.sort_by {
+            SortBy::CreationDate => column::CREATED,
+            SortBy::UserName => column::USERNAME,
+            SortBy::FirstName => column::FIRST_NAME,
+            SortBy::LastName => column::LAST_NAME,
+            SortBy::NickName => column::NICK_NAME,
+            SortBy::DisplayName => column::DISPLAY_NAME,
+            SortBy::Email => column::EMAIL,
+            SortBy::State => column::STATE,
+            SortBy::Type => column::TYPE,
+        };
+        Ok(Walk::Range(range.unwrap_or_else(|| whole_column(column))))
     }
 
-    /// Plan 2: walk the range in order, read and filter, page; then the total.
+    /// The default sort, by creation: the smallest of the organization, state and type ranges
+    /// (already in creation order), or of the text queries' ranges put in creation order from
+    /// their keys alone (an entry's key ends with the creation time and id), or every user.
+    fn plan_creation_walk(&self) -> Result<Walk, Error> {
+        let mut best = self
+            .counted_ranges()
+            .into_iter()
+            .min_by_key(|(_, size)| *size)
+            .map(|(range, size)| (size as usize, Walk::Range(range)));
+        for (i, query) in self.queries.iter().enumerate() {
+            let Some(range) = self.text_query_range(query) else {
+                continue;
+            };
+            let most = best.as_ref().map_or(self.limits.skip_cap, |(size, _)| {
+                (*size).min(self.limits.skip_cap)
+            });
+            let Some(mut tails) = self.tails(&range.prefix, most)? else {
+                continue; // no smaller than the best so far
+            };
+            tails.sort_unstable();
+            let ids = tails
+                .into_iter()
+                .map(|tail| String::from_utf8_lossy(&tail[8..]).into_owned())
+                .collect::<Vec<_>>();
+            let exact = text_query_is_exact(query).then_some(i);
+            let size = ids.len();
+            best = Some((
+                size,
+                Walk::Sorted {
+                    ids,
+                    exact,
+                    in_reach: self.reach_orgs().is_none(),
+                },
+            ));
+        }
+        Ok(best.map(|(_, walk)| walk).unwrap_or_else(|| {
+            Walk::Range(Range {
+                prefix: keys::list_index_value(column::CREATED, b"", true),
+                exact: None,
+                in_reach: self.reach_orgs().is_none(),
+            })
+        }))
+    }
+
+    /// The creation time and id (the key after the value) of every entry under `prefix`, if
+    /// there are fewer than `most`. Counts toward [`SKIP_CAP`].
+    fn tails(&self, prefix: &[u8], most: usize) -> Result<Option<Vec<Vec<u8>>>, Error> {
+        let mut tails = Vec::new();
+        for entry in self.engine.inner.store.scan_prefix(prefix) {
+            let (key, _) = entry?;
+            if tails.len() + 1 >= most {
+                return Ok(None);
+            }
+            let at = keys::list_index_tail(&key).ok_or_else(|| corrupt(&key))?;
+            tails.push(key[at..].to_vec());
+        }
+        Ok(Some(tails))
+    }
+
+    /// Plan 2: walk in order, read and filter, page; then the total.
     fn walk(
         &mut self,
         request: &ListUsers,
         offset: usize,
         limit: usize,
     ) -> Result<(u64, Vec<UserRecord>), Error> {
-        let range = self.walk_range(request.sort_by);
         let store = self.engine.inner.store.clone();
-        let mut entries = if request.asc {
-            store.scan_prefix(&range.prefix)
-        } else {
-            store.scan_prefix_rev(&range.prefix)
+        let (mut candidates, exact, in_reach): (
+            Box<dyn Iterator<Item = Result<String, Error>>>,
+            _,
+            _,
+        ) = match self.plan_walk(request)? {
+            Walk::Range(range) => {
+                let entries = if request.asc {
+                    store.scan_prefix(&range.prefix)
+                } else {
+                    store.scan_prefix_rev(&range.prefix)
+                };
+                let ids = entries.map(|entry| {
+                    let (key, _) = entry?;
+                    Ok(index_user(&key)?.to_owned())
+                });
+                (Box::new(ids), range.exact, range.in_reach)
+            }
+            Walk::Sorted {
+                mut ids,
+                exact,
+                in_reach,
+            } => {
+                if !request.asc {
+                    ids.reverse();
+                }
+                (Box::new(ids.into_iter().map(Ok)), exact, in_reach)
+            }
         };
-        // With nothing left to check but the range itself, the offset is stepped over
-        // without reading users.
-        let blind = range.in_reach && (0..self.queries.len()).all(|i| Some(i) == range.exact);
+        // With nothing left to check but the walk's own query, the offset is stepped over
+        // without reading users, and the walk's length is the total.
+        let blind = in_reach && (0..self.queries.len()).all(|i| Some(i) == exact);
         let mut skipped = 0;
         let mut matched = 0usize;
         let mut page = Vec::new();
         let mut seen = HashSet::new();
         let counted = self.counted_total();
-        for entry in entries.by_ref() {
-            let (key, _) = entry?;
+        for id in candidates.by_ref() {
+            let id = id?;
             if blind && matched < offset {
                 matched += 1;
                 skipped += 1;
@@ -511,11 +585,10 @@ impl Listing<'_> {
                 }
                 continue;
             }
-            let id = index_user(&key)?;
-            if !seen.insert(id.to_owned()) {
+            if !seen.insert(id.clone()) {
                 continue; // met twice: it moved within the range during the walk
             }
-            if let Some(record) = self.read(id)? {
+            if let Some(record) = self.read(&id)? {
                 matched += 1;
                 if matched > offset {
                     page.push(record);
@@ -528,17 +601,29 @@ impl Listing<'_> {
         let total = match counted {
             Some(total) => total,
             None if page.len() < limit => matched as u64,
+            None if blind => {
+                // The rest of the walk is all matches: counted on the index alone.
+                let mut total = matched;
+                for id in candidates {
+                    id?;
+                    total += 1;
+                    skipped += 1;
+                    if skipped > self.limits.skip_cap {
+                        break;
+                    }
+                }
+                total as u64
+            }
             None => {
                 // Counting the rest: only as far as the cap; beyond it the total says "at
                 // least this many".
                 let mut total = matched;
-                for entry in entries {
+                for id in candidates {
                     if self.read >= self.limits.read_cap {
                         break;
                     }
-                    let (key, _) = entry?;
-                    let id = index_user(&key)?;
-                    if seen.insert(id.to_owned()) && self.read(id)?.is_some() {
+                    let id = id?;
+                    if seen.insert(id.clone()) && self.read(&id)?.is_some() {
                         total += 1;
                     }
                 }
@@ -549,9 +634,41 @@ impl Listing<'_> {
     }
 }
 
+/// What plan 2 walks.
+enum Walk {
+    /// An index range, in key order (or reversed).
+    Range(Range),
+    /// Ids in creation order (ascending), from a text query's range.
+    Sorted {
+        ids: Vec<String>,
+        /// The query whose range they are, if it holds exactly for all of them.
+        exact: Option<usize>,
+        in_reach: bool,
+    },
+}
+
+/// A text query whose range holds exactly its matches: a case-insensitive equals or
+/// starts-with on an indexed column (the index holds lowercased values). The case-sensitive
+/// methods and login names are checked on each user read.
+fn text_query_is_exact(query: &UserQuery) -> bool {
+    use TextMatch::{EqualsIgnoreCase, StartsWithIgnoreCase};
+    match query {
+        UserQuery::UserName(_, m)
+        | UserQuery::FirstName(_, m)
+        | UserQuery::LastName(_, m)
+        | UserQuery::NickName(_, m)
+        | UserQuery::DisplayName(_, m)
+        | UserQuery::Email(_, m) => matches!(m, EqualsIgnoreCase | StartsWithIgnoreCase),
+        _ => false,
+    }
+}
+
+fn corrupt(key: &[u8]) -> Error {
+    Error::with(ErrorId::Internal, format!("corrupt list index key {key:?}"))
+}
+
 fn index_user(key: &[u8]) -> Result<&str, Error> {
-    keys::list_index_user(key)
-        .ok_or_else(|| Error::with(ErrorId::Internal, format!("corrupt list index key {key:?}")))
+    keys::list_index_user(key).ok_or_else(|| corrupt(key))
 }
 
 /// Sorts `records` as ListUsers does: by the sort column (text lowercased), then creation time,
