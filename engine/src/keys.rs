@@ -79,6 +79,7 @@ pub fn layout() -> Layout {
     Layout {
         schema_key: SCHEMA.to_vec(),
         runs: EVENT_RUNS,
+        ordered_tag: Some(LIST_INDEXES[0]),
         counter_tag: COUNTER_TAG,
     }
 }

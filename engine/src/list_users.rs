@@ -5,9 +5,10 @@
 //! order with ListUsers' tie-breaks (creation time, then id), and one value's entries in creation
 //! order. A query is planned in three ways, cheapest first:
 //!
-//! 1. **A small candidate set**: `inUserIdsQuery`, `inUserEmailsQuery`, or an equality or prefix
-//!    query on an indexed column (username, login name, names, email; organization, state, type
-//!    by their counts) that matches at most [`SMALL`] entries. Those users are read, every query
+//! 1. **A small candidate set**: `inUserIdsQuery`, `inUserEmailsQuery`, or — unless sorted by
+//!    creation, where walking a range in order reads less — an equality or prefix query on an
+//!    indexed column (username, login name, names, email; organization, state, type by their
+//!    counts) that matches at most [`SMALL`] entries. Those users are read, every query
 //!    applied, sorted and paged; `totalResult` is exact.
 //! 2. **A walk in the requested order**: the sort column's index (narrowed to the queried value
 //!    when the query is on the sort column); for the default sort, by creation, the smallest of
@@ -109,7 +110,7 @@ impl Engine {
             highest: 0,
         };
         let offset = usize::try_from(request.offset).unwrap_or(usize::MAX);
-        let (total, page) = match list.small_set()? {
+        let (total, page) = match list.small_set(request.sort_by)? {
             Some(ids) => list.sorted_set(ids, request, offset, limit)?,
             None => list.walk(request, offset, limit)?,
         };
@@ -320,8 +321,10 @@ impl Listing<'_> {
     }
 
     /// The smallest candidate set a query names, if one has at most [`SMALL`] users: ids (in
-    /// no particular order, maybe repeated).
-    fn small_set(&self) -> Result<Option<Vec<String>>, Error> {
+    /// no particular order, maybe repeated). Sorted by creation, an index range is walked
+    /// instead (in that order already, or put in it from its keys), which reads only the page.
+    fn small_set(&self, sort_by: SortBy) -> Result<Option<Vec<String>>, Error> {
+        let ranges_too = sort_by != SortBy::CreationDate;
         let mut best: Option<Vec<String>> = None;
         let mut consider = |ids: Vec<String>| {
             if best.as_ref().is_none_or(|b| ids.len() < b.len()) {
@@ -347,16 +350,17 @@ impl Listing<'_> {
                         consider(ids);
                     }
                 }
-                other => {
+                other if ranges_too => {
                     if let Some(range) = self.text_query_range(other) {
                         if let Some(ids) = self.probe(&range.prefix)? {
                             consider(ids);
                         }
                     }
                 }
+                _ => {}
             }
         }
-        for (range, size) in self.counted_ranges() {
+        for (range, size) in self.counted_ranges().into_iter().filter(|_| ranges_too) {
             if size as usize <= self.limits.small {
                 if let Some(ids) = self.probe(&range.prefix)? {
                     consider(ids);

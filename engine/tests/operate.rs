@@ -77,7 +77,9 @@ async fn verify_passes_a_good_store_and_names_each_planted_problem() {
     damage.delete(snapshot_key(&ids[5]));
     damage.put(event_key(&ids[0], 9), b"not an event".to_vec());
     store.submit(b"damage", damage).wait().await.unwrap();
-    store.close().unwrap();
+    // Dropped, not closed: the damage stays in the log, as after a crash (a close would
+    // checkpoint it, and checkpoints write events only once: the engine never deletes one).
+    drop(store);
 
     let report = verify(&config).unwrap();
     let about = |id: &str| -> Vec<String> {

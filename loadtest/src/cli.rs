@@ -147,6 +147,10 @@ pub enum Internal {
         /// The server's store cache bound (MiB).
         #[arg(long, default_value_t = 1024)]
         cache_mb: u64,
+        /// Make the users in this (new or empty) directory and leave them there, to run a
+        /// server on afterwards; default: a temporary directory.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
     },
     /// sled against redb and fjall as the checkpoints' target: fill to --entries by checkpoints,
     /// steady-state checkpoints, reopen, point reads, disk (docs/storage-engines.md).

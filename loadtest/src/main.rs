@@ -79,11 +79,13 @@ fn main() -> ExitCode {
             touched,
             idle_timeout,
             cache_mb,
+            data_dir,
         }) => runtime.block_on(scale::run(scale::ScaleArgs {
             users,
             touched,
             idle_timeout,
             cache_mb,
+            data_dir,
         })),
         Some(Internal::Attack {
             base,

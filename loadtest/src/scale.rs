@@ -21,6 +21,8 @@ pub struct ScaleArgs {
     pub idle_timeout: Duration,
     /// The server's --cache-mb.
     pub cache_mb: u64,
+    /// Where the users are made and kept (default: a temporary directory).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Resident set size of a process (kB → bytes), from /proc.
@@ -44,9 +46,10 @@ async fn gauge(http: &Target, name: &str) -> Option<f64> {
 
 /// Runs the check; `Ok(true)` when every bar is met.
 pub async fn run(args: ScaleArgs) -> Result<bool, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let temporary = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = args.data_dir.as_deref().unwrap_or(temporary.path());
     eprintln!("creating {} users through the engine ...", args.users);
-    let engine = Engine::open(Config::default().data_dir(dir.path()))
+    let engine = Engine::open(Config::default().data_dir(dir))
         .await
         .map_err(|e| e.to_string())?;
     let boot = engine
@@ -69,7 +72,7 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
     let creator_rss = rss(std::process::id());
     engine.shutdown().await.map_err(|e| e.to_string())?;
     drop(target);
-    let disk: u64 = walk(dir.path());
+    let disk: u64 = walk(dir);
 
     eprintln!("starting the server on that data ...");
     let idle = format!("{}ms", args.idle_timeout.as_millis());
@@ -85,7 +88,7 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
             "--cache-mb",
             &cache,
         ],
-        Some(dir.path()),
+        Some(dir),
     )?;
     let client = reqwest::Client::new();
     let ready_in = loop {
@@ -186,7 +189,7 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
     server.stop();
 
     eprintln!("backing the store up and restoring it ...");
-    let data = dir.path().to_path_buf();
+    let data = dir.to_path_buf();
     let operated = tokio::task::spawn_blocking(move || backup_and_restore(&data))
         .await
         .map_err(|e| e.to_string())??;

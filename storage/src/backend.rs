@@ -22,6 +22,13 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Applies every put and delete of `batch` atomically: all or none.
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Applies `batch`'s puts and deletes in order, not atomically: after a crash before the
+    /// next flush any of them may be missing. For writes that can be repeated — the log's
+    /// checkpoints, replayed until a flush made them durable — where sled's atomic batches would
+    /// cost every reader (`sled_backend.rs`). By default [`Backend::apply`].
+    fn apply_each(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.apply(batch)
+    }
     /// Makes everything applied so far durable (fsync).
     fn flush(&self) -> Result<(), StoreError>;
     /// True while the medium writes into its underlying store in the background (the log's

@@ -67,6 +67,9 @@ pub struct Layout {
     pub schema_key: Vec<u8>,
     /// The append-only runs among the caller's keys.
     pub runs: Runs,
+    /// Point keys under this first byte are kept in order in the log's memtable, for keys the
+    /// caller scans often (a scan of the others visits every key in memory).
+    pub ordered_tag: Option<u8>,
     /// The first byte of counter keys ([`WriteBatch::add`]): their values are i64 big-endian,
     /// all held in memory by the writer (loaded at open), so keep them few.
     pub counter_tag: u8,
@@ -167,6 +170,7 @@ impl Store {
             sled,
             &config.data_dir,
             config.layout.runs,
+            config.layout.ordered_tag,
             config.checkpoint_entries,
         )?))
     }
@@ -282,6 +286,7 @@ pub(crate) fn test_layout() -> Layout {
     Layout {
         schema_key: b"S".to_vec(),
         runs: TEST_RUNS,
+        ordered_tag: None,
         counter_tag: b'c',
     }
 }

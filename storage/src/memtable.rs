@@ -11,7 +11,7 @@
 //! checkpointed table frees one allocation per owner, not one per entry. The ordered reads — prefix scans and checkpoints —
 //! are rare; a scan sorts what it takes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::Runs;
 
@@ -21,6 +21,10 @@ pub(crate) type Value = Option<Vec<u8>>;
 pub(crate) struct Table {
     runs: Runs,
     points: HashMap<Vec<u8>, Value>,
+    /// Point keys under `ordered_tag`, kept in order: the caller scans them often (the
+    /// engine's list indexes), and a scan of the hash map visits every point.
+    ordered_tag: Option<u8>,
+    ordered: BTreeMap<Vec<u8>, Value>,
     /// Owner → its run.
     events: HashMap<Vec<u8>, Run>,
     event_count: usize,
@@ -82,9 +86,26 @@ impl Table {
         Table {
             runs,
             points: HashMap::new(),
+            ordered_tag: None,
+            ordered: BTreeMap::new(),
             events: HashMap::new(),
             event_count: 0,
         }
+    }
+
+    /// Keeps the point keys under `tag` in order (see `ordered`).
+    pub fn with_ordered(mut self, tag: Option<u8>) -> Self {
+        self.ordered_tag = tag;
+        self
+    }
+
+    /// An empty table of the same layout.
+    pub fn empty_like(&self) -> Table {
+        Table::new(self.runs).with_ordered(self.ordered_tag)
+    }
+
+    fn is_ordered(&self, key: &[u8]) -> bool {
+        self.ordered_tag.is_some() && key.first() == self.ordered_tag.as_ref()
     }
 
     /// The layout of the runs this table keeps.
@@ -99,13 +120,18 @@ impl Table {
                 let event = self.events.get(owner)?.get(sequence)?;
                 Some(event.map(<[u8]>::to_vec))
             }
+            None if self.is_ordered(key) => self.ordered.get(key).cloned(),
             None => self.points.get(key).cloned(),
         }
     }
 
     pub fn insert(&mut self, key: Vec<u8>, value: Value) {
         let Some((owner, sequence)) = self.runs.split(&key) else {
-            self.points.insert(key, value);
+            if self.is_ordered(&key) {
+                self.ordered.insert(key, value);
+            } else {
+                self.points.insert(key, value);
+            }
             return;
         };
         let run = match self.events.get_mut(owner) {
@@ -119,16 +145,23 @@ impl Table {
 
     /// Entries (keys, not users).
     pub fn len(&self) -> usize {
-        self.points.len() + self.event_count
+        self.points.len() + self.ordered.len() + self.event_count
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The entries whose key starts with `prefix`, in key order.
     pub fn scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Value)> {
+        let in_ordered = self
+            .ordered
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| (key.clone(), value.clone()));
+        if !prefix.is_empty() && self.is_ordered(prefix) {
+            return in_ordered.collect(); // no other key starts with the ordered tag
+        }
         let mut found: Vec<(Vec<u8>, Value)> = self
             .points
             .iter()
@@ -148,13 +181,14 @@ impl Table {
                 }
             }
         }
+        found.extend(in_ordered);
         found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         found
     }
 
     /// Every point entry, in no particular order.
     pub fn points(&self) -> impl Iterator<Item = (&Vec<u8>, &Value)> {
-        self.points.iter()
+        self.points.iter().chain(self.ordered.iter())
     }
 
     /// Every owner's run, in sequence order (owners in no particular order).
@@ -240,6 +274,26 @@ mod tests {
         partial.extend_from_slice(&[0; 6]);
         partial.push(1); // sequences 256..=511
         assert_eq!(keys_of(&partial), vec![event("1", 256)]);
+    }
+
+    #[test]
+    fn ordered_points_are_found_scanned_and_listed_with_the_rest() {
+        let mut table = Table::new(TEST_RUNS).with_ordered(Some(b'x'));
+        for key in ["x3", "x1", "xx", "u1", "x2"] {
+            table.insert(key.as_bytes().to_vec(), v(key));
+        }
+        table.insert(b"x2".to_vec(), None);
+        assert_eq!(table.get(b"x1"), Some(v("x1")));
+        assert_eq!(table.get(b"x2"), Some(None));
+        assert_eq!(table.len(), 5);
+        let keys = |prefix: &[u8]| -> Vec<Vec<u8>> {
+            table.scan(prefix).into_iter().map(|(key, _)| key).collect()
+        };
+        assert_eq!(keys(b"x"), [&b"x1"[..], b"x2", b"x3", b"xx"]);
+        assert_eq!(keys(b"x3"), [b"x3"]);
+        assert_eq!(keys(b"").len(), 5);
+        assert_eq!(table.points().count(), 5);
+        assert!(table.empty_like().is_empty());
     }
 
     #[test]

@@ -27,8 +27,7 @@ use super::Tables;
 use crate::memtable::{event_key, Table};
 use crate::{Backend, Runs, StoreError, WriteBatch};
 
-/// Ops per sled batch while checkpointing: small, so sled's global lock is never held for long
-/// by the checkpoint (reads of sled wait for it).
+/// Ops handed to sled at a time while checkpointing.
 const CHECKPOINT_CHUNK: usize = 1024;
 /// How long a failed checkpoint waits before it tries again.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
@@ -178,14 +177,14 @@ fn lower_priority() {
     }
 }
 
-/// Writes `table` into `inner` in small batches, with the record that the log up to segment
-/// `upto` is checkpointed in the last one, and flushes it.
+/// Writes `table` into `inner` op by op (repeatable: the log keeps its segments until the flush
+/// returned), then the record that the log up to segment `upto` is checkpointed, and flushes.
 pub(super) fn copy_into(inner: &dyn Backend, table: &Table, upto: u64) -> Result<(), StoreError> {
     let runs = table.runs();
     let mut batch = WriteBatch::default();
     let apply_when_full = |batch: &mut WriteBatch| -> Result<(), StoreError> {
         if batch.ops().len() >= CHECKPOINT_CHUNK {
-            inner.apply(std::mem::take(batch))?;
+            inner.apply_each(std::mem::take(batch))?;
         }
         Ok(())
     };
@@ -221,11 +220,13 @@ pub(super) fn copy_into(inner: &dyn Backend, table: &Table, upto: u64) -> Result
         }
         apply_when_full(&mut batch)?;
     }
+    // Last, so that sled holds the record only after what it records (not that open relies on
+    // it: the log is retired only once this flush returned).
     batch.put(
         super::checkpointed::marker_key(runs),
         upto.to_be_bytes().to_vec(),
     );
-    inner.apply(batch)?;
+    inner.apply_each(batch)?;
     inner.flush()
 }
 

@@ -31,7 +31,7 @@ mod spares;
 #[cfg(test)]
 mod tests;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -45,7 +45,9 @@ use checkpoint::{Background, Checkpoint, Job};
 use pause::Pause;
 use record::encode_record;
 use segment::Segment;
-use spares::{remove_unfinished_spares, spare_numbers, PREALLOCATE_AFTER, SPARE_BYTES};
+use spares::{
+    remove_unfinished_spares, retire_segments_upto, spare_numbers, PREALLOCATE_AFTER, SPARE_BYTES,
+};
 
 /// The log's folder inside the data directory.
 pub const WAL_DIR: &str = "wal";
@@ -63,9 +65,9 @@ pub(crate) struct Tables {
 }
 
 impl Tables {
-    fn new(runs: Runs) -> Self {
+    fn new(runs: Runs, ordered_tag: Option<u8>) -> Self {
         Tables {
-            active: Table::new(runs),
+            active: Table::new(runs).with_ordered(ordered_tag),
             active_bytes: 0,
             frozen: None,
         }
@@ -90,6 +92,9 @@ impl Tables {
 struct Buffer {
     unsynced: Vec<u8>,
     closed: bool,
+    /// Something was applied since open: only then does close checkpoint (a process that only
+    /// read — `latchkey verify`, an offline backup — leaves the directory as it found it).
+    wrote: bool,
 }
 
 /// A [`Backend`] that logs batches and keeps them in a memtable, checkpointing into `inner`.
@@ -113,6 +118,7 @@ pub struct LoggedBackend {
     pause: Arc<Pause>,
     checkpoint_entries: usize,
     memtable_entries: metrics::Gauge,
+    wal_dir: PathBuf,
 }
 
 impl LoggedBackend {
@@ -121,6 +127,7 @@ impl LoggedBackend {
         inner: Arc<dyn Backend>,
         dir: &Path,
         runs: Runs,
+        ordered_tag: Option<u8>,
         checkpoint_entries: usize,
     ) -> Result<LoggedBackend, StoreError> {
         let wal_dir = dir.join(WAL_DIR);
@@ -130,7 +137,7 @@ impl LoggedBackend {
         };
         std::fs::create_dir_all(&wal_dir).map_err(|e| open_err(e.to_string()))?;
         checkpointed::check(inner.as_ref(), &wal_dir, runs).map_err(open_err)?;
-        let mut tables = Tables::new(runs);
+        let mut tables = Tables::new(runs, ordered_tag);
         let segments = replay::replay_all(&wal_dir, &mut tables).map_err(open_err)?;
         remove_unfinished_spares(&wal_dir).map_err(open_err)?;
         // Above every number a file here ever had, so no stale record can pass a new seal.
@@ -154,7 +161,7 @@ impl LoggedBackend {
             let background = Background {
                 inner: inner.clone(),
                 tables: tables.clone(),
-                wal_dir,
+                wal_dir: wal_dir.clone(),
                 closing: closing.clone(),
                 spares: spares.clone(),
                 preparing: preparing.clone(),
@@ -182,6 +189,7 @@ impl LoggedBackend {
             pause,
             checkpoint_entries: checkpoint_entries.max(1),
             memtable_entries,
+            wal_dir,
         })
     }
 
@@ -236,8 +244,8 @@ impl LoggedBackend {
         segment.rotate()?;
         let table = {
             let mut tables = self.write_tables();
-            let runs = tables.active.runs();
-            let table = Arc::new(std::mem::replace(&mut tables.active, Table::new(runs)));
+            let empty = tables.active.empty_like();
+            let table = Arc::new(std::mem::replace(&mut tables.active, empty));
             tables.active_bytes = 0;
             tables.frozen = Some(table.clone());
             table
@@ -278,6 +286,23 @@ impl LoggedBackend {
 
     /// Lets a running checkpoint finish (or give up retrying) and stops the thread, which
     /// releases its handle on sled.
+    /// Copies the frozen and the active table into sled (newer last), flushes it, records the
+    /// checkpoint and retires every segment up to `last`, the one just synced.
+    fn checkpoint_at_close(&self, last: u64) -> Result<(), StoreError> {
+        let tables = self.read_tables();
+        if tables.frozen.is_none() && tables.active.is_empty() {
+            return Ok(());
+        }
+        let entries = tables.active.len() + tables.frozen.as_ref().map_or(0, |t| t.len());
+        tracing::info!("checkpointing {entries} entries before closing");
+        for table in tables.frozen.as_deref().into_iter().chain([&tables.active]) {
+            checkpoint::copy_into(self.inner.as_ref(), table, last)?;
+        }
+        checkpointed::record(&self.wal_dir, last).map_err(|e| StoreError::Io(e.to_string()))?;
+        retire_segments_upto(&self.wal_dir, last).map_err(StoreError::Io)?;
+        Ok(())
+    }
+
     fn stop_checkpoints(&self) {
         self.closing.store(true, Ordering::Release);
         drop(self.jobs.lock().take());
@@ -326,6 +351,7 @@ impl Backend for LoggedBackend {
             return Err(StoreError::Closed);
         }
         encode_record(&batch, &mut buffer.unsynced);
+        buffer.wrote = true;
         let entries = {
             let mut tables = self.write_tables();
             for (key, value) in batch.into_ops() {
@@ -360,16 +386,29 @@ impl Backend for LoggedBackend {
         Ok(())
     }
 
+    /// Syncs the log, stops the background thread and, if anything was written since open,
+    /// checkpoints what is still in memory, so the next open replays nothing (a graceful restart
+    /// is then as fast as sled opens).
     fn close(&self) -> Result<(), StoreError> {
-        let synced = {
+        let (synced, last, wrote) = {
             let mut guard = self.segment.lock();
             let Some(mut segment) = guard.take() else {
                 return Ok(());
             };
-            self.buffer.lock().closed = true;
-            self.sync(&mut segment)
+            let wrote = {
+                let mut buffer = self.buffer.lock();
+                buffer.closed = true;
+                buffer.wrote
+            };
+            (self.sync(&mut segment), segment.number, wrote)
         };
         self.stop_checkpoints();
+        if synced.is_ok() && wrote {
+            if let Err(e) = self.checkpoint_at_close(last) {
+                // Harmless: the log keeps what it holds and the next open replays it.
+                tracing::warn!("checkpoint at close failed (the next open replays the log): {e}");
+            }
+        }
         synced.and(self.inner.close())
     }
 }

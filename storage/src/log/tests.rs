@@ -29,7 +29,7 @@ fn batch(ops: &[(&str, Option<&str>)]) -> WriteBatch {
 
 fn open(dir: &Path, checkpoint_entries: usize) -> LoggedBackend {
     let sled: Arc<dyn Backend> = Arc::new(SledBackend::open(dir).unwrap());
-    LoggedBackend::open(sled, dir, TEST_RUNS, checkpoint_entries).unwrap()
+    LoggedBackend::open(sled, dir, TEST_RUNS, Some(b'k'), checkpoint_entries).unwrap()
 }
 
 fn scan(backend: &dyn Backend, prefix: &str) -> Vec<(String, String)> {
@@ -66,14 +66,14 @@ fn records_round_trip_and_torn_or_corrupt_tails_end_a_segment() {
     encode_record(&batch(&[("c", Some("3"))]), &mut bytes);
     seal(&mut bytes[MAGIC.len()..], 7);
 
-    let mut tables = Tables::new(TEST_RUNS);
+    let mut tables = Tables::new(TEST_RUNS, None);
     replay(&bytes, 7, &mut tables).unwrap();
     assert_eq!(tables.active.len(), 3);
     assert_eq!(tables.lookup(b"b"), Some(None), "a delete is remembered");
 
     // every cut inside the second record keeps exactly the first
     for cut in first_end..bytes.len() {
-        let mut tables = Tables::new(TEST_RUNS);
+        let mut tables = Tables::new(TEST_RUNS, None);
         replay(&bytes[..cut], 7, &mut tables).unwrap();
         assert_eq!(tables.active.len(), 2, "cut at {cut}");
     }
@@ -81,17 +81,17 @@ fn records_round_trip_and_torn_or_corrupt_tails_end_a_segment() {
     let mut corrupt = bytes.clone();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0xFF;
-    let mut tables = Tables::new(TEST_RUNS);
+    let mut tables = Tables::new(TEST_RUNS, None);
     replay(&corrupt, 7, &mut tables).unwrap();
     assert_eq!(tables.active.len(), 2);
     // records sealed for another segment (a recycled file's stale tail) are not replayed
-    let mut tables = Tables::new(TEST_RUNS);
+    let mut tables = Tables::new(TEST_RUNS, None);
     replay(&bytes, 6, &mut tables).unwrap();
     assert!(tables.active.is_empty());
     // a file that is not ours is refused
-    assert!(replay(b"NOTALOG!rest", 7, &mut Tables::new(TEST_RUNS)).is_err());
+    assert!(replay(b"NOTALOG!rest", 7, &mut Tables::new(TEST_RUNS, None)).is_err());
     // a header torn at creation is an empty segment
-    replay(&MAGIC[..3], 7, &mut Tables::new(TEST_RUNS)).unwrap();
+    replay(&MAGIC[..3], 7, &mut Tables::new(TEST_RUNS, None)).unwrap();
 }
 
 #[test]
@@ -289,6 +289,53 @@ fn reverse_scans_merge_the_memtables_over_sled_backwards() {
     assert_eq!(keys, ["k1", "k2", "k4", "k5"]);
     assert_eq!(backward, forward.into_iter().rev().collect::<Vec<_>>());
     backend.close().unwrap();
+}
+
+#[test]
+fn a_graceful_close_checkpoints_so_the_next_open_replays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(dir.path(), DEFAULT_CHECKPOINT_ENTRIES);
+    backend
+        .apply(batch(&[
+            ("k1", Some("a")),
+            ("k2", Some("b")),
+            ("u1", Some("c")),
+        ]))
+        .unwrap();
+    backend.apply(batch(&[("k2", None)])).unwrap();
+    backend.flush().unwrap();
+    backend.close().unwrap();
+    drop(backend);
+    let backend = open(dir.path(), DEFAULT_CHECKPOINT_ENTRIES);
+    assert_eq!(backend.read_tables().active.len(), 0, "nothing replayed");
+    assert_eq!(
+        get(backend.inner.as_ref(), "k1").as_deref(),
+        Some("a"),
+        "in sled"
+    );
+    assert_eq!(get(&backend, "k2"), None);
+    assert_eq!(scan(&backend, "k").len() + scan(&backend, "u").len(), 2);
+    backend.close().unwrap();
+}
+
+#[test]
+fn a_close_after_only_reading_leaves_the_directory_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(dir.path(), DEFAULT_CHECKPOINT_ENTRIES);
+    backend.apply(batch(&[("k1", Some("a"))])).unwrap();
+    backend.flush().unwrap();
+    drop(backend); // as after a crash: only the log has it
+    for _ in 0..2 {
+        let backend = open(dir.path(), DEFAULT_CHECKPOINT_ENTRIES);
+        assert_eq!(
+            backend.read_tables().active.len(),
+            1,
+            "replayed from the log"
+        );
+        assert_eq!(get(&backend, "k1").as_deref(), Some("a"));
+        assert_eq!(get(backend.inner.as_ref(), "k1"), None, "sled untouched");
+        backend.close().unwrap();
+    }
 }
 
 #[test]
@@ -509,7 +556,7 @@ fn a_panicking_checkpoint_marks_the_log_failed_and_keeps_its_data() {
         inner: SledBackend::open(dir.path()).unwrap(),
         armed: AtomicBool::new(true),
     });
-    let backend = LoggedBackend::open(inner.clone(), dir.path(), TEST_RUNS, 2).unwrap();
+    let backend = LoggedBackend::open(inner.clone(), dir.path(), TEST_RUNS, None, 2).unwrap();
     assert_eq!(backend.failure(), None);
     backend
         .apply(batch(&[("a", Some("1")), ("b", Some("2"))]))
@@ -566,7 +613,7 @@ fn a_store_that_lost_a_checkpoint_refuses_to_open() {
         sled.close().unwrap();
     }
     let sled: Arc<dyn Backend> = Arc::new(SledBackend::open(dir.path()).unwrap());
-    let error = LoggedBackend::open(sled, dir.path(), TEST_RUNS, 10)
+    let error = LoggedBackend::open(sled, dir.path(), TEST_RUNS, None, 10)
         .err()
         .expect("refused")
         .to_string();
