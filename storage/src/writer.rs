@@ -155,10 +155,10 @@ impl Writer {
             return Completion::failed(StoreError::Poisoned);
         }
         let adds = batch.take_adds();
-        let before = resolve_counters(&mut queue.counters, &adds, &mut batch);
+        resolve_counters(&mut queue.counters, &adds, &mut batch);
         if let Err(e) = shared.backend.apply(batch) {
             // Nothing was applied: the counters go back to what the store holds.
-            queue.counters.extend(before);
+            undo_counters(&mut queue.counters, &adds);
             tracing::error!("store write refused: {e}");
             shared.metrics.failed_writes.increment(1);
             queue.poisoned.insert(scope.to_vec());
@@ -226,23 +226,29 @@ impl Writer {
     }
 }
 
-/// Turns `adds` into puts of the counters' new values in `batch`, updating `counters`; returns
-/// the counters' old values, to restore if the batch is refused.
+/// Turns `adds` into puts of the counters' new values in `batch`, updating `counters`.
 fn resolve_counters(
     counters: &mut HashMap<Vec<u8>, i64>,
     adds: &[(Vec<u8>, i64)],
     batch: &mut WriteBatch,
-) -> Vec<(Vec<u8>, i64)> {
-    let mut before = Vec::with_capacity(adds.len());
+) {
     for (key, delta) in adds {
-        let value = counters.entry(key.clone()).or_insert(0);
-        before.push((key.clone(), *value));
-        *value = value.saturating_add(*delta);
+        let value = match counters.get_mut(key) {
+            Some(value) => value,
+            None => counters.entry(key.clone()).or_insert(0),
+        };
+        *value = value.wrapping_add(*delta);
         batch.put(key.clone(), value.to_be_bytes().to_vec());
     }
-    // Restored in reverse, the first old value of a key added twice wins.
-    before.reverse();
-    before
+}
+
+/// Takes `adds` back out of `counters` (their batch was refused).
+fn undo_counters(counters: &mut HashMap<Vec<u8>, i64>, adds: &[(Vec<u8>, i64)]) {
+    for (key, delta) in adds {
+        if let Some(value) = counters.get_mut(key) {
+            *value = value.wrapping_sub(*delta);
+        }
+    }
 }
 
 impl Drop for Writer {

@@ -216,9 +216,24 @@ pub fn refresh(indexed: &mut Option<Indexed>, record: &UserRecord, batch: &mut W
             && current.username == record.username;
         if same_fields && record.state != UserState::Deleted {
             if current.state != record.state {
-                let before = current.clone();
+                // The hot path of every lock and unlock: the state's entry and the counts only.
+                let state_entry = |state| {
+                    keys::list_index(
+                        column::STATE,
+                        &[state_byte(state)],
+                        current.created,
+                        &record.id,
+                    )
+                };
+                batch.delete(state_entry(current.state));
+                batch.put(state_entry(record.state), Vec::new());
+                for key in current.counts() {
+                    batch.add(key, -1);
+                }
                 current.state = record.state;
-                write_changes(Some(&before), Some(current), &record.id, batch);
+                for key in current.counts() {
+                    batch.add(key, 1);
+                }
             }
             return;
         }
