@@ -333,3 +333,71 @@ fn nested_ands_flatten_into_one_list() {
     ];
     assert_eq!(conjuncts(&queries).len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_during_writes_and_checkpoints_show_only_matching_users_and_settle_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default().data_dir(dir.path());
+    config.checkpoint_entries = 64; // checkpoints run while the lists walk
+    let engine = Engine::open(config).await.unwrap();
+    let boot = engine.bootstrap(None).await.unwrap().unwrap();
+    let admin = engine.authenticate(&boot.admin_token).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let created = engine
+            .create_machine_user(
+                &admin,
+                NewMachine {
+                    organization_id: admin.org_id.clone(),
+                    username: Some(format!("bot{i}")),
+                    name: "bot".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        ids.push(created.user_id);
+    }
+    let writers: Vec<_> = ids
+        .chunks(10)
+        .map(|chunk| {
+            let (engine, admin, chunk) = (engine.clone(), admin.clone(), chunk.to_vec());
+            tokio::spawn(async move {
+                for round in 0..30 {
+                    for id in &chunk {
+                        if round % 2 == 0 {
+                            engine.lock_user(&admin, id).await.unwrap();
+                        } else {
+                            engine.unlock_user(&admin, id).await.unwrap();
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let locked = || ListUsers {
+        limit: 1000,
+        queries: vec![UserQuery::State(UserState::Locked)],
+        ..Default::default()
+    };
+    let mut lists = 0;
+    while !writers.iter().all(|w| w.is_finished()) {
+        let listed = engine.list_users(&admin, locked()).await.unwrap();
+        assert!(listed.result.iter().all(|u| u.state == UserState::Locked));
+        assert!(listed.total_result <= 40);
+        lists += 1;
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert!(lists > 0);
+    // Quiet again: 30 rounds end unlocked; the list and its count agree with the records.
+    let listed = engine.list_users(&admin, locked()).await.unwrap();
+    assert_eq!((listed.total_result, listed.result.len()), (0, 0));
+    let all = engine
+        .list_users(&admin, ListUsers::default())
+        .await
+        .unwrap();
+    assert_eq!(all.total_result, 41);
+    engine.shutdown().await.unwrap();
+}
