@@ -2,7 +2,8 @@
 //! matching a filter (organization, why locked, when) as one tracked job.
 //!
 //! Starting a job lists the users that are LOCKED within the caller's reach and the filter's
-//! organization at that moment, and writes the list (in chunks) with the job, in one write; the
+//! organization at that moment (from ListUsers' state index: only locked users are read), and
+//! writes the list (in chunks) with the job, in one write; the
 //! job covers exactly those users. A task then asks each user's actor to unlock — the actor
 //! unlocks only if the user is still LOCKED by a lock the filter matches, so an unlock by anyone
 //! else meanwhile is never repeated, and each unlock is one ordinary `user.unlocked` event (reason
@@ -478,9 +479,22 @@ fn locked_users(
     org: Option<&str>,
     filter: &LockFilter,
 ) -> Result<Vec<String>, Error> {
+    // The LOCKED users are one range of ListUsers' state index (`user/index.rs`), in creation
+    // order: only they are read, not every user.
+    let locked = crate::keys::list_index_value(
+        crate::user::index::column::STATE,
+        &[crate::user::index::state_byte(UserState::Locked)],
+        true,
+    );
     let mut users = Vec::new();
-    for item in store.scan_prefix(keys::USERS) {
-        let (_, bytes) = item?;
+    for item in store.scan_prefix(&locked) {
+        let (key, _) = item?;
+        let id = keys::list_index_user(&key).ok_or_else(|| {
+            Error::with(ErrorId::Internal, format!("corrupt list index key {key:?}"))
+        })?;
+        let Some(bytes) = store.get(&keys::user(id))? else {
+            continue;
+        };
         let record = UserRecord::decode(&bytes)?;
         if record.state != UserState::Locked
             || !reach.covers(&record.org_id)
