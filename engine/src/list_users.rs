@@ -450,28 +450,14 @@ impl Listing<'_> {
                 .map(|(range, _)| range)
                 .find(|range| range.prefix.get(1) == Some(&col))
         };
+        if request.sort_by == SortBy::CreationDate {
+            return self.plan_creation_walk();
+        }
+        let column = sort_column(request.sort_by);
         let range = match request.sort_by {
-            SortBy::CreationDate => return self.plan_creation_walk(),
-            SortBy::UserName => on_column(column::USERNAME),
-            SortBy::FirstName => on_column(column::FIRST_NAME),
-            SortBy::LastName => on_column(column::LAST_NAME),
-            SortBy::NickName => on_column(column::NICK_NAME),
-            SortBy::DisplayName => on_column(column::DISPLAY_NAME),
-            SortBy::Email => on_column(column::EMAIL),
             // One state's (type's) entries are in creation order, as the ties of this sort.
-            SortBy::State => counted_on(column::STATE),
-            SortBy::Type => counted_on(column::TYPE),
-        };
-        let column = match request.sort_by {
-            SortBy::CreationDate => column::CREATED,
-            SortBy::UserName => column::USERNAME,
-            SortBy::FirstName => column::FIRST_NAME,
-            SortBy::LastName => column::LAST_NAME,
-            SortBy::NickName => column::NICK_NAME,
-            SortBy::DisplayName => column::DISPLAY_NAME,
-            SortBy::Email => column::EMAIL,
-            SortBy::State => column::STATE,
-            SortBy::Type => column::TYPE,
+            SortBy::State | SortBy::Type => counted_on(column),
+            _ => on_column(column),
         };
         Ok(Walk::Range(range.unwrap_or_else(|| whole_column(column))))
     }
@@ -635,6 +621,21 @@ impl Listing<'_> {
             }
         };
         Ok((total, page))
+    }
+}
+
+/// The index column of a sort.
+fn sort_column(sort_by: SortBy) -> u8 {
+    match sort_by {
+        SortBy::CreationDate => column::CREATED,
+        SortBy::UserName => column::USERNAME,
+        SortBy::FirstName => column::FIRST_NAME,
+        SortBy::LastName => column::LAST_NAME,
+        SortBy::NickName => column::NICK_NAME,
+        SortBy::DisplayName => column::DISPLAY_NAME,
+        SortBy::Email => column::EMAIL,
+        SortBy::State => column::STATE,
+        SortBy::Type => column::TYPE,
     }
 }
 
