@@ -206,12 +206,12 @@ async fn a_store_without_list_indexes_gets_them_built_at_open() {
     let (lost, _) = store.scan_prefix(b"x").next().unwrap().unwrap();
     let (count, _) = store.scan_prefix(b"c").next().unwrap().unwrap();
     let mut damage = WriteBatch::default();
-    damage.delete(lost);
+    damage.delete(lost.clone());
     damage.put(
         b"xU\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01ghost".to_vec(),
         Vec::new(),
     );
-    damage.add(count, 1);
+    damage.add(count.clone(), 1);
     store.submit(b"damage", damage).wait().await.unwrap();
     store.close().unwrap();
     let report = verify(&config).unwrap();
@@ -222,4 +222,15 @@ async fn a_store_without_list_indexes_gets_them_built_at_open() {
         .any(|w| w.starts_with("list index entry") && w.ends_with("missing")));
     assert!(whats.contains(&"user ghost is not listed with this value"));
     assert!(whats.iter().any(|w| w.contains("the records count")));
+
+    // Repaired but the stray entry: it alone is named (nothing is missing, one entry too many).
+    let store = Store::open(&store_config(&config)).unwrap();
+    let mut repair = WriteBatch::default();
+    repair.put(lost, Vec::new());
+    repair.add(count, -1);
+    store.submit(b"repair", repair).wait().await.unwrap();
+    store.close().unwrap();
+    let report = verify(&config).unwrap();
+    let whats: Vec<&str> = report.problems.iter().map(|p| p.what.as_str()).collect();
+    assert_eq!(whats, ["user ghost is not listed with this value"]);
 }
