@@ -76,7 +76,7 @@ pub struct Layout {
 }
 
 /// A counter's value as stored (i64 big-endian); 0 for anything else.
-pub fn counter_value(bytes: &[u8]) -> i64 {
+pub(crate) fn counter_value(bytes: &[u8]) -> i64 {
     bytes.try_into().map(i64::from_be_bytes).unwrap_or(0)
 }
 

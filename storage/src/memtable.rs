@@ -105,7 +105,8 @@ impl Table {
     }
 
     fn is_ordered(&self, key: &[u8]) -> bool {
-        self.ordered_tag.is_some() && key.first() == self.ordered_tag.as_ref()
+        self.ordered_tag
+            .is_some_and(|tag| key.first() == Some(&tag))
     }
 
     /// The layout of the runs this table keeps.

@@ -185,7 +185,8 @@ pub fn write_changes(
         }
         (Some(old), Some(new)) => {
             for ((column, before), (_, after)) in old.columns().iter().zip(new.columns().iter()) {
-                if before != after || old.created != new.created {
+                // (a user's creation time never changes)
+                if before != after {
                     batch.delete(keys::list_index(*column, before, old.created, id));
                     batch.put(
                         keys::list_index(*column, after, new.created, id),

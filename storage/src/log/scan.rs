@@ -13,14 +13,7 @@ use crate::{Backend, KvIter, Runs, StoreError};
 /// Every live entry under `prefix`: `tables` over `inner`.
 pub(super) fn scan<'a>(tables: &Tables, inner: &'a dyn Backend, prefix: &[u8]) -> KvIter<'a> {
     let runs = tables.active.runs();
-    let overlay = {
-        let mut overlay = BTreeMap::new();
-        let tables_in_order = tables.frozen.as_deref().into_iter().chain([&tables.active]);
-        for table in tables_in_order {
-            overlay.extend(table.scan(prefix));
-        }
-        overlay
-    };
+    let overlay = overlay(tables, prefix);
     let sled = entries(inner.scan_prefix(prefix));
     let base: Entries<'_> = if prefix.first() == Some(&runs.tag) {
         let chunks = Expanded {
@@ -48,15 +41,21 @@ pub(super) fn scan_rev<'a>(tables: &Tables, inner: &'a dyn Backend, prefix: &[u8
         let all: Vec<_> = scan(tables, inner, prefix).collect();
         return Box::new(all.into_iter().rev());
     }
+    let sled = entries(inner.scan_prefix_rev(prefix));
+    live(Union::reversed(
+        Box::new(overlay(tables, prefix).into_iter().rev().map(Ok)),
+        sled,
+    ))
+}
+
+/// The memtables' entries under `prefix`, copied (the frozen table's overwritten by the
+/// active one's), in key order.
+fn overlay(tables: &Tables, prefix: &[u8]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
     let mut overlay = BTreeMap::new();
     for table in tables.frozen.as_deref().into_iter().chain([&tables.active]) {
         overlay.extend(table.scan(prefix));
     }
-    let sled = entries(inner.scan_prefix_rev(prefix));
-    live(Union::reversed(
-        Box::new(overlay.into_iter().rev().map(Ok)),
-        sled,
-    ))
+    overlay
 }
 
 /// The merged entries without the deletes.
@@ -72,10 +71,7 @@ fn live(merged: Union<'_>) -> KvIter<'_> {
 /// expanded into their entries.
 pub(super) fn scan_all<'a>(tables: &Tables, inner: &'a dyn Backend) -> KvIter<'a> {
     let runs = tables.active.runs();
-    let mut overlay = BTreeMap::new();
-    for table in tables.frozen.as_deref().into_iter().chain([&tables.active]) {
-        overlay.extend(table.scan(&[]));
-    }
+    let overlay = overlay(tables, &[]);
     // Every key of sled but the chunks, tag by tag (so the chunks are never read twice).
     let plain: Entries<'a> = Box::new(
         (0..=u8::MAX)
