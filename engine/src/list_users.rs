@@ -507,7 +507,7 @@ impl Listing<'_> {
     }
 
     /// The creation time and id (the key after the value) of every entry under `prefix`, if
-    /// there are fewer than `most`. Counts toward [`SKIP_CAP`].
+    /// there are fewer than `most` (the caller keeps `most` within [`SKIP_CAP`]).
     fn tails(&self, prefix: &[u8], most: usize) -> Result<Option<Vec<Vec<u8>>>, Error> {
         let mut tails = Vec::new();
         for entry in self.engine.inner.store.scan_prefix(prefix) {

@@ -116,18 +116,16 @@ pub async fn measure(
     let org = &populated.org;
     let org_deep = (populated.org_users / 2) as u64;
     let locked_deep = (populated.locked / 2) as u64;
+    // A prefix of a dozen usernames (12345 and 123450..=123459 at a million users).
     let prefix = format!("load-scale-{}", users / 81);
+    // A page of 100 at `offset` of the users matching `queries`.
+    let page = |offset: u64, queries: Value| json!({"query": {"limit": 100, "offset": offset}, "queries": queries});
+    let in_org = json!([{"organizationIdQuery": {"organizationId": org}}]);
+    let locked = json!([{"stateQuery": {"state": "USER_STATE_LOCKED"}}]);
+    let username = |name: &str, method: &str| json!([{"userNameQuery": {"userName": name, "method": format!("TEXT_QUERY_METHOD_{method}")}}]);
     let queries: Vec<(String, bool, Value)> = vec![
-        (
-            "all, first page".into(),
-            true,
-            json!({"query": {"limit": 100}}),
-        ),
-        (
-            format!("all, offset {deep}"),
-            false,
-            json!({"query": {"limit": 100, "offset": deep}}),
-        ),
+        ("all, first page".into(), true, page(0, json!([]))),
+        (format!("all, offset {deep}"), false, page(deep, json!([]))),
         (
             "all, sorted by username".into(),
             false,
@@ -136,47 +134,50 @@ pub async fn measure(
         (
             "organization (1 %), first page".into(),
             true,
-            json!({"query": {"limit": 100}, "queries": [{"organizationIdQuery": {"organizationId": org}}]}),
+            page(0, in_org.clone()),
         ),
         (
             format!("organization, offset {org_deep}"),
             false,
-            json!({"query": {"limit": 100, "offset": org_deep}, "queries": [{"organizationIdQuery": {"organizationId": org}}]}),
+            page(org_deep, in_org),
         ),
         (
             "state LOCKED (1 %), first page".into(),
             true,
-            json!({"query": {"limit": 100}, "queries": [{"stateQuery": {"state": "USER_STATE_LOCKED"}}]}),
+            page(0, locked.clone()),
         ),
         (
             format!("state LOCKED, offset {locked_deep}"),
             false,
-            json!({"query": {"limit": 100, "offset": locked_deep}, "queries": [{"stateQuery": {"state": "USER_STATE_LOCKED"}}]}),
+            page(locked_deep, locked),
         ),
         (
             format!("username prefix {prefix}"),
             true,
-            json!({"query": {"limit": 100}, "queries": [{"userNameQuery": {"userName": prefix, "method": "TEXT_QUERY_METHOD_STARTS_WITH"}}]}),
+            page(0, username(&prefix, "STARTS_WITH")),
         ),
         (
             "username prefix load-scale-1 (11 %), case-insensitive".into(),
             false,
-            json!({"query": {"limit": 100}, "queries": [{"userNameQuery": {"userName": "LOAD-SCALE-1", "method": "TEXT_QUERY_METHOD_STARTS_WITH_IGNORE_CASE"}}]}),
+            page(0, username("LOAD-SCALE-1", "STARTS_WITH_IGNORE_CASE")),
         ),
         (
             "username prefix load-scale-1 (11 %), case-sensitive".into(),
             false,
-            json!({"query": {"limit": 100}, "queries": [{"userNameQuery": {"userName": "load-scale-1", "method": "TEXT_QUERY_METHOD_STARTS_WITH"}}]}),
+            page(0, username("load-scale-1", "STARTS_WITH")),
         ),
         (
             "username contains -scale-77777 (sorted by creation: a walk of every user)".into(),
             false,
-            json!({"query": {"limit": 100}, "queries": [{"userNameQuery": {"userName": "-scale-77777", "method": "TEXT_QUERY_METHOD_CONTAINS"}}]}),
+            page(0, username("-scale-77777", "CONTAINS")),
         ),
         (
             "email equals, ignoring case".into(),
             false,
-            json!({"query": {"limit": 100}, "queries": [{"emailQuery": {"emailAddress": "LOAD-SCALE-7@EXAMPLE.COM", "method": "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE"}}]}),
+            page(
+                0,
+                json!([{"emailQuery": {"emailAddress": "LOAD-SCALE-7@EXAMPLE.COM", "method": "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE"}}]),
+            ),
         ),
     ];
     let mut timings = Vec::new();
