@@ -481,17 +481,10 @@ fn locked_users(
 ) -> Result<Vec<String>, Error> {
     // The LOCKED users are one range of ListUsers' state index (`user/index.rs`), in creation
     // order: only they are read, not every user.
-    let locked = crate::keys::list_index_value(
-        crate::user::index::column::STATE,
-        &[crate::user::index::state_byte(UserState::Locked)],
-        true,
-    );
     let mut users = Vec::new();
-    for item in store.scan_prefix(&locked) {
+    for item in store.scan_prefix(&crate::user::index::state_range(UserState::Locked)) {
         let (key, _) = item?;
-        let id = keys::list_index_user(&key).ok_or_else(|| {
-            Error::with(ErrorId::Internal, format!("corrupt list index key {key:?}"))
-        })?;
+        let id = crate::user::index::entry_user(&key)?;
         let Some(bytes) = store.get(&keys::user(id))? else {
             continue;
         };

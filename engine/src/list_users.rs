@@ -35,7 +35,9 @@ use crate::error::{Error, ErrorId};
 use crate::keys;
 use crate::orgs::OrgRecord;
 use crate::types::*;
-use crate::user::index::{column, state_byte, type_byte, LISTED_STATES};
+use crate::user::index::{
+    column, corrupt_entry, entry_user, state_byte, state_range, type_byte, LISTED_STATES,
+};
 use crate::user::lockout::LockoutState;
 use crate::user::record::{HumanRecord, Kind, UserRecord};
 use crate::users::{login_name, view};
@@ -279,10 +281,9 @@ impl Listing<'_> {
                     keys::list_index_value(column::ORG, o.as_bytes(), true),
                     self.count(o, None, None),
                 ),
-                UserQuery::State(s) if *s != UserState::Deleted => (
-                    keys::list_index_value(column::STATE, &[state_byte(*s)], true),
-                    self.count("", Some(*s), None),
-                ),
+                UserQuery::State(s) if *s != UserState::Deleted => {
+                    (state_range(*s), self.count("", Some(*s), None))
+                }
                 UserQuery::Type(t) => {
                     let human = *t == UserKindFilter::Human;
                     (
@@ -404,7 +405,7 @@ impl Listing<'_> {
             if ids.len() == self.limits.small {
                 return Ok(None);
             }
-            ids.push(index_user(&key)?.to_owned());
+            ids.push(entry_user(&key)?.to_owned());
         }
         Ok(Some(ids))
     }
@@ -515,7 +516,7 @@ impl Listing<'_> {
             if tails.len() + 1 >= most {
                 return Ok(None);
             }
-            let at = keys::list_index_tail(&key).ok_or_else(|| corrupt(&key))?;
+            let at = keys::list_index_tail(&key).ok_or_else(|| corrupt_entry(&key))?;
             tails.push(key[at..].to_vec());
         }
         Ok(Some(tails))
@@ -542,7 +543,7 @@ impl Listing<'_> {
                 };
                 let ids = entries.map(|entry| {
                     let (key, _) = entry?;
-                    Ok(index_user(&key)?.to_owned())
+                    Ok(entry_user(&key)?.to_owned())
                 });
                 (Box::new(ids), range.exact, range.in_reach)
             }
@@ -666,14 +667,6 @@ fn text_query_is_exact(query: &UserQuery) -> bool {
         | UserQuery::Email(_, m) => matches!(m, EqualsIgnoreCase | StartsWithIgnoreCase),
         _ => false,
     }
-}
-
-fn corrupt(key: &[u8]) -> Error {
-    Error::with(ErrorId::Internal, format!("corrupt list index key {key:?}"))
-}
-
-fn index_user(key: &[u8]) -> Result<&str, Error> {
-    keys::list_index_user(key).ok_or_else(|| corrupt(key))
 }
 
 /// Sorts `records` as ListUsers does: by the sort column (text lowercased), then creation time,

@@ -152,6 +152,20 @@ impl Indexed {
     }
 }
 
+/// The prefix of the index entries of every user in `state`, in creation order.
+pub fn state_range(state: UserState) -> Vec<u8> {
+    keys::list_index_value(column::STATE, &[state_byte(state)], true)
+}
+
+/// The user id at the end of an index entry; an error for a key that is none.
+pub fn entry_user(key: &[u8]) -> Result<&str, Error> {
+    keys::list_index_user(key).ok_or_else(|| corrupt_entry(key))
+}
+
+pub fn corrupt_entry(key: &[u8]) -> Error {
+    Error::with(ErrorId::Internal, format!("corrupt list index key {key:?}"))
+}
+
 /// A type's byte: humans sort before machines.
 pub fn type_byte(human: bool) -> u8 {
     u8::from(!human)
