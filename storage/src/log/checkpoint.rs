@@ -9,6 +9,10 @@
 //! one sled insert per owner per checkpoint instead of one per command. In between, the thread
 //! zero-fills spare segments (`spares.rs`).
 //!
+//! A checkpoint starts only once the log is synced past every record of its table (a table is
+//! frozen right after a sync, but records applied in between are in it): sled keeps what it is
+//! given op by op, so an unsynced record copied in part would outlive a crash the log forgets.
+//!
 //! A checkpoint that fails is retried (the log still holds its data); a panic ends the thread and
 //! marks the log failed (`failure`), which fails the store: the memtable could no longer be
 //! drained, and memory would grow without bound.
@@ -23,7 +27,7 @@ use crate::sync::RwLock;
 
 use super::pause::Pause;
 use super::spares::{prepare_spare, retire_segments_upto};
-use super::Tables;
+use super::{Synced, Tables};
 use crate::memtable::{event_key, Table};
 use crate::{Backend, Runs, StoreError, WriteBatch};
 
@@ -36,6 +40,9 @@ pub(super) struct Checkpoint {
     /// The newest segment whose records are all in `table` (or older).
     pub upto: u64,
     pub table: Arc<Table>,
+    /// The log position (`Synced`) of the table's last record: nothing is copied into sled
+    /// before the log is synced that far.
+    pub durable_at: u64,
 }
 
 /// Work for the background thread.
@@ -67,6 +74,8 @@ pub(super) struct Background {
     pub failure: Arc<OnceLock<String>>,
     /// Backups running (`pause.rs`): no checkpoint starts while one reads.
     pub pause: Arc<Pause>,
+    /// How far the log is synced.
+    pub synced: Arc<Synced>,
 }
 
 impl Background {
@@ -117,6 +126,10 @@ impl Background {
     /// Copies the frozen table into sled, retires its segments and drops it; `false` when the
     /// store is closing before the checkpoint could complete.
     fn checkpoint(&self, checkpoint: Checkpoint, metrics: &CheckpointMetrics) -> bool {
+        // Write-ahead: the frozen table's newest records may still be waiting for their sync.
+        if !self.synced.wait_for(checkpoint.durable_at, &self.closing) {
+            return false;
+        }
         if !self.pause.begin_checkpoint(&self.closing) {
             return false;
         }

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 
-use crate::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::memtable::Table;
 use crate::{Backend, KvIter, Runs, StoreError, WriteBatch};
@@ -91,10 +91,46 @@ impl Tables {
 #[derive(Default)]
 struct Buffer {
     unsynced: Vec<u8>,
+    /// Bytes of records appended since open (synced or not): a position in the log.
+    appended: u64,
     closed: bool,
     /// Something was applied since open: only then does close checkpoint (a process that only
     /// read — `latchkey verify`, an offline backup — leaves the directory as it found it).
     wrote: bool,
+}
+
+/// How far the log is synced (in [`Buffer::appended`] bytes), for the checkpoint thread: a
+/// frozen table may hold records applied after the last sync, and none of them may reach sled
+/// before the log holds them — sled keeps what a checkpoint wrote op by op, so a crash would
+/// leave part of a batch the log cannot replay (an event without its snapshot).
+#[derive(Default)]
+pub(super) struct Synced {
+    upto: Mutex<u64>,
+    advanced: Condvar,
+}
+
+impl Synced {
+    fn publish(&self, upto: u64) {
+        let mut synced = self.upto.lock();
+        if *synced < upto {
+            *synced = upto;
+            self.advanced.notify_all();
+        }
+    }
+
+    /// Waits until the log is synced up to `position`; `false` if `closing` was set first.
+    pub(super) fn wait_for(&self, position: u64, closing: &AtomicBool) -> bool {
+        let mut synced = self.upto.lock();
+        while *synced < position {
+            if closing.load(Ordering::Acquire) {
+                return false;
+            }
+            // Bounded, so a close is noticed even when no flush comes.
+            self.advanced
+                .wait_for(&mut synced, std::time::Duration::from_millis(50));
+        }
+        true
+    }
 }
 
 /// A [`Backend`] that logs batches and keeps them in a memtable, checkpointing into `inner`.
@@ -102,6 +138,7 @@ pub struct LoggedBackend {
     inner: Arc<dyn Backend>,
     tables: Arc<RwLock<Tables>>,
     buffer: Mutex<Buffer>,
+    synced: Arc<Synced>,
     /// Held for a whole flush, so flushes are serialized; `None` once closed.
     segment: Mutex<Option<Segment>>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -156,6 +193,7 @@ impl LoggedBackend {
         let closing = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(OnceLock::new());
         let pause = Arc::new(Pause::default());
+        let synced = Arc::new(Synced::default());
         let (tx, rx) = mpsc::channel();
         let checkpointer = {
             let background = Background {
@@ -167,6 +205,7 @@ impl LoggedBackend {
                 preparing: preparing.clone(),
                 failure: failure.clone(),
                 pause: pause.clone(),
+                synced: synced.clone(),
             };
             std::thread::Builder::new()
                 .name("latchkey-checkpoint".into())
@@ -177,6 +216,7 @@ impl LoggedBackend {
             inner,
             tables,
             buffer: Mutex::new(Buffer::default()),
+            synced,
             segment: Mutex::new(Some(segment)),
             jobs: Mutex::new(Some(tx)),
             preparing,
@@ -204,7 +244,10 @@ impl LoggedBackend {
     /// Writes and syncs everything appended so far. On failure the bytes go back in front of
     /// the buffer and the segment is marked broken, so the next flush rewrites them whole.
     fn sync(&self, segment: &mut Segment) -> Result<(), StoreError> {
-        let mut data = std::mem::take(&mut self.buffer.lock().unsynced);
+        let (mut data, position) = {
+            let mut buffer = self.buffer.lock();
+            (std::mem::take(&mut buffer.unsynced), buffer.appended)
+        };
         let written = if segment.broken {
             segment.rotate()
         } else {
@@ -224,13 +267,17 @@ impl LoggedBackend {
             let newer = std::mem::replace(&mut buffer.unsynced, data);
             buffer.unsynced.extend_from_slice(&newer);
         }
+        if written.is_ok() {
+            self.synced.publish(position);
+        }
         written
     }
 
     /// After a good sync: freezes the memtable for a checkpoint when it is big enough and no
     /// checkpoint is running, and starts a new segment. Every segment up to the old one then
     /// holds only records of the frozen table or older ones; records appended since the sync are
-    /// in the frozen table too and go to the new segment (replaying them twice is harmless).
+    /// in the frozen table too and go to the new segment (replaying them twice is harmless); the
+    /// checkpoint waits for their sync before it writes anything into sled.
     fn maybe_freeze(&self, segment: &mut Segment) -> Result<(), StoreError> {
         {
             let tables = self.read_tables();
@@ -242,15 +289,22 @@ impl LoggedBackend {
         }
         let upto = segment.number;
         segment.rotate()?;
-        let table = {
+        // Under the buffer's lock (taken before the tables', as `apply` does), so the position
+        // is exactly that of the last record in the frozen table.
+        let (table, durable_at) = {
+            let buffer = self.buffer.lock();
             let mut tables = self.write_tables();
             let empty = tables.active.empty_like();
             let table = Arc::new(std::mem::replace(&mut tables.active, empty));
             tables.active_bytes = 0;
             tables.frozen = Some(table.clone());
-            table
+            (table, buffer.appended)
         };
-        self.send(Job::Checkpoint(Checkpoint { upto, table }));
+        self.send(Job::Checkpoint(Checkpoint {
+            upto,
+            table,
+            durable_at,
+        }));
         Ok(())
     }
 
@@ -350,7 +404,9 @@ impl Backend for LoggedBackend {
         if buffer.closed {
             return Err(StoreError::Closed);
         }
+        let before = buffer.unsynced.len();
         encode_record(&batch, &mut buffer.unsynced);
+        buffer.appended += (buffer.unsynced.len() - before) as u64;
         buffer.wrote = true;
         let entries = {
             let mut tables = self.write_tables();

@@ -355,6 +355,68 @@ fn unsynced_records_are_lost_but_synced_ones_are_not() {
     assert_eq!(get(&backend, "b"), None);
 }
 
+/// A table frozen right after a sync holds the records applied in between; the checkpoint must
+/// not copy them into sled before their own sync, or a crash would leave sled holding writes the
+/// log forgot (in part: sled keeps a checkpoint's ops one by one).
+#[test]
+fn a_checkpoint_waits_for_the_sync_of_its_newest_records() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let backend = open(dir.path(), 1);
+        backend.apply(batch(&[("a", Some("synced"))])).unwrap();
+        {
+            let mut guard = backend.segment.lock();
+            let segment = guard.as_mut().unwrap();
+            backend.sync(segment).unwrap();
+            backend
+                .apply(batch(&[("b", Some("applied after the sync"))]))
+                .unwrap();
+            backend.maybe_freeze(segment).unwrap();
+        }
+        assert!(backend.read_tables().frozen.is_some(), "frozen with b");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(get(backend.inner.as_ref(), "a"), None, "nothing copied yet");
+        assert_eq!(get(backend.inner.as_ref(), "b"), None);
+        assert!(backend.read_tables().frozen.is_some(), "still waiting");
+
+        backend.flush().unwrap();
+        wait_for_checkpoint(&backend);
+        assert_eq!(
+            get(backend.inner.as_ref(), "b").as_deref(),
+            Some("applied after the sync")
+        );
+        backend
+            .apply(batch(&[("c", Some("never synced"))]))
+            .unwrap();
+        drop(backend); // a crash: c was never synced
+    }
+    let backend = open(dir.path(), 1);
+    assert_eq!(
+        get(&backend, "b").as_deref(),
+        Some("applied after the sync")
+    );
+    assert_eq!(get(&backend, "c"), None);
+}
+
+/// A checkpoint waiting for a sync that never comes lets the store close (the log keeps it).
+#[test]
+fn a_close_is_not_held_by_a_checkpoint_waiting_for_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(dir.path(), 1);
+    backend.apply(batch(&[("a", Some("1"))])).unwrap();
+    {
+        let mut guard = backend.segment.lock();
+        let segment = guard.as_mut().unwrap();
+        backend.sync(segment).unwrap();
+        backend.apply(batch(&[("b", Some("2"))])).unwrap();
+        backend.maybe_freeze(segment).unwrap();
+    }
+    drop(backend); // no sync: the waiting thread must notice the close and end
+    let backend = open(dir.path(), 1);
+    assert_eq!(get(&backend, "a").as_deref(), Some("1"));
+    assert_eq!(get(&backend, "b"), None);
+}
+
 #[test]
 fn checkpoints_move_the_memtable_into_sled_and_remove_its_segments() {
     let dir = tempfile::tempdir().unwrap();
