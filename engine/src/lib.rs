@@ -33,6 +33,7 @@ mod history;
 mod ids;
 mod keys;
 mod list_users;
+mod locked;
 mod lockout;
 mod metrics;
 mod orgs;

@@ -24,6 +24,7 @@ use crate::keys;
 
 use crate::auth_cache::AuthCache;
 use crate::error::{Error, ErrorId};
+use crate::locked::LockedUsers;
 use crate::lockout::Policies;
 use crate::metrics::EngineMetrics;
 use crate::passwords::Tarpit;
@@ -72,6 +73,7 @@ pub(crate) struct Registry {
     verifier: Verifier,
     tarpit: Tarpit,
     unlocks: AutoUnlocks,
+    locked: LockedUsers,
 }
 
 /// What the registry shares with every actor besides the store.
@@ -101,6 +103,7 @@ impl Registry {
             verifier: shared.verifier,
             tarpit: shared.tarpit,
             unlocks: AutoUnlocks::default(),
+            locked: LockedUsers::default(),
         }
     }
 
@@ -119,6 +122,11 @@ impl Registry {
 
     pub fn unlocks(&self) -> &AutoUnlocks {
         &self.unlocks
+    }
+
+    /// The users known to be locked (`locked.rs`), written by their actors.
+    pub fn locked(&self) -> &LockedUsers {
+        &self.locked
     }
 
     pub fn set_supervisor(&self, cell: ActorCell) {

@@ -497,3 +497,55 @@ async fn parallel_guesses_wait_out_the_tarpit_of_the_user() {
     assert_eq!(kit.verifications() - before, 1);
     kit.engine.shutdown().await.ok();
 }
+
+/// Checks of a locked user are refused from the engine's map of locked users once the lock is
+/// durable: with the user's actor passivated, a hundred refused logins activate nothing (and
+/// cost no hash). An unlock goes through the actor and removes the user from the map, so the next
+/// login gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_of_a_locked_user_wake_no_actor_and_an_unlock_lets_the_next_one_in() {
+    let kit = kit_with(|config| config.idle_timeout(Duration::from_millis(50))).await;
+    kit.max_attempts(1).await;
+    let user = kit.user("stuffed@example.com").await;
+    assert_eq!(
+        refusal(kit.login(&user, "wrong").await),
+        (ErrorId::PasswordInvalid, Some(1))
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while kit.engine.stats().active_actors > 0 {
+        assert!(std::time::Instant::now() < deadline, "never passivated");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = kit.engine.stats();
+    for _ in 0..100 {
+        assert_eq!(
+            refusal(kit.login(&user, PASSWORD).await),
+            (ErrorId::CheckedUserNotActive, None)
+        );
+    }
+    let after = kit.engine.stats();
+    assert_eq!(after.activations, before.activations, "no actor woken");
+    assert_eq!(after.password_verifications, before.password_verifications);
+
+    kit.engine.unlock_user(&kit.admin, &user).await.unwrap();
+    kit.login(&user, PASSWORD).await.expect("unlocked: in");
+    kit.engine.shutdown().await.unwrap();
+}
+
+/// A lock whose write the store refused never happened: the map must not refuse the user on
+/// the strength of it. The next login goes to the (reloaded) actor and gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_that_failed_to_persist_refuses_nobody() {
+    let faults = latchkey_storage::faults::Faults::new();
+    let kit = kit_with(|config| config.faults(faults.clone())).await;
+    let user = kit.user("unlucky@example.com").await;
+    faults.fail_apply(true);
+    let refused = kit.engine.lock_user(&kit.admin, &user).await.unwrap_err();
+    assert_eq!(refused.id, ErrorId::StoreUnavailable);
+    faults.clear();
+    kit.login(&user, PASSWORD)
+        .await
+        .expect("the failed lock locked nobody");
+    assert_eq!(kit.state(&user).await, UserState::Active);
+    kit.engine.shutdown().await.unwrap();
+}

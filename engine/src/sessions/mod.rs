@@ -355,6 +355,11 @@ impl Engine {
             if current.is_some_and(|c| c.id != id) {
                 return Err(ErrorId::SessionUserChange.into());
             }
+            // A user durably locked is refused without its actor (`locked.rs`): the answer a
+            // credential-stuffing wave gets again and again costs a map read.
+            if self.inner.registry.locked().refuses(&id, now_micros()) {
+                return Err(ErrorId::CheckedUserNotActive.into());
+            }
             // The user's record through its actor (durable state, as GetUserByID reads it); the
             // state decides before anything else is built, so a locked user — the answer an
             // attacker gets again and again — costs no user view.

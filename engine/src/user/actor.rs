@@ -158,6 +158,8 @@ pub(crate) struct UserActorState {
     indexed: Option<Indexed>,
     last_write: Completion,
     last_activity: Instant,
+    /// This user has an entry in the registry's map of locked users (`locked.rs`).
+    listed_locked: bool,
 }
 
 impl UserActorState {
@@ -263,8 +265,23 @@ impl UserActorState {
     /// next request with one of its tokens re-reads this (durable) state.
     fn submit(&mut self, registry: &Registry, batch: WriteBatch) {
         self.last_write = registry.store().submit(&self.scope, batch);
+        self.sync_locked(registry);
         if matches!(*self.record.kind, Kind::Machine(_)) {
             registry.auth_cache().invalidate(&self.id);
+        }
+    }
+
+    /// Tells the map of locked users (`locked.rs`) what this user's state is now, with the write
+    /// that made it so: checks refuse from the map only once that write is durable.
+    fn sync_locked(&mut self, registry: &Registry) {
+        if self.record.state == UserState::Locked {
+            let until = self.lockout.lock.and_then(|lock| lock.until);
+            self.listed_locked = registry
+                .locked()
+                .lock(&self.id, until, self.last_write.clone());
+        } else if self.listed_locked {
+            registry.locked().unlock(&self.id);
+            self.listed_locked = false;
         }
     }
 
@@ -288,7 +305,7 @@ impl Actor for UserActor {
     ) -> Result<UserActorState, ActorProcessingErr> {
         let period = (self.registry.idle_timeout() / 2).max(Duration::from_millis(10));
         myself.send_interval(period, || UserMsg::Tick);
-        Ok(UserActorState {
+        let mut state = UserActorState {
             scope: keys::user(&args.id),
             id: args.id,
             indexed: Indexed::of(&args.record),
@@ -297,7 +314,11 @@ impl Actor for UserActor {
             checks: CheckQueue::default(),
             last_write: Completion::done(),
             last_activity: Instant::now(),
-        })
+            // A predecessor may have left an entry (its unlock failed, or it was evicted).
+            listed_locked: true,
+        };
+        state.sync_locked(&self.registry);
+        Ok(state)
     }
 
     async fn handle(
