@@ -1,0 +1,35 @@
+//! The cluster crate's one error type. The engine maps it to its own ids at its edge.
+
+/// What a cluster operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pinned NATS server could not be found or installed.
+    #[error("nats-server: {0}")]
+    Install(String),
+    /// A NATS server of the testbed could not be started or did not become ready.
+    #[error("nats testbed: {0}")]
+    Testbed(String),
+    /// The append was refused by the stream: another append to the same user got there first
+    /// (JetStream 10071 "wrong last sequence", or 10164 while that append is in flight). The
+    /// writer's view of the user is stale; nothing was written.
+    #[error("append to {subject} fenced: expected last sequence {expected} (JetStream {code})")]
+    Fenced {
+        subject: String,
+        expected: u64,
+        code: u64,
+    },
+    /// The append's outcome is unknown past its deadline (no acknowledgement). Retrying with the
+    /// same request id tells which: the stream keeps a window of ids and acknowledges a repeat as
+    /// a duplicate of the first.
+    #[error("append to {subject} not acknowledged before its deadline: outcome unknown")]
+    OutcomeUnknown { subject: String },
+    /// Any other refusal or failure of the NATS client or server.
+    #[error("nats: {0}")]
+    Nats(String),
+}
+
+impl Error {
+    pub(crate) fn nats(e: impl std::fmt::Display) -> Self {
+        Error::Nats(e.to_string())
+    }
+}

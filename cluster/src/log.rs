@@ -1,0 +1,239 @@
+//! A user's log in its partition's stream: the fenced append and the read of the last message.
+//!
+//! Every append carries two headers the stream's leader checks before it proposes the message to
+//! its replicas:
+//!
+//! - `Nats-Expected-Last-Subject-Sequence: L` — the stream sequence of the user's last message as
+//!   the writer saw it (0: the user has none). If another append to the user got there first, the
+//!   leader refuses this one (10071, or 10164 while the other is still in flight), so of any
+//!   number of writers that read the same state exactly one is accepted. This is the fence: a
+//!   node that lost the user — paused past its lease, cut off, or simply wrong about ownership —
+//!   cannot write it, whatever it believes. `tests/fence.rs` checks it on the pinned server.
+//! - `Nats-Msg-Id: <request id>` — a retry of an append whose acknowledgement was lost comes back
+//!   as a duplicate of the first (with the first's sequence) instead of being applied twice,
+//!   within the stream's duplicate window (`partitions::DUPLICATE_WINDOW`).
+//!
+//! An append is acknowledged only once a majority of the stream's replicas holds it. Until its
+//! deadline, [`UserLog::append`] retries what is transient — no acknowledgement, no leader yet
+//! (no responders), a new leader still applying its log (10163), the same id still in flight
+//! (10158) — always with the same id and expectation, so whatever happened, at most one copy
+//! exists. Past the deadline the outcome is [`Error::OutcomeUnknown`].
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+
+use crate::partitions::Layout;
+use crate::Error;
+
+/// How long one attempt waits for its acknowledgement before it is sent again.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The pause before retrying a transient refusal.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// JetStream's error codes this module tells apart.
+mod code {
+    /// "wrong last sequence": the subject's last message is not the expected one.
+    pub const WRONG_LAST_SEQUENCE: u64 = 10071;
+    /// "duplicate message id is in process": the same request id is being appended right now.
+    pub const DUPLICATE_IN_PROCESS: u64 = 10158;
+    /// "expected last sequence per subject temporarily not ready": a new leader still applies
+    /// its log.
+    pub const NOT_READY: u64 = 10163;
+    /// "wrong last sequence" for a subject with an append in flight (constant text).
+    pub const WRONG_LAST_SEQUENCE_IN_FLIGHT: u64 = 10164;
+}
+
+/// An acknowledged append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The message's stream sequence: the next append's expectation.
+    pub sequence: u64,
+    /// True when the request id had been appended before: this is that append's sequence, and
+    /// nothing new was written.
+    pub duplicate: bool,
+}
+
+/// The last message of a user's subject.
+#[derive(Debug, Clone)]
+pub struct Last {
+    pub sequence: u64,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+}
+
+/// The users' logs of one cluster, through one NATS connection.
+#[derive(Clone)]
+pub struct UserLog {
+    js: jetstream::Context,
+    layout: Layout,
+}
+
+impl UserLog {
+    pub fn new(client: async_nats::Client, layout: Layout) -> Self {
+        let js = jetstream::context::ContextBuilder::new()
+            .timeout(ATTEMPT_TIMEOUT)
+            .build(client);
+        UserLog { js, layout }
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Appends `payload` (with `headers`) to `user_id`'s log if its last message is still the one
+    /// at `expected` (0: none), under `request_id`; retries transient failures until `deadline`.
+    pub async fn append(
+        &self,
+        user_id: &str,
+        expected: u64,
+        request_id: &str,
+        headers: &HeaderMap,
+        payload: Bytes,
+        deadline: Instant,
+    ) -> Result<Appended, Error> {
+        let subject = self.layout.user_subject(user_id);
+        loop {
+            let message = PublishMessage::build()
+                .headers(headers.clone())
+                .payload(payload.clone())
+                .message_id(request_id)
+                .expected_last_subject_sequence(expected);
+            let outcome = match self.js.send_publish(subject.clone(), message).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(ack) => {
+                    return Ok(Appended {
+                        sequence: ack.sequence,
+                        duplicate: ack.duplicate,
+                    })
+                }
+                Err(e) => {
+                    if let Some(final_error) = final_error(&e, &subject, expected) {
+                        return Err(final_error);
+                    }
+                }
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(Error::OutcomeUnknown { subject });
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// The last message of `user_id`'s log, read from its stream's leader (so it includes every
+    /// acknowledged append); `None` when the user has none.
+    pub async fn last(&self, user_id: &str) -> Result<Option<Last>, Error> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let p = self.layout.partition_of(user_id);
+        let stream = self
+            .js
+            .get_stream_no_info(Layout::stream_name(p))
+            .await
+            .map_err(Error::nats)?;
+        match stream
+            .get_last_raw_message_by_subject(&self.layout.user_subject(user_id))
+            .await
+        {
+            Ok(message) => Ok(Some(Last {
+                sequence: message.sequence,
+                headers: message.headers,
+                payload: message.payload,
+            })),
+            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+            Err(e) => Err(Error::nats(e)),
+        }
+    }
+}
+
+/// One message of a partition's stream, as [`UserLog::scan`] reads it back.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    pub subject: String,
+    pub sequence: u64,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+}
+
+impl UserLog {
+    /// Every message of partition `p`'s stream up to its last at the time of the call, in order
+    /// (an audit's view of the log: what the replicas agreed on, whoever wrote it).
+    pub async fn scan(&self, p: u32) -> Result<Vec<Scanned>, Error> {
+        use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+        use futures::StreamExt;
+        let mut stream = self
+            .js
+            .get_stream(Layout::stream_name(p))
+            .await
+            .map_err(Error::nats)?;
+        let last = stream
+            .info()
+            .await
+            .map_err(Error::nats)?
+            .state
+            .last_sequence;
+        let mut scanned = Vec::new();
+        if last == 0 {
+            return Ok(scanned);
+        }
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(Error::nats)?;
+        let mut messages = consumer.messages().await.map_err(Error::nats)?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(Error::nats)?;
+            let sequence = message.info().map_err(Error::nats)?.stream_sequence;
+            scanned.push(Scanned {
+                subject: message.subject.to_string(),
+                sequence,
+                headers: message.headers.clone().unwrap_or_default(),
+                payload: message.payload.clone(),
+            });
+            if sequence >= last {
+                break;
+            }
+        }
+        Ok(scanned)
+    }
+}
+
+/// What a failed attempt means for the append: `None` when it is transient and worth another
+/// attempt with the same id, else the append's error.
+fn final_error(
+    e: &jetstream::context::PublishError,
+    subject: &str,
+    expected: u64,
+) -> Option<Error> {
+    match (e.kind(), jetstream_code(e)) {
+        (_, Some(c @ (code::WRONG_LAST_SEQUENCE | code::WRONG_LAST_SEQUENCE_IN_FLIGHT))) => {
+            Some(Error::Fenced {
+                subject: subject.to_owned(),
+                expected,
+                code: c,
+            })
+        }
+        (_, Some(code::NOT_READY | code::DUPLICATE_IN_PROCESS)) => None,
+        (
+            PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::StreamNotFound,
+            _,
+        ) => None,
+        _ => Some(Error::nats(e)),
+    }
+}
+
+/// The JetStream error code behind a publish error, if the server sent one.
+fn jetstream_code(e: &jetstream::context::PublishError) -> Option<u64> {
+    std::error::Error::source(e)?
+        .downcast_ref::<jetstream::Error>()
+        .map(|e| e.error_code().0)
+}

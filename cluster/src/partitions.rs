@@ -1,0 +1,111 @@
+//! Users to partitions, partitions to streams.
+//!
+//! A cluster has a fixed number of partitions, chosen when it is created. A user belongs to
+//! partition `fnv1a(user id) mod P` forever; each partition is one replicated JetStream stream
+//! (`LK_P00`, `LK_P01`, …) — one Raft group with its own leader, so the leaders, and the work of
+//! ordering appends, spread over the NATS servers. A user's events are the messages of its own
+//! subject in its partition's stream (`lk.p<k>.u.<user id>`), which is what the per-subject
+//! fence of `log.rs` compares against.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+use crate::Error;
+
+/// How long a stream remembers request ids (`Nats-Msg-Id`): a retry within it is acknowledged as
+/// a duplicate of the first append instead of being applied again.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The layout of a cluster: how many partitions and how many replicas of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub partitions: u32,
+    pub replicas: usize,
+}
+
+impl Layout {
+    /// The partition of `user_id`. Stable across versions and machines (FNV-1a, not the
+    /// standard library's randomly keyed hasher).
+    pub fn partition_of(&self, user_id: &str) -> u32 {
+        let hash = user_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        // The remainder is below `partitions`, which is a u32.
+        (hash % u64::from(self.partitions.max(1))) as u32
+    }
+
+    /// The stream of partition `p`.
+    pub fn stream_name(p: u32) -> String {
+        format!("LK_P{p:02}")
+    }
+
+    /// The subject of `user_id`'s events.
+    pub fn user_subject(&self, user_id: &str) -> String {
+        format!("lk.p{}.u.{user_id}", self.partition_of(user_id))
+    }
+
+    /// The stream configuration of partition `p`.
+    pub fn stream_config(&self, p: u32) -> stream::Config {
+        stream::Config {
+            name: Self::stream_name(p),
+            subjects: vec![format!("lk.p{p}.>")],
+            num_replicas: self.replicas,
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        }
+    }
+
+    /// Creates every partition's stream that does not exist yet; an existing one must have this
+    /// layout's replica count.
+    pub async fn ensure_streams(&self, js: &jetstream::Context) -> Result<(), Error> {
+        for p in 0..self.partitions {
+            let mut stream = js
+                .get_or_create_stream(self.stream_config(p))
+                .await
+                .map_err(Error::nats)?;
+            let info = stream.info().await.map_err(Error::nats)?;
+            if info.config.num_replicas != self.replicas {
+                return Err(Error::Nats(format!(
+                    "stream {} has {} replicas, the layout says {}",
+                    info.config.name, info.config.num_replicas, self.replicas
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_users_partition_is_fixed_and_users_spread_over_all() {
+        let layout = Layout {
+            partitions: 16,
+            replicas: 3,
+        };
+        // Pinned values: a change here would move every user of an existing cluster.
+        assert_eq!(layout.partition_of("312238829193593001"), 0);
+        assert_eq!(
+            layout.user_subject("312238829193593001"),
+            "lk.p0.u.312238829193593001"
+        );
+        let mut counts = [0u32; 16];
+        for n in 0..16_000u64 {
+            counts[layout.partition_of(&(300_000_000_000_000_000 + n).to_string()) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn stream_names_sort_in_partition_order() {
+        assert_eq!(Layout::stream_name(3), "LK_P03");
+        assert_eq!(Layout::stream_name(63), "LK_P63");
+    }
+}
