@@ -12,10 +12,13 @@
 //!   resume, restart a server.
 //! - `partitions.rs` — users to partitions, partitions to streams and subjects.
 //! - `log.rs` — the fenced append and the read of a user's last message.
+//! - `membership.rs` — live nodes, each node's lease, the coordinator, the partition table and
+//!   its epochs.
 //! - `error.rs` — this crate's one error type.
 
 pub mod error;
 pub mod log;
+pub mod membership;
 pub mod nats_server;
 pub mod partitions;
 pub mod testbed;

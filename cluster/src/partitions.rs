@@ -28,9 +28,7 @@ impl Layout {
     /// The partition of `user_id`. Stable across versions and machines (FNV-1a, not the
     /// standard library's randomly keyed hasher).
     pub fn partition_of(&self, user_id: &str) -> u32 {
-        let hash = user_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        let hash = fnv1a(user_id.bytes());
         // The remainder is below `partitions`, which is a u32.
         (hash % u64::from(self.partitions.max(1))) as u32
     }
@@ -75,6 +73,13 @@ impl Layout {
         }
         Ok(())
     }
+}
+
+/// FNV-1a, 64 bits: a hash that never changes between versions or machines.
+pub(crate) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,589 @@
+//! Which node serves which partition: heartbeats, the node's lease, the coordinator and the
+//! partition table, all in JetStream key-value buckets.
+//!
+//! - **Live nodes** (`lk_nodes`): each node puts its key every `renew_every`; the bucket's
+//!   `max_age` is the TTL, so a node that stops renewing — dead, paused, cut off — disappears
+//!   `ttl` after its last renewal reached the server.
+//! - **The node's lease**: a node may serve only until `ttl − margin` after it *sent* its last
+//!   successful renewal. The server's TTL of that renewal starts later than the send, so a node
+//!   always knows its lease is gone before anyone else may think it dead.
+//! - **The coordinator** (`lk_coord`): whoever creates the key `coordinator` and keeps updating
+//!   it with its revision (compare-and-set); it lapses like a node key.
+//! - **The partition table** (`lk_parts`): key `p<k>` names the owner, or a handoff from one node
+//!   to another. The coordinator assigns partitions by rendezvous hashing over the live nodes (a
+//!   join or a leave moves only the partitions that must move) and writes every change by
+//!   compare-and-set; **the entry's revision is the partition's epoch**. A live owner gives a
+//!   partition up by handoff: the coordinator marks it `from>to`, the owner stops serving it at
+//!   once and writes `to` itself (compare-and-set again). A dead owner's partitions — its key
+//!   expired, so its lease lapsed — go straight to their new owner.
+//!
+//! A node serves partition `p` only while the table, as its watch last delivered it, names it as
+//! `p`'s owner and its lease holds ([`Membership::serves`]). A node whose lease lapsed — paused,
+//! cut off from NATS — may have missed table changes meanwhile, so when a renewal succeeds after a
+//! lapse it serves again only once its watch has delivered the table as it stood after that
+//! renewal. That is what keeps reads from being
+//! served by two nodes; writes do not rely on it — a stale owner's append is refused by the
+//! stream (`log.rs`).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+
+use crate::partitions::{fnv1a, Layout};
+use crate::Error;
+
+const NODES: &str = "lk_nodes";
+const COORD: &str = "lk_coord";
+const PARTS: &str = "lk_parts";
+const COORDINATOR_KEY: &str = "coordinator";
+
+/// How a node takes part in the cluster.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: String,
+    pub layout: Layout,
+    /// How long a node's key (and the coordinator's) outlives its last renewal.
+    pub ttl: Duration,
+    /// How often a node renews its key (and the coordinator its lease).
+    pub renew_every: Duration,
+    /// How much earlier than `ttl` a node considers its own lease gone (clock rates may differ).
+    pub margin: Duration,
+    /// How often the coordinator compares the table with the live nodes.
+    pub poll_every: Duration,
+}
+
+impl Config {
+    /// The defaults: TTL 3 s, renewal every second, a margin of 0.5 s, a poll every 0.5 s.
+    pub fn new(node_id: impl Into<String>, layout: Layout) -> Self {
+        Config {
+            node_id: node_id.into(),
+            layout,
+            ttl: Duration::from_secs(3),
+            renew_every: Duration::from_secs(1),
+            margin: Duration::from_millis(500),
+            poll_every: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A partition table entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    /// `node` owns the partition.
+    Owned(String),
+    /// `from` is giving the partition to `to`; neither serves it meanwhile.
+    Handoff { from: String, to: String },
+}
+
+impl Assignment {
+    fn encode(&self) -> Bytes {
+        match self {
+            Assignment::Owned(node) => Bytes::from(node.clone()),
+            Assignment::Handoff { from, to } => Bytes::from(format!("{from}>{to}")),
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Assignment> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        if text.is_empty() {
+            return None;
+        }
+        Some(match text.split_once('>') {
+            Some((from, to)) => Assignment::Handoff {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            },
+            None => Assignment::Owned(text.to_owned()),
+        })
+    }
+}
+
+/// One partition as a node's watch last delivered it: the assignment and its epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub assignment: Assignment,
+    pub epoch: u64,
+}
+
+struct Shared {
+    config: Config,
+    /// The partition table as the watch delivered it.
+    table: Mutex<Vec<Option<Entry>>>,
+    /// Until when this node may serve (its lease).
+    lease_until: Mutex<Option<Instant>>,
+    /// The highest table revision the watch has delivered.
+    seen: AtomicU64,
+    /// The table revision the watch must have delivered before this node serves (set when the
+    /// node's lease is taken up again after a lapse, and at the start).
+    required: AtomicU64,
+    /// Set when the node leaves or stops: it serves nothing from then on.
+    stopped: AtomicBool,
+    /// Until when this node holds the coordinator's lease.
+    coordinating_until: Mutex<Option<Instant>>,
+}
+
+/// A node's membership: its heartbeat, its view of the partition table, and the coordinator's
+/// work when it holds that lease. Dropping it stops everything at once (as a crash would: its key
+/// stays until the TTL); [`Membership::leave`] leaves gracefully.
+pub struct Membership {
+    shared: Arc<Shared>,
+    nodes: kv::Store,
+    coord: kv::Store,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Membership {
+    /// Joins the cluster behind `client` (creating the buckets the first time), and starts the
+    /// heartbeat, the table watch and the coordinator's loop.
+    pub async fn join(client: async_nats::Client, config: Config) -> Result<Membership, Error> {
+        let js = jetstream::new(client);
+        let replicas = config.layout.replicas;
+        let nodes = bucket(&js, NODES, config.ttl, replicas).await?;
+        let coord = bucket(&js, COORD, config.ttl, replicas).await?;
+        let parts = bucket(&js, PARTS, Duration::ZERO, replicas).await?;
+        let shared = Arc::new(Shared {
+            table: Mutex::new(vec![None; config.layout.partitions as usize]),
+            config,
+            lease_until: Mutex::new(None),
+            seen: AtomicU64::new(0),
+            required: AtomicU64::new(u64::MAX),
+            stopped: AtomicBool::new(false),
+            coordinating_until: Mutex::new(None),
+        });
+        let watch = parts.watch_with_history(">").await.map_err(Error::nats)?;
+        renew(&shared, &nodes, &parts).await?;
+        let tasks = vec![
+            tokio::spawn(heartbeat(shared.clone(), nodes.clone(), parts.clone())),
+            tokio::spawn(follow_table(shared.clone(), parts.clone(), watch)),
+            tokio::spawn(coordinate(
+                shared.clone(),
+                nodes.clone(),
+                coord.clone(),
+                parts,
+            )),
+        ];
+        Ok(Membership {
+            shared,
+            nodes,
+            coord,
+            tasks,
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.shared.config.node_id
+    }
+
+    /// The epoch under which this node serves partition `p` right now, if it does: the table
+    /// names it the owner and its lease holds.
+    pub fn serves(&self, p: u32) -> Option<u64> {
+        let shared = &self.shared;
+        if shared.stopped.load(Ordering::Acquire)
+            || !self.lease_holds()
+            || shared.seen.load(Ordering::Acquire) < shared.required.load(Ordering::Acquire)
+        {
+            return None;
+        }
+        let table = self
+            .shared
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match table.get(p as usize)? {
+            Some(Entry {
+                assignment: Assignment::Owned(node),
+                epoch,
+            }) if *node == self.shared.config.node_id => Some(*epoch),
+            _ => None,
+        }
+    }
+
+    /// Partition `p` as this node's watch last delivered it.
+    pub fn entry(&self, p: u32) -> Option<Entry> {
+        let table = self
+            .shared
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        table.get(p as usize).cloned().flatten()
+    }
+
+    /// True while this node's lease holds (its last renewal was sent less than `ttl − margin` ago).
+    pub fn lease_holds(&self) -> bool {
+        let until = *self
+            .shared
+            .lease_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// True while this node holds the coordinator's lease.
+    pub fn coordinating(&self) -> bool {
+        let until = *self
+            .shared
+            .coordinating_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        !self.shared.stopped.load(Ordering::Acquire)
+            && until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Leaves the cluster: stops serving at once, stops renewing, and purges its key (and the
+    /// coordinator's, if it holds it) so its partitions move without waiting for the TTL.
+    pub async fn leave(mut self) -> Result<(), Error> {
+        let coordinating = self.coordinating();
+        self.stop();
+        let node = &self.shared.config.node_id;
+        let key = format!("{}{node}", self.nodes.prefix);
+        self.nodes
+            .stream
+            .purge()
+            .filter(key)
+            .await
+            .map_err(Error::nats)?;
+        if coordinating {
+            let coord = &self.coord;
+            let key = format!("{}{COORDINATOR_KEY}", coord.prefix);
+            coord
+                .stream
+                .purge()
+                .filter(key)
+                .await
+                .map_err(Error::nats)?;
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Release);
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Opens the bucket `name`, creating it the first time.
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<kv::Store, Error> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: name.to_owned(),
+            history: 1,
+            max_age: ttl,
+            num_replicas: replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Another node created it in between.
+        Err(_) => js.get_key_value(name).await.map_err(Error::nats),
+    }
+}
+
+/// Renews this node's key; on success the lease runs from the moment the renewal was sent.
+///
+/// If the lease had lapsed before the renewal came back, the coordinator may have moved this
+/// node's partitions meanwhile, and this node's watch may be behind. A write to the table's
+/// bucket (the key `sync.<node>`) marks where the table stands now — reading the stream's last
+/// sequence would not do: a server that was paused may still answer as the leader it was — and
+/// the node serves again only once its watch has delivered that write.
+async fn renew(shared: &Shared, nodes: &kv::Store, parts: &kv::Store) -> Result<(), Error> {
+    let sent = Instant::now();
+    nodes
+        .put(&shared.config.node_id, Bytes::new())
+        .await
+        .map_err(Error::nats)?;
+    let lapsed = {
+        let until = shared
+            .lease_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        until.is_none_or(|until| until <= Instant::now())
+    };
+    if lapsed {
+        let mark = format!("sync.{}", shared.config.node_id);
+        let newest = parts.put(mark, Bytes::new()).await.map_err(Error::nats)?;
+        shared.required.store(newest, Ordering::Release);
+    }
+    let until = sent + shared.config.ttl.saturating_sub(shared.config.margin);
+    *shared
+        .lease_until
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(until);
+    Ok(())
+}
+
+async fn heartbeat(shared: Arc<Shared>, nodes: kv::Store, parts: kv::Store) {
+    let mut tick = tokio::time::interval(shared.config.renew_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = renew(&shared, &nodes, &parts).await {
+            tracing::warn!(node = %shared.config.node_id, "cannot renew the node's lease: {e}");
+        }
+    }
+}
+
+/// Applies the table's changes as the watch delivers them. A watch can stall without an error
+/// (its consumer sat on a server that froze); every two seconds the table's newest revision is
+/// read from its stream's leader, and a watch still behind the revision read at the previous
+/// check is replaced — the new one delivers every entry again, which applying twice is harmless.
+async fn follow_table(shared: Arc<Shared>, parts: kv::Store, mut watch: kv::Watch) {
+    let mut check = tokio::time::interval(Duration::from_secs(2));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut newest_before = 0;
+    loop {
+        tokio::select! {
+            entry = watch.next() => match entry {
+                Some(Ok(entry)) => on_table_change(&shared, &parts, entry).await,
+                Some(Err(e)) => {
+                    tracing::warn!(node = %shared.config.node_id, "table watch: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                None => newest_before = u64::MAX,
+            },
+            _ = check.tick() => {
+                if shared.seen.load(Ordering::Acquire) < newest_before {
+                    tracing::warn!(node = %shared.config.node_id, "table watch stalled; restarting it");
+                    match parts.watch_with_history(">").await {
+                        Ok(fresh) => watch = fresh,
+                        Err(e) => tracing::warn!(node = %shared.config.node_id, "table watch: {e}"),
+                    }
+                }
+                let mut stream = parts.stream.clone();
+                if let Ok(info) = stream.info().await {
+                    newest_before = info.state.last_sequence;
+                }
+            }
+        }
+    }
+}
+
+/// Records a table change; a handoff away from this node is acknowledged at once (it serves
+/// the partition no more from the moment the change is recorded).
+async fn on_table_change(shared: &Shared, parts: &kv::Store, entry: kv::Entry) {
+    shared.seen.fetch_max(entry.revision, Ordering::AcqRel);
+    let Some(p) = entry
+        .key
+        .strip_prefix('p')
+        .and_then(|k| k.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let assignment = match entry.operation {
+        kv::Operation::Put => Assignment::decode(&entry.value),
+        kv::Operation::Delete | kv::Operation::Purge => None,
+    };
+    {
+        let mut table = shared.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = table.get_mut(p) {
+            *slot = assignment.clone().map(|assignment| Entry {
+                assignment,
+                epoch: entry.revision,
+            });
+        }
+    }
+    if let Some(Assignment::Handoff { from, to }) = assignment {
+        if from == shared.config.node_id && !shared.stopped.load(Ordering::Acquire) {
+            let given = Assignment::Owned(to).encode();
+            // A failed compare-and-set means the table moved on; the coordinator decides again.
+            let _ = parts.update(&entry.key, given, entry.revision).await;
+        }
+    }
+}
+
+/// The coordinator's loop, run by every node: take the lease when it is free, keep it while
+/// held, and bring the table in line with the live nodes.
+async fn coordinate(shared: Arc<Shared>, nodes: kv::Store, coord: kv::Store, parts: kv::Store) {
+    let mut held: Option<u64> = None;
+    let mut tick = tokio::time::interval(shared.config.poll_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let me = Bytes::from(shared.config.node_id.clone());
+        let sent = Instant::now();
+        held = match held {
+            Some(revision) => coord.update(COORDINATOR_KEY, me, revision).await.ok(),
+            None => coord.create(COORDINATOR_KEY, me).await.ok(),
+        };
+        let until = held.map(|_| sent + shared.config.ttl.saturating_sub(shared.config.margin));
+        *shared
+            .coordinating_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = until;
+        if held.is_some() {
+            if let Err(e) = rebalance(&shared, &nodes, &parts).await {
+                tracing::warn!(node = %shared.config.node_id, "rebalancing failed: {e}");
+            }
+        }
+    }
+}
+
+/// One pass of the coordinator: every partition toward its rendezvous owner among the live
+/// nodes, each change a compare-and-set on the entry as this node's watch delivered it (a stale
+/// view loses the compare-and-set and is decided again in the next pass).
+///
+/// The live nodes come from the bucket stream's info, which its leader answers. Reads of
+/// single keys (direct gets) are avoided here: any replica may take them, and a paused replica
+/// keeps its share of them unanswered until the request times out.
+async fn rebalance(shared: &Shared, nodes: &kv::Store, parts: &kv::Store) -> Result<(), Error> {
+    let layout = &shared.config.layout;
+    let mut live = HashSet::new();
+    let mut subjects = nodes
+        .stream
+        .info_with_subjects(format!("{}>", nodes.prefix))
+        .await
+        .map_err(Error::nats)?;
+    while let Some(subject) = subjects.next().await {
+        let (subject, _) = subject.map_err(Error::nats)?;
+        if let Some(node) = subject.strip_prefix(nodes.prefix.as_str()) {
+            live.insert(node.to_owned());
+        }
+    }
+    let live: Vec<String> = live.into_iter().collect();
+    let table = shared
+        .table
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    for p in 0..layout.partitions {
+        let Some(desired) = rendezvous(&live, p) else {
+            return Ok(());
+        };
+        let key = format!("p{p}");
+        let current = table
+            .get(p as usize)
+            .cloned()
+            .flatten()
+            .map(|entry| (entry.assignment, entry.epoch));
+        let alive = |node: &str| live.iter().any(|n| n == node);
+        let next = match &current {
+            None => Some(Assignment::Owned(desired.to_owned())),
+            Some((Assignment::Owned(owner), _)) if owner == desired => None,
+            Some((Assignment::Owned(owner), _)) if !alive(owner) => {
+                Some(Assignment::Owned(desired.to_owned()))
+            }
+            Some((Assignment::Owned(owner), _)) => Some(Assignment::Handoff {
+                from: owner.clone(),
+                to: desired.to_owned(),
+            }),
+            Some((Assignment::Handoff { from, .. }, _)) if !alive(from) => {
+                Some(Assignment::Owned(desired.to_owned()))
+            }
+            Some((Assignment::Handoff { from, to }, _)) if to != desired => {
+                Some(Assignment::Handoff {
+                    from: from.clone(),
+                    to: desired.to_owned(),
+                })
+            }
+            // The owner has not acknowledged the handoff yet.
+            Some((Assignment::Handoff { .. }, _)) => None,
+        };
+        let Some(next) = next else { continue };
+        // A lost compare-and-set (another coordinator, a handoff acknowledged in between) is
+        // decided again in the next pass.
+        let written = match current {
+            None => parts
+                .create(&key, next.encode())
+                .await
+                .map(|_| ())
+                .map_err(Error::nats),
+            Some((_, revision)) => parts
+                .update(&key, next.encode(), revision)
+                .await
+                .map(|_| ())
+                .map_err(Error::nats),
+        };
+        if let Err(e) = written {
+            tracing::debug!(partition = p, ?next, ?live, "table change not written: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// The owner of partition `p` among `nodes`: the highest hash of (node, p).
+pub fn rendezvous(nodes: &[String], p: u32) -> Option<&str> {
+    nodes
+        .iter()
+        .max_by_key(|node| {
+            let mut h = fnv1a(node.bytes().chain([b'/']).chain(p.to_le_bytes()));
+            // Finalize (splitmix64) so close node names do not give close scores.
+            h ^= h >> 30;
+            h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            h ^= h >> 27;
+            h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+            h ^ (h >> 31)
+        })
+        .map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("n{i}")).collect()
+    }
+
+    #[test]
+    fn a_join_moves_only_the_partitions_the_new_node_takes() {
+        let (three, four) = (names(3), names(4));
+        let mut moved = 0;
+        for p in 0..64 {
+            let before = rendezvous(&three, p).unwrap();
+            let after = rendezvous(&four, p).unwrap();
+            if before != after {
+                assert_eq!(after, "n4");
+                moved += 1;
+            }
+        }
+        // About a quarter of them, each to the newcomer.
+        assert!((8..=24).contains(&moved), "{moved}");
+    }
+
+    #[test]
+    fn every_node_gets_a_share() {
+        let nodes = names(3);
+        let mut counts = std::collections::HashMap::new();
+        for p in 0..64 {
+            *counts.entry(rendezvous(&nodes, p).unwrap()).or_insert(0) += 1;
+        }
+        assert!(counts.values().all(|&c| c >= 10), "{counts:?}");
+    }
+
+    #[test]
+    fn assignments_read_back_as_written() {
+        for a in [
+            Assignment::Owned("n1".into()),
+            Assignment::Handoff {
+                from: "n1".into(),
+                to: "n2".into(),
+            },
+        ] {
+            assert_eq!(Assignment::decode(&a.encode()), Some(a));
+        }
+        assert_eq!(Assignment::decode(b""), None);
+    }
+}

@@ -1,0 +1,242 @@
+//! Membership on the pinned NATS server: three servers on loopback, Latchkey nodes as in-process
+//! memberships, each on its own server's connection.
+//!
+//! The property checked throughout, by a sampler every 20 ms: no partition is served by two
+//! nodes at once — not while a node joins (handoff), not while one leaves, not while one is cut
+//! off from NATS past its lease and comes back (the zombie case). Times are printed, not asserted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use latchkey_cluster::membership::{Config, Membership};
+use latchkey_cluster::partitions::Layout;
+use latchkey_cluster::testbed::Testbed;
+
+const LAYOUT: Layout = Layout {
+    partitions: 16,
+    replicas: 3,
+};
+
+/// The nodes under test; a slot is emptied when its node leaves or crashes.
+type Nodes = Arc<Mutex<Vec<Option<Membership>>>>;
+
+async fn join(testbed: &Testbed, server: usize, node_id: &str) -> Membership {
+    let client = async_nats::connect(testbed.url(server)).await.unwrap();
+    Membership::join(client, Config::new(node_id, LAYOUT))
+        .await
+        .unwrap()
+}
+
+/// Who serves each partition now, by slot.
+fn servers_of(nodes: &Nodes) -> Vec<Vec<usize>> {
+    let nodes = nodes.lock().unwrap();
+    (0..LAYOUT.partitions)
+        .map(|p| {
+            nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.as_ref().is_some_and(|n| n.serves(p).is_some()))
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .collect()
+}
+
+/// Samples every 20 ms until stopped; panics (failing the test at `finish`) on a partition
+/// served twice.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    samples: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start(nodes: &Nodes) -> Sampler {
+        let (nodes, stop, samples) = (
+            nodes.clone(),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let task = tokio::spawn({
+            let (stop, samples) = (stop.clone(), samples.clone());
+            async move {
+                while !stop.load(Ordering::Acquire) {
+                    for (p, servers) in servers_of(&nodes).iter().enumerate() {
+                        assert!(servers.len() <= 1, "partition {p} served by {servers:?}");
+                    }
+                    samples.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        Sampler {
+            stop,
+            samples,
+            task,
+        }
+    }
+
+    async fn finish(self) -> usize {
+        self.stop.store(true, Ordering::Release);
+        self.task.await.unwrap();
+        self.samples.load(Ordering::Relaxed)
+    }
+}
+
+/// Waits until every partition is served by exactly one of the nodes in `slots`, and each of
+/// them serves some; returns how long that took.
+async fn settled(nodes: &Nodes, slots: &[usize], what: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let servers = servers_of(nodes);
+        let all_once = servers
+            .iter()
+            .all(|s| s.len() == 1 && slots.contains(&s[0]));
+        let shares = slots
+            .iter()
+            .all(|slot| servers.iter().any(|s| s.contains(slot)));
+        if all_once && shares {
+            println!("{what}: settled in {:?}", start.elapsed());
+            return start.elapsed();
+        }
+        if start.elapsed() > Duration::from_secs(45) {
+            let nodes = nodes.lock().unwrap();
+            let states: Vec<_> = nodes
+                .iter()
+                .flatten()
+                .map(|n| {
+                    let views: Vec<_> = (0..LAYOUT.partitions)
+                        .filter(|&p| servers[p as usize].len() != 1)
+                        .map(|p| (p, n.entry(p)))
+                        .collect();
+                    (
+                        n.node_id().to_owned(),
+                        n.lease_holds(),
+                        n.coordinating(),
+                        views,
+                    )
+                })
+                .collect();
+            panic!("{what}: not settled: {servers:?}; (node, lease, coordinating, views of the unsettled): {states:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_move_by_handoff_on_join_and_leave_never_served_twice() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let testbed = Testbed::start(3).await.unwrap();
+    let nodes: Nodes = Arc::new(Mutex::new(Vec::new()));
+    for (i, id) in ["n1", "n2"].iter().enumerate() {
+        let node = join(&testbed, i, id).await;
+        nodes.lock().unwrap().push(Some(node));
+    }
+    settled(&nodes, &[0, 1], "two nodes").await;
+    let sampler = Sampler::start(&nodes);
+
+    // A third node joins: it takes its share from live owners, by handoff.
+    let epochs_before: Vec<_> = {
+        let nodes = nodes.lock().unwrap();
+        let n1 = nodes[0].as_ref().unwrap();
+        (0..LAYOUT.partitions)
+            .map(|p| n1.entry(p).unwrap())
+            .collect()
+    };
+    let n3 = join(&testbed, 2, "n3").await;
+    nodes.lock().unwrap().push(Some(n3));
+    settled(&nodes, &[0, 1, 2], "n3 joined").await;
+    {
+        let nodes = nodes.lock().unwrap();
+        let n3 = nodes[2].as_ref().unwrap();
+        for p in 0..LAYOUT.partitions {
+            if let Some(epoch) = n3.serves(p) {
+                // Each moved partition has a newer epoch than before the join.
+                assert!(epoch > epochs_before[p as usize].epoch);
+            }
+        }
+    }
+
+    // n1 leaves gracefully: its partitions move without waiting for its key to expire.
+    let n1 = nodes.lock().unwrap()[0].take().unwrap();
+    n1.leave().await.unwrap();
+    settled(&nodes, &[1, 2], "n1 left").await;
+
+    let samples = sampler.finish().await;
+    println!("{samples} samples, no partition served twice");
+    assert!(samples > 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_stops_serving_before_its_partitions_move_and_rejoins_cleanly() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let testbed = Testbed::start(3).await.unwrap();
+    let nodes: Nodes = Arc::new(Mutex::new(Vec::new()));
+    for (i, id) in ["n1", "n2", "n3"].iter().enumerate() {
+        let node = join(&testbed, i, id).await;
+        nodes.lock().unwrap().push(Some(node));
+    }
+    settled(&nodes, &[0, 1, 2], "three nodes").await;
+    let sampler = Sampler::start(&nodes);
+
+    // n3's server freezes: n3 can neither renew nor hear of table changes. Its lease lapses on its
+    // own clock, and only after that can its key expire and its partitions move.
+    testbed.pause(2);
+    let paused = Instant::now();
+    let lapse = Config::new("n3", LAYOUT);
+    let lapse = lapse.ttl - lapse.margin;
+    tokio::time::sleep(lapse + Duration::from_millis(100)).await;
+    {
+        let nodes = nodes.lock().unwrap();
+        let n3 = nodes[2].as_ref().unwrap();
+        assert!(!n3.lease_holds());
+        assert!((0..LAYOUT.partitions).all(|p| n3.serves(p).is_none()));
+    }
+    settled(&nodes, &[0, 1], "n3 cut off").await;
+    println!(
+        "n3's partitions served again {:?} after the pause",
+        paused.elapsed()
+    );
+    let epochs_cut_off: Vec<u64> = {
+        let nodes = nodes.lock().unwrap();
+        (0..LAYOUT.partitions)
+            .map(|p| nodes.iter().flatten().find_map(|n| n.serves(p)).unwrap())
+            .collect()
+    };
+
+    // n3's server wakes: n3 renews, catches up with the table before serving anything, and takes
+    // its share back by handoff.
+    testbed.resume(2);
+    settled(&nodes, &[0, 1, 2], "n3 back").await;
+    {
+        let nodes = nodes.lock().unwrap();
+        let n3 = nodes[2].as_ref().unwrap();
+        for p in 0..LAYOUT.partitions {
+            if let Some(epoch) = n3.serves(p) {
+                // Served under a table entry written after its partitions moved away.
+                assert!(epoch > epochs_cut_off[p as usize], "partition {p}");
+            }
+        }
+    }
+
+    // n2 crashes: its key stays until the TTL, then its partitions go straight to the others.
+    let crashed = Instant::now();
+    drop(nodes.lock().unwrap()[1].take());
+    settled(&nodes, &[0, 2], "n2 crashed").await;
+    println!(
+        "n2's partitions served again {:?} after the crash",
+        crashed.elapsed()
+    );
+
+    let samples = sampler.finish().await;
+    println!("{samples} samples, no partition served twice");
+    assert!(samples > 10);
+}
