@@ -150,6 +150,77 @@ impl UserLog {
     }
 }
 
+/// The header of a claim record: `<node>/<epoch>`.
+pub const CLAIM_HEADER: &str = "Lk-Claim";
+
+/// A node's claim of a user under a partition epoch.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The claim record's sequence: the expectation of the claimant's next append.
+    pub sequence: u64,
+    /// The user's last record before the claim (`None`: the user had none, or the claim had
+    /// been made already and was found as the last record).
+    pub previous: Option<Last>,
+}
+
+impl UserLog {
+    /// Claims `user_id` for `node` under `epoch`: appends a claim record after the user's last
+    /// record. From its acknowledgement on, any append of an earlier owner — which expects a
+    /// sequence before the claim — is refused by the stream, so a new owner calls this on its
+    /// first touch of a user and before serving it.
+    ///
+    /// The last record is read from the stream's leader; if that read was stale (a woken
+    /// leader answering from its old state) or another write landed in between, the claim's
+    /// expectation is wrong, it is fenced, and the read is made again — until `deadline`.
+    /// A claim already made by this node under this epoch is found and returned as it is.
+    pub async fn claim(
+        &self,
+        user_id: &str,
+        node: &str,
+        epoch: u64,
+        deadline: Instant,
+    ) -> Result<Claimed, Error> {
+        let mark = format!("{node}/{epoch}");
+        let mut headers = HeaderMap::new();
+        headers.insert(CLAIM_HEADER, mark.as_str());
+        let request_id = format!("claim/{mark}/{user_id}");
+        loop {
+            let previous = self.last(user_id).await?;
+            if let Some(last) = &previous {
+                let claimed = last.headers.get(CLAIM_HEADER).map(|v| v.as_str());
+                if claimed == Some(mark.as_str()) {
+                    return Ok(Claimed {
+                        sequence: last.sequence,
+                        previous: None,
+                    });
+                }
+            }
+            let expected = previous.as_ref().map_or(0, |last| last.sequence);
+            match self
+                .append(
+                    user_id,
+                    expected,
+                    &request_id,
+                    &headers,
+                    Bytes::new(),
+                    deadline,
+                )
+                .await
+            {
+                Ok(appended) => {
+                    return Ok(Claimed {
+                        sequence: appended.sequence,
+                        previous,
+                    })
+                }
+                // Another write landed since the read: read again at once.
+                Err(Error::Fenced { .. }) if Instant::now() < deadline => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// One message of a partition's stream, as [`UserLog::scan`] reads it back.
 #[derive(Debug, Clone)]
 pub struct Scanned {

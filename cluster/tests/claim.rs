@@ -1,0 +1,176 @@
+//! A new owner's claim against a zombie: the old owner keeps writing with the expectation it
+//! holds, the new owner claims the user, and from the claim's acknowledgement on the stream
+//! refuses every write of the old owner — checked on the pinned server, 3 servers, R3.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use latchkey_cluster::log::{UserLog, CLAIM_HEADER};
+use latchkey_cluster::partitions::Layout;
+use latchkey_cluster::testbed::Testbed;
+use latchkey_cluster::Error;
+
+const LAYOUT: Layout = Layout {
+    partitions: 2,
+    replicas: 3,
+};
+
+fn epoch_header(node: &str, epoch: u64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("Lk-Epoch", format!("{node}/{epoch}").as_str());
+    headers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_claim_every_write_of_the_old_owner_is_fenced() {
+    let testbed = Testbed::start(3).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(testbed.url(0)).await.unwrap());
+    LAYOUT.ensure_streams(&js).await.unwrap();
+    let old = UserLog::new(async_nats::connect(testbed.url(1)).await.unwrap(), LAYOUT);
+    let new = UserLog::new(async_nats::connect(testbed.url(2)).await.unwrap(), LAYOUT);
+    let deadline = || Instant::now() + Duration::from_secs(20);
+
+    for round in 0..5 {
+        let user = format!("user-{round}");
+        // The old owner (epoch 1) writes the user as fast as it can, each write expecting its
+        // previous one — as an actor that believes it still owns the user does.
+        let (stop, claimed_at) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let writer = tokio::spawn({
+            let (old, user, stop, claimed_at) =
+                (old.clone(), user.clone(), stop.clone(), claimed_at.clone());
+            async move {
+                let (mut expected, mut written, mut fenced_after_claim) = (0, 0u64, 0u64);
+                let headers = epoch_header("a", 1);
+                for i in 0.. {
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let id = format!("{user}/a-{i}");
+                    match old
+                        .append(&user, expected, &id, &headers, Bytes::from("w"), deadline())
+                        .await
+                    {
+                        Ok(appended) => {
+                            let claim = claimed_at.load(Ordering::Acquire);
+                            assert!(
+                                claim == 0 || appended.sequence < claim,
+                                "written after the claim"
+                            );
+                            expected = appended.sequence;
+                            written += 1;
+                        }
+                        Err(Error::Fenced { .. }) => {
+                            if claimed_at.load(Ordering::Acquire) > 0 {
+                                fenced_after_claim += 1;
+                            }
+                            // A zombie keeps trying with what it believes.
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                    // An owner's writes come from its users' commands, not a tight loop.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                (written, fenced_after_claim)
+            }
+        });
+        // Request ids are unique per stream (the duplicate window is the stream's), so each
+        // carries the user.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The new owner (epoch 2) claims the user while the old one writes (a claim loses to
+        // every write that lands between its read and its append, and then reads again).
+        let claim = new.claim(&user, "b", 2, deadline()).await.unwrap();
+        claimed_at.store(claim.sequence, Ordering::Release);
+        assert!(
+            claim.previous.is_some(),
+            "the old owner's writes came before the claim"
+        );
+        // The new owner writes after its claim.
+        let mut expected = claim.sequence;
+        for i in 0..3 {
+            let appended = new
+                .append(
+                    &user,
+                    expected,
+                    &format!("{user}/b-{i}"),
+                    &epoch_header("b", 2),
+                    Bytes::from("w"),
+                    deadline(),
+                )
+                .await
+                .unwrap();
+            expected = appended.sequence;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.store(true, Ordering::Release);
+        let (written, fenced_after_claim) = writer.await.unwrap();
+        assert!(written > 0);
+        assert!(
+            fenced_after_claim > 0,
+            "the zombie's path was not exercised"
+        );
+
+        // The audit: the user's records in order — the old epoch's, one claim, the new epoch's;
+        // nothing of epoch 1 after the claim.
+        let p = LAYOUT.partition_of(&user);
+        let subject = LAYOUT.user_subject(&user);
+        let records: Vec<_> = new
+            .scan(p)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.subject == subject)
+            .collect();
+        let kinds: Vec<String> = records
+            .iter()
+            .map(|m| {
+                let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned());
+                header(CLAIM_HEADER)
+                    .map_or_else(|| header("Lk-Epoch").unwrap(), |c| format!("claim {c}"))
+            })
+            .collect();
+        let claim_at = kinds.iter().position(|k| k == "claim b/2").unwrap();
+        assert_eq!(records[claim_at].sequence, claim.sequence);
+        assert!(kinds[..claim_at].iter().all(|k| k == "a/1"), "{kinds:?}");
+        assert_eq!(kinds[claim_at + 1..], ["b/2", "b/2", "b/2"], "{kinds:?}");
+        println!("round {round}: {written} writes of epoch 1, then the claim; {fenced_after_claim} writes of epoch 1 fenced after it");
+
+        // Claiming again under the same epoch finds the claim only while it is the last record;
+        // a claim under a newer epoch fences the epoch-2 owner in turn.
+        let third = old.claim(&user, "a", 3, deadline()).await.unwrap();
+        assert!(third.sequence > expected);
+        let refused = new
+            .append(
+                &user,
+                expected,
+                &format!("{user}/b-late"),
+                &epoch_header("b", 2),
+                Bytes::from("w"),
+                deadline(),
+            )
+            .await;
+        assert!(matches!(refused, Err(Error::Fenced { .. })), "{refused:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_retried_after_a_lost_answer_is_made_once() {
+    let testbed = Testbed::start(3).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(testbed.url(0)).await.unwrap());
+    LAYOUT.ensure_streams(&js).await.unwrap();
+    let log = UserLog::new(async_nats::connect(testbed.url(1)).await.unwrap(), LAYOUT);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = log.claim("u", "b", 7, deadline).await.unwrap();
+    assert!(first.previous.is_none());
+    let again = log.claim("u", "b", 7, deadline).await.unwrap();
+    assert_eq!(again.sequence, first.sequence);
+    let subject = LAYOUT.user_subject("u");
+    let records = log.scan(LAYOUT.partition_of("u")).await.unwrap();
+    assert_eq!(records.iter().filter(|m| m.subject == subject).count(), 1);
+}
