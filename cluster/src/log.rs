@@ -125,8 +125,9 @@ impl UserLog {
         }
     }
 
-    /// The last message of `user_id`'s log, read from its stream's leader (so it includes every
-    /// acknowledged append); `None` when the user has none.
+    /// The last message of `user_id`'s log, read from its stream's leader; `None` when the user
+    /// has none. A server that was paused may still answer as the leader it was, from older
+    /// state, so a caller that writes next relies on the fence, not on this read being current.
     pub async fn last(&self, user_id: &str) -> Result<Option<Last>, Error> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;
         let p = self.layout.partition_of(user_id);

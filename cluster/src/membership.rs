@@ -116,7 +116,7 @@ struct Shared {
     /// The partition table as the watch delivered it.
     table: Mutex<Vec<Option<Entry>>>,
     /// Until when this node may serve (its lease).
-    lease_until: Mutex<Option<Instant>>,
+    lease: Lease,
     /// The highest table revision the watch has delivered.
     seen: AtomicU64,
     /// The table revision the watch must have delivered before this node serves (set when the
@@ -125,7 +125,25 @@ struct Shared {
     /// Set when the node leaves or stops: it serves nothing from then on.
     stopped: AtomicBool,
     /// Until when this node holds the coordinator's lease.
-    coordinating_until: Mutex<Option<Instant>>,
+    coordinating: Lease,
+}
+
+/// A lease held by this node: a deadline the task renewing it sets and readers check.
+#[derive(Default)]
+struct Lease(Mutex<Option<Instant>>);
+
+impl Lease {
+    /// After a renewal sent at `sent` succeeded (`None`: it failed, the lease is gone): the
+    /// lease runs `ttl − margin` from the send, so it lapses before the server's TTL can.
+    fn renewed(&self, sent: Option<Instant>, config: &Config) {
+        let until = sent.map(|sent| sent + config.ttl.saturating_sub(config.margin));
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = until;
+    }
+
+    fn holds(&self) -> bool {
+        let until = *self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        until.is_some_and(|until| Instant::now() < until)
+    }
 }
 
 /// A node's membership: its heartbeat, its view of the partition table, and the coordinator's
@@ -150,11 +168,11 @@ impl Membership {
         let shared = Arc::new(Shared {
             table: Mutex::new(vec![None; config.layout.partitions as usize]),
             config,
-            lease_until: Mutex::new(None),
+            lease: Lease::default(),
             seen: AtomicU64::new(0),
             required: AtomicU64::new(u64::MAX),
             stopped: AtomicBool::new(false),
-            coordinating_until: Mutex::new(None),
+            coordinating: Lease::default(),
         });
         let watch = parts.watch_with_history(">").await.map_err(Error::nats)?;
         renew(&shared, &nodes, &parts).await?;
@@ -216,23 +234,12 @@ impl Membership {
 
     /// True while this node's lease holds (its last renewal was sent less than `ttl − margin` ago).
     pub fn lease_holds(&self) -> bool {
-        let until = *self
-            .shared
-            .lease_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        until.is_some_and(|until| Instant::now() < until)
+        self.shared.lease.holds()
     }
 
     /// True while this node holds the coordinator's lease.
     pub fn coordinating(&self) -> bool {
-        let until = *self
-            .shared
-            .coordinating_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        !self.shared.stopped.load(Ordering::Acquire)
-            && until.is_some_and(|until| Instant::now() < until)
+        !self.shared.stopped.load(Ordering::Acquire) && self.shared.coordinating.holds()
     }
 
     /// Leaves the cluster: stops serving at once, stops renewing, and purges its key (and the
@@ -315,23 +322,12 @@ async fn renew(shared: &Shared, nodes: &kv::Store, parts: &kv::Store) -> Result<
         .put(&shared.config.node_id, Bytes::new())
         .await
         .map_err(Error::nats)?;
-    let lapsed = {
-        let until = shared
-            .lease_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        until.is_none_or(|until| until <= Instant::now())
-    };
-    if lapsed {
+    if !shared.lease.holds() {
         let mark = format!("sync.{}", shared.config.node_id);
         let newest = parts.put(mark, Bytes::new()).await.map_err(Error::nats)?;
         shared.required.store(newest, Ordering::Release);
     }
-    let until = sent + shared.config.ttl.saturating_sub(shared.config.margin);
-    *shared
-        .lease_until
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner) = Some(until);
+    shared.lease.renewed(Some(sent), &shared.config);
     Ok(())
 }
 
@@ -428,11 +424,9 @@ async fn coordinate(shared: Arc<Shared>, nodes: kv::Store, coord: kv::Store, par
             Some(revision) => coord.update(COORDINATOR_KEY, me, revision).await.ok(),
             None => coord.create(COORDINATOR_KEY, me).await.ok(),
         };
-        let until = held.map(|_| sent + shared.config.ttl.saturating_sub(shared.config.margin));
-        *shared
-            .coordinating_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = until;
+        shared
+            .coordinating
+            .renewed(held.map(|_| sent), &shared.config);
         if held.is_some() {
             if let Err(e) = rebalance(&shared, &nodes, &parts).await {
                 tracing::warn!(node = %shared.config.node_id, "rebalancing failed: {e}");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use latchkey_cluster::log::{UserLog, CLAIM_HEADER};
+use latchkey_cluster::log::{Appended, UserLog, CLAIM_HEADER};
 use latchkey_cluster::partitions::Layout;
 use latchkey_cluster::testbed::Testbed;
 use latchkey_cluster::Error;
@@ -23,6 +23,14 @@ fn epoch_header(node: &str, epoch: u64) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("Lk-Epoch", format!("{node}/{epoch}").as_str());
     headers
+}
+
+/// A write of the epoch-2 owner, node `b`.
+async fn write_b2(log: &UserLog, user: &str, expected: u64, id: &str) -> Result<Appended, Error> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let headers = epoch_header("b", 2);
+    log.append(user, expected, id, &headers, Bytes::from("w"), deadline)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,18 +102,8 @@ async fn after_a_claim_every_write_of_the_old_owner_is_fenced() {
         // The new owner writes after its claim.
         let mut expected = claim.sequence;
         for i in 0..3 {
-            let appended = new
-                .append(
-                    &user,
-                    expected,
-                    &format!("{user}/b-{i}"),
-                    &epoch_header("b", 2),
-                    Bytes::from("w"),
-                    deadline(),
-                )
-                .await
-                .unwrap();
-            expected = appended.sequence;
+            let id = format!("{user}/b-{i}");
+            expected = write_b2(&new, &user, expected, &id).await.unwrap().sequence;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         stop.store(true, Ordering::Release);
@@ -141,20 +139,10 @@ async fn after_a_claim_every_write_of_the_old_owner_is_fenced() {
         assert_eq!(kinds[claim_at + 1..], ["b/2", "b/2", "b/2"], "{kinds:?}");
         println!("round {round}: {written} writes of epoch 1, then the claim; {fenced_after_claim} writes of epoch 1 fenced after it");
 
-        // Claiming again under the same epoch finds the claim only while it is the last record;
-        // a claim under a newer epoch fences the epoch-2 owner in turn.
+        // A claim under a newer epoch fences the epoch-2 owner in turn.
         let third = old.claim(&user, "a", 3, deadline()).await.unwrap();
         assert!(third.sequence > expected);
-        let refused = new
-            .append(
-                &user,
-                expected,
-                &format!("{user}/b-late"),
-                &epoch_header("b", 2),
-                Bytes::from("w"),
-                deadline(),
-            )
-            .await;
+        let refused = write_b2(&new, &user, expected, &format!("{user}/b-late")).await;
         assert!(matches!(refused, Err(Error::Fenced { .. })), "{refused:?}");
     }
 }

@@ -29,6 +29,22 @@ async fn join(testbed: &Testbed, server: usize, node_id: &str) -> Membership {
         .unwrap()
 }
 
+/// Three NATS servers and a node per name, node `i` on server `i`'s connection (`RUST_LOG`
+/// shows the memberships' logs).
+async fn cluster(names: &[&str]) -> (Testbed, Nodes) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let testbed = Testbed::start(3).await.unwrap();
+    let nodes: Nodes = Arc::new(Mutex::new(Vec::new()));
+    for (i, id) in names.iter().enumerate() {
+        let node = join(&testbed, i, id).await;
+        nodes.lock().unwrap().push(Some(node));
+    }
+    (testbed, nodes)
+}
+
 /// Who serves each partition now, by slot.
 fn servers_of(nodes: &Nodes) -> Vec<Vec<usize>> {
     let nodes = nodes.lock().unwrap();
@@ -127,16 +143,7 @@ async fn settled(nodes: &Nodes, slots: &[usize], what: &str) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_move_by_handoff_on_join_and_leave_never_served_twice() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let testbed = Testbed::start(3).await.unwrap();
-    let nodes: Nodes = Arc::new(Mutex::new(Vec::new()));
-    for (i, id) in ["n1", "n2"].iter().enumerate() {
-        let node = join(&testbed, i, id).await;
-        nodes.lock().unwrap().push(Some(node));
-    }
+    let (testbed, nodes) = cluster(&["n1", "n2"]).await;
     settled(&nodes, &[0, 1], "two nodes").await;
     let sampler = Sampler::start(&nodes);
 
@@ -174,16 +181,7 @@ async fn partitions_move_by_handoff_on_join_and_leave_never_served_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_stops_serving_before_its_partitions_move_and_rejoins_cleanly() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let testbed = Testbed::start(3).await.unwrap();
-    let nodes: Nodes = Arc::new(Mutex::new(Vec::new()));
-    for (i, id) in ["n1", "n2", "n3"].iter().enumerate() {
-        let node = join(&testbed, i, id).await;
-        nodes.lock().unwrap().push(Some(node));
-    }
+    let (testbed, nodes) = cluster(&["n1", "n2", "n3"]).await;
     settled(&nodes, &[0, 1, 2], "three nodes").await;
     let sampler = Sampler::start(&nodes);
 
