@@ -23,6 +23,17 @@ pub enum Error {
     /// a duplicate of the first.
     #[error("append to {subject} not acknowledged before its deadline: outcome unknown")]
     OutcomeUnknown { subject: String },
+    /// A claim refused because the user's last record was written under a newer epoch: a node
+    /// that owns the partition now has claimed the user, and this node's belief is stale.
+    /// Nothing was written.
+    #[error(
+        "claim of {subject} under epoch {epoch} refused: the user is held under epoch {newer}"
+    )]
+    Superseded {
+        subject: String,
+        epoch: u64,
+        newer: u64,
+    },
     /// Any other refusal or failure of the NATS client or server.
     #[error("nats: {0}")]
     Nats(String),

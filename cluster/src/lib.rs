@@ -14,9 +14,12 @@
 //! - `log.rs` — the fenced append and the read of a user's last message.
 //! - `membership.rs` — live nodes, each node's lease, the coordinator, the partition table and
 //!   its epochs.
+//! - `journal.rs` — the engine's store over the streams: writes as fenced appends, the node's
+//!   data directory as a view every partition's records are applied to.
 //! - `error.rs` — this crate's one error type.
 
 pub mod error;
+pub mod journal;
 pub mod log;
 pub mod membership;
 pub mod nats_server;
@@ -24,3 +27,4 @@ pub mod partitions;
 pub mod testbed;
 
 pub use error::Error;
+pub use journal::{ClusterJournal, FixedOwnership, JournalConfig, Ownership};

@@ -154,6 +154,17 @@ impl UserLog {
 /// The header of a claim record: `<node>/<epoch>`.
 pub const CLAIM_HEADER: &str = "Lk-Claim";
 
+/// The header naming who wrote a record that is not a claim: `<node>/<epoch>`.
+pub const WRITER_HEADER: &str = "Lk-Writer";
+
+/// The epoch a record was written under, from its claim or writer header.
+pub fn epoch_of(headers: &HeaderMap) -> Option<u64> {
+    let mark = headers
+        .get(CLAIM_HEADER)
+        .or_else(|| headers.get(WRITER_HEADER))?;
+    mark.as_str().rsplit_once('/')?.1.parse().ok()
+}
+
 /// A node's claim of a user under a partition epoch.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -174,6 +185,10 @@ impl UserLog {
     /// leader answering from its old state) or another write landed in between, the claim's
     /// expectation is wrong, it is fenced, and the read is made again — until `deadline`.
     /// A claim already made by this node under this epoch is found and returned as it is.
+    ///
+    /// A last record written under a newer epoch (its claim or writer header) refuses the claim
+    /// with [`Error::Superseded`]: epochs of a user never go back. The check and the append are
+    /// one step, since the append expects exactly the record that was checked.
     pub async fn claim(
         &self,
         user_id: &str,
@@ -193,6 +208,13 @@ impl UserLog {
                     return Ok(Claimed {
                         sequence: last.sequence,
                         previous: None,
+                    });
+                }
+                if let Some(newer) = epoch_of(&last.headers).filter(|&e| e > epoch) {
+                    return Err(Error::Superseded {
+                        subject: self.layout.user_subject(user_id),
+                        epoch,
+                        newer,
                     });
                 }
             }

@@ -17,6 +17,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::partitions::hex;
 use crate::Error;
 
 /// The server version everything here is verified on.
@@ -166,18 +167,9 @@ fn install_error(path: &Path, e: std::io::Error) -> Error {
     Error::Install(format!("{}: {e}", path.display()))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_is_lowercase_and_two_digits_a_byte() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
-    }
 
     #[test]
     fn a_binary_that_is_not_the_pinned_version_is_refused() {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use latchkey_cluster::log::{Appended, UserLog, CLAIM_HEADER};
+use latchkey_cluster::log::{Appended, UserLog, CLAIM_HEADER, WRITER_HEADER};
 use latchkey_cluster::partitions::Layout;
 use latchkey_cluster::testbed::Testbed;
 use latchkey_cluster::Error;
@@ -21,7 +21,7 @@ const LAYOUT: Layout = Layout {
 
 fn epoch_header(node: &str, epoch: u64) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert("Lk-Epoch", format!("{node}/{epoch}").as_str());
+    headers.insert(WRITER_HEADER, format!("{node}/{epoch}").as_str());
     headers
 }
 
@@ -130,7 +130,7 @@ async fn after_a_claim_every_write_of_the_old_owner_is_fenced() {
             .map(|m| {
                 let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned());
                 header(CLAIM_HEADER)
-                    .map_or_else(|| header("Lk-Epoch").unwrap(), |c| format!("claim {c}"))
+                    .map_or_else(|| header(WRITER_HEADER).unwrap(), |c| format!("claim {c}"))
             })
             .collect();
         let claim_at = kinds.iter().position(|k| k == "claim b/2").unwrap();
@@ -144,6 +144,20 @@ async fn after_a_claim_every_write_of_the_old_owner_is_fenced() {
         assert!(third.sequence > expected);
         let refused = write_b2(&new, &user, expected, &format!("{user}/b-late")).await;
         assert!(matches!(refused, Err(Error::Fenced { .. })), "{refused:?}");
+        // And a claim under an older epoch than the user's last record is refused: a zombie
+        // that wakes up believing it owns the partition cannot take the user back.
+        let stale = new.claim(&user, "b", 2, deadline()).await;
+        assert!(
+            matches!(
+                stale,
+                Err(Error::Superseded {
+                    epoch: 2,
+                    newer: 3,
+                    ..
+                })
+            ),
+            "{stale:?}"
+        );
     }
 }
 

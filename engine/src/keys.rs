@@ -33,6 +33,7 @@
 //! | `B` | job id, user id | the job unlocked this user (written with the unlock) |
 //! | `x` | column, value (order-preserving, see [`list_index`]), creation time (u64 BE), user id | empty: ListUsers' indexes (`user/index.rs`), one entry per listed user and column |
 //! | `c` | scope (org id, or empty for the instance), state, type | a maintained count of users (i64 BE; the store's counters) |
+//! | `Z` | partition (u32 BE) | cluster mode only: the stream sequence of the partition the node's view has applied (`latchkey-cluster`, `journal.rs`) |
 
 use latchkey_storage::{Layout, Runs};
 

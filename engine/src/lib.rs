@@ -113,6 +113,9 @@ pub struct Config {
     pub check_queue: usize,
     /// The delay after a wrong password, growing with the user's failures (ZITADEL's tarpit).
     pub tarpit: Tarpit,
+    /// Cluster mode: where writes are made durable instead of the store's own log (see
+    /// `latchkey_storage::Journal`); the data directory then holds the journal's view.
+    pub journal: Option<Arc<dyn latchkey_storage::Journal>>,
     /// Test-only: faults to inject into the store's medium (feature `fault-injection`).
     #[cfg(feature = "fault-injection")]
     pub faults: Option<latchkey_storage::faults::Faults>,
@@ -132,6 +135,7 @@ impl Default for Config {
             check_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             check_queue: 64,
             tarpit: Tarpit::default(),
+            journal: None,
             #[cfg(feature = "fault-injection")]
             faults: None,
         }
@@ -178,6 +182,11 @@ impl Config {
     /// Adds a file the embedding program keeps in the data directory (see [`Config::kept_files`]).
     pub fn keep_file(mut self, name: impl Into<String>) -> Self {
         self.kept_files.push(name.into());
+        self
+    }
+    /// Cluster mode: writes go to `journal`, and the data directory holds its view.
+    pub fn journal(mut self, journal: Arc<dyn latchkey_storage::Journal>) -> Self {
+        self.journal = Some(journal);
         self
     }
     /// Test-only: the store's medium fails or stalls as `faults` says (see
@@ -245,7 +254,7 @@ impl Engine {
         let store_config = store_config(&config);
         #[cfg(feature = "fault-injection")]
         let faults = config.faults.clone();
-        let (store, default_org, policies) = tokio::task::spawn_blocking(move || {
+        let store = tokio::task::spawn_blocking(move || {
             #[cfg(feature = "fault-injection")]
             let store = match faults {
                 Some(faults) => {
@@ -256,7 +265,18 @@ impl Engine {
             };
             #[cfg(not(feature = "fault-injection"))]
             let store = Store::open(&store_config)?;
-            let default_org = store
+            Ok::<_, OpenError>(Arc::new(store))
+        })
+        .await
+        .map_err(|e| OpenError::Engine(format!("store open task failed: {e}")))??;
+        if store.is_journaled() {
+            // The view catches up with the journal first: the bootstrap mark, the policies and
+            // every user written by other nodes are read from it below and from then on.
+            store.settle(None).await?;
+        }
+        let reader = store.clone();
+        let (default_org, policies) = tokio::task::spawn_blocking(move || {
+            let default_org = reader
                 .get(&keys::meta(bootstrap::DEFAULT_ORG))?
                 .map(|bytes| {
                     String::from_utf8(bytes).map_err(|_| {
@@ -264,13 +284,12 @@ impl Engine {
                     })
                 })
                 .transpose()?;
-            let policies = Policies::load(&store)
+            let policies = Policies::load(&reader)
                 .map_err(|e| OpenError::Engine(format!("reading lockout policies: {e}")))?;
-            Ok::<_, OpenError>((store, default_org, policies))
+            Ok::<_, OpenError>((default_org, policies))
         })
         .await
-        .map_err(|e| OpenError::Engine(format!("store open task failed: {e}")))??;
-        let store = Arc::new(store);
+        .map_err(|e| OpenError::Engine(format!("store read task failed: {e}")))??;
         user::index::build_if_missing(&store)
             .await
             .map_err(|e| OpenError::Engine(format!("building the list indexes: {e}")))?;
@@ -430,6 +449,7 @@ pub fn store_config(config: &Config) -> StoreConfig {
     store.cache_bytes = config.cache_bytes;
     store.checkpoint_entries = config.checkpoint_entries;
     store.kept_files = config.kept_files.clone();
+    store.journal = config.journal.clone();
     store
 }
 

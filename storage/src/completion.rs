@@ -65,7 +65,9 @@ struct CompletionState {
 pub struct Completion(Arc<CompletionState>);
 
 impl Completion {
-    pub(crate) fn pending() -> Self {
+    /// A completion its maker finishes later with [`Completion::finish`] (the writer, or a
+    /// journal).
+    pub fn pending() -> Self {
         Completion(Arc::new(CompletionState {
             state: AtomicU8::new(PENDING),
             error: OnceLock::new(),
@@ -80,13 +82,15 @@ impl Completion {
         c
     }
 
-    pub(crate) fn failed(error: StoreError) -> Self {
+    /// A completion that has failed already.
+    pub fn failed(error: StoreError) -> Self {
         let c = Self::pending();
         c.finish(Err(error));
         c
     }
 
-    pub(crate) fn finish(&self, result: Result<(), StoreError>) {
+    /// Resolves the completion and wakes its waiters. Only its maker calls this, once.
+    pub fn finish(&self, result: Result<(), StoreError>) {
         let state = match result {
             Ok(()) => DONE,
             Err(e) => {

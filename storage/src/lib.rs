@@ -18,6 +18,9 @@
 //! - backups (`backup.rs`): a store's live entries at one instant in a checksummed file of our
 //!   own format, and the restore of one into an empty directory.
 //!
+//! - journals (`journal.rs`): a store whose writes are made durable elsewhere — a replicated
+//!   log in cluster mode — and whose medium holds a view of that log.
+//!
 //! [`Store`] ties them together and is what the engine holds.
 
 mod backend;
@@ -26,6 +29,7 @@ mod completion;
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
+mod journal;
 mod lock;
 mod log;
 mod memtable;
@@ -43,6 +47,7 @@ use std::time::Duration;
 pub use backend::{Backend, KvIter};
 pub use completion::{Completion, WriteBatch};
 pub use error::StoreError;
+pub use journal::{Journal, JournalFuture, View};
 pub use log::{LoggedBackend, DEFAULT_CHECKPOINT_ENTRIES, WAL_DIR};
 pub use schema::Schema;
 pub use sled_backend::{SledBackend, DEFAULT_CACHE_BYTES};
@@ -126,6 +131,9 @@ pub struct StoreConfig {
     /// Files the caller keeps in the data directory beside the store (names): a directory that
     /// holds only these and no store yet is a new store, not a foreign directory.
     pub kept_files: Vec<String>,
+    /// Where writes are made durable when not in the store's own log (cluster mode): the
+    /// medium then holds the journal's view, see `journal.rs`.
+    pub journal: Option<Arc<dyn Journal>>,
 }
 
 impl StoreConfig {
@@ -138,6 +146,7 @@ impl StoreConfig {
             layout,
             schema,
             kept_files: Vec::new(),
+            journal: None,
         }
     }
 }
@@ -145,8 +154,9 @@ impl StoreConfig {
 /// The durable store: reads go straight to the backend, writes go through the group-commit writer.
 pub struct Store {
     backend: Arc<dyn Backend>,
-    writer: Writer,
+    writer: Arc<Writer>,
     data_dir: PathBuf,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl Store {
@@ -186,15 +196,22 @@ impl Store {
             &config.schema,
             &config.data_dir,
         )?;
-        let writer = Writer::start(
+        let writer = Arc::new(Writer::start(
             backend.clone(),
             config.durability,
             config.layout.counter_tag,
-        )?;
+        )?);
+        if let Some(journal) = &config.journal {
+            journal.attach(View {
+                writer: writer.clone(),
+                backend: backend.clone(),
+            })?;
+        }
         Ok(Store {
             backend,
             writer,
             data_dir: config.data_dir.clone(),
+            journal: config.journal.clone(),
         })
     }
 
@@ -204,6 +221,11 @@ impl Store {
 
     pub fn durability(&self) -> Durability {
         self.writer.durability()
+    }
+
+    /// True when writes go to a [`Journal`] and the medium holds its view (cluster mode).
+    pub fn is_journaled(&self) -> bool {
+        self.journal.is_some()
     }
 
     /// Point read of what has been applied (in `sync` mode a 2xx is only sent once that is durable).
@@ -235,15 +257,27 @@ impl Store {
     /// (sync) or applied (async), or failed. `scope` names the batch's owner (the engine uses a
     /// user's key): after a failed batch, later writes of the same scope fail too until
     /// [`Store::settle`] resets it, so a lost write can never be followed by one built on it.
+    ///
+    /// With a [`Journal`], the batch goes to the journal, and its completion resolves once the
+    /// journal holds it and this store's view has applied it.
     pub fn submit(&self, scope: &[u8], batch: WriteBatch) -> Completion {
-        self.writer.submit(scope, batch)
+        match &self.journal {
+            Some(journal) => journal.append(scope, batch),
+            None => self.writer.submit(scope, batch),
+        }
     }
 
     /// Waits until every write submitted before this call has completed, and clears the failure
     /// mark of `scope`. After it returns, reads of `scope`'s keys show exactly what is on disk.
     /// Returns at once when no write is in flight.
+    ///
+    /// With a [`Journal`], see [`Journal::settle`]: the view then also holds every record of
+    /// `scope` (or, for `None`, of the whole journal) that other writers made before the call.
     pub async fn settle(&self, scope: Option<&[u8]>) -> Result<(), StoreError> {
-        self.writer.settle(scope).await
+        match &self.journal {
+            Some(journal) => journal.settle(scope).await,
+            None => self.writer.settle(scope).await,
+        }
     }
 
     /// Writes every live entry, as it stood at one instant, to `out` as a backup

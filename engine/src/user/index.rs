@@ -270,7 +270,13 @@ pub(crate) fn is_built(store: &Store) -> Result<bool, latchkey_storage::StoreErr
 /// Builds the indexes and counts of a store written before they existed (an older schema), once:
 /// every user's entries in batches, then the counts with the mark that they are built, in one
 /// batch — a build cut short leaves no count behind and starts again at the next open.
+///
+/// A journaled store (cluster mode) is never built here: its view is the journal's records
+/// applied in order, and every record since the first carries its index entries and counts.
 pub(crate) async fn build_if_missing(store: &Arc<Store>) -> Result<(), Error> {
+    if store.is_journaled() {
+        return Ok(());
+    }
     let reader = store.clone();
     let built = tokio::task::spawn_blocking(move || is_built(&reader))
         .await

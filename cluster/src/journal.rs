@@ -1,0 +1,610 @@
+//! The engine's store over JetStream: [`ClusterJournal`], the `latchkey_storage::Journal` of a
+//! cluster node.
+//!
+//! The engine runs unchanged over a store opened with this journal. Its writes — one batch per
+//! command, under a scope (a user's key, a session's, …) — become fenced appends to the scope's
+//! subject in its partition's stream. The node's data directory holds a *view*: every record of
+//! every partition, whoever wrote it, applied in stream order by one consumer per partition.
+//! The engine reads only the view, so its indexes, counts and lists cover the whole cluster.
+//!
+//! How the engine's calls map (see `latchkey_storage::Journal` for their contract):
+//!
+//! - **append** queues the batch behind the scope's earlier ones (one task per scope appends them
+//!   in order, since each append's expectation is the previous one's sequence). The first write
+//!   of a scope under a partition epoch claims the scope first (`UserLog::claim`). The append
+//!   states the sequence it expects; a node that lost the partition — whatever it believes — is
+//!   refused by the stream. Its completion resolves once the record is in the stream *and* in
+//!   this node's view, so a read after it sees the write.
+//! - **settle(scope)** is what the engine calls before it loads a scope (an actor's activation,
+//!   a creation's checks): this node must serve the scope's partition; it claims the scope under
+//!   the partition's epoch and waits until the view has applied everything up to the claim. So an
+//!   actor never starts from state older than the last owner's, and no earlier owner can write
+//!   after it.
+//! - **settle(None)** waits until the view has applied everything each partition held at the
+//!   call: what the engine does at open, before it reads the bootstrap mark.
+//!
+//! A write that fails marks its scope, as the embedded writer does: queued writes of the scope
+//! fail without being appended until the engine settles it. Fenced → nothing was written
+//! (STORE-UNAVAILABLE); no answer before the deadline → the outcome is unknown
+//! (STORE-OUTCOME-UNKNOWN). The view never holds a write the stream refused, so a reload after a
+//! failure starts from the truth.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures::StreamExt;
+use latchkey_storage::{Completion, Journal, JournalFuture, StoreError, View, WriteBatch};
+use tokio::sync::{oneshot, watch};
+use tokio::task::AbortHandle;
+
+use crate::log::{UserLog, CLAIM_HEADER, WRITER_HEADER};
+use crate::membership::Membership;
+use crate::partitions::{hex, unhex, Layout};
+use crate::Error;
+
+/// The first byte of the view's keys that hold, per partition, the stream sequence the view has
+/// applied (written with each applied record, so the two never disagree). No engine key uses it.
+pub const POSITION_TAG: u8 = b'Z';
+
+/// Who serves which partition, under which epoch: the membership in a cluster, a fixed answer in
+/// tests.
+pub trait Ownership: Send + Sync + 'static {
+    /// The epoch under which this node serves partition `p` now, if it does.
+    fn serves(&self, p: u32) -> Option<u64>;
+}
+
+impl Ownership for Membership {
+    fn serves(&self, p: u32) -> Option<u64> {
+        Membership::serves(self, p)
+    }
+}
+
+/// Serves every partition under one epoch (0: none). For tests and single-owner set-ups where
+/// something else decides ownership.
+#[derive(Debug, Default)]
+pub struct FixedOwnership(AtomicU64);
+
+impl FixedOwnership {
+    pub fn new(epoch: u64) -> Self {
+        FixedOwnership(AtomicU64::new(epoch))
+    }
+    pub fn set(&self, epoch: u64) {
+        self.0.store(epoch, Ordering::Release);
+    }
+}
+
+impl Ownership for FixedOwnership {
+    fn serves(&self, _p: u32) -> Option<u64> {
+        Some(self.0.load(Ordering::Acquire)).filter(|&e| e > 0)
+    }
+}
+
+/// How a journal is set up.
+#[derive(Clone)]
+pub struct JournalConfig {
+    pub node_id: String,
+    pub layout: Layout,
+    /// How long an append (or a claim) retries before its outcome is unknown.
+    pub append_timeout: Duration,
+}
+
+/// The `Journal` of a cluster node. Cheap to clone.
+#[derive(Clone)]
+pub struct ClusterJournal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    log: UserLog,
+    js: jetstream::Context,
+    config: JournalConfig,
+    ownership: Arc<dyn Ownership>,
+    runtime: tokio::runtime::Handle,
+    view: OnceLock<View>,
+    /// Per partition, the stream sequence the view has applied.
+    applied: Arc<Vec<watch::Sender<u64>>>,
+    scopes: Mutex<HashMap<Vec<u8>, Scope>>,
+    /// Why the view stopped following the log, once it has: every write fails from then on.
+    failed: Arc<OnceLock<String>>,
+    consumers: Mutex<Vec<AbortHandle>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for consumer in self
+            .consumers
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            consumer.abort();
+        }
+    }
+}
+
+/// One scope's writes in flight, and what this node knows of the scope in the log.
+#[derive(Default)]
+struct Scope {
+    queue: VecDeque<Work>,
+    /// A task is appending the queue.
+    running: bool,
+    /// A write failed; later ones fail until a settle.
+    failed: bool,
+    /// The epoch this node claimed the scope under, and the scope's last sequence since.
+    claimed: Option<(u64, u64)>,
+}
+
+enum Work {
+    /// A batch (encoded), the view's position in its partition when it was submitted, and
+    /// whoever waits for it.
+    Write(Bytes, u64, Completion),
+    /// A settle of the scope.
+    Settle(oneshot::Sender<Result<(), StoreError>>),
+    /// Answered once every write queued before it is done.
+    Barrier(oneshot::Sender<()>),
+}
+
+impl ClusterJournal {
+    /// A journal over `client`'s JetStream, serving what `ownership` says. The partitions'
+    /// streams must exist (`Layout::ensure_streams`). Call from within the Tokio runtime.
+    pub fn new(
+        client: async_nats::Client,
+        config: JournalConfig,
+        ownership: Arc<dyn Ownership>,
+    ) -> Self {
+        let applied = (0..config.layout.partitions)
+            .map(|_| watch::channel(0).0)
+            .collect();
+        ClusterJournal {
+            inner: Arc::new(Inner {
+                log: UserLog::new(client.clone(), config.layout),
+                js: jetstream::new(client),
+                config,
+                ownership,
+                runtime: tokio::runtime::Handle::current(),
+                view: OnceLock::new(),
+                applied: Arc::new(applied),
+                scopes: Mutex::new(HashMap::new()),
+                failed: Arc::new(OnceLock::new()),
+                consumers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The partition of a store scope (the same for every node and version).
+    pub fn partition_of(layout: &Layout, scope: &[u8]) -> u32 {
+        layout.partition_of(&hex(scope))
+    }
+
+    /// The stream sequence of partition `p` the view has applied.
+    pub fn applied(&self, p: u32) -> u64 {
+        self.inner
+            .applied
+            .get(p as usize)
+            .map_or(0, |w| *w.borrow())
+    }
+
+    /// Stops following the log (as a crash would; what is in the view stays).
+    pub fn stop(&self) {
+        for consumer in self.inner.lock_consumers().drain(..) {
+            consumer.abort();
+        }
+    }
+}
+
+impl Journal for ClusterJournal {
+    fn attach(&self, view: View) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        if inner.view.set(view.clone()).is_err() {
+            return Err(StoreError::Io(
+                "the journal is attached to a store already".into(),
+            ));
+        }
+        let mut consumers = inner.lock_consumers();
+        for p in 0..inner.config.layout.partitions {
+            let from = match view.get(&position_key(p))? {
+                Some(bytes) => u64::from_be_bytes(
+                    bytes
+                        .try_into()
+                        .map_err(|_| StoreError::Io("a view position is not a u64".into()))?,
+                ),
+                None => 0,
+            };
+            if let Some(applied) = inner.applied.get(p as usize) {
+                applied.send_replace(from);
+            }
+            let follower = Follower {
+                js: inner.js.clone(),
+                view: view.clone(),
+                applied: inner.applied.clone(),
+                failed: inner.failed.clone(),
+                p,
+            };
+            consumers.push(inner.runtime.spawn(follower.run(from)).abort_handle());
+        }
+        Ok(())
+    }
+
+    fn append(&self, scope: &[u8], batch: WriteBatch) -> Completion {
+        if let Some(reason) = self.inner.failed.get() {
+            return Completion::failed(StoreError::Failed(reason.clone()));
+        }
+        let done = Completion::pending();
+        let p = Self::partition_of(&self.inner.config.layout, scope);
+        let work = Work::Write(Bytes::from(batch.encode()), self.applied(p), done.clone());
+        let mut scopes = self.inner.lock_scopes();
+        let state = scopes.entry(scope.to_vec()).or_default();
+        if state.failed {
+            return Completion::failed(StoreError::Poisoned);
+        }
+        self.enqueue(scope, state, work);
+        done
+    }
+
+    fn settle<'a>(&'a self, scope: Option<&'a [u8]>) -> JournalFuture<'a> {
+        Box::pin(async move {
+            match scope {
+                Some(scope) => {
+                    let (tx, rx) = oneshot::channel();
+                    {
+                        let mut scopes = self.inner.lock_scopes();
+                        let state = scopes.entry(scope.to_vec()).or_default();
+                        self.enqueue(scope, state, Work::Settle(tx));
+                    }
+                    rx.await.map_err(|_| StoreError::Closed)?
+                }
+                None => self.catch_up().await,
+            }
+        })
+    }
+}
+
+impl ClusterJournal {
+    fn enqueue(&self, scope: &[u8], state: &mut Scope, work: Work) {
+        state.queue.push_back(work);
+        if !state.running {
+            state.running = true;
+            let journal = self.clone();
+            let scope = scope.to_vec();
+            self.inner
+                .runtime
+                .spawn(async move { journal.drain(scope).await });
+        }
+    }
+
+    /// Works through `scope`'s queue in order until it is empty.
+    async fn drain(&self, scope: Vec<u8>) {
+        loop {
+            let (work, claimed) = {
+                let mut scopes = self.inner.lock_scopes();
+                let Some(state) = scopes.get_mut(&scope) else {
+                    return;
+                };
+                match state.queue.pop_front() {
+                    Some(work) => (work, state.claimed),
+                    None => {
+                        state.running = false;
+                        return;
+                    }
+                }
+            };
+            match work {
+                Work::Write(payload, seen, done) => {
+                    let outcome = self.write(&scope, claimed, payload, seen).await;
+                    let mut scopes = self.inner.lock_scopes();
+                    let state = scopes.entry(scope.clone()).or_default();
+                    match outcome {
+                        Ok(claimed) => {
+                            state.claimed = Some(claimed);
+                            done.finish(Ok(()));
+                        }
+                        Err(e) => {
+                            state.failed = true;
+                            state.claimed = None;
+                            done.finish(Err(e));
+                            // Queued writes were computed from the failed one's state.
+                            for work in &mut state.queue {
+                                if let Work::Write(_, _, done) = work {
+                                    done.finish(Err(StoreError::Poisoned));
+                                }
+                            }
+                            state.queue.retain(|w| !matches!(w, Work::Write(..)));
+                        }
+                    }
+                }
+                Work::Settle(reply) => {
+                    let outcome = self.claim(&scope, claimed).await;
+                    let mut scopes = self.inner.lock_scopes();
+                    let state = scopes.entry(scope.clone()).or_default();
+                    let _ = reply.send(outcome.map(|(epoch, last, _)| {
+                        state.failed = false;
+                        state.claimed = Some((epoch, last));
+                    }));
+                }
+                Work::Barrier(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
+    /// Makes sure this node holds `scope` under the current epoch of its partition, and that the
+    /// view holds everything before the claim. Returns (epoch, the scope's last sequence, the
+    /// sequence of its last record before a claim made now — 0 if none was made or it had none).
+    async fn claim(
+        &self,
+        scope: &[u8],
+        claimed: Option<(u64, u64)>,
+    ) -> Result<(u64, u64, u64), StoreError> {
+        let inner = &self.inner;
+        let p = Self::partition_of(&inner.config.layout, scope);
+        let epoch = inner.serving(p)?;
+        if let Some((held, last)) = claimed {
+            if held == epoch {
+                return Ok((epoch, last, 0));
+            }
+        }
+        let deadline = Instant::now() + inner.config.append_timeout;
+        let claim = inner
+            .log
+            .claim(&hex(scope), &inner.config.node_id, epoch, deadline)
+            .await
+            .map_err(store_error)?;
+        self.caught_up(p, claim.sequence, deadline).await?;
+        let previous = claim.previous.map_or(0, |last| last.sequence);
+        Ok((epoch, claim.sequence, previous))
+    }
+
+    /// Appends one batch of `scope`; returns the claim it was written under, with its sequence.
+    async fn write(
+        &self,
+        scope: &[u8],
+        claimed: Option<(u64, u64)>,
+        payload: Bytes,
+        seen: u64,
+    ) -> Result<(u64, u64), StoreError> {
+        let inner = &self.inner;
+        let p = Self::partition_of(&inner.config.layout, scope);
+        let (epoch, expected) = match claimed {
+            Some((epoch, last)) if Some(epoch) == inner.ownership.serves(p) => (epoch, last),
+            _ => {
+                // The first write of the scope under this epoch, with no settle before it (the
+                // engine settles before it loads a user; other writers may not): if the claim
+                // finds a record the view had not applied when the batch was submitted, the
+                // batch may rest on older state. It is refused, nothing is written, and a retry
+                // reads the caught-up view.
+                let (epoch, last, previous) = self.claim(scope, None).await?;
+                if previous > seen {
+                    return Err(StoreError::Io(format!(
+                        "the view of partition {p} was behind the log when the write was made; \
+                         retry"
+                    )));
+                }
+                (epoch, last)
+            }
+        };
+        let node = &inner.config.node_id;
+        let mut headers = HeaderMap::new();
+        headers.insert(WRITER_HEADER, format!("{node}/{epoch}").as_str());
+        let id = format!("w/{node}/{epoch}/{}/{expected}", hex(scope));
+        let deadline = Instant::now() + inner.config.append_timeout;
+        let appended = inner
+            .log
+            .append(&hex(scope), expected, &id, &headers, payload, deadline)
+            .await
+            .map_err(store_error)?;
+        self.caught_up(p, appended.sequence, deadline).await?;
+        Ok((epoch, appended.sequence))
+    }
+
+    /// Waits until the view has applied partition `p` up to `sequence`.
+    async fn caught_up(&self, p: u32, sequence: u64, deadline: Instant) -> Result<(), StoreError> {
+        let Some(applied) = self.inner.applied.get(p as usize) else {
+            return Err(StoreError::Io(format!("no partition {p}")));
+        };
+        let mut applied = applied.subscribe();
+        let reached =
+            tokio::time::timeout_at(deadline.into(), applied.wait_for(|&a| a >= sequence))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        match reached {
+            true => Ok(()),
+            _ => match self.inner.failed.get() {
+                Some(reason) => Err(StoreError::Failed(reason.clone())),
+                None => Err(StoreError::NotDurable(format!(
+                    "the view did not reach sequence {sequence} of partition {p} in time"
+                ))),
+            },
+        }
+    }
+
+    /// settle(None): every write queued before is done, and the view has applied every
+    /// partition up to its last sequence at the call.
+    async fn catch_up(&self) -> Result<(), StoreError> {
+        let barriers: Vec<_> = {
+            let mut scopes = self.inner.lock_scopes();
+            let busy: Vec<Vec<u8>> = scopes
+                .iter()
+                .filter(|(_, s)| s.running)
+                .map(|(k, _)| k.clone())
+                .collect();
+            busy.into_iter()
+                .filter_map(|scope| {
+                    let state = scopes.get_mut(&scope)?;
+                    let (tx, rx) = oneshot::channel();
+                    self.enqueue(&scope, state, Work::Barrier(tx));
+                    Some(rx)
+                })
+                .collect()
+        };
+        for barrier in barriers {
+            let _ = barrier.await;
+        }
+        let deadline = Instant::now() + self.inner.config.append_timeout;
+        let lasts = futures::future::join_all(
+            (0..self.inner.config.layout.partitions).map(|p| self.last_sequence(p)),
+        )
+        .await;
+        for (p, last) in lasts.into_iter().enumerate() {
+            self.caught_up(p as u32, last?, deadline).await?;
+        }
+        Ok(())
+    }
+
+    async fn last_sequence(&self, p: u32) -> Result<u64, StoreError> {
+        let mut stream = self
+            .inner
+            .js
+            .get_stream(Layout::stream_name(p))
+            .await
+            .map_err(|e| store_error(Error::nats(e)))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| store_error(Error::nats(e)))?;
+        Ok(info.state.last_sequence)
+    }
+}
+
+impl Inner {
+    fn lock_scopes(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Scope>> {
+        self.scopes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_consumers(&self) -> std::sync::MutexGuard<'_, Vec<AbortHandle>> {
+        self.consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The epoch this node serves `p` under, or why it may not write it.
+    fn serving(&self, p: u32) -> Result<u64, StoreError> {
+        if let Some(reason) = self.failed.get() {
+            return Err(StoreError::Failed(reason.clone()));
+        }
+        self.ownership.serves(p).ok_or_else(|| {
+            StoreError::Io(format!(
+                "node {} does not serve partition {p}",
+                self.config.node_id
+            ))
+        })
+    }
+}
+
+/// One partition's consumer: applies its records to the view in stream order.
+struct Follower {
+    js: jetstream::Context,
+    view: View,
+    applied: Arc<Vec<watch::Sender<u64>>>,
+    failed: Arc<OnceLock<String>>,
+    p: u32,
+}
+
+impl Follower {
+    async fn run(self, from: u64) {
+        let mut position = from;
+        loop {
+            match self.follow(&mut position).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!("partition {} follower: {e}; following again", self.p);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            if self.failed.get().is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Follows the stream from `position + 1`, advancing `position`; returns an error to be
+    /// started again (the stream not reachable), `Ok` when the view failed for good.
+    async fn follow(&self, position: &mut u64) -> Result<(), Error> {
+        let stream = self
+            .js
+            .get_stream(Layout::stream_name(self.p))
+            .await
+            .map_err(Error::nats)?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: *position + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(Error::nats)?;
+        let mut messages = consumer.messages().await.map_err(Error::nats)?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(Error::nats)?;
+            let sequence = message.info().map_err(Error::nats)?.stream_sequence;
+            if sequence <= *position {
+                continue;
+            }
+            if let Err(reason) = self.apply(&message, sequence) {
+                tracing::error!(
+                    "partition {}: record {sequence} cannot be applied, the view stops: {reason}",
+                    self.p
+                );
+                let _ = self.failed.set(reason);
+                return Ok(());
+            }
+            *position = sequence;
+            if let Some(applied) = self.applied.get(self.p as usize) {
+                applied.send_replace(sequence);
+            }
+        }
+        Err(Error::Nats("the consumer ended".into()))
+    }
+
+    fn apply(&self, message: &jetstream::Message, sequence: u64) -> Result<(), String> {
+        let scope = message
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(unhex)
+            .ok_or_else(|| format!("subject {} names no scope", message.subject))?;
+        let is_claim = message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(CLAIM_HEADER).is_some());
+        let mut batch = if is_claim {
+            WriteBatch::default()
+        } else {
+            WriteBatch::decode(&message.payload).map_err(|e| e.to_string())?
+        };
+        batch.put(position_key(self.p), sequence.to_be_bytes().to_vec());
+        match self.view.apply(&scope, batch).poll_result() {
+            Some(Err(e)) => Err(e.to_string()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The view's key holding partition `p`'s applied sequence.
+fn position_key(p: u32) -> Vec<u8> {
+    let mut key = vec![POSITION_TAG];
+    key.extend_from_slice(&p.to_be_bytes());
+    key
+}
+
+fn store_error(e: Error) -> StoreError {
+    match e {
+        Error::OutcomeUnknown { .. } => StoreError::NotDurable(e.to_string()),
+        other => StoreError::Io(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_key_is_outside_the_engines_keys() {
+        assert_eq!(position_key(3), b"Z\0\0\0\x03");
+    }
+}
