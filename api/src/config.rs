@@ -191,6 +191,43 @@ pub struct ServeArgs {
     /// A TOML file of these settings, keys named as the flags (below flags and variables).
     #[arg(long, global = true, env = "LATCHKEY_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Cluster mode: the NATS servers (comma-separated URLs, e.g. nats://10.0.0.1:4222). Users
+    /// are spread over the nodes, their state kept in JetStream; the data directory holds this
+    /// node's view of it (docs/cluster.md). Needs --node-id.
+    #[arg(long, global = true, env = "LATCHKEY_CLUSTER", requires = "node_id")]
+    pub cluster: Option<String>,
+    /// Cluster mode: this node's name, unique in the cluster and stable across its restarts.
+    #[arg(long, global = true, env = "LATCHKEY_NODE_ID", value_parser = node_id)]
+    pub node_id: Option<String>,
+    /// Cluster mode: the number of partitions, fixed when the cluster is first started.
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_CLUSTER_PARTITIONS",
+        default_value_t = 16
+    )]
+    pub cluster_partitions: u32,
+    /// Cluster mode: replicas of each partition's stream (3 survives the loss of one NATS server).
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_CLUSTER_REPLICAS",
+        default_value_t = 3
+    )]
+    pub cluster_replicas: usize,
+}
+
+/// A node id is a NATS subject token: letters, digits, `-` and `_`.
+fn node_id(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    match valid {
+        true => Ok(value.to_owned()),
+        false => Err("a node id is 1 to 64 letters, digits, '-' or '_'".into()),
+    }
 }
 
 const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];

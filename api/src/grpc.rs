@@ -26,11 +26,12 @@ use tonic::Status;
 use tonic_web::GrpcWebLayer;
 use tower::Layer;
 
-use latchkey_engine::{Engine, Error, ErrorId};
+use latchkey_engine::{Error, ErrorId};
 
 use crate::error::{grpc_status, http_status};
 use crate::metrics::RouteMetrics;
 use crate::rpc::{self, Routed, BODY_LIMIT};
+use crate::server::AppState;
 
 /// Is this a gRPC or gRPC-web request (`application/grpc`, `application/grpc+proto`,
 /// `application/grpc-web`, `application/grpc-web-text`, …)?
@@ -44,15 +45,15 @@ pub fn is_grpc(request: &Request) -> bool {
 }
 
 /// Every gRPC method, plus health and reflection, each also reachable over gRPC-web.
-pub fn router(engine: Engine) -> Router {
+pub fn router(app: AppState) -> Router {
     struct Methods {
         router: Router,
-        engine: Engine,
+        app: AppState,
     }
     impl rpc::Visitor for Methods {
         fn visit<R: Routed>(&mut self) {
             let method = Method::<R> {
-                engine: self.engine.clone(),
+                app: self.app.clone(),
                 metrics: RouteMetrics::new(R::INFO.method, "grpc"),
                 rpc: PhantomData,
             };
@@ -62,7 +63,7 @@ pub fn router(engine: Engine) -> Router {
     }
     let mut methods = Methods {
         router: Router::new(),
-        engine,
+        app,
     };
     rpc::for_each(&mut methods);
 
@@ -128,7 +129,7 @@ where
 
 /// One RPC as a gRPC unary method.
 struct Method<R> {
-    engine: Engine,
+    app: AppState,
     metrics: Arc<RouteMetrics>,
     rpc: PhantomData<fn() -> R>,
 }
@@ -136,7 +137,7 @@ struct Method<R> {
 impl<R> Clone for Method<R> {
     fn clone(&self) -> Self {
         Method {
-            engine: self.engine.clone(),
+            app: self.app.clone(),
             metrics: self.metrics.clone(),
             rpc: PhantomData,
         }
@@ -175,11 +176,11 @@ impl<R: Routed> UnaryService<Bytes> for Method<R> {
     type Future = BoxFuture<tonic::Response<Bytes>, Status>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let (engine, metrics) = (self.engine.clone(), self.metrics.clone());
+        let (app, metrics) = (self.app.clone(), self.metrics.clone());
         Box::pin(async move {
             let started = Instant::now();
             let (metadata, _, message) = request.into_parts();
-            let result = rpc::run_proto::<R>(&engine, &metadata.into_headers(), &message).await;
+            let result = rpc::run_proto::<R>(&app, &metadata.into_headers(), &message).await;
             // Counted under the HTTP status REST would have answered, so dashboards can sum
             // protocols; gRPC itself always answers 200 with the code in `grpc-status`.
             let status = result

@@ -15,6 +15,7 @@
 
 pub mod admin_cli;
 pub mod backup;
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod connect;

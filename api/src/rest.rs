@@ -89,7 +89,7 @@ async fn plain<R: Routed>(State(app): State<AppState>, request: Request) -> Resp
     let (parts, body) = request.into_parts();
     let query = parts.uri.query();
     respond::<R>(
-        rpc::run_json::<R>(&app.engine, &parts.headers, body, |request| {
+        rpc::run_json::<R>(&app, &parts.headers, body, |request| {
             fill_query::<R>(request, query)
         })
         .await,
@@ -114,7 +114,7 @@ async fn with_path<R: Routed>(
     };
     let (parts, body) = request.into_parts();
     let query = parts.uri.query();
-    let result = rpc::run_json::<R>(&app.engine, &parts.headers, body, |request| {
+    let result = rpc::run_json::<R>(&app, &parts.headers, body, |request| {
         fill_query::<R>(request, query)?;
         for (name, value) in &params {
             if !R::set_path(request, name, value) {

@@ -7,8 +7,11 @@ use tokio::net::TcpListener;
 
 use latchkey_engine::Engine;
 
+use latchkey_cluster::partitions::Layout;
+
+use crate::cluster::{ClusterNode, NodeConfig};
 use crate::config::{LogFormat, ServeArgs};
-use crate::server::shutdown_signal;
+use crate::server::{shutdown_signal, AppState};
 
 /// Logs to stderr with `filter` (a level or tracing directives, checked when the flags were
 /// parsed) as text or one JSON object per line. Safe to call more than once.
@@ -58,9 +61,27 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
         _ => None,
     };
-    let engine = Engine::open(args.engine_config())
-        .await
-        .map_err(|e| open_failure(&e.to_string()))?;
+    let node = match (&args.cluster, &args.node_id) {
+        (Some(nats), Some(node_id)) => Some(
+            ClusterNode::start(NodeConfig {
+                nats: nats.clone(),
+                node_id: node_id.clone(),
+                layout: Layout {
+                    partitions: args.cluster_partitions,
+                    replicas: args.cluster_replicas,
+                },
+                engine: args.engine_config(),
+            })
+            .await?,
+        ),
+        _ => None,
+    };
+    let engine = match &node {
+        Some(node) => node.engine.clone(),
+        None => Engine::open(args.engine_config())
+            .await
+            .map_err(|e| open_failure(&e.to_string()))?,
+    };
     bootstrap(&engine, &args.data_dir, token).await?;
     let shutdown = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listener = TcpListener::bind(args.listen)
@@ -103,7 +124,11 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         durability = ?args.durability,
         "latchkey listening on {scheme}://{addr}"
     );
-    let app = crate::server::app(engine.clone(), management.is_none());
+    let state = AppState {
+        engine: engine.clone(),
+        router: node.as_ref().map(|node| node.router.clone()),
+    };
+    let app = crate::server::app_for(state, management.is_none());
     let stopping = until_stopped(stopped);
     match tls {
         Some(config) => {
@@ -123,6 +148,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             Err(e) => tracing::warn!("management listener: {e}"),
             Ok(Ok(())) => {}
         }
+    }
+    if let Some(node) = node {
+        node.leave().await?;
     }
     tracing::info!("stopped cleanly");
     Ok(())

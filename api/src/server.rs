@@ -17,6 +17,8 @@ use tower::{Service, ServiceBuilder};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
+use std::sync::Arc;
+
 use latchkey_engine::{Engine, ErrorId};
 
 use crate::edge::Edge;
@@ -25,6 +27,17 @@ use crate::error::{ApiError, Protocol};
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
+    /// Cluster mode: where requests for another node's users go (`cluster.rs`).
+    pub router: Option<Arc<crate::cluster::Router>>,
+}
+
+impl AppState {
+    pub fn embedded(engine: Engine) -> Self {
+        AppState {
+            engine,
+            router: None,
+        }
+    }
 }
 
 /// Every route Latchkey serves, over `engine`: the [`Edge`] in front of the REST/Connect and gRPC
@@ -59,7 +72,13 @@ impl<S> App for S where
 /// [`router`], with or without the management routes (`/healthz`, `/readyz`, `/metrics`): they
 /// move to [`management_router`]'s own listener when `--management-listen` is given.
 pub fn app(engine: Engine, with_management: bool) -> impl App {
-    let grpc = crate::grpc::router(engine.clone());
+    app_for(AppState::embedded(engine), with_management)
+}
+
+/// [`app`] over any state: a cluster node's (`cluster.rs`) forwards requests for users other
+/// nodes serve.
+pub fn app_for(state: AppState, with_management: bool) -> impl App {
+    let grpc = crate::grpc::router(state.clone());
     let mut router = Router::new()
         .merge(crate::rest::routes())
         .merge(crate::connect::routes())
@@ -71,7 +90,7 @@ pub fn app(engine: Engine, with_management: bool) -> impl App {
     let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(AppState { engine });
+        .with_state(state);
     ServiceBuilder::new()
         .map_response(axum_body)
         // One log line per request, at debug, 5xx answers included: a wave of them (call
@@ -117,7 +136,7 @@ fn management_routes() -> Router<AppState> {
 pub fn management_router(engine: Engine) -> Router {
     management_routes()
         .fallback(not_found)
-        .with_state(AppState { engine })
+        .with_state(AppState::embedded(engine))
 }
 
 /// tower-http's tracing wraps the response body; axum's server takes its own body type.

@@ -379,7 +379,7 @@ impl ClusterJournal {
                 // reads the caught-up view.
                 let (epoch, last, previous) = self.claim(scope, None).await?;
                 if previous > seen {
-                    return Err(StoreError::Io(format!(
+                    return Err(StoreError::NotServed(format!(
                         "the view of partition {p} was behind the log when the write was made; \
                          retry"
                     )));
@@ -487,7 +487,7 @@ impl Inner {
             return Err(StoreError::Failed(reason.clone()));
         }
         self.ownership.serves(p).ok_or_else(|| {
-            StoreError::Io(format!(
+            StoreError::NotServed(format!(
                 "node {} does not serve partition {p}",
                 self.config.node_id
             ))
@@ -595,6 +595,8 @@ fn position_key(p: u32) -> Vec<u8> {
 fn store_error(e: Error) -> StoreError {
     match e {
         Error::OutcomeUnknown { .. } => StoreError::NotDurable(e.to_string()),
+        // Another node claimed the scope: nothing was written, its owner is elsewhere.
+        Error::Fenced { .. } | Error::Superseded { .. } => StoreError::NotServed(e.to_string()),
         other => StoreError::Io(other.to_string()),
     }
 }

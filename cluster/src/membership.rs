@@ -153,7 +153,7 @@ pub struct Membership {
     shared: Arc<Shared>,
     nodes: kv::Store,
     coord: kv::Store,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Membership {
@@ -190,7 +190,7 @@ impl Membership {
             shared,
             nodes,
             coord,
-            tasks,
+            tasks: Mutex::new(tasks),
         })
     }
 
@@ -244,7 +244,7 @@ impl Membership {
 
     /// Leaves the cluster: stops serving at once, stops renewing, and purges its key (and the
     /// coordinator's, if it holds it) so its partitions move without waiting for the TTL.
-    pub async fn leave(mut self) -> Result<(), Error> {
+    pub async fn leave(&self) -> Result<(), Error> {
         let coordinating = self.coordinating();
         self.stop();
         let node = &self.shared.config.node_id;
@@ -268,9 +268,12 @@ impl Membership {
         Ok(())
     }
 
-    fn stop(&mut self) {
+    /// Stops serving, renewing and coordinating at once, as a crash would: the node's key stays
+    /// until its TTL, then its partitions move. (Dropping the membership does the same.)
+    pub fn stop(&self) {
         self.shared.stopped.store(true, Ordering::Release);
-        for task in self.tasks.drain(..) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        for task in tasks.drain(..) {
             task.abort();
         }
     }

@@ -130,14 +130,14 @@ async fn a_node_takes_over_what_another_acknowledged_and_the_old_one_is_fenced()
         .or(refused.err());
     assert_eq!(
         refused.map(|e| e.id),
-        Some(ErrorId::StoreUnavailable),
+        Some(ErrorId::NoOwner),
         "a write of the zombie is refused"
     );
     // A user b claimed that a still holds a claim on: a's view may be behind (a real zombie's
     // lease has lapsed, so it would not serve the read), but any write it makes is refused.
     b.engine.lock_user(&admin_b, &users[4]).await.unwrap();
     let refused = a.engine.delete_user(&admin, &users[4]).await.unwrap_err();
-    assert_eq!(refused.id, ErrorId::StoreUnavailable);
+    assert_eq!(refused.id, ErrorId::NoOwner);
     // A user a never held: its claim under epoch 1 after b's epoch-2 records is refused.
     let from_b = b
         .engine
@@ -146,11 +146,11 @@ async fn a_node_takes_over_what_another_acknowledged_and_the_old_one_is_fenced()
         .unwrap()
         .user_id;
     let refused = a.engine.get_user(&admin, &from_b).await.unwrap_err();
-    assert_eq!(refused.id, ErrorId::StoreUnavailable);
+    assert_eq!(refused.id, ErrorId::NoOwner);
     // Once a learns it lost everything, it refuses before touching the stream.
     a.ownership.set(0);
     let refused = a.engine.lock_user(&admin, &users[5]).await.unwrap_err();
-    assert_eq!(refused.id, ErrorId::StoreUnavailable);
+    assert_eq!(refused.id, ErrorId::NoOwner);
 
     // What b did is what a third node with an empty view rebuilds from the log.
     let after = |id: &str| match users.iter().position(|u| u == id) {

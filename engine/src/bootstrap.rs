@@ -37,12 +37,12 @@ impl Engine {
         }
         let now = now_micros();
         let org = OrgRecord {
-            id: self.inner.ids.next_id(),
+            id: self.new_id(keys::org)?,
             name: "Latchkey".into(),
             domain: domain_for("Latchkey", &self.inner.config.instance_domain),
             created: now,
         };
-        let user_id = self.inner.ids.next_id();
+        let user_id = self.new_id(keys::user)?;
         let token = token
             .filter(|t| !t.is_empty())
             .unwrap_or_else(generate_token);

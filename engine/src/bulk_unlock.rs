@@ -405,7 +405,7 @@ impl Engine {
             .map_err(|_| Error::new(ErrorId::Internal))??
         };
         let record = JobRecord {
-            id: self.inner.ids.next_id(),
+            id: self.new_id(keys::bulk_job)?,
             by: caller.user_id.clone(),
             idempotency_key: key,
             scope: match &reach {

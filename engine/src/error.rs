@@ -81,6 +81,7 @@ error_ids! {
     StoreUnavailable => (Unavailable, "STORE-UNAVAILABLE", "the change could not be made durable; nothing was changed"),
     StoreOutcomeUnknown => (Unavailable, "STORE-OUTCOME-UNKNOWN", "the change was applied but could not be confirmed durable; read the user to learn its outcome"),
     ShuttingDown => (Unavailable, "SHUTTING-DOWN", "the engine is shutting down"),
+    NoOwner => (Unavailable, "NO-OWNER", "cluster mode: no node serves this user right now (a failover is in progress); nothing was changed, retry"),
     Timeout => (DeadlineExceeded, "CALL-TIMEOUT", "no answer, or no confirmation that the change is durable, within the call timeout; the outcome is unknown"),
     ActorFailed => (Internal, "USER-ACTOR-FAILED", "the user's actor failed while handling the request; it will be reloaded from durable state"),
     Internal => (Internal, "INTERNAL", "internal error"),
@@ -185,6 +186,11 @@ impl From<latchkey_storage::StoreError> for Error {
             latchkey_storage::StoreError::Closed => Error::new(ErrorId::ShuttingDown),
             // Logged once by the store when it failed; not again for every refused request.
             latchkey_storage::StoreError::Failed(_) => Error::new(ErrorId::StoreUnavailable),
+            // Cluster mode: the user is (now) another node's; nothing was written.
+            latchkey_storage::StoreError::NotServed(cause) => {
+                tracing::debug!("{cause}");
+                Error::new(ErrorId::NoOwner)
+            }
             latchkey_storage::StoreError::NotDurable(cause) => {
                 tracing::warn!("store flush failed: {cause}");
                 Error::new(ErrorId::StoreOutcomeUnknown)

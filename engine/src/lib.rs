@@ -116,6 +116,9 @@ pub struct Config {
     /// Cluster mode: where writes are made durable instead of the store's own log (see
     /// `latchkey_storage::Journal`); the data directory then holds the journal's view.
     pub journal: Option<Arc<dyn latchkey_storage::Journal>>,
+    /// Cluster mode: which scopes this node may write now. New entities get ids whose scope it
+    /// does (`Engine::new_id`), so a creation is served where it arrives.
+    pub placement: Option<Arc<dyn Placement>>,
     /// Test-only: faults to inject into the store's medium (feature `fault-injection`).
     #[cfg(feature = "fault-injection")]
     pub faults: Option<latchkey_storage::faults::Faults>,
@@ -136,6 +139,7 @@ impl Default for Config {
             check_queue: 64,
             tarpit: Tarpit::default(),
             journal: None,
+            placement: None,
             #[cfg(feature = "fault-injection")]
             faults: None,
         }
@@ -189,6 +193,11 @@ impl Config {
         self.journal = Some(journal);
         self
     }
+    /// Cluster mode: new ids are chosen among the scopes `placement` says this node writes.
+    pub fn placement(mut self, placement: Arc<dyn Placement>) -> Self {
+        self.placement = Some(placement);
+        self
+    }
     /// Test-only: the store's medium fails or stalls as `faults` says (see
     /// `latchkey_storage::faults`).
     #[cfg(feature = "fault-injection")]
@@ -197,6 +206,20 @@ impl Config {
         self
     }
 }
+
+/// Cluster mode: which of the store's scopes (a user's key, a session's, …) this node writes.
+pub trait Placement: Send + Sync + 'static {
+    fn owns(&self, scope: &[u8]) -> bool;
+}
+
+impl std::fmt::Debug for dyn Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Placement")
+    }
+}
+
+/// How many generated ids [`Engine::new_id`] tries for one this node's placement accepts.
+const ID_TRIES: usize = 10_000;
 
 /// Counters about the actor population.
 #[derive(Debug, Clone, Copy, Default)]
@@ -338,6 +361,25 @@ impl Engine {
         &self.inner.config
     }
 
+    /// A fresh id for a new entity whose store scope is `scope(id)`. Embedded, the next id; in
+    /// cluster mode the next one whose scope this node writes (with P partitions spread over N
+    /// nodes, about N tries), so the creation needs no hop. A node that writes no scope (its
+    /// lease lapsed, no partition yet) is unavailable.
+    pub(crate) fn new_id(&self, scope: impl Fn(&str) -> Vec<u8>) -> Result<String, Error> {
+        let Some(placement) = &self.inner.config.placement else {
+            return Ok(self.inner.ids.next_id());
+        };
+        (0..ID_TRIES)
+            .map(|_| self.inner.ids.next_id())
+            .find(|id| placement.owns(&scope(id)))
+            .ok_or_else(|| {
+                Error::with(
+                    ErrorId::StoreUnavailable,
+                    "this node serves no partition right now",
+                )
+            })
+    }
+
     /// The organization created by [`Engine::bootstrap`], once there is one. Read from the
     /// store at open and set by the bootstrap, so asking (every `/readyz` probe does) never
     /// touches the store.
@@ -459,9 +501,14 @@ pub fn event_key(owner: &str, sequence: u64) -> Vec<u8> {
     keys::event(owner, sequence)
 }
 
-/// The engine's snapshot key of user `id`.
+/// The engine's snapshot key of user `id`: also the store scope of everything written for it.
 pub fn snapshot_key(id: &str) -> Vec<u8> {
     keys::user(id)
+}
+
+/// The store scope of session `id`'s writes.
+pub fn session_scope(id: &str) -> Vec<u8> {
+    keys::session(id)
 }
 
 struct Reservation<'a> {

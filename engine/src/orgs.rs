@@ -77,7 +77,10 @@ impl Engine {
                 return Err(ErrorId::InvalidOrgId.into());
             }
         }
-        let id = org_id.unwrap_or_else(|| self.inner.ids.next_id());
+        let id = match org_id {
+            Some(id) => id,
+            None => self.new_id(keys::org)?,
+        };
         let name = name.trim().to_owned();
         let record = OrgRecord {
             domain: domain_for(&name, &self.inner.config.instance_domain),

@@ -21,9 +21,11 @@ use crate::access::{Caller, Permission, Reach};
 use crate::auth_cache::CachedCaller;
 use crate::error::{Error, ErrorId};
 use crate::keys;
+use crate::registry::read_off_worker;
 use crate::time::{now_micros, to_datetime, Micros};
 use crate::types::{Details, NewToken, UserState};
 use crate::user::actor::Request;
+use crate::user::record::UserRecord;
 use crate::user::record::{Kind, TokenRef};
 use crate::{check_user_id, valid_id, Engine};
 
@@ -104,6 +106,18 @@ impl Engine {
         if record.expires.is_some_and(|at| at <= now_micros()) {
             return Err(unauthenticated());
         }
+        let user_key = keys::user(&record.user_id);
+        if self.served_elsewhere(&user_key) {
+            // Cluster mode: the token's user is another node's. Its record as this node's view
+            // holds it — a change made there reaches the view within the view's lag — and not
+            // cached, since no actor here would invalidate it.
+            let stored = read_off_worker(&self.inner.store, &[user_key]).await?;
+            let Some(bytes) = stored.into_iter().next().flatten() else {
+                return Err(unauthenticated());
+            };
+            let user = UserRecord::decode(&bytes)?;
+            return caller_of(user, &record.token_id).ok_or_else(unauthenticated);
+        }
         // The owner's actor holds the authoritative (and, once staged, durable) state.
         let generation = cache.generation();
         let user = match self
@@ -119,26 +133,11 @@ impl Engine {
             Err(e) if e.id == ErrorId::UserNotFound => return Err(unauthenticated()),
             Err(e) => return Err(e),
         };
-        let holds_token = match &*user.kind {
-            Kind::Machine(machine) => machine.tokens.iter().any(|t| t.id == record.token_id),
-            Kind::Human(_) => false,
-        };
-        if user.state != UserState::Active || !holds_token {
-            return Err(unauthenticated());
-        }
-        let caller = Arc::new(Caller {
-            user_id: user.id.clone(),
-            org_id: user.org_id,
-            grants: user
-                .grants
-                .into_inner()
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-        });
+        let user_id = user.id.clone();
+        let caller = caller_of(user, &record.token_id).ok_or_else(unauthenticated)?;
         cache.fill(
             hash,
-            &user.id,
+            &user_id,
             generation,
             CachedCaller {
                 caller: caller.clone(),
@@ -146,6 +145,15 @@ impl Engine {
             },
         );
         Ok(caller)
+    }
+
+    /// True in cluster mode when another node writes `scope` (this one only reads its view).
+    fn served_elsewhere(&self, scope: &[u8]) -> bool {
+        self.inner
+            .config
+            .placement
+            .as_ref()
+            .is_some_and(|placement| !placement.owns(scope))
     }
 
     /// AddPersonalAccessToken: issues a token for a machine user. The token is returned once.
@@ -206,4 +214,26 @@ impl Engine {
             })
             .await
     }
+}
+
+/// The caller a token of `user` (with id `token_id`) stands for, if the user is active and still
+/// holds that token.
+fn caller_of(user: UserRecord, token_id: &str) -> Option<Arc<Caller>> {
+    let holds_token = match &*user.kind {
+        Kind::Machine(machine) => machine.tokens.iter().any(|t| t.id == token_id),
+        Kind::Human(_) => false,
+    };
+    if user.state != UserState::Active || !holds_token {
+        return None;
+    }
+    Some(Arc::new(Caller {
+        user_id: user.id,
+        org_id: user.org_id,
+        grants: user
+            .grants
+            .into_inner()
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    }))
 }

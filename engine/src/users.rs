@@ -161,7 +161,10 @@ impl Engine {
             phone: input.phone.filter(|p| !p.phone.is_empty()).map(Into::into),
             password,
         });
-        let id = input.user_id.unwrap_or_else(|| self.inner.ids.next_id());
+        let id = match input.user_id {
+            Some(id) => id,
+            None => self.new_id(keys::user)?,
+        };
         let record = UserRecord::new(id, org.id.clone(), state, &username, kind, now);
         self.create_user(record, &caller.user_id).await
     }
@@ -194,7 +197,10 @@ impl Engine {
             description: input.description.unwrap_or_default(),
             tokens: Vec::new(),
         });
-        let id = input.user_id.unwrap_or_else(|| self.inner.ids.next_id());
+        let id = match input.user_id {
+            Some(id) => id,
+            None => self.new_id(keys::user)?,
+        };
         let record = UserRecord::new(id, org.id.clone(), UserState::Active, &username, kind, now);
         self.create_user(record, &caller.user_id).await
     }

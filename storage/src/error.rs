@@ -31,4 +31,8 @@ pub enum StoreError {
     Backup(String),
     #[error("store is closed")]
     Closed,
+    /// A journal refused the write before anything was written, because this node does not (or
+    /// no longer) write the scope: another node owns it. Retrying there is safe.
+    #[error("not written here: {0}")]
+    NotServed(String),
 }

@@ -89,6 +89,10 @@ impl Rpc for GetUserById {
         })
     }
 
+    fn scope(request: &user::GetUserByIdRequest) -> Option<Vec<u8>> {
+        Some(latchkey_engine::snapshot_key(&request.user_id))
+    }
+
     fn set_path(request: &mut user::GetUserByIdRequest, name: &str, value: &str) -> bool {
         match name {
             "userId" => request.user_id = value.to_owned(),

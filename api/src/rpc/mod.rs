@@ -20,6 +20,8 @@ use serde::Serialize;
 
 use latchkey_engine::{Caller, Engine, Error, ErrorId};
 
+use crate::server::AppState;
+
 pub mod add_human_user;
 pub mod add_organization;
 pub mod bulk_unlock;
@@ -209,7 +211,7 @@ impl Call<'_> {
 /// One command: its messages and the engine call between them.
 pub trait Rpc: Send + Sync + 'static {
     /// The request message; its protojson impl decodes JSON bodies.
-    type Request: prost::Message + Default + DeserializeOwned + Send + 'static;
+    type Request: prost::Message + Default + Clone + DeserializeOwned + Send + 'static;
     /// The response message; its protojson impl writes JSON answers.
     type Response: prost::Message + Default + Serialize + Send + 'static;
 
@@ -218,6 +220,12 @@ pub trait Rpc: Send + Sync + 'static {
         call: Call<'_>,
         request: Self::Request,
     ) -> impl Future<Output = Result<Self::Response, Error>> + Send;
+
+    /// The store scope the request must be served where (a user's, a session's): in cluster
+    /// mode the call runs on the node that owns it (`cluster.rs`). `None`: anywhere.
+    fn scope(_request: &Self::Request) -> Option<Vec<u8>> {
+        None
+    }
 
     /// Sets the REST path segment `name` (`userId`, …) on the request: the path wins over the
     /// body. False for a name the request does not take (a unit test keeps the table honest).
@@ -329,19 +337,37 @@ pub fn decode_proto<T: prost::Message + Default>(bytes: &[u8]) -> Result<T, Erro
 
 /// The JSON protocols' entry: authenticates, reads and decodes the body, lets the transport set
 /// path values, calls.
-pub async fn run_json<R: Rpc>(
-    engine: &Engine,
+pub async fn run_json<R: Routed>(
+    app: &AppState,
     headers: &HeaderMap,
     body: Body,
     fill: impl FnOnce(&mut R::Request) -> Result<(), Error>,
 ) -> Result<R::Response, Error> {
+    let engine = &app.engine;
     let caller = authenticate(engine, headers).await?;
     let bytes = read_body(body).await?;
     let mut request: R::Request = decode_json(&bytes)?;
     fill(&mut request)?;
+    run::<R>(app, &caller, headers, request).await
+}
+
+/// Calls here, or — in cluster mode, for a request another node serves — there.
+async fn run<R: Routed>(
+    app: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    request: R::Request,
+) -> Result<R::Response, Error> {
+    if let Some(router) = &app.router {
+        if let Some(scope) = R::scope(&request) {
+            return router
+                .call::<R>(&app.engine, caller, headers, &scope, request)
+                .await;
+        }
+    }
     let call = Call {
-        engine,
-        caller: &caller,
+        engine: &app.engine,
+        caller,
         headers,
     };
     R::call(call, request).await
@@ -349,19 +375,14 @@ pub async fn run_json<R: Rpc>(
 
 /// The binary protocols' entry: authenticates from `headers`, decodes `bytes` as the method's
 /// request message, calls.
-pub async fn run_proto<R: Rpc>(
-    engine: &Engine,
+pub async fn run_proto<R: Routed>(
+    app: &AppState,
     headers: &HeaderMap,
     bytes: &[u8],
 ) -> Result<R::Response, Error> {
-    let caller = authenticate(engine, headers).await?;
+    let caller = authenticate(&app.engine, headers).await?;
     let request = decode_proto::<R::Request>(bytes)?;
-    let call = Call {
-        engine,
-        caller: &caller,
-        headers,
-    };
-    R::call(call, request).await
+    run::<R>(app, &caller, headers, request).await
 }
 
 #[cfg(test)]

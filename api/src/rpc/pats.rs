@@ -33,6 +33,10 @@ impl Rpc for AddPersonalAccessToken {
         })
     }
 
+    fn scope(request: &user::AddPersonalAccessTokenRequest) -> Option<Vec<u8>> {
+        Some(latchkey_engine::snapshot_key(&request.user_id))
+    }
+
     fn set_path(
         request: &mut user::AddPersonalAccessTokenRequest,
         name: &str,
@@ -64,6 +68,10 @@ impl Rpc for RemovePersonalAccessToken {
             deletion_date: Some(done.change_date.into()),
             details: Some(details(done)),
         })
+    }
+
+    fn scope(request: &user::RemovePersonalAccessTokenRequest) -> Option<Vec<u8>> {
+        Some(latchkey_engine::snapshot_key(&request.user_id))
     }
 
     fn set_path(

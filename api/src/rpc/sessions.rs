@@ -195,6 +195,10 @@ impl Rpc for SetSession {
         })
     }
 
+    fn scope(request: &session::SetSessionRequest) -> Option<Vec<u8>> {
+        Some(latchkey_engine::session_scope(&request.session_id))
+    }
+
     fn set_path(request: &mut session::SetSessionRequest, name: &str, value: &str) -> bool {
         match name {
             "sessionId" => request.session_id = value.to_owned(),
@@ -224,6 +228,10 @@ impl Rpc for GetSession {
         Ok(session::GetSessionResponse {
             session: Some(session_message(found)),
         })
+    }
+
+    fn scope(request: &session::GetSessionRequest) -> Option<Vec<u8>> {
+        Some(latchkey_engine::session_scope(&request.session_id))
     }
 
     fn set_path(request: &mut session::GetSessionRequest, name: &str, value: &str) -> bool {
@@ -266,6 +274,10 @@ impl Rpc for DeleteSession {
         Ok(session::DeleteSessionResponse {
             details: Some(details(done)),
         })
+    }
+
+    fn scope(request: &session::DeleteSessionRequest) -> Option<Vec<u8>> {
+        Some(latchkey_engine::session_scope(&request.session_id))
     }
 
     fn set_path(request: &mut session::DeleteSessionRequest, name: &str, value: &str) -> bool {

@@ -44,6 +44,10 @@ impl Rpc for SetPassword {
         })
     }
 
+    fn scope(request: &user::SetPasswordRequest) -> Option<Vec<u8>> {
+        Some(latchkey_engine::snapshot_key(&request.user_id))
+    }
+
     fn set_path(request: &mut user::SetPasswordRequest, name: &str, value: &str) -> bool {
         match name {
             "userId" => request.user_id = value.to_owned(),

@@ -45,6 +45,10 @@ impl Rpc for ListUserEvents {
         })
     }
 
+    fn scope(request: &latchkey::ListUserEventsRequest) -> Option<Vec<u8>> {
+        Some(latchkey_engine::snapshot_key(&request.user_id))
+    }
+
     fn set_path(request: &mut latchkey::ListUserEventsRequest, name: &str, value: &str) -> bool {
         match name {
             "userId" => request.user_id = value.to_owned(),

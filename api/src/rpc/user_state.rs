@@ -24,6 +24,10 @@ macro_rules! state_rpc {
                 })
             }
 
+            fn scope(request: &user::$request) -> Option<Vec<u8>> {
+                Some(latchkey_engine::snapshot_key(&request.user_id))
+            }
+
             fn set_path(request: &mut user::$request, name: &str, value: &str) -> bool {
                 match name {
                     "userId" => request.user_id = value.to_owned(),

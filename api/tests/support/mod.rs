@@ -27,6 +27,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Cluster mode: the node this server is (`start_node`).
+    pub node: Option<latchkey_api::cluster::ClusterNode>,
 }
 
 pub struct Reply {
@@ -70,6 +72,41 @@ impl TestServer {
         let engine = Engine::open(configure(Config::default().data_dir(dir.path())))
             .await
             .expect("engine opens");
+        Self::serve(dir, engine, None).await
+    }
+
+    /// A cluster node (`serve --cluster <nats> --node-id <node_id>`) on port 0 over a temp dir:
+    /// its engine over the cluster journal, requests for other nodes' users forwarded. The
+    /// first node bootstraps the cluster with [`ADMIN_TOKEN`].
+    pub async fn start_node(
+        nats: &str,
+        node_id: &str,
+        layout: latchkey_cluster::partitions::Layout,
+    ) -> TestServer {
+        latchkey_api::metrics::install();
+        // `RUST_LOG` shows the nodes' logs.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let node = latchkey_api::cluster::ClusterNode::start(latchkey_api::cluster::NodeConfig {
+            nats: nats.to_owned(),
+            node_id: node_id.to_owned(),
+            layout,
+            engine: Config::default().data_dir(dir.path()),
+        })
+        .await
+        .expect("node starts");
+        let engine = node.engine.clone();
+        Self::serve(dir, engine, Some(node)).await
+    }
+
+    async fn serve(
+        dir: tempfile::TempDir,
+        engine: Engine,
+        node: Option<latchkey_api::cluster::ClusterNode>,
+    ) -> TestServer {
         let org = match engine
             .bootstrap(Some(ADMIN_TOKEN.into()))
             .await
@@ -81,9 +118,19 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(latchkey_api::serve(engine.clone(), listener, async {
-            let _ = stopped.await;
-        }));
+        let state = latchkey_api::server::AppState {
+            engine: engine.clone(),
+            router: node.as_ref().map(|node| node.router.clone()),
+        };
+        let app = latchkey_api::server::app_for(state, true);
+        let task = tokio::spawn(latchkey_api::server::serve_with(
+            engine.clone(),
+            app,
+            latchkey_api::server::nodelay(listener),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         TestServer {
             base,
             client: reqwest::Client::builder()
@@ -96,6 +143,18 @@ impl TestServer {
             dir,
             stop: Some(stop),
             task: Some(task),
+            node,
+        }
+    }
+
+    /// Cluster mode: the node dies at once (kill -9 as far as the cluster can tell): it stops
+    /// answering, following and renewing its lease; its partitions move once the lease expires.
+    pub fn crash(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        if let Some(node) = self.node.take() {
+            node.stop();
         }
     }
 

@@ -174,7 +174,7 @@ impl Engine {
         let now = now_micros();
         let token = generate_token();
         let record = SessionRecord {
-            id: self.inner.ids.next_id(),
+            id: self.new_id(keys::session)?,
             creator: caller.user_id.clone(),
             created: now,
             changed: now,

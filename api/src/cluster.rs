@@ -1,0 +1,493 @@
+//! Cluster mode at the edge: every request is served by the node that owns its user.
+//!
+//! A node joins the cluster (`latchkey_cluster::membership`), opens its engine over the cluster
+//! journal (`latchkey_cluster::journal`: writes fenced in the partitions' streams, the data
+//! directory a view of all of them), and answers the RPCs of every protocol. The RPC table knows
+//! which requests name a user or a session ([`crate::rpc::Rpc::scope`]); for those, [`Router`]
+//! looks up the scope's partition in the membership table:
+//!
+//! - served here → the call runs here, as embedded;
+//! - served by another node → the request message (protobuf) and the caller's headers go to that
+//!   node over NATS request/reply (`lk.rpc.<node>`); its [`respond`] loop runs the same RPC and
+//!   sends back the response message or the error. Every protocol therefore works on every node;
+//! - served by nobody right now (a failover in progress), or the owner answered that it no longer
+//!   serves it, or the owner is not reachable: looked up again every 50 ms until the call
+//!   timeout, then NO-OWNER. A forwarded call with no answer in time is CALL-TIMEOUT: it may have
+//!   run.
+//!
+//! Requests that name no user (creations, lists, policies) run where they arrive: new ids are
+//! chosen in the node's own partitions (`Engine::new_id`), and lists read the node's view after
+//! catching it up with the streams.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_nats::{HeaderMap as NatsHeaders, Message};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use futures::StreamExt;
+use latchkey_cluster::membership::{Config as MembershipConfig, Membership};
+use latchkey_cluster::partitions::Layout;
+use latchkey_cluster::{ClusterJournal, JournalConfig, Ownership};
+use latchkey_engine::{Caller, Engine, Error, ErrorId, Placement};
+use prost::Message as _;
+
+use crate::rpc::{self, Call, Routed, Visitor};
+
+/// How long a lookup waits before it looks again.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Reply headers.
+const STATUS: &str = "Lk-Status";
+const METHOD: &str = "Lk-Method";
+const ERROR: &str = "Lk-Error";
+const DETAIL: &str = "Lk-Detail";
+const ATTEMPTS: &str = "Lk-Failed-Attempts";
+
+/// Where a scope is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Here,
+    There(String),
+    Nobody,
+}
+
+/// This node's view of who serves what, and the way to them.
+pub struct Router {
+    client: async_nats::Client,
+    membership: Arc<Membership>,
+    pub layout: Layout,
+    node_id: String,
+    timeout: Duration,
+}
+
+impl Router {
+    pub fn new(
+        client: async_nats::Client,
+        membership: Arc<Membership>,
+        layout: Layout,
+        timeout: Duration,
+    ) -> Self {
+        Router {
+            client,
+            node_id: membership.node_id().to_owned(),
+            membership,
+            layout,
+            timeout,
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Where `scope` is served right now.
+    pub fn owner(&self, scope: &[u8]) -> Owner {
+        self.owner_of_partition(ClusterJournal::partition_of(&self.layout, scope))
+    }
+
+    /// Where partition `p` is served right now.
+    pub fn owner_of_partition(&self, p: u32) -> Owner {
+        use latchkey_cluster::membership::Assignment;
+        if self.membership.serves(p).is_some() {
+            return Owner::Here;
+        }
+        match self.membership.entry(p).map(|e| e.assignment) {
+            Some(Assignment::Owned(node)) if node != self.node_id => Owner::There(node),
+            _ => Owner::Nobody,
+        }
+    }
+
+    /// Runs `request` where its scope is served: here, or forwarded to the owner.
+    pub async fn call<R: Routed>(
+        &self,
+        engine: &Engine,
+        caller: &Caller,
+        headers: &HeaderMap,
+        scope: &[u8],
+        request: R::Request,
+    ) -> Result<R::Response, Error> {
+        let deadline = Instant::now() + self.timeout;
+        let mut payload = None;
+        loop {
+            match self.owner(scope) {
+                Owner::Here => {
+                    // Refused before anything was written (the partition moved meanwhile, or a
+                    // newer owner claimed the user): look again. `request` is kept for that.
+                    match run_here::<R>(engine, caller, headers, request.clone()).await {
+                        Err(e) if e.id == ErrorId::NoOwner => {}
+                        done => return done,
+                    }
+                }
+                Owner::There(node) => {
+                    let bytes = payload.get_or_insert_with(|| Bytes::from(request.encode_to_vec()));
+                    match self
+                        .forward(&node, R::INFO.path(), headers, bytes.clone(), deadline)
+                        .await?
+                    {
+                        Forwarded::Answer(bytes) => return rpc::decode_proto(&bytes),
+                        Forwarded::Failed(e) => return Err(e),
+                        Forwarded::NotServed => {}
+                    }
+                }
+                Owner::Nobody => {}
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                metrics::counter!("latchkey_cluster_no_owner_total").increment(1);
+                return Err(ErrorId::NoOwner.into());
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// One forwarded call: the answer, the owner's refusal, or "not served there" (nobody
+    /// listening, or the node no longer serves it: nothing ran, look again).
+    async fn forward(
+        &self,
+        node: &str,
+        method: String,
+        headers: &HeaderMap,
+        payload: Bytes,
+        deadline: Instant,
+    ) -> Result<Forwarded, Error> {
+        let mut nats = NatsHeaders::new();
+        nats.insert(METHOD, method.as_str());
+        for (name, value) in headers {
+            if let Ok(value) = value.to_str() {
+                nats.append(name.as_str(), value);
+            }
+        }
+        let request = async_nats::Request::new()
+            .headers(nats)
+            .payload(payload)
+            .timeout(Some(deadline.saturating_duration_since(Instant::now())));
+        metrics::counter!("latchkey_cluster_forwards_total").increment(1);
+        match self.client.send_request(subject(node), request).await {
+            Ok(reply) => Ok(read_reply(&reply)),
+            Err(e) => match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => Ok(Forwarded::NotServed),
+                async_nats::RequestErrorKind::TimedOut => Err(ErrorId::Timeout.into()),
+                // The connection failed before the request went out, or the request cannot be
+                // sent at all: nothing ran there.
+                _ => {
+                    tracing::warn!("forwarding to node {node}: {e}");
+                    Ok(Forwarded::NotServed)
+                }
+            },
+        }
+    }
+}
+
+impl Placement for Router {
+    fn owns(&self, scope: &[u8]) -> bool {
+        self.owner(scope) == Owner::Here
+    }
+}
+
+/// The subject node `node` answers forwarded calls on.
+fn subject(node: &str) -> String {
+    format!("lk.rpc.{node}")
+}
+
+enum Forwarded {
+    Answer(Bytes),
+    Failed(Error),
+    NotServed,
+}
+
+fn read_reply(reply: &Message) -> Forwarded {
+    let header = |name: &str| {
+        reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    match header(STATUS).as_deref() {
+        Some("ok") => Forwarded::Answer(reply.payload.clone()),
+        Some("moved") => Forwarded::NotServed,
+        _ => {
+            let id = header(ERROR)
+                .and_then(|id| ErrorId::ALL.iter().copied().find(|e| e.id() == id))
+                .unwrap_or(ErrorId::Internal);
+            let mut error = match header(DETAIL) {
+                Some(detail) => Error::with(id, detail),
+                None => Error::new(id),
+            };
+            error.failed_attempts = header(ATTEMPTS).and_then(|n| n.parse().ok());
+            Forwarded::Failed(error)
+        }
+    }
+}
+
+/// Calls here.
+async fn run_here<R: Routed>(
+    engine: &Engine,
+    caller: &Caller,
+    headers: &HeaderMap,
+    request: R::Request,
+) -> Result<R::Response, Error> {
+    R::call(
+        Call {
+            engine,
+            caller,
+            headers,
+        },
+        request,
+    )
+    .await
+}
+
+type Reply = Result<Option<Bytes>, Error>;
+type Handler =
+    fn(Engine, Arc<Router>, HeaderMap, Bytes) -> Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// Every RPC's handler of forwarded calls, by method path.
+fn handlers() -> &'static HashMap<String, Handler> {
+    static HANDLERS: OnceLock<HashMap<String, Handler>> = OnceLock::new();
+    HANDLERS.get_or_init(|| {
+        struct Collect(HashMap<String, Handler>);
+        impl Visitor for Collect {
+            fn visit<R: Routed>(&mut self) {
+                self.0.insert(R::INFO.path(), handle::<R>);
+            }
+        }
+        let mut collect = Collect(HashMap::new());
+        rpc::for_each(&mut collect);
+        collect.0
+    })
+}
+
+/// A forwarded call of `R`: `None` when its scope is not served here (nothing ran).
+fn handle<R: Routed>(
+    engine: Engine,
+    router: Arc<Router>,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Pin<Box<dyn Future<Output = Reply> + Send>> {
+    Box::pin(async move {
+        let request: R::Request = rpc::decode_proto(&payload)?;
+        if let Some(scope) = R::scope(&request) {
+            if router.owner(&scope) != Owner::Here {
+                return Ok(None);
+            }
+        }
+        let caller = rpc::authenticate(&engine, &headers).await?;
+        match run_here::<R>(&engine, &caller, &headers, request).await {
+            Ok(response) => Ok(Some(Bytes::from(response.encode_to_vec()))),
+            Err(e) if e.id == ErrorId::NoOwner => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// Answers the calls other nodes forward to this one, until the connection closes.
+pub async fn respond(router: Arc<Router>, engine: Engine) -> Result<(), String> {
+    let mut calls = router
+        .client
+        .subscribe(subject(&router.node_id))
+        .await
+        .map_err(|e| format!("cannot subscribe to forwarded calls: {e}"))?;
+    while let Some(message) = calls.next().await {
+        let (router, engine) = (router.clone(), engine.clone());
+        tokio::spawn(async move {
+            let Some(reply_to) = message.reply.clone() else {
+                return;
+            };
+            let reply = answer(router.clone(), engine, &message).await;
+            let mut headers = NatsHeaders::new();
+            let payload = match reply {
+                Ok(Some(bytes)) => {
+                    headers.insert(STATUS, "ok");
+                    bytes
+                }
+                Ok(None) => {
+                    headers.insert(STATUS, "moved");
+                    Bytes::new()
+                }
+                Err(e) => {
+                    headers.insert(STATUS, "error");
+                    headers.insert(ERROR, e.id.id());
+                    if let Some(detail) = &e.detail {
+                        headers.insert(DETAIL, detail.as_str());
+                    }
+                    if let Some(n) = e.failed_attempts {
+                        headers.insert(ATTEMPTS, n.to_string().as_str());
+                    }
+                    Bytes::new()
+                }
+            };
+            if let Err(e) = router
+                .client
+                .publish_with_headers(reply_to, headers, payload)
+                .await
+            {
+                tracing::warn!("answering a forwarded call: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn answer(router: Arc<Router>, engine: Engine, message: &Message) -> Reply {
+    let nats = message.headers.clone().unwrap_or_default();
+    let method = nats
+        .get(METHOD)
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    let Some(handler) = handlers().get(&method) else {
+        return Err(Error::with(
+            ErrorId::RouteNotFound,
+            format!("no method {method}"),
+        ));
+    };
+    let mut headers = HeaderMap::new();
+    for (name, values) in nats.iter() {
+        let name: &str = name.as_ref();
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        for value in values {
+            if let Ok(value) = HeaderValue::from_str(value.as_str()) {
+                headers.append(name.clone(), value);
+            }
+        }
+    }
+    handler(engine, router, headers, message.payload.clone()).await
+}
+
+/// A running cluster node: its engine over the journal, its router, its membership.
+pub struct ClusterNode {
+    pub engine: Engine,
+    pub router: Arc<Router>,
+    membership: Arc<Membership>,
+    journal: ClusterJournal,
+    responder: tokio::task::JoinHandle<()>,
+}
+
+/// Where a node joins and how.
+pub struct NodeConfig {
+    /// The NATS servers, comma-separated.
+    pub nats: String,
+    pub node_id: String,
+    pub layout: Layout,
+    /// The engine's configuration; the journal and placement are added here.
+    pub engine: latchkey_engine::Config,
+}
+
+/// How long a starting node waits to be given partitions before it opens anyway.
+const FIRST_PARTITION_WAIT: Duration = Duration::from_secs(10);
+
+impl ClusterNode {
+    /// Connects, creates the partitions' streams if needed, joins, waits (a while) to serve a
+    /// partition, opens the engine over the journal (its view caught up with the streams) and
+    /// starts answering forwarded calls.
+    pub async fn start(config: NodeConfig) -> Result<ClusterNode, String> {
+        let NodeConfig {
+            nats,
+            node_id,
+            layout,
+            engine,
+        } = config;
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("latchkey {node_id}"))
+            .connect(nats.split(',').map(str::trim).collect::<Vec<_>>())
+            .await
+            .map_err(|e| format!("cannot connect to NATS at {nats}: {e}"))?;
+        let js = async_nats::jetstream::new(client.clone());
+        layout
+            .ensure_streams(&js)
+            .await
+            .map_err(|e| format!("cannot create the partitions' streams: {e}"))?;
+        let membership = Arc::new(
+            Membership::join(client.clone(), MembershipConfig::new(&node_id, layout))
+                .await
+                .map_err(|e| format!("cannot join the cluster: {e}"))?,
+        );
+        let waiting = Instant::now();
+        while (0..layout.partitions).all(|p| membership.serves(p).is_none())
+            && waiting.elapsed() < FIRST_PARTITION_WAIT
+        {
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        let call_timeout = engine.call_timeout;
+        let router = Arc::new(Router::new(
+            client.clone(),
+            membership.clone(),
+            layout,
+            call_timeout,
+        ));
+        let ownership: Arc<dyn Ownership> = membership.clone();
+        let journal = ClusterJournal::new(
+            client,
+            JournalConfig {
+                node_id: node_id.clone(),
+                layout,
+                append_timeout: call_timeout,
+            },
+            ownership,
+        );
+        // The view is rebuilt from the streams if lost: flushed in the background.
+        let flush_interval = match engine.durability {
+            latchkey_engine::Durability::Async { flush_interval } => flush_interval,
+            latchkey_engine::Durability::Sync => Duration::from_millis(10),
+        };
+        let engine = Engine::open(
+            engine
+                .durability(latchkey_engine::Durability::Async { flush_interval })
+                .journal(Arc::new(journal.clone()))
+                .placement(router.clone()),
+        )
+        .await
+        .map_err(|e| format!("cannot open the engine over the cluster: {e}"))?;
+        let responder = tokio::spawn({
+            let (router, engine) = (router.clone(), engine.clone());
+            async move {
+                if let Err(e) = respond(router, engine).await {
+                    tracing::error!("{e}");
+                }
+            }
+        });
+        tracing::info!(node = %node_id, "joined the cluster at {nats}");
+        Ok(ClusterNode {
+            engine,
+            router,
+            membership,
+            journal,
+            responder,
+        })
+    }
+
+    /// Leaves gracefully: stops serving, hands its partitions over (within a coordinator
+    /// poll), stops answering and following the streams.
+    pub async fn leave(&self) -> Result<(), String> {
+        let left = self.membership.leave().await;
+        self.responder.abort();
+        self.journal.stop();
+        left.map_err(|e| format!("leaving the cluster: {e}"))
+    }
+
+    /// How many partitions this node serves now.
+    pub fn partitions_served(&self) -> usize {
+        let layout = self.router.layout;
+        (0..layout.partitions)
+            .filter(|&p| self.membership.serves(p).is_some())
+            .count()
+    }
+
+    /// Stops at once, as a crash would: its partitions move once its lease expires.
+    pub fn stop(&self) {
+        self.membership.stop();
+        self.responder.abort();
+        self.journal.stop();
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,172 @@
+//! Cluster mode as its users see it: three Latchkey nodes (`serve --cluster`) on a three-server
+//! NATS cluster (the pinned server, R3), every protocol on every node, requests for a user
+//! served by its owner wherever they arrive, racing unlocks across nodes made exactly once,
+//! and the users of a node that dies served again by the others.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use latchkey_cluster::partitions::Layout;
+use latchkey_cluster::testbed::Testbed;
+use reqwest::StatusCode;
+use serde_json::json;
+use support::protocols::{self, Outcome};
+use support::TestServer;
+
+const LAYOUT: Layout = Layout {
+    partitions: 8,
+    replicas: 3,
+};
+
+/// Three nodes, node `i` on NATS server `i`, each serving some partitions and every partition
+/// served (no handoff in progress).
+async fn cluster(testbed: &Testbed) -> Vec<TestServer> {
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(TestServer::start_node(&testbed.url(i), &format!("n{i}"), LAYOUT).await);
+    }
+    let started = Instant::now();
+    let served = |nodes: &[TestServer]| -> Vec<usize> {
+        nodes
+            .iter()
+            .map(|n| n.node.as_ref().unwrap().partitions_served())
+            .collect()
+    };
+    while served(&nodes).contains(&0)
+        || served(&nodes).iter().sum::<usize>() != LAYOUT.partitions as usize
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "partitions spread over the nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nodes
+}
+
+async fn state(node: &TestServer, id: &str) -> String {
+    let reply = node.get(&format!("/v2/users/{id}")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body["user"]["state"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_serves_every_user_over_every_protocol_and_survives_a_node_death() {
+    let testbed = Testbed::start(3).await.unwrap();
+    let nodes = cluster(&testbed).await;
+    let messages = protocols::messages();
+    let lock = &messages["/zitadel.user.v2.UserService/LockUser"];
+    let unlock = &messages["/zitadel.user.v2.UserService/UnlockUser"];
+
+    // Users created on every node; each locked on one node and unlocked on another, over
+    // each protocol, and read back from all three.
+    let mut users = Vec::new();
+    for (k, protocol) in protocols::ALL.iter().enumerate() {
+        for created_on in 0..3 {
+            let id = nodes[created_on]
+                .create_human(&format!("u{k}-{created_on}@example.com"))
+                .await;
+            let request = json!({ "userId": id });
+            protocols::call(&nodes[(created_on + 1) % 3], *protocol, lock, &request)
+                .await
+                .ok("lock on another node");
+            for node in &nodes {
+                assert_eq!(state(node, &id).await, "USER_STATE_LOCKED", "{protocol:?}");
+            }
+            protocols::call(&nodes[(created_on + 2) % 3], *protocol, unlock, &request)
+                .await
+                .ok("unlock on a third node");
+            assert_eq!(state(&nodes[created_on], &id).await, "USER_STATE_ACTIVE");
+            users.push(id);
+        }
+    }
+
+    // A locked user, unlocked by 30 racing requests spread over the three nodes: one succeeds.
+    let id = nodes[0].create_locked_user("race@example.com").await;
+    let racers = (0..30).map(|i| {
+        let node = &nodes[i % 3];
+        let path = format!("/v2/users/{id}/unlock");
+        async move { node.post(&path, json!({})).await }
+    });
+    let replies = futures::future::join_all(racers).await;
+    let won = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .count();
+    let refused = replies
+        .iter()
+        .filter(|r| r.error_id() == "USER-NOT-LOCKED")
+        .count();
+    assert_eq!(
+        (won, refused),
+        (1, 29),
+        "exactly one unlock across the cluster"
+    );
+
+    // The list, asked of any node, holds every user created anywhere.
+    let reply = nodes[2].post("/v2/users", json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let total: usize = reply.body["details"]["totalResult"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        total,
+        users.len() + 2,
+        "the users and the admin, from any node"
+    );
+
+    // Node n1 dies. Its users are served again by the others once its lease expires.
+    let mut nodes = nodes.into_iter();
+    let (n0, n1, n2) = (
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+    );
+    let owned_by_n1: Vec<String> = users
+        .iter()
+        .filter(|id| {
+            let router = &n1.node.as_ref().unwrap().router;
+            router.owner(&latchkey_engine::snapshot_key(id)) == latchkey_api::cluster::Owner::Here
+        })
+        .cloned()
+        .collect();
+    assert!(!owned_by_n1.is_empty(), "n1 served some users");
+    n1.crash();
+    let died = Instant::now();
+    let first = &owned_by_n1[0];
+    let request = json!({ "userId": first });
+    loop {
+        match protocols::call(&n0, protocols::Protocol::Grpc, lock, &request).await {
+            Outcome::Ok(_) => break,
+            Outcome::Err { id, .. } => {
+                assert!(
+                    ["NO-OWNER", "CALL-TIMEOUT", "STORE-UNAVAILABLE"].contains(&id.as_str()),
+                    "a failover answer: {id}"
+                );
+                assert!(died.elapsed() < Duration::from_secs(60), "failover");
+            }
+        }
+    }
+    println!(
+        "writes to the dead node's users resumed after {:?}",
+        died.elapsed()
+    );
+    for id in &owned_by_n1 {
+        let expected = if id == first {
+            "USER_STATE_LOCKED"
+        } else {
+            "USER_STATE_ACTIVE"
+        };
+        assert_eq!(state(&n2, id).await, expected, "{id} after the failover");
+    }
+    let reply = n2
+        .post(&format!("/v2/users/{first}/unlock"), json!({}))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    n0.stop().await;
+    n2.stop().await;
+}
