@@ -270,12 +270,17 @@ fn handle<R: Routed>(
 ) -> Pin<Box<dyn Future<Output = Reply> + Send>> {
     Box::pin(async move {
         let request: R::Request = rpc::decode_proto(&payload)?;
-        if let Some(scope) = R::scope(&request) {
+        let caller = rpc::authenticate(&engine, &headers).await?;
+        let call = Call {
+            engine: &engine,
+            caller: &caller,
+            headers: &headers,
+        };
+        if let Some(scope) = R::scope(&call, &request) {
             if router.owner(&scope) != Owner::Here {
                 return Ok(None);
             }
         }
-        let caller = rpc::authenticate(&engine, &headers).await?;
         match run_here::<R>(&engine, &caller, &headers, request).await {
             Ok(response) => Ok(Some(Bytes::from(response.encode_to_vec()))),
             Err(e) if e.id == ErrorId::NoOwner => Ok(None),
@@ -359,13 +364,28 @@ async fn answer(router: Arc<Router>, engine: Engine, message: &Message) -> Reply
     handler(engine, router, headers, message.payload.clone()).await
 }
 
+/// The node's ownership as gauges, every second.
+async fn report(membership: Arc<Membership>, layout: Layout) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let served = (0..layout.partitions)
+            .filter(|&p| membership.serves(p).is_some())
+            .count();
+        metrics::gauge!("latchkey_cluster_partitions_served").set(served as f64);
+        metrics::gauge!("latchkey_cluster_lease_held")
+            .set(f64::from(u8::from(membership.lease_holds())));
+    }
+}
+
 /// A running cluster node: its engine over the journal, its router, its membership.
 pub struct ClusterNode {
     pub engine: Engine,
     pub router: Arc<Router>,
     membership: Arc<Membership>,
     journal: ClusterJournal,
-    responder: tokio::task::JoinHandle<()>,
+    /// Answering forwarded calls, reporting gauges.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Where a node joins and how.
@@ -451,13 +471,14 @@ impl ClusterNode {
                 }
             }
         });
+        let gauges = tokio::spawn(report(membership.clone(), layout));
         tracing::info!(node = %node_id, "joined the cluster at {nats}");
         Ok(ClusterNode {
             engine,
             router,
             membership,
             journal,
-            responder,
+            tasks: vec![responder, gauges],
         })
     }
 
@@ -465,7 +486,9 @@ impl ClusterNode {
     /// poll), stops answering and following the streams.
     pub async fn leave(&self) -> Result<(), String> {
         let left = self.membership.leave().await;
-        self.responder.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
         self.journal.stop();
         left.map_err(|e| format!("leaving the cluster: {e}"))
     }
@@ -481,7 +504,9 @@ impl ClusterNode {
     /// Stops at once, as a crash would: its partitions move once its lease expires.
     pub fn stop(&self) {
         self.membership.stop();
-        self.responder.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
         self.journal.stop();
     }
 }

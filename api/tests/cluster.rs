@@ -105,6 +105,16 @@ async fn every_node_serves_every_user_over_every_protocol_and_survives_a_node_de
         "exactly one unlock across the cluster"
     );
 
+    // What an operator watches: calls forwarded, users claimed, partitions served.
+    let reply = nodes[0].get("/metrics").await;
+    let metrics = reply.body.as_str().unwrap();
+    for series in [
+        "latchkey_cluster_forwards_total",
+        "latchkey_cluster_claims_total",
+    ] {
+        assert!(support::metric_value(metrics, series) > 0.0, "{series}");
+    }
+
     // The list, asked of any node, holds every user created anywhere.
     let reply = nodes[2].post("/v2/users", json!({})).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);

@@ -354,6 +354,7 @@ impl ClusterJournal {
             .claim(&hex(scope), &inner.config.node_id, epoch, deadline)
             .await
             .map_err(store_error)?;
+        metrics::counter!("latchkey_cluster_claims_total").increment(1);
         self.caught_up(p, claim.sequence, deadline).await?;
         let previous = claim.previous.map_or(0, |last| last.sequence);
         Ok((epoch, claim.sequence, previous))
@@ -596,7 +597,10 @@ fn store_error(e: Error) -> StoreError {
     match e {
         Error::OutcomeUnknown { .. } => StoreError::NotDurable(e.to_string()),
         // Another node claimed the scope: nothing was written, its owner is elsewhere.
-        Error::Fenced { .. } | Error::Superseded { .. } => StoreError::NotServed(e.to_string()),
+        Error::Fenced { .. } | Error::Superseded { .. } => {
+            metrics::counter!("latchkey_cluster_fenced_writes_total").increment(1);
+            StoreError::NotServed(e.to_string())
+        }
         other => StoreError::Io(other.to_string()),
     }
 }

@@ -346,6 +346,14 @@ impl Engine {
         idempotency_key: Option<String>,
     ) -> Result<BulkUnlockJob, Error> {
         self.check_open()?;
+        if self.inner.config.placement.is_some() {
+            // A job runs on one node and unlocks through local actors; across nodes it would
+            // need to forward each unlock (docs/cluster.md, "Not built yet").
+            return Err(Error::with(
+                ErrorId::Unsupported,
+                "bulk unlocks are not available in cluster mode yet",
+            ));
+        }
         let reach = caller.reach(Permission::UserWrite)?;
         if let Some(org) = &filter.org_id {
             match self.org(org).await? {

@@ -218,6 +218,10 @@ impl std::fmt::Debug for dyn Placement {
     }
 }
 
+/// Cluster mode: how often policies are reloaded from the view (a policy changed on another
+/// node applies here within this, plus the view's lag).
+const POLICY_FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
 /// How many generated ids [`Engine::new_id`] tries for one this node's placement accepts.
 const ID_TRIES: usize = 10_000;
 
@@ -256,6 +260,8 @@ struct Inner {
     session_locks: sessions::SessionLocks,
     /// The automatic-unlock task.
     unlocks: tokio::task::AbortHandle,
+    /// Cluster mode: the reload of policies other nodes change.
+    policy_follower: Option<tokio::task::AbortHandle>,
     bulk_unlocks: Arc<bulk_unlock::BulkUnlocks>,
 }
 
@@ -263,6 +269,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.timer_anchor.abort();
         self.unlocks.abort();
+        if let Some(follower) = &self.policy_follower {
+            follower.abort();
+        }
         self.bulk_unlocks.stop_all();
         // Dropped without shutdown (e.g. an embedder's panic): stop the actors so the store is
         // released; everything acknowledged is already durable.
@@ -317,6 +326,9 @@ impl Engine {
             .await
             .map_err(|e| OpenError::Engine(format!("building the list indexes: {e}")))?;
         let policies = Arc::new(policies);
+        let policy_follower = store
+            .is_journaled()
+            .then(|| policies.follow(store.clone(), POLICY_FOLLOW_EVERY));
         let registry = Arc::new(Registry::new(
             store.clone(),
             config.idle_timeout,
@@ -332,7 +344,7 @@ impl Engine {
             .map_err(|e| OpenError::Engine(format!("cannot start supervisor: {e}")))?;
         registry.set_supervisor(supervisor.get_cell());
         let timer_anchor = timer_anchor::spawn(config.call_timeout);
-        let unlocks = unlocks::spawn(registry.clone(), store.clone());
+        let unlocks = unlocks::spawn(registry.clone(), store.clone(), config.placement.clone());
         let bulk_unlocks = Arc::new(bulk_unlock::BulkUnlocks::default());
         bulk_unlocks
             .resume(&registry, &store)
@@ -352,6 +364,7 @@ impl Engine {
                 policies,
                 session_locks: Default::default(),
                 unlocks,
+                policy_follower,
                 bulk_unlocks,
             }),
         })
@@ -504,6 +517,16 @@ pub fn event_key(owner: &str, sequence: u64) -> Vec<u8> {
 /// The engine's snapshot key of user `id`: also the store scope of everything written for it.
 pub fn snapshot_key(id: &str) -> Vec<u8> {
     keys::user(id)
+}
+
+/// The store scope of the instance's lockout policy.
+pub fn instance_policy_scope() -> Vec<u8> {
+    keys::instance_lockout_policy()
+}
+
+/// The store scope of organization `org`'s own lockout policy.
+pub fn org_policy_scope(org: &str) -> Vec<u8> {
+    keys::org_lockout_policy(org)
 }
 
 /// The store scope of session `id`'s writes.

@@ -9,6 +9,7 @@
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio::task::AbortHandle;
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -164,6 +165,36 @@ impl Policies {
             policies.orgs.insert(record.owner.clone(), Arc::new(record));
         }
         Ok(policies)
+    }
+
+    /// Cluster mode: other nodes change policies too, and this node learns of it through its
+    /// view. Reloads every policy from the store every `every` (under the write lock, so a
+    /// change made here is never overwritten by an older read).
+    pub fn follow(self: &Arc<Self>, store: Arc<Store>, every: std::time::Duration) -> AbortHandle {
+        let policies = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let _writing = policies.writing.lock().await;
+                let reader = store.clone();
+                match tokio::task::spawn_blocking(move || Policies::load(&reader)).await {
+                    Ok(Ok(loaded)) => policies.replace(loaded),
+                    Ok(Err(e)) => tracing::warn!("reloading lockout policies: {e}"),
+                    Err(e) => tracing::warn!("reloading lockout policies: {e}"),
+                }
+            }
+        })
+        .abort_handle()
+    }
+
+    fn replace(&self, loaded: Policies) {
+        *self.write_instance() = loaded.instance();
+        self.orgs.retain(|org, _| loaded.orgs.contains_key(org));
+        for (org, record) in loaded.orgs {
+            self.orgs.insert(org, record);
+        }
     }
 
     fn write_instance(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<PolicyRecord>>> {

@@ -21,6 +21,7 @@ use crate::keys;
 use crate::registry::Registry;
 use crate::time::{now_micros, Micros};
 use crate::user::actor::Request;
+use crate::Placement;
 
 /// The longest the task sleeps without looking (a missed wake-up costs at most this).
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -53,13 +54,20 @@ impl AutoUnlocks {
 }
 
 /// The task: started at open, it first handles what came due while the server was down.
-pub(crate) fn spawn(registry: Arc<Registry>, store: Arc<Store>) -> tokio::task::AbortHandle {
+///
+/// In cluster mode (`placement`) a node lifts only the locks of users it serves; a user whose
+/// partition moves here is picked up within [`MAX_SLEEP`].
+pub(crate) fn spawn(
+    registry: Arc<Registry>,
+    store: Arc<Store>,
+    placement: Option<Arc<dyn Placement>>,
+) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         loop {
             let unlocks = registry.unlocks();
             // Whatever is scheduled from here on wakes the next wait.
             unlocks.next.store(i64::MAX, Ordering::Release);
-            let next = match run_due(&registry, &store).await {
+            let next = match run_due(&registry, &store, &placement).await {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::warn!("automatic unlocks: {e}; trying again shortly");
@@ -80,16 +88,26 @@ pub(crate) fn spawn(registry: Arc<Registry>, store: Arc<Store>) -> tokio::task::
 }
 
 /// Lifts every due lock; answers the next deadline, if any.
-async fn run_due(registry: &Arc<Registry>, store: &Arc<Store>) -> Result<Option<Micros>, Error> {
+async fn run_due(
+    registry: &Arc<Registry>,
+    store: &Arc<Store>,
+    placement: &Option<Arc<dyn Placement>>,
+) -> Result<Option<Micros>, Error> {
     loop {
         let now = now_micros();
         let scanned = {
-            let store = store.clone();
+            let (store, placement) = (store.clone(), placement.clone());
             tokio::task::spawn_blocking(move || -> Result<Vec<(Micros, String)>, Error> {
                 let mut found = Vec::new();
                 for item in store.scan_prefix(keys::AUTO_UNLOCKS) {
                     let (key, _) = item?;
-                    if let Some(entry) = keys::split_auto_unlock(&key) {
+                    let Some(entry) = keys::split_auto_unlock(&key) else {
+                        continue;
+                    };
+                    if placement
+                        .as_ref()
+                        .is_none_or(|placement| placement.owns(&keys::user(&entry.1)))
+                    {
                         found.push(entry);
                     }
                     if found.len() > BATCH || found.last().is_some_and(|(at, _)| *at > now) {

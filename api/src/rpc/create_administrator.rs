@@ -11,6 +11,11 @@ impl Rpc for CreateAdministrator {
     type Request = permission::CreateAdministratorRequest;
     type Response = permission::CreateAdministratorResponse;
 
+    /// The grant is written with the user.
+    fn scope(_call: &Call<'_>, request: &Self::Request) -> Option<Vec<u8>> {
+        Some(latchkey_engine::snapshot_key(&request.user_id))
+    }
+
     async fn call(
         Call { engine, caller, .. }: Call<'_>,
         request: permission::CreateAdministratorRequest,

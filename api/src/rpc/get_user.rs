@@ -89,7 +89,7 @@ impl Rpc for GetUserById {
         })
     }
 
-    fn scope(request: &user::GetUserByIdRequest) -> Option<Vec<u8>> {
+    fn scope(_call: &Call<'_>, request: &user::GetUserByIdRequest) -> Option<Vec<u8>> {
         Some(latchkey_engine::snapshot_key(&request.user_id))
     }
 

@@ -155,6 +155,10 @@ impl Rpc for AdminUpdateLockoutPolicy {
     type Request = admin::UpdateLockoutPolicyRequest;
     type Response = admin::UpdateLockoutPolicyResponse;
 
+    fn scope(_call: &Call<'_>, _request: &Self::Request) -> Option<Vec<u8>> {
+        Some(latchkey_engine::instance_policy_scope())
+    }
+
     async fn call(
         Call { engine, caller, .. }: Call<'_>,
         r: admin::UpdateLockoutPolicyRequest,
@@ -215,6 +219,12 @@ impl Rpc for AddCustomLockoutPolicy {
     type Request = management::AddCustomLockoutPolicyRequest;
     type Response = management::AddCustomLockoutPolicyResponse;
 
+    fn scope(call: &Call<'_>, _request: &Self::Request) -> Option<Vec<u8>> {
+        call.org_context()
+            .ok()
+            .map(latchkey_engine::org_policy_scope)
+    }
+
     async fn call(
         call: Call<'_>,
         r: management::AddCustomLockoutPolicyRequest,
@@ -242,6 +252,12 @@ impl Rpc for UpdateCustomLockoutPolicy {
     type Request = management::UpdateCustomLockoutPolicyRequest;
     type Response = management::UpdateCustomLockoutPolicyResponse;
 
+    fn scope(call: &Call<'_>, _request: &Self::Request) -> Option<Vec<u8>> {
+        call.org_context()
+            .ok()
+            .map(latchkey_engine::org_policy_scope)
+    }
+
     async fn call(
         call: Call<'_>,
         r: management::UpdateCustomLockoutPolicyRequest,
@@ -268,6 +284,12 @@ pub struct ResetLockoutPolicyToDefault;
 impl Rpc for ResetLockoutPolicyToDefault {
     type Request = management::ResetLockoutPolicyToDefaultRequest;
     type Response = management::ResetLockoutPolicyToDefaultResponse;
+
+    fn scope(call: &Call<'_>, _request: &Self::Request) -> Option<Vec<u8>> {
+        call.org_context()
+            .ok()
+            .map(latchkey_engine::org_policy_scope)
+    }
 
     async fn call(
         call: Call<'_>,

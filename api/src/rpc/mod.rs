@@ -223,7 +223,7 @@ pub trait Rpc: Send + Sync + 'static {
 
     /// The store scope the request must be served where (a user's, a session's): in cluster
     /// mode the call runs on the node that owns it (`cluster.rs`). `None`: anywhere.
-    fn scope(_request: &Self::Request) -> Option<Vec<u8>> {
+    fn scope(_call: &Call<'_>, _request: &Self::Request) -> Option<Vec<u8>> {
         None
     }
 
@@ -358,18 +358,18 @@ async fn run<R: Routed>(
     headers: &HeaderMap,
     request: R::Request,
 ) -> Result<R::Response, Error> {
-    if let Some(router) = &app.router {
-        if let Some(scope) = R::scope(&request) {
-            return router
-                .call::<R>(&app.engine, caller, headers, &scope, request)
-                .await;
-        }
-    }
     let call = Call {
         engine: &app.engine,
         caller,
         headers,
     };
+    if let Some(router) = &app.router {
+        if let Some(scope) = R::scope(&call, &request) {
+            return router
+                .call::<R>(&app.engine, caller, headers, &scope, request)
+                .await;
+        }
+    }
     R::call(call, request).await
 }
 

@@ -33,7 +33,7 @@ impl Rpc for AddPersonalAccessToken {
         })
     }
 
-    fn scope(request: &user::AddPersonalAccessTokenRequest) -> Option<Vec<u8>> {
+    fn scope(_call: &Call<'_>, request: &user::AddPersonalAccessTokenRequest) -> Option<Vec<u8>> {
         Some(latchkey_engine::snapshot_key(&request.user_id))
     }
 
@@ -70,7 +70,10 @@ impl Rpc for RemovePersonalAccessToken {
         })
     }
 
-    fn scope(request: &user::RemovePersonalAccessTokenRequest) -> Option<Vec<u8>> {
+    fn scope(
+        _call: &Call<'_>,
+        request: &user::RemovePersonalAccessTokenRequest,
+    ) -> Option<Vec<u8>> {
         Some(latchkey_engine::snapshot_key(&request.user_id))
     }
 

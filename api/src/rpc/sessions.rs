@@ -138,6 +138,16 @@ impl Rpc for CreateSession {
     type Request = session::CreateSessionRequest;
     type Response = session::CreateSessionResponse;
 
+    /// A session checking a user given by id is created where that user is served (its
+    /// password check runs in the user's actor); by login name, where it arrives.
+    fn scope(_call: &Call<'_>, request: &session::CreateSessionRequest) -> Option<Vec<u8>> {
+        let search = request.checks.as_ref()?.user.as_ref()?.search.as_ref()?;
+        match search {
+            session::check_user::Search::UserId(id) => Some(latchkey_engine::snapshot_key(id)),
+            session::check_user::Search::LoginName(_) => None,
+        }
+    }
+
     async fn call(
         Call { engine, caller, .. }: Call<'_>,
         request: session::CreateSessionRequest,
@@ -195,7 +205,7 @@ impl Rpc for SetSession {
         })
     }
 
-    fn scope(request: &session::SetSessionRequest) -> Option<Vec<u8>> {
+    fn scope(_call: &Call<'_>, request: &session::SetSessionRequest) -> Option<Vec<u8>> {
         Some(latchkey_engine::session_scope(&request.session_id))
     }
 
@@ -230,7 +240,7 @@ impl Rpc for GetSession {
         })
     }
 
-    fn scope(request: &session::GetSessionRequest) -> Option<Vec<u8>> {
+    fn scope(_call: &Call<'_>, request: &session::GetSessionRequest) -> Option<Vec<u8>> {
         Some(latchkey_engine::session_scope(&request.session_id))
     }
 
@@ -276,7 +286,7 @@ impl Rpc for DeleteSession {
         })
     }
 
-    fn scope(request: &session::DeleteSessionRequest) -> Option<Vec<u8>> {
+    fn scope(_call: &Call<'_>, request: &session::DeleteSessionRequest) -> Option<Vec<u8>> {
         Some(latchkey_engine::session_scope(&request.session_id))
     }
 

@@ -44,7 +44,7 @@ impl Rpc for SetPassword {
         })
     }
 
-    fn scope(request: &user::SetPasswordRequest) -> Option<Vec<u8>> {
+    fn scope(_call: &Call<'_>, request: &user::SetPasswordRequest) -> Option<Vec<u8>> {
         Some(latchkey_engine::snapshot_key(&request.user_id))
     }
 

@@ -45,7 +45,7 @@ impl Rpc for ListUserEvents {
         })
     }
 
-    fn scope(request: &latchkey::ListUserEventsRequest) -> Option<Vec<u8>> {
+    fn scope(_call: &Call<'_>, request: &latchkey::ListUserEventsRequest) -> Option<Vec<u8>> {
         Some(latchkey_engine::snapshot_key(&request.user_id))
     }
 

@@ -24,7 +24,7 @@ macro_rules! state_rpc {
                 })
             }
 
-            fn scope(request: &user::$request) -> Option<Vec<u8>> {
+            fn scope(_call: &Call<'_>, request: &user::$request) -> Option<Vec<u8>> {
                 Some(latchkey_engine::snapshot_key(&request.user_id))
             }
 
