@@ -398,6 +398,9 @@ pub struct NodeConfig {
     pub engine: latchkey_engine::Config,
 }
 
+/// How long a leaving node waits for NATS to take its leave.
+const LEAVE_WITHIN: Duration = Duration::from_secs(5);
+
 /// How long a starting node waits to be given partitions before it opens anyway.
 const FIRST_PARTITION_WAIT: Duration = Duration::from_secs(10);
 
@@ -485,7 +488,12 @@ impl ClusterNode {
     /// Leaves gracefully: stops serving, hands its partitions over (within a coordinator
     /// poll), stops answering and following the streams.
     pub async fn leave(&self) -> Result<(), String> {
-        let left = self.membership.leave().await;
+        // Bounded: with NATS unreachable the node stops anyway (its lease then expires).
+        let left = match tokio::time::timeout(LEAVE_WITHIN, self.membership.leave()).await {
+            Ok(left) => left.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("NATS did not answer within {LEAVE_WITHIN:?}")),
+        };
+        self.membership.stop();
         for task in &self.tasks {
             task.abort();
         }

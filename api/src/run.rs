@@ -62,7 +62,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         _ => None,
     };
     let node = match (&args.cluster, &args.node_id) {
-        (Some(nats), Some(node_id)) => Some(
+        (Some(nats), Some(node_id)) => Some(std::sync::Arc::new(
             ClusterNode::start(NodeConfig {
                 nats: nats.clone(),
                 node_id: node_id.clone(),
@@ -73,7 +73,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
                 engine: args.engine_config(),
             })
             .await?,
-        ),
+        )),
         _ => None,
     };
     let engine = match &node {
@@ -92,8 +92,16 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let leaving = node.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // A cluster node leaves first: its partitions move while it drains, and calls that
+        // reach it meanwhile are retried on their new owner.
+        if let Some(node) = leaving {
+            if let Err(e) = node.leave().await {
+                tracing::warn!("{e}");
+            }
+        }
         let _ = stop.send(true);
     });
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
@@ -148,9 +156,6 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             Err(e) => tracing::warn!("management listener: {e}"),
             Ok(Ok(())) => {}
         }
-    }
-    if let Some(node) = node {
-        node.leave().await?;
     }
     tracing::info!("stopped cleanly");
     Ok(())

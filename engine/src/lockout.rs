@@ -150,6 +150,9 @@ pub(crate) struct Policies {
     orgs: DashMap<String, Arc<PolicyRecord>>,
     /// Serializes writes (rare), so a read-change-write of one policy cannot race another.
     writing: tokio::sync::Mutex<()>,
+    /// Cluster mode: the store's view, which password checks read the policy from (another
+    /// node may have changed it a moment ago).
+    view: std::sync::OnceLock<Arc<Store>>,
 }
 
 impl Policies {
@@ -168,9 +171,11 @@ impl Policies {
     }
 
     /// Cluster mode: other nodes change policies too, and this node learns of it through its
-    /// view. Reloads every policy from the store every `every` (under the write lock, so a
-    /// change made here is never overwritten by an older read).
+    /// view. Password checks read the view from now on; the copy in memory (what the policy
+    /// RPCs answer from, after catching up) is reloaded from the store every `every` (under the
+    /// write lock, so a change made here is never overwritten by an older read).
     pub fn follow(self: &Arc<Self>, store: Arc<Store>, every: std::time::Duration) -> AbortHandle {
+        let _ = self.view.set(store.clone());
         let policies = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -211,7 +216,21 @@ impl Policies {
     }
 
     /// The policy a check of a user in `org` uses: the organization's own, else the instance's.
+    /// In cluster mode it is read from the view (two point reads), so a change made on another
+    /// node applies as soon as this node's view has it.
     pub fn effective(&self, org: &str) -> LockoutPolicy {
+        if let Some(store) = self.view.get() {
+            let read = |key: Vec<u8>| -> Option<PolicyRecord> {
+                let bytes = store.get(&key).ok()??;
+                decode(&bytes).ok()
+            };
+            if let Some(own) = read(keys::org_lockout_policy(org)) {
+                return own.policy();
+            }
+            return read(keys::instance_lockout_policy())
+                .map(|p| p.policy())
+                .unwrap_or_default();
+        }
         match self.orgs.get(org) {
             Some(own) => own.policy(),
             None => self.instance().map(|p| p.policy()).unwrap_or_default(),
@@ -247,6 +266,7 @@ impl Engine {
     ) -> Result<PolicyView, Error> {
         self.check_open()?;
         let reach = caller.reach(Permission::PolicyRead)?;
+        self.current_policies().await?;
         let policies = &self.inner.policies;
         if let Some(org) = org {
             self.reachable_org(org, &reach).await?;
@@ -259,6 +279,23 @@ impl Engine {
             }
         }
         Ok(self.instance_view())
+    }
+
+    /// Cluster mode: the policies as the whole cluster acknowledged them before this call (the
+    /// view caught up with every partition, then reloaded), for the policy RPCs; password
+    /// checks use the copy reloaded every second. Embedded: the copy in memory is the truth.
+    async fn current_policies(&self) -> Result<(), Error> {
+        let store = &self.inner.store;
+        if !store.is_journaled() {
+            return Ok(());
+        }
+        store.settle(None).await?;
+        let reader = store.clone();
+        let loaded = tokio::task::spawn_blocking(move || Policies::load(&reader))
+            .await
+            .map_err(|_| Error::new(ErrorId::Internal))??;
+        self.inner.policies.replace(loaded);
+        Ok(())
     }
 
     fn instance_view(&self) -> PolicyView {
@@ -279,6 +316,7 @@ impl Engine {
     pub async fn default_lockout_policy(&self, caller: &Caller) -> Result<PolicyView, Error> {
         self.check_open()?;
         caller.reach(Permission::PolicyRead)?;
+        self.current_policies().await?;
         Ok(self.instance_view())
     }
 
@@ -294,6 +332,7 @@ impl Engine {
         }
         let policies = &self.inner.policies;
         let _writing = policies.writing.lock().await;
+        self.current_policies().await?;
         let now = now_micros();
         let mut record = policies
             .instance()
@@ -374,6 +413,7 @@ impl Engine {
         self.reachable_org(org, &reach).await?;
         let policies = &self.inner.policies;
         let _writing = policies.writing.lock().await;
+        self.current_policies().await?;
         let now = now_micros();
         let existing = policies.orgs.get(org).map(|p| (**p).clone());
         let next = change(existing.clone(), now)?;
