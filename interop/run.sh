@@ -111,6 +111,8 @@ token="$(cat "$work/n1/admin.pat")"
 for pid in "${cluster_pids[@]:1}"; do kill -TERM "$pid" 2>/dev/null || true; done
 for pid in "${cluster_pids[@]:1}"; do wait "$pid" || { echo "a node did not shut down cleanly"; status=1; }; done
 exec 3>&-
+wait "${cluster_pids[0]}" 2>/dev/null || true
+cluster_pids=()
 if [[ $status -ne 0 ]]; then
   for node in n1 n2; do echo "-- $node log"; cat "$work/$node.log"; done
   exit 1

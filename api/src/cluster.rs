@@ -46,6 +46,8 @@ const METHOD: &str = "Lk-Method";
 const ERROR: &str = "Lk-Error";
 const DETAIL: &str = "Lk-Detail";
 const ATTEMPTS: &str = "Lk-Failed-Attempts";
+/// How long the caller still waits, in milliseconds: the owner does not start the call later.
+const WITHIN: &str = "Lk-Within-Ms";
 
 /// Where a scope is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +157,8 @@ impl Router {
     ) -> Result<Forwarded, Error> {
         let mut nats = NatsHeaders::new();
         nats.insert(METHOD, method.as_str());
+        let within = deadline.saturating_duration_since(Instant::now());
+        nats.insert(WITHIN, within.as_millis().to_string().as_str());
         for (name, value) in headers {
             if let Ok(value) = value.to_str() {
                 nats.append(name.as_str(), value);
@@ -170,11 +174,14 @@ impl Router {
             Err(e) => match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => Ok(Forwarded::NotServed),
                 async_nats::RequestErrorKind::TimedOut => Err(ErrorId::Timeout.into()),
-                // The connection failed before the request went out, or the request cannot be
-                // sent at all: nothing ran there.
+                // The connection failed around the request: it may have reached the owner and
+                // run there, so it is not sent again — the outcome is unknown.
                 _ => {
                     tracing::warn!("forwarding to node {node}: {e}");
-                    Ok(Forwarded::NotServed)
+                    Err(Error::with(
+                        ErrorId::Timeout,
+                        format!("forwarding to node {node} failed; the outcome is unknown: {e}"),
+                    ))
                 }
             },
         }
@@ -182,8 +189,9 @@ impl Router {
 }
 
 impl Placement for Router {
-    fn owns(&self, scope: &[u8]) -> bool {
-        self.owner(scope) == Owner::Here
+    fn epoch(&self, scope: &[u8]) -> Option<u64> {
+        self.membership
+            .serves(ClusterJournal::partition_of(&self.layout, scope))
     }
 }
 
@@ -343,6 +351,10 @@ async fn answer(router: Arc<Router>, engine: Engine, message: &Message) -> Reply
         .get(METHOD)
         .map(|v| v.as_str().to_owned())
         .unwrap_or_default();
+    let within = nats
+        .get(WITHIN)
+        .and_then(|v| v.as_str().parse().ok())
+        .map(Duration::from_millis);
     let Some(handler) = handlers().get(&method) else {
         return Err(Error::with(
             ErrorId::RouteNotFound,
@@ -361,7 +373,15 @@ async fn answer(router: Arc<Router>, engine: Engine, message: &Message) -> Reply
             }
         }
     }
-    handler(engine, router, headers, message.payload.clone()).await
+    let call = handler(engine, router, headers, message.payload.clone());
+    match within {
+        // Past the caller's deadline nobody waits for the answer: a call not yet started (its
+        // user still loading) is dropped rather than run after the caller gave up.
+        Some(within) => tokio::time::timeout(within, call)
+            .await
+            .unwrap_or_else(|_| Err(ErrorId::Timeout.into())),
+        None => call.await,
+    }
 }
 
 /// The node's ownership as gauges, every second.

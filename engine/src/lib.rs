@@ -209,7 +209,14 @@ impl Config {
 
 /// Cluster mode: which of the store's scopes (a user's key, a session's, …) this node writes.
 pub trait Placement: Send + Sync + 'static {
-    fn owns(&self, scope: &[u8]) -> bool;
+    /// The epoch under which this node serves `scope` now, if it does. An epoch changes whenever
+    /// the scope's partition changes hands, so a user actor loaded under another epoch than the
+    /// current one may hold state another node changed since: it is reloaded.
+    fn epoch(&self, scope: &[u8]) -> Option<u64>;
+
+    fn owns(&self, scope: &[u8]) -> bool {
+        self.epoch(scope).is_some()
+    }
 }
 
 impl std::fmt::Debug for dyn Placement {
@@ -337,6 +344,7 @@ impl Engine {
                 policies: policies.clone(),
                 verifier: verifier::Verifier::new(config.check_threads, config.check_queue),
                 tarpit: config.tarpit,
+                placement: config.placement.clone(),
             },
         ));
         let (supervisor, _) = Actor::spawn(None, Supervisor, registry.clone())

@@ -9,7 +9,7 @@
 //! a failed user's poison mark is cleared), then loads the snapshot, so a new actor never starts
 //! from a state older than its predecessor's durable one.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,8 @@ struct Slot {
     actor: OnceCell<ActorRef<UserMsg>>,
     /// Callers holding a message for this actor (sent or about to be).
     in_flight: AtomicUsize,
+    /// Cluster mode: the epoch of the user's partition when the actor was loaded.
+    epoch: AtomicU64,
 }
 
 /// How a call to an actor ended, within its deadline.
@@ -74,6 +76,7 @@ pub(crate) struct Registry {
     tarpit: Tarpit,
     unlocks: AutoUnlocks,
     locked: LockedUsers,
+    placement: Option<Arc<dyn crate::Placement>>,
 }
 
 /// What the registry shares with every actor besides the store.
@@ -81,6 +84,8 @@ pub(crate) struct Shared {
     pub policies: Arc<Policies>,
     pub verifier: Verifier,
     pub tarpit: Tarpit,
+    /// Cluster mode: who serves which user now (`crate::Placement`).
+    pub placement: Option<Arc<dyn crate::Placement>>,
 }
 
 impl Registry {
@@ -104,6 +109,7 @@ impl Registry {
             tarpit: shared.tarpit,
             unlocks: AutoUnlocks::default(),
             locked: LockedUsers::default(),
+            placement: shared.placement,
         }
     }
 
@@ -175,7 +181,11 @@ impl Registry {
         for _ in 0..3 {
             let guard = self.hold(id);
             let slot = guard.0.clone();
-            let actor = match slot.actor.get_or_try_init(|| self.activate(id)).await {
+            let actor = match slot
+                .actor
+                .get_or_try_init(|| self.activate(id, &slot))
+                .await
+            {
                 Ok(actor) => actor.clone(),
                 Err(e) => {
                     drop(guard);
@@ -187,6 +197,19 @@ impl Registry {
                     return Err(e);
                 }
             };
+            if let Some(placement) = &self.placement {
+                let now = placement.epoch(&keys::user(id));
+                if now != Some(slot.epoch.load(Ordering::Acquire)) {
+                    // Cluster mode: the user's partition changed hands since this actor loaded
+                    // it (moved away, perhaps back): another node may have changed the user.
+                    drop(guard);
+                    self.evict(id, &actor).await;
+                    match now {
+                        Some(_) => continue,
+                        None => return Err(ErrorId::NoOwner.into()),
+                    }
+                }
+            }
             let envelope = |reply| UserMsg::Request {
                 sent: Instant::now(),
                 request: build(reply),
@@ -240,6 +263,7 @@ impl Registry {
             Arc::new(Slot {
                 actor: OnceCell::new(),
                 in_flight: AtomicUsize::new(0),
+                epoch: AtomicU64::new(0),
             })
         });
         slot.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -247,8 +271,14 @@ impl Registry {
     }
 
     /// Starts `id`'s actor from its durable snapshot; a user that does not exist gets no actor.
-    async fn activate(self: &Arc<Self>, id: &str) -> Result<ActorRef<UserMsg>, Error> {
+    async fn activate(self: &Arc<Self>, id: &str, slot: &Slot) -> Result<ActorRef<UserMsg>, Error> {
         let scope = keys::user(id);
+        if let Some(placement) = &self.placement {
+            // Read before the settle claims the user: if the epoch moves on in between, the
+            // first call sees the difference and loads the user again.
+            let epoch = placement.epoch(&scope).ok_or(ErrorId::NoOwner)?;
+            slot.epoch.store(epoch, Ordering::Release);
+        }
         self.store.settle(Some(&scope)).await?;
         let mut stored = read_off_worker(&self.store, &[scope, keys::lockout(id)])
             .await?
