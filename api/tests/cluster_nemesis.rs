@@ -20,6 +20,10 @@ use latchkey_cluster::testbed::Testbed;
 use support::history::{check, client_loop, read_users, Operation, Outcome, State};
 use support::{TestServer, ADMIN_TOKEN};
 
+/// How long after its client gave up an unanswered operation may still take effect: a call
+/// timeout for the forwarded call and one for its append, with room to spare.
+const UNKNOWN_MAY_LAND_WITHIN: Duration = Duration::from_secs(15);
+
 const LAYOUT: Layout = Layout {
     partitions: 8,
     replicas: 3,
@@ -97,13 +101,15 @@ fn explain(initial: &BTreeMap<String, (State, u64)>, history: &[Operation], erro
     out
 }
 
-/// Ignored in `cargo test`: it fails in about one run in three. The history it refuses shows a
-/// read of a user at a sequence far below one read earlier (`Inactive, 123` after
-/// `Inactive, 230`), around the crash and same-name restart of a node and the freeze of a NATS
-/// server — an actor serving state older than what the cluster acknowledged. Not yet explained;
-/// run it with `cargo test -p latchkey-api --test cluster_nemesis -- --ignored --nocapture`
-/// (`explain` prints the operations around the first point no order explains).
-#[ignore = "finds a stale read after a node restart under a NATS freeze (docs/cluster.md)"]
+/// Ignored in `cargo test`: it still fails in about one run in four, and rightly. After the
+/// NATS faults, an acknowledged write carries a user sequence far below one acknowledged before
+/// (e.g. 395 after 537): some node wrote from user state older than the log. Two causes it found
+/// are fixed (a restarted node's appends answered as duplicates of its predecessor's; an actor
+/// that lived through a change of owner writing after a fresh claim); at least one remains
+/// (docs/cluster.md, "Known faults"). Run it by hand:
+/// `cargo test -p latchkey-api --test cluster_nemesis -- --ignored --nocapture` — `explain`
+/// prints the operations around the first point no order explains.
+#[ignore = "finds stale-state writes after NATS faults (docs/cluster.md, Known faults)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
     let mut testbed = Testbed::start(3).await.unwrap();
@@ -202,13 +208,12 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
         }
     }
     // An operation without a definite answer (a 503 or 504 after the call timeout, a cut
-    // connection) may still take effect after its client gave up — a forwarded call still
-    // queued at the owner, a write still in flight — so, as Jepsen treats such operations, it
-    // stays concurrent with everything after its invocation.
-    let end = clock.elapsed();
+    // connection) may still take effect after its client gave up — a write still in flight,
+    // retried until its own deadline — so it stays concurrent with what follows for a while.
+    // (Jepsen keeps such operations open for ever; here that makes the search too large.)
     for operation in &mut history {
         if operation.outcome == Outcome::Unknown {
-            operation.returned = end;
+            operation.returned += UNKNOWN_MAY_LAND_WITHIN;
         }
     }
     let answered = history
@@ -240,7 +245,14 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
     let mut claims = 0;
     for p in 0..LAYOUT.partitions {
         let mut holder: HashMap<String, (String, u64)> = HashMap::new();
-        for record in log.scan(p).await.unwrap() {
+        // The restarted server may still be catching up: a scan that times out is tried again.
+        let mut scanned = log.scan(p).await;
+        let since = Instant::now();
+        while scanned.is_err() && since.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            scanned = log.scan(p).await;
+        }
+        for record in scanned.unwrap() {
             let header = |name: &str| record.headers.get(name).map(|v| v.as_str().to_owned());
             let (mark, is_claim) = match (header(CLAIM_HEADER), header(WRITER_HEADER)) {
                 (Some(claim), _) => (claim, true),

@@ -138,10 +138,24 @@ struct Scope {
     claimed: Option<(u64, u64)>,
 }
 
+/// Why a write failed, and the claim to keep if the scope stays usable (see `drain`).
+struct Refused {
+    error: StoreError,
+    claimed: Option<(u64, u64)>,
+}
+
+impl From<StoreError> for Refused {
+    fn from(error: StoreError) -> Self {
+        Refused {
+            error,
+            claimed: None,
+        }
+    }
+}
+
 enum Work {
-    /// A batch (encoded), the view's position in its partition when it was submitted, and
-    /// whoever waits for it.
-    Write(Bytes, u64, Completion),
+    /// A batch (encoded) and whoever waits for it.
+    Write(Bytes, Completion),
     /// A settle of the scope.
     Settle(oneshot::Sender<Result<(), StoreError>>),
     /// Answered once every write queued before it is done.
@@ -234,8 +248,7 @@ impl Journal for ClusterJournal {
             return Completion::failed(StoreError::Failed(reason.clone()));
         }
         let done = Completion::pending();
-        let p = Self::partition_of(&self.inner.config.layout, scope);
-        let work = Work::Write(Bytes::from(batch.encode()), self.applied(p), done.clone());
+        let work = Work::Write(Bytes::from(batch.encode()), done.clone());
         let mut scopes = self.inner.lock_scopes();
         let state = scopes.entry(scope.to_vec()).or_default();
         if state.failed {
@@ -293,8 +306,8 @@ impl ClusterJournal {
                 }
             };
             match work {
-                Work::Write(payload, seen, done) => {
-                    let outcome = self.write(&scope, claimed, payload, seen).await;
+                Work::Write(payload, done) => {
+                    let outcome = self.write(&scope, claimed, payload).await;
                     let mut scopes = self.inner.lock_scopes();
                     let state = scopes.entry(scope.clone()).or_default();
                     match outcome {
@@ -302,13 +315,16 @@ impl ClusterJournal {
                             state.claimed = Some(claimed);
                             done.finish(Ok(()));
                         }
-                        Err(e) => {
-                            state.failed = true;
-                            state.claimed = None;
-                            done.finish(Err(e));
+                        Err(Refused { error, claimed }) => {
+                            // A refusal at a new claim keeps the claim: the next write, made
+                            // from state read after it (a reloaded actor, the caught-up view),
+                            // goes through. Any other failure marks the scope.
+                            state.failed = claimed.is_none();
+                            state.claimed = claimed;
+                            done.finish(Err(error));
                             // Queued writes were computed from the failed one's state.
                             for work in &mut state.queue {
-                                if let Work::Write(_, _, done) = work {
+                                if let Work::Write(_, done) = work {
                                     done.finish(Err(StoreError::Poisoned));
                                 }
                             }
@@ -366,24 +382,28 @@ impl ClusterJournal {
         scope: &[u8],
         claimed: Option<(u64, u64)>,
         payload: Bytes,
-        seen: u64,
-    ) -> Result<(u64, u64), StoreError> {
+    ) -> Result<(u64, u64), Refused> {
         let inner = &self.inner;
         let p = Self::partition_of(&inner.config.layout, scope);
         let (epoch, expected) = match claimed {
             Some((epoch, last)) if Some(epoch) == inner.ownership.serves(p) => (epoch, last),
             _ => {
-                // The first write of the scope under this epoch, with no settle before it (the
-                // engine settles before it loads a user; other writers may not): if the claim
-                // finds a record the view had not applied when the batch was submitted, the
-                // batch may rest on older state. It is refused, nothing is written, and a retry
-                // reads the caught-up view.
-                let (epoch, last, previous) = self.claim(scope, None).await?;
-                if previous > seen {
-                    return Err(StoreError::NotServed(format!(
-                        "the view of partition {p} was behind the log when the write was made; \
-                         retry"
-                    )));
+                // The first write of the scope under this epoch with no settle before it: the
+                // batch was made from state loaded under an earlier claim (an actor that lived
+                // through a change of owner) or read without one. If the scope has any record
+                // before the new claim, that state may be older than the log: the write is
+                // refused, nothing is written, and the writer reloads (the engine evicts the
+                // actor; a reader of the view reads it again, caught up to the claim). A scope
+                // with no record yet (a creation) has nothing to be stale about.
+                let (epoch, last, previous) =
+                    self.claim(scope, None).await.map_err(Refused::from)?;
+                if previous > 0 {
+                    return Err(Refused {
+                        error: StoreError::NotServed(format!(
+                            "partition {p} changed hands since this write's state was read; retry"
+                        )),
+                        claimed: Some((epoch, last)),
+                    });
                 }
                 (epoch, last)
             }
@@ -391,14 +411,20 @@ impl ClusterJournal {
         let node = &inner.config.node_id;
         let mut headers = HeaderMap::new();
         headers.insert(WRITER_HEADER, format!("{node}/{epoch}").as_str());
-        let id = format!("w/{node}/{epoch}/{}/{expected}", hex(scope));
+        let id = format!(
+            "w/{node}/{}/{epoch}/{}/{expected}",
+            inner.log.incarnation(),
+            hex(scope)
+        );
         let deadline = Instant::now() + inner.config.append_timeout;
         let appended = inner
             .log
             .append(&hex(scope), expected, &id, &headers, payload, deadline)
             .await
-            .map_err(store_error)?;
-        self.caught_up(p, appended.sequence, deadline).await?;
+            .map_err(|e| Refused::from(store_error(e)))?;
+        self.caught_up(p, appended.sequence, deadline)
+            .await
+            .map_err(Refused::from)?;
         Ok((epoch, appended.sequence))
     }
 
@@ -545,6 +571,15 @@ impl Follower {
             let sequence = message.info().map_err(Error::nats)?.stream_sequence;
             if sequence <= *position {
                 continue;
+            }
+            if sequence != *position + 1 {
+                // A partition's stream never deletes, so its sequences have no holes: a jump
+                // means the consumer skipped records (recreated after a server failed). The
+                // view must not pass over them; follow again from the first missing one.
+                return Err(Error::Nats(format!(
+                    "partition {}: record {sequence} delivered after {}",
+                    self.p, *position
+                )));
             }
             if let Err(reason) = self.apply(&message, sequence) {
                 tracing::error!(

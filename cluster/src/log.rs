@@ -69,6 +69,7 @@ pub struct Last {
 pub struct UserLog {
     js: jetstream::Context,
     layout: Layout,
+    incarnation: String,
 }
 
 impl UserLog {
@@ -76,7 +77,19 @@ impl UserLog {
         let js = jetstream::context::ContextBuilder::new()
             .timeout(ATTEMPT_TIMEOUT)
             .build(client);
-        UserLog { js, layout }
+        UserLog {
+            js,
+            layout,
+            incarnation: incarnation(),
+        }
+    }
+
+    /// What tells this log handle's request ids from those of any other, including a process
+    /// that ran before under the same node name: a restarted node must never have its appends
+    /// answered as duplicates of its predecessor's (the stream would acknowledge them without
+    /// writing them).
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 
     pub fn layout(&self) -> Layout {
@@ -151,6 +164,17 @@ impl UserLog {
     }
 }
 
+/// A fresh incarnation: the clock's nanoseconds, the process id and a count of the handles this
+/// process made, in hex.
+fn incarnation() -> String {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{nanos:x}-{:x}-{made:x}", std::process::id())
+}
+
 /// The header of a claim record: `<node>/<epoch>`.
 pub const CLAIM_HEADER: &str = "Lk-Claim";
 
@@ -199,7 +223,7 @@ impl UserLog {
         let mark = format!("{node}/{epoch}");
         let mut headers = HeaderMap::new();
         headers.insert(CLAIM_HEADER, mark.as_str());
-        let request_id = format!("claim/{mark}/{user_id}");
+        let request_id = format!("claim/{mark}/{}/{user_id}", self.incarnation);
         loop {
             let previous = self.last(user_id).await?;
             if let Some(last) = &previous {
