@@ -194,14 +194,6 @@ impl ClusterJournal {
         layout.partition_of(&hex(scope))
     }
 
-    /// The stream sequence of partition `p` the view has applied.
-    pub fn applied(&self, p: u32) -> u64 {
-        self.inner
-            .applied
-            .get(p as usize)
-            .map_or(0, |w| *w.borrow())
-    }
-
     /// Stops following the log (as a crash would; what is in the view stays).
     pub fn stop(&self) {
         for consumer in self.inner.lock_consumers().drain(..) {
