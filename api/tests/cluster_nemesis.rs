@@ -101,15 +101,54 @@ fn explain(initial: &BTreeMap<String, (State, u64)>, history: &[Operation], erro
     out
 }
 
-/// Ignored in `cargo test`: it still fails in about one run in four, and rightly. After the
-/// NATS faults, an acknowledged write carries a user sequence far below one acknowledged before
-/// (e.g. 395 after 537): some node wrote from user state older than the log. Two causes it found
-/// are fixed (a restarted node's appends answered as duplicates of its predecessor's; an actor
-/// that lived through a change of owner writing after a fresh claim); at least one remains
-/// (docs/cluster.md, "Known faults"). Run it by hand:
-/// `cargo test -p latchkey-api --test cluster_nemesis -- --ignored --nocapture` — `explain`
-/// prints the operations around the first point no order explains.
-#[ignore = "finds stale-state writes after NATS faults (docs/cluster.md, Known faults)"]
+/// The log of the user `error` names, one line per record: its sequence, who wrote it under
+/// which epoch (or claimed it), and the user sequences of the events it carries.
+async fn log_of(all: &str, users: &[String], error: &str) -> String {
+    let Some(user) = users.iter().find(|u| error.contains(u.as_str())) else {
+        return "no user named".into();
+    };
+    let log = UserLog::new(
+        async_nats::connect(all.split(',').collect::<Vec<_>>())
+            .await
+            .unwrap(),
+        LAYOUT,
+    );
+    // keys::user: the tag, the id's length (u16) and the id.
+    let key = [
+        b"u".as_slice(),
+        &(user.len() as u16).to_be_bytes(),
+        user.as_bytes(),
+    ]
+    .concat();
+    let scope = latchkey_cluster::partitions::hex(&key);
+    let subject = LAYOUT.user_subject(&scope);
+    let p = LAYOUT.partition_of(&scope);
+    let mut out = String::new();
+    for record in log.scan(p).await.unwrap() {
+        if record.subject != subject {
+            continue;
+        }
+        let header = |name: &str| record.headers.get(name).map(|v| v.as_str().to_owned());
+        let events: Vec<u64> = latchkey_storage::WriteBatch::decode(&record.payload)
+            .map(|batch| {
+                batch
+                    .ops()
+                    .iter()
+                    .filter(|(key, _)| key.first() == Some(&b'e') && key.len() >= 8)
+                    .map(|(key, _)| u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  {} claim={:?} writer={:?} events={events:?}\n",
+            record.sequence,
+            header(CLAIM_HEADER),
+            header(WRITER_HEADER)
+        ));
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
     let mut testbed = Testbed::start(3).await.unwrap();
@@ -230,7 +269,11 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
     );
     let checked = match check(&initial, &history) {
         Ok(checked) => checked,
-        Err(e) => panic!("not linearizable: {e}\n{}", explain(&initial, &history, &e)),
+        Err(e) => {
+            let ops = explain(&initial, &history, &e);
+            let log = log_of(&all, &users, &e).await;
+            panic!("not linearizable: {e}\n{ops}\nthe user's log:\n{log}")
+        }
     };
     assert!(answered > 100, "only {answered} acknowledged commands");
     assert!(checked > 200, "only {checked} operations checked");

@@ -308,10 +308,19 @@ impl ClusterJournal {
                             done.finish(Ok(()));
                         }
                         Err(Refused { error, claimed }) => {
-                            // A refusal at a new claim keeps the claim: the next write, made
-                            // from state read after it (a reloaded actor, the caught-up view),
-                            // goes through. Any other failure marks the scope.
-                            state.failed = claimed.is_none();
+                            tracing::debug!(
+                                node = self.inner.config.node_id,
+                                scope = hex(&scope),
+                                kept = ?claimed,
+                                "write refused: {error}"
+                            );
+                            // Every failure marks the scope, as the embedded writer does: the
+                            // writer's memory may hold the refused change, or state older than
+                            // the log, and whatever it submits next is computed from it. Only a
+                            // settle (an actor reloading, `Store::prepare`) clears the mark. A
+                            // refusal at a new claim keeps the claim, so that settle need not
+                            // claim again.
+                            state.failed = true;
                             state.claimed = claimed;
                             done.finish(Err(error));
                             // Queued writes were computed from the failed one's state.
@@ -365,6 +374,14 @@ impl ClusterJournal {
         metrics::counter!("latchkey_cluster_claims_total").increment(1);
         self.caught_up(p, claim.sequence, deadline).await?;
         let previous = claim.previous.map_or(0, |last| last.sequence);
+        tracing::debug!(
+            node = inner.config.node_id,
+            scope = hex(scope),
+            epoch,
+            sequence = claim.sequence,
+            previous,
+            "claimed"
+        );
         Ok((epoch, claim.sequence, previous))
     }
 
@@ -384,9 +401,10 @@ impl ClusterJournal {
                 // batch was made from state loaded under an earlier claim (an actor that lived
                 // through a change of owner) or read without one. If the scope has any record
                 // before the new claim, that state may be older than the log: the write is
-                // refused, nothing is written, and the writer reloads (the engine evicts the
-                // actor; a reader of the view reads it again, caught up to the claim). A scope
-                // with no record yet (a creation) has nothing to be stale about.
+                // refused, nothing is written, the scope is marked failed, and the writer
+                // reloads (the engine evicts the actor; a writer outside an actor prepares the
+                // scope and reads it again). A scope with no record yet (a creation) has nothing
+                // to be stale about.
                 let (epoch, last, previous) =
                     self.claim(scope, None).await.map_err(Refused::from)?;
                 if previous > 0 {
@@ -403,11 +421,7 @@ impl ClusterJournal {
         let node = &inner.config.node_id;
         let mut headers = HeaderMap::new();
         headers.insert(WRITER_HEADER, format!("{node}/{epoch}").as_str());
-        let id = format!(
-            "w/{node}/{}/{epoch}/{}/{expected}",
-            inner.log.incarnation(),
-            hex(scope)
-        );
+        let id = inner.log.request_id(&format!("w/{node}/{epoch}"));
         let deadline = Instant::now() + inner.config.append_timeout;
         let appended = inner
             .log
@@ -417,6 +431,15 @@ impl ClusterJournal {
         self.caught_up(p, appended.sequence, deadline)
             .await
             .map_err(Refused::from)?;
+        tracing::debug!(
+            node,
+            scope = hex(scope),
+            epoch,
+            expected,
+            sequence = appended.sequence,
+            duplicate = appended.duplicate,
+            "appended"
+        );
         Ok((epoch, appended.sequence))
     }
 

@@ -19,6 +19,8 @@
 //! (10158) — always with the same id and expectation, so whatever happened, at most one copy
 //! exists. Past the deadline the outcome is [`Error::OutcomeUnknown`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
@@ -69,7 +71,9 @@ pub struct Last {
 pub struct UserLog {
     js: jetstream::Context,
     layout: Layout,
-    incarnation: String,
+    incarnation: Arc<str>,
+    /// Appends this handle (and its clones) has made: the tail of their request ids.
+    appends: Arc<AtomicU64>,
 }
 
 impl UserLog {
@@ -80,16 +84,20 @@ impl UserLog {
         UserLog {
             js,
             layout,
-            incarnation: incarnation(),
+            incarnation: incarnation().into(),
+            appends: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// What tells this log handle's request ids from those of any other, including a process
-    /// that ran before under the same node name: a restarted node must never have its appends
-    /// answered as duplicates of its predecessor's (the stream would acknowledge them without
-    /// writing them).
-    pub fn incarnation(&self) -> &str {
-        &self.incarnation
+    /// A request id no other append has used: `<what>/<incarnation>/<count>`. One per logical
+    /// append, kept across its retries. The stream answers an append whose id it holds already
+    /// as a duplicate of that one, *without writing it*: an id used again for a different append
+    /// — by a node restarted under its name, or by this node claiming a user afresh under the
+    /// same epoch — would be acknowledged and lost. The incarnation tells this handle from any
+    /// other, in this process or one before it; the count tells its appends apart.
+    pub fn request_id(&self, what: &str) -> String {
+        let n = self.appends.fetch_add(1, Ordering::Relaxed);
+        format!("{what}/{}/{n:x}", self.incarnation)
     }
 
     pub fn layout(&self) -> Layout {
@@ -167,11 +175,11 @@ impl UserLog {
 /// A fresh incarnation: the clock's nanoseconds, the process id and a count of the handles this
 /// process made, in hex.
 fn incarnation() -> String {
-    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static MADE: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let made = MADE.fetch_add(1, Ordering::Relaxed);
     format!("{nanos:x}-{:x}-{made:x}", std::process::id())
 }
 
@@ -223,7 +231,7 @@ impl UserLog {
         let mark = format!("{node}/{epoch}");
         let mut headers = HeaderMap::new();
         headers.insert(CLAIM_HEADER, mark.as_str());
-        let request_id = format!("claim/{mark}/{}/{user_id}", self.incarnation);
+        let request_id = self.request_id(&format!("claim/{mark}"));
         loop {
             let previous = self.last(user_id).await?;
             if let Some(last) = &previous {

@@ -176,3 +176,47 @@ async fn a_claim_retried_after_a_lost_answer_is_made_once() {
     let records = log.scan(LAYOUT.partition_of("u")).await.unwrap();
     assert_eq!(records.iter().filter(|m| m.subject == subject).count(), 1);
 }
+
+/// A node that claims a user again under the same epoch after writing it (its claim was
+/// forgotten when a write failed) makes a new claim after its writes. The stream answers an
+/// append whose request id it holds as a duplicate, without writing it: had the second claim
+/// reused the first's id, it would come back with the first claim's sequence, the node would
+/// load the user as of that claim, and its next writes — expecting sequences it had used
+/// before — would be "acknowledged" as duplicates of old ones and lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_made_again_after_writes_is_a_new_claim_after_them() {
+    let testbed = Testbed::start(3).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(testbed.url(0)).await.unwrap());
+    LAYOUT.ensure_streams(&js).await.unwrap();
+    let log = UserLog::new(async_nats::connect(testbed.url(1)).await.unwrap(), LAYOUT);
+    let deadline = || Instant::now() + Duration::from_secs(20);
+    let first = log.claim("v", "b", 7, deadline()).await.unwrap();
+    let headers = epoch_header("b", 7);
+    let mut expected = first.sequence;
+    for _ in 0..3 {
+        let id = log.request_id("w/b/7");
+        let written = log
+            .append("v", expected, &id, &headers, Bytes::from("w"), deadline())
+            .await
+            .unwrap();
+        assert!(!written.duplicate);
+        expected = written.sequence;
+    }
+    let again = log.claim("v", "b", 7, deadline()).await.unwrap();
+    assert!(again.sequence > expected, "{again:?} after {expected}");
+    assert_eq!(again.previous.map(|last| last.sequence), Some(expected));
+    // And the writes after it are new records too.
+    let id = log.request_id("w/b/7");
+    let next = log
+        .append(
+            "v",
+            again.sequence,
+            &id,
+            &headers,
+            Bytes::from("w"),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert!(!next.duplicate && next.sequence > again.sequence);
+}

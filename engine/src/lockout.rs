@@ -266,7 +266,7 @@ impl Engine {
     ) -> Result<PolicyView, Error> {
         self.check_open()?;
         let reach = caller.reach(Permission::PolicyRead)?;
-        self.current_policies().await?;
+        self.current_policies(None).await?;
         let policies = &self.inner.policies;
         if let Some(org) = org {
             self.reachable_org(org, &reach).await?;
@@ -284,10 +284,14 @@ impl Engine {
     /// Cluster mode: the policies as the whole cluster acknowledged them before this call (the
     /// view caught up with every partition, then reloaded), for the policy RPCs; password
     /// checks use the copy reloaded every second. Embedded: the copy in memory is the truth.
-    async fn current_policies(&self) -> Result<(), Error> {
+    /// `writing`: the key of the policy about to be changed, settled first (`Store::prepare`).
+    async fn current_policies(&self, writing: Option<&[u8]>) -> Result<(), Error> {
         let store = &self.inner.store;
         if !store.is_journaled() {
             return Ok(());
+        }
+        if let Some(key) = writing {
+            store.prepare(key).await?;
         }
         store.settle(None).await?;
         let reader = store.clone();
@@ -316,7 +320,7 @@ impl Engine {
     pub async fn default_lockout_policy(&self, caller: &Caller) -> Result<PolicyView, Error> {
         self.check_open()?;
         caller.reach(Permission::PolicyRead)?;
-        self.current_policies().await?;
+        self.current_policies(None).await?;
         Ok(self.instance_view())
     }
 
@@ -332,7 +336,8 @@ impl Engine {
         }
         let policies = &self.inner.policies;
         let _writing = policies.writing.lock().await;
-        self.current_policies().await?;
+        let key = keys::instance_lockout_policy();
+        self.current_policies(Some(&key)).await?;
         let now = now_micros();
         let mut record = policies
             .instance()
@@ -343,7 +348,6 @@ impl Engine {
             return Err(ErrorId::InstancePolicyNotChanged.into());
         }
         record.set(&policy, now);
-        let key = keys::instance_lockout_policy();
         self.write_policy(&key, Some(&record)).await?;
         let details = record.details();
         *policies.write_instance() = Some(Arc::new(record));
@@ -413,11 +417,11 @@ impl Engine {
         self.reachable_org(org, &reach).await?;
         let policies = &self.inner.policies;
         let _writing = policies.writing.lock().await;
-        self.current_policies().await?;
+        let key = keys::org_lockout_policy(org);
+        self.current_policies(Some(&key)).await?;
         let now = now_micros();
         let existing = policies.orgs.get(org).map(|p| (**p).clone());
         let next = change(existing.clone(), now)?;
-        let key = keys::org_lockout_policy(org);
         self.write_policy(&key, next.as_ref()).await?;
         let details = match (&next, existing) {
             (Some(record), _) => record.details(),

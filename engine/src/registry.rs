@@ -202,6 +202,12 @@ impl Registry {
                 if now != Some(slot.epoch.load(Ordering::Acquire)) {
                     // Cluster mode: the user's partition changed hands since this actor loaded
                     // it (moved away, perhaps back): another node may have changed the user.
+                    tracing::debug!(
+                        user = id,
+                        loaded = slot.epoch.load(Ordering::Acquire),
+                        now = ?now,
+                        "user actor evicted: its partition changed hands"
+                    );
                     drop(guard);
                     self.evict(id, &actor).await;
                     match now {
@@ -245,6 +251,7 @@ impl Registry {
                 Ok(Answer::Staged(result, Ok(()))) => result,
                 Ok(Answer::Staged(_, Err(e))) => {
                     // The actor's memory holds a change that never reached the disk: replace it.
+                    tracing::debug!(user = id, "user actor evicted: a write failed: {e}");
                     self.evict(id, &actor).await;
                     Err(e.into())
                 }
@@ -288,6 +295,12 @@ impl Registry {
             None => return Err(ErrorId::UserNotFound.into()),
         };
         let lockout = LockoutState::decode(stored.next().flatten().as_deref())?;
+        tracing::debug!(
+            user = id,
+            epoch = slot.epoch.load(Ordering::Acquire),
+            sequence = record.sequence,
+            "user loaded"
+        );
         let supervisor = self
             .supervisor
             .get()

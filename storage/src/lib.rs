@@ -280,6 +280,18 @@ impl Store {
         }
     }
 
+    /// What a read-modify-write of `scope` outside an actor does before it reads. With a
+    /// [`Journal`] it settles the scope: this node holds it, the view has every record of it,
+    /// and a failure mark left by an earlier refused write is cleared (the read that follows is
+    /// the truth, so what is written from it may be). Embedded, the store is its own truth and
+    /// nothing is done.
+    pub async fn prepare(&self, scope: &[u8]) -> Result<(), StoreError> {
+        match &self.journal {
+            Some(journal) => journal.settle(Some(scope)).await,
+            None => Ok(()),
+        }
+    }
+
     /// Writes every live entry, as it stood at one instant, to `out` as a backup
     /// (`backup.rs`). Blocking: run it off the async workers. Writes go on meanwhile;
     /// checkpoints wait until it is done.

@@ -210,6 +210,7 @@ impl Engine {
         let reach = caller.reach(Permission::SessionWrite)?;
         check_session_id(session_id)?;
         let _serialized = self.inner.session_locks.of(session_id).lock().await;
+        self.inner.store.prepare(&keys::session(session_id)).await?;
         let mut record = self
             .session_record(session_id)
             .await?
@@ -310,6 +311,7 @@ impl Engine {
         self.check_open()?;
         check_session_id(session_id)?;
         let _serialized = self.inner.session_locks.of(session_id).lock().await;
+        self.inner.store.prepare(&keys::session(session_id)).await?;
         let record = self.session_record(session_id).await?;
         let allowed = match (token, &record) {
             (Some(token), Some(record)) => record.holds(token),
