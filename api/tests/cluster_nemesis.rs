@@ -1,15 +1,27 @@
-//! The cluster under faults (the short nemesis run in `cargo test`): three Latchkey nodes on
-//! three NATS servers, clients on the nodes racing lock, unlock, deactivate, reactivate and
-//! reads on a few hot users, while a node crashes and comes back empty, a NATS server freezes
-//! (cutting its node off past its lease: the node must stop serving, and must not write when it
-//! wakes) and a stream leader is killed and restarted. Then every user is read, the whole
-//! history is checked for linearizability per user, and the log is audited: after a claim only
-//! its claimant writes, and epochs never go back.
+//! The cluster under faults (the nemesis run): three in-process Latchkey nodes and one Latchkey
+//! process on three NATS servers, clients on every node racing lock, unlock, deactivate,
+//! reactivate and reads on a few hot users, while faults strike one after another:
+//!
+//! - an in-process node crashes and a new one takes its name with an empty view;
+//! - a NATS server freezes (SIGSTOP) past a node's lease and wakes (server 2 cuts n2 off: n2
+//!   reaches no other);
+//! - the leader of a partition's stream is killed (SIGKILL) and restarted;
+//! - the Latchkey process is paused (SIGSTOP) past its lease and woken: a zombie, whose writes
+//!   writes admitted before the pause reach the streams only to be refused (counted, printed);
+//! - the Latchkey process is killed (SIGKILL) and restarted on its data directory.
+//!
+//! Then every user is read, the whole history is checked for linearizability per user, and the
+//! log is audited: after a claim only its claimant writes, and epochs never go back.
+//!
+//! `cargo test` runs a node crash, a server freeze and a leader kill, in that order. `LATCHKEY_NEMESIS_SEED=<n>` draws
+//! `LATCHKEY_NEMESIS_FAULTS` (default 5) faults from that seed instead: the long runs of
+//! docs/reliability.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,20 +30,175 @@ use latchkey_cluster::log::{epoch_of, UserLog, CLAIM_HEADER, WRITER_HEADER};
 use latchkey_cluster::partitions::Layout;
 use latchkey_cluster::testbed::Testbed;
 use support::history::{check, client_loop, read_users, Operation, Outcome, State};
-use support::{TestServer, ADMIN_TOKEN};
+use support::{binary, Rng, TestServer, ADMIN_TOKEN};
 
 /// How long after its client gave up an unanswered operation may still take effect: a call
 /// timeout for the forwarded call and one for its append, with room to spare.
 const UNKNOWN_MAY_LAND_WITHIN: Duration = Duration::from_secs(15);
+
+/// How long a frozen server or process stays frozen: past a node's lease (3 s) and the move of
+/// its partitions.
+const FROZEN: Duration = Duration::from_secs(6);
 
 const LAYOUT: Layout = Layout {
     partitions: 8,
     replicas: 3,
 };
 
-/// Clients on `node` until `stop`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    CrashNode,
+    FreezeServer,
+    KillLeader,
+    PauseProcess,
+    KillProcess,
+}
+
+const FAULTS: [Fault; 5] = [
+    Fault::CrashNode,
+    Fault::FreezeServer,
+    Fault::KillLeader,
+    Fault::PauseProcess,
+    Fault::KillProcess,
+];
+
+/// The faults of this run, and the seed that draws their targets.
+fn schedule() -> (u64, Vec<Fault>) {
+    let Some(seed) = std::env::var("LATCHKEY_NEMESIS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    else {
+        return (1, FAULTS[..3].to_vec());
+    };
+    let count = std::env::var("LATCHKEY_NEMESIS_FAULTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let mut rng = Rng::new(seed);
+    (seed, (0..count).map(|_| *rng.pick(&FAULTS)).collect())
+}
+
+/// The Latchkey process (`latchkey serve --cluster`), node `z`, logging at `LATCHKEY_NEMESIS_LOG`
+/// (default `info`) into `dir/z.log`, its data in `dir/data`.
+fn start_process(all: &str, dir: &Path) -> binary::Running {
+    use std::io::{BufRead, BufReader, Write};
+    let level = std::env::var("LATCHKEY_NEMESIS_LOG").unwrap_or_else(|_| "info".into());
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("z.log"))
+        .unwrap();
+    let mut child = std::process::Command::new(binary::BIN)
+        .args(["--listen", "127.0.0.1:0", "--log", &level])
+        .args(["--cluster", all, "--node-id", "z"])
+        .args(["--cluster-partitions", "8", "--cluster-replicas", "3"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let Some(line) = lines.next() else {
+            let log = std::fs::read_to_string(dir.join("z.log")).unwrap_or_default();
+            panic!("z exited early:\n{log}");
+        };
+        let line = line.unwrap();
+        writeln!(log, "{line}").unwrap();
+        if let Some(at) = line.find("listening on http://") {
+            let rest = &line[at + "listening on ".len()..];
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+        }
+    });
+    binary::Running { child, base }
+}
+
+/// The NATS server z is connected to now: the last one its log says it connected to.
+fn z_server(dir: &Path, urls: &[String]) -> Option<usize> {
+    let log = std::fs::read_to_string(dir.join("z.log")).ok()?;
+    let port = log
+        .lines()
+        .rev()
+        .find_map(|line| line.split("connected successfully server=").nth(1))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    urls.iter()
+        .position(|url| url.ends_with(&format!(":{port}")))
+}
+
+fn signal(process: &binary::Running, signal: i32) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    let done = unsafe { libc::kill(process.child.id() as i32, signal) };
+    assert_eq!(done, 0, "kill({signal})");
+}
+
+/// The process's `latchkey_cluster_fenced_writes_total` (0 before the first).
+async fn fenced_writes(client: &reqwest::Client, base: &str) -> u64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("latchkey_cluster_fenced_writes_total "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// How many partitions the process serves (its `latchkey_cluster_partitions_served` gauge).
+async fn partitions_served(client: &reqwest::Client, base: &str) -> usize {
+    let Ok(reply) = client.get(format!("{base}/metrics")).send().await else {
+        return 0;
+    };
+    reply
+        .text()
+        .await
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("latchkey_cluster_partitions_served "))
+        .map_or(0, |n| n.trim().parse::<f64>().unwrap_or(0.0) as usize)
+}
+
+/// The server leading partition `p`'s stream.
+async fn stream_leader(all: &str, p: u32) -> String {
+    let js = async_nats::jetstream::new(
+        async_nats::connect(all.split(',').collect::<Vec<_>>())
+            .await
+            .unwrap(),
+    );
+    let since = Instant::now();
+    loop {
+        let mut stream = js.get_stream(Layout::stream_name(p)).await.unwrap();
+        if let Some(leader) = stream
+            .info()
+            .await
+            .ok()
+            .and_then(|info| info.cluster.clone())
+            .and_then(|cluster| cluster.leader)
+        {
+            return leader;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(20),
+            "partition {p} has a leader"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `n` clients on the node at `base` until `stop`.
 fn clients(
-    node: &TestServer,
+    client: &reqwest::Client,
+    base: &str,
     n: u64,
     seed: u64,
     users: &Arc<Vec<String>>,
@@ -41,8 +208,8 @@ fn clients(
     (0..n)
         .map(|i| {
             tokio::spawn(client_loop(
-                node.client.clone(),
-                node.base.clone(),
+                client.clone(),
+                base.to_owned(),
                 ADMIN_TOKEN,
                 users.clone(),
                 clock,
@@ -101,6 +268,40 @@ fn explain(initial: &BTreeMap<String, (State, u64)>, history: &[Operation], erro
     out
 }
 
+/// A user's scope in the log: the hex of its store key (keys::user: the tag, the id's length as
+/// a u16 and the id).
+fn scope_of(user: &str) -> String {
+    let key = [
+        b"u".as_slice(),
+        &(user.len() as u16).to_be_bytes(),
+        user.as_bytes(),
+    ]
+    .concat();
+    latchkey_cluster::partitions::hex(&key)
+}
+
+/// Waits until another node than z holds each of `users`: the last record of each is a claim
+/// or a write not of z. Bounded by `within`.
+async fn taken_from_z(log: &UserLog, users: &[String], within: Duration) {
+    let since = Instant::now();
+    'users: for user in users {
+        while since.elapsed() < within {
+            if let Ok(Some(last)) = log.last(&scope_of(user)).await {
+                let mark = last
+                    .headers
+                    .get(CLAIM_HEADER)
+                    .or_else(|| last.headers.get(WRITER_HEADER))
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default();
+                if !mark.starts_with("z/") {
+                    continue 'users;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// The log of the user `error` names, one line per record: its sequence, who wrote it under
 /// which epoch (or claimed it), and the user sequences of the events it carries.
 async fn log_of(all: &str, users: &[String], error: &str) -> String {
@@ -113,14 +314,7 @@ async fn log_of(all: &str, users: &[String], error: &str) -> String {
             .unwrap(),
         LAYOUT,
     );
-    // keys::user: the tag, the id's length (u16) and the id.
-    let key = [
-        b"u".as_slice(),
-        &(user.len() as u16).to_be_bytes(),
-        user.as_bytes(),
-    ]
-    .concat();
-    let scope = latchkey_cluster::partitions::hex(&key);
+    let scope = scope_of(user);
     let subject = LAYOUT.user_subject(&scope);
     let p = LAYOUT.partition_of(&scope);
     let mut out = String::new();
@@ -151,82 +345,185 @@ async fn log_of(all: &str, users: &[String], error: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
+    let (seed, faults) = schedule();
+    println!("seed {seed}: {faults:?}");
+    let mut rng = Rng::new(seed);
     let mut testbed = Testbed::start(3).await.unwrap();
     let all = testbed.urls().join(",");
     // n0 and n1 reach every NATS server; n2 only server 2, so freezing that server cuts n2 off.
-    let n0 = TestServer::start_node(&all, "n0", LAYOUT).await;
-    let n1 = TestServer::start_node(&all, "n1", LAYOUT).await;
-    let n2 = TestServer::start_node(&testbed.url(2), "n2", LAYOUT).await;
+    let urls = [all.clone(), all.clone(), testbed.url(2)];
+    let mut nodes = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        nodes.push(TestServer::start_node(url, &format!("n{i}"), LAYOUT).await);
+    }
+    let z_dir = tempfile::tempdir().unwrap();
+    let mut z = start_process(&all, z_dir.path());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let settle = Instant::now();
-    while [&n0, &n1, &n2]
-        .iter()
-        .map(|n| n.node.as_ref().unwrap().partitions_served())
-        .sum::<usize>()
-        != LAYOUT.partitions as usize
-    {
+    loop {
+        let served: usize = nodes
+            .iter()
+            .map(|n| n.node.as_ref().unwrap().partitions_served())
+            .sum();
+        // z serves the rest once all four hold the partitions the table gives them.
+        let z_served = partitions_served(&http, &z.base).await;
+        if served + z_served == LAYOUT.partitions as usize && z_served > 0 {
+            break;
+        }
         assert!(
             settle.elapsed() < Duration::from_secs(30),
             "partitions spread"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Two hot users per node, each created in its node's partitions; z's clients work on z's own
+    // two (so z has writes in flight when it is paused), the others' on all eight.
     let mut users = Vec::new();
-    for (i, node) in [&n0, &n1, &n2].iter().enumerate() {
+    for (i, node) in nodes.iter().enumerate() {
         for j in 0..2 {
             users.push(node.create_human(&format!("hot{i}{j}@example.com")).await);
         }
     }
+    let mut z_users = Vec::new();
+    for j in 0..2 {
+        let created: serde_json::Value = http
+            .post(format!("{}/v2/users/human", z.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&binary::human(&format!("hotz{j}@example.com")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        z_users.push(created["userId"].as_str().expect("userId").to_owned());
+    }
+    users.extend(z_users.iter().cloned());
     let mut initial = BTreeMap::new();
     for id in &users {
-        let (state, sequence) = n0.state_and_sequence(id).await;
+        let (state, sequence) = nodes[0].state_and_sequence(id).await;
         initial.insert(id.clone(), (State::from_wire(&state).unwrap(), sequence));
     }
-    let users = Arc::new(users);
+    let (users, z_users) = (Arc::new(users), Arc::new(z_users));
     let (clock, stop) = (Instant::now(), Arc::new(AtomicBool::new(false)));
-    let mut running = clients(&n0, 4, 0, &users, clock, &stop);
-    running.extend(clients(&n2, 3, 100, &users, clock, &stop));
-    let doomed = clients(&n1, 2, 200, &users, clock, &stop);
-
-    // 1. n1 crashes; a new node takes its name with an empty view.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    n1.crash();
-    let n1 = TestServer::start_node(&all, "n1", LAYOUT).await;
-    running.extend(clients(&n1, 2, 300, &users, clock, &stop));
-    // 2. NATS server 2 freezes past n2's lease, then wakes.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    testbed.pause(2);
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    testbed.resume(2);
-    // 3. The leader of partition 0's stream is killed, and restarted.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let js = async_nats::jetstream::new(
+    let mut running = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let seed = 100 * i as u64;
+        running.extend(clients(
+            &node.client,
+            &node.base,
+            2,
+            seed,
+            &users,
+            clock,
+            &stop,
+        ));
+    }
+    running.extend(clients(&http, &z.base, 8, 900, &z_users, clock, &stop));
+    let log = UserLog::new(
         async_nats::connect(all.split(',').collect::<Vec<_>>())
             .await
             .unwrap(),
+        LAYOUT,
     );
-    let mut stream = js.get_stream(Layout::stream_name(0)).await.unwrap();
-    let leader = stream
-        .info()
-        .await
-        .unwrap()
-        .cluster
-        .clone()
-        .unwrap()
-        .leader
-        .unwrap();
-    let killed = testbed.index_of(&leader).unwrap();
-    testbed.kill(killed);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    testbed.restart(killed).await.unwrap();
+
+    let mut next_seed = 1000;
+    for fault in &faults {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        match fault {
+            Fault::CrashNode => {
+                let i = rng.below(nodes.len());
+                println!("{:?}: n{i} crashes", clock.elapsed());
+                let crashed = nodes.remove(i);
+                crashed.crash();
+                let node = TestServer::start_node(&urls[i], &format!("n{i}"), LAYOUT).await;
+                running.extend(clients(
+                    &node.client,
+                    &node.base,
+                    2,
+                    next_seed,
+                    &users,
+                    clock,
+                    &stop,
+                ));
+                nodes.insert(i, node);
+            }
+            Fault::FreezeServer => {
+                let i = rng.below(3);
+                println!("{:?}: NATS server {i} frozen", clock.elapsed());
+                testbed.pause(i);
+                tokio::time::sleep(FROZEN).await;
+                testbed.resume(i);
+            }
+            Fault::KillLeader => {
+                let p = rng.below(LAYOUT.partitions as usize) as u32;
+                let leader = stream_leader(&all, p).await;
+                let i = testbed.index_of(&leader).unwrap();
+                println!(
+                    "{:?}: {leader}, leader of partition {p}, killed",
+                    clock.elapsed()
+                );
+                testbed.kill(i);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                testbed.restart(i).await.unwrap();
+            }
+            Fault::PauseProcess => {
+                let before = fenced_writes(&http, &z.base).await;
+                println!("{:?}: z paused", clock.elapsed());
+                // z's NATS server stalls for a moment first, so z is paused with writes it
+                // admitted queued behind an append in flight (without the stall its queue is
+                // mostly empty at any instant, and whether a pause catches one is luck).
+                let server = z_server(z_dir.path(), &testbed.urls());
+                if let Some(i) = server {
+                    testbed.pause(i);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                signal(&z, libc::SIGSTOP);
+                if let Some(i) = server {
+                    testbed.resume(i);
+                }
+                // Frozen past its lease, until other nodes have taken its users over.
+                tokio::time::sleep(FROZEN).await;
+                let pause = Instant::now();
+                taken_from_z(&log, &z_users, Duration::from_secs(30)).await;
+                println!("z's users taken over after {:?}", pause.elapsed() + FROZEN);
+                signal(&z, libc::SIGCONT);
+                // Its writes in flight settle within an append's last attempt and a reconnect.
+                let woke = Instant::now();
+                let mut after = fenced_writes(&http, &z.base).await;
+                while after <= before && woke.elapsed() < Duration::from_secs(10) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    after = fenced_writes(&http, &z.base).await;
+                }
+                // Not asserted: the node itself refuses most of a zombie's writes (its lease gates
+                // what it admits, its deadlines expire while it is frozen), so the streams see
+                // one only when the pause catches a write between admission and append.
+                println!("z woke: {} of its writes fenced", after - before);
+            }
+            Fault::KillProcess => {
+                println!("{:?}: z killed", clock.elapsed());
+                z.kill9();
+                z = start_process(&all, z_dir.path());
+                running.extend(clients(
+                    &http, &z.base, 8, next_seed, &z_users, clock, &stop,
+                ));
+            }
+        }
+        next_seed += 100;
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
 
     let mut history = Vec::new();
-    for client in running.into_iter().chain(doomed) {
+    for client in running {
         history.extend(client.await.unwrap());
     }
     // Every user read once more, through a node that lived through it all, once the cluster
     // has recovered (a read may wait for a partition's new leader).
+    let n0 = &nodes[0];
     let recovered = Instant::now();
     loop {
         let (client, base, users) = (n0.client.clone(), n0.base.clone(), users.clone());
@@ -279,12 +576,6 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
     assert!(checked > 200, "only {checked} operations checked");
 
     // The audit of every partition's log.
-    let log = UserLog::new(
-        async_nats::connect(all.split(',').collect::<Vec<_>>())
-            .await
-            .unwrap(),
-        LAYOUT,
-    );
     let mut claims = 0;
     for p in 0..LAYOUT.partitions {
         let mut holder: HashMap<String, (String, u64)> = HashMap::new();
@@ -324,7 +615,8 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
         }
     }
     assert!(claims > users.len(), "users changed hands: {claims} claims");
-    for node in [n0, n1, n2] {
+    for node in nodes {
         node.crash();
     }
+    z.kill9();
 }

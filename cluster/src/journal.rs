@@ -372,7 +372,8 @@ impl ClusterJournal {
             .await
             .map_err(store_error)?;
         metrics::counter!("latchkey_cluster_claims_total").increment(1);
-        self.caught_up(p, claim.sequence, deadline).await?;
+        self.caught_up(p, claim.sequence, view_deadline(deadline))
+            .await?;
         let previous = claim.previous.map_or(0, |last| last.sequence);
         tracing::debug!(
             node = inner.config.node_id,
@@ -394,8 +395,15 @@ impl ClusterJournal {
     ) -> Result<(u64, u64), Refused> {
         let inner = &self.inner;
         let p = Self::partition_of(&inner.config.layout, scope);
+        let served = inner.ownership.serves(p);
         let (epoch, expected) = match claimed {
-            Some((epoch, last)) if Some(epoch) == inner.ownership.serves(p) => (epoch, last),
+            // Under the claim this node holds, the write is appended whatever the node now
+            // believes of its lease, which may have lapsed while the write queued (the node
+            // paused, cut off). The stream decides, not that belief: if another node claimed
+            // the scope since, the append is fenced; if not, the log holds nothing after the
+            // claim but this node's own records, the state the write was made from is the
+            // truth, and the write is as valid as when it was admitted.
+            Some((epoch, last)) if served.is_none_or(|now| now == epoch) => (epoch, last),
             _ => {
                 // The first write of the scope under this epoch with no settle before it: the
                 // batch was made from state loaded under an earlier claim (an actor that lived
@@ -428,7 +436,7 @@ impl ClusterJournal {
             .append(&hex(scope), expected, &id, &headers, payload, deadline)
             .await
             .map_err(|e| Refused::from(store_error(e)))?;
-        self.caught_up(p, appended.sequence, deadline)
+        self.caught_up(p, appended.sequence, view_deadline(deadline))
             .await
             .map_err(Refused::from)?;
         tracing::debug!(
@@ -634,6 +642,15 @@ impl Follower {
             _ => Ok(()),
         }
     }
+}
+
+/// How long the view has, at least, to apply a record the stream acknowledged: past the
+/// append's own deadline if need be (a process that was frozen reads the acknowledgement and the
+/// record at once when it wakes; neither is lost for being late).
+const VIEW_GRACE: Duration = Duration::from_secs(2);
+
+fn view_deadline(deadline: Instant) -> Instant {
+    deadline.max(Instant::now() + VIEW_GRACE)
 }
 
 /// The view's key holding partition `p`'s applied sequence.

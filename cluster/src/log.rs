@@ -17,7 +17,9 @@
 //! deadline, [`UserLog::append`] retries what is transient — no acknowledgement, no leader yet
 //! (no responders), a new leader still applying its log (10163), the same id still in flight
 //! (10158) — always with the same id and expectation, so whatever happened, at most one copy
-//! exists. Past the deadline the outcome is [`Error::OutcomeUnknown`].
+//! exists. At the deadline one last attempt is made (a process frozen past its deadline learns
+//! what became of its append instead of giving up on an answer it has not read); if that too
+//! gets no answer, the outcome is [`Error::OutcomeUnknown`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -116,6 +118,7 @@ impl UserLog {
         deadline: Instant,
     ) -> Result<Appended, Error> {
         let subject = self.layout.user_subject(user_id);
+        let mut last_attempt = false;
         loop {
             let message = PublishMessage::build()
                 .headers(headers.clone())
@@ -139,8 +142,16 @@ impl UserLog {
                     }
                 }
             }
-            if Instant::now() + RETRY_PAUSE >= deadline {
+            if last_attempt {
                 return Err(Error::OutcomeUnknown { subject });
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                // The deadline passed with the outcome unknown — perhaps while this process was
+                // frozen, its answer still unread. One more attempt under the same id settles
+                // it: a duplicate if the append landed, fenced if another write came first,
+                // written now if neither.
+                last_attempt = true;
+                continue;
             }
             tokio::time::sleep(RETRY_PAUSE).await;
         }

@@ -513,8 +513,9 @@ async fn rebalance(shared: &Shared, nodes: &kv::Store, parts: &kv::Store) -> Res
                 .map(|_| ())
                 .map_err(Error::nats),
         };
-        if let Err(e) = written {
-            tracing::debug!(partition = p, ?next, ?live, "table change not written: {e}");
+        match written {
+            Ok(()) => tracing::info!(partition = p, ?next, ?live, "partition reassigned"),
+            Err(e) => tracing::debug!(partition = p, ?next, ?live, "table change not written: {e}"),
         }
     }
     Ok(())
