@@ -394,7 +394,8 @@ impl ClusterJournal {
         payload: Bytes,
     ) -> Result<(u64, u64), Refused> {
         let inner = &self.inner;
-        let p = Self::partition_of(&inner.config.layout, scope);
+        let subject_scope = hex(scope);
+        let p = inner.config.layout.partition_of(&subject_scope);
         let served = inner.ownership.serves(p);
         let (epoch, expected) = match claimed {
             // Under the claim this node holds, the write is appended whatever the node now
@@ -433,7 +434,7 @@ impl ClusterJournal {
         let deadline = Instant::now() + inner.config.append_timeout;
         let appended = inner
             .log
-            .append(&hex(scope), expected, &id, &headers, payload, deadline)
+            .append(&subject_scope, expected, &id, &headers, payload, deadline)
             .await
             .map_err(|e| Refused::from(store_error(e)))?;
         self.caught_up(p, appended.sequence, view_deadline(deadline))
@@ -441,7 +442,7 @@ impl ClusterJournal {
             .map_err(Refused::from)?;
         tracing::debug!(
             node,
-            scope = hex(scope),
+            scope = subject_scope,
             epoch,
             expected,
             sequence = appended.sequence,

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use latchkey_cluster::log::{UserLog, CLAIM_HEADER, WRITER_HEADER};
@@ -73,8 +73,38 @@ fn human(email: &str) -> NewHuman {
     }
 }
 
+/// The journal's debug lines, kept to tell a write the stream fenced from one the node refused
+/// itself (both are NO-OWNER to the caller). The only test in this binary sets it globally.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_takes_over_what_another_acknowledged_and_the_old_one_is_fenced() {
+    let journal_log = Captured::default();
+    let writer = journal_log.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "latchkey_cluster::journal=debug",
+        ))
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -147,8 +177,20 @@ async fn a_node_takes_over_what_another_acknowledged_and_the_old_one_is_fenced()
         .user_id;
     let refused = a.engine.get_user(&admin, &from_b).await.unwrap_err();
     assert_eq!(refused.id, ErrorId::NoOwner);
-    // Once a learns it lost everything, it refuses before touching the stream.
+    // Once a learns it lost everything, a write it had admitted under a claim it holds (its
+    // actor for users[0] is live; the lease lapsing while the write queued) still goes to the
+    // stream, which refuses it: the fence decides, not a's belief.
     a.ownership.set(0);
+    let logged_before = journal_log.text().len();
+    let fenced = a.engine.lock_user(&admin, &users[0]).await.unwrap_err();
+    assert_eq!(fenced.id, ErrorId::NoOwner);
+    let log = journal_log.text()[logged_before..].to_owned();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("write refused") && line.contains("fenced")),
+        "the stream refused a's write:\n{log}"
+    );
+    // A user a must load first is refused before the stream is touched.
     let refused = a.engine.lock_user(&admin, &users[5]).await.unwrap_err();
     assert_eq!(refused.id, ErrorId::NoOwner);
 
