@@ -15,9 +15,11 @@
 //!   timeout, then NO-OWNER. A forwarded call with no answer in time is CALL-TIMEOUT: it may have
 //!   run.
 //!
-//! Requests that name no user (creations, lists, policies) run where they arrive: new ids are
-//! chosen in the node's own partitions (`Engine::new_id`), and lists read the node's view after
-//! catching it up with the streams.
+//! A session created by login name is routed the same way once the name is looked up in the
+//! node's view ([`crate::rpc::placement`]). Requests that name no user (creations, lists,
+//! policies) run where they arrive: new ids are chosen in the node's own partitions
+//! (`Engine::new_id`), names are claimed cluster-wide (`latchkey_cluster::names`), and lists read
+//! the node's view after catching it up with the streams.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -284,7 +286,7 @@ fn handle<R: Routed>(
             caller: &caller,
             headers: &headers,
         };
-        if let Some(scope) = R::scope(&call, &request) {
+        if let Some(scope) = rpc::placement::<R>(&call, &request).await {
             if router.owner(&scope) != Owner::Here {
                 return Ok(None);
             }
@@ -466,11 +468,7 @@ impl ClusterNode {
         let ownership: Arc<dyn Ownership> = membership.clone();
         let journal = ClusterJournal::new(
             client,
-            JournalConfig {
-                node_id: node_id.clone(),
-                layout,
-                append_timeout: call_timeout,
-            },
+            JournalConfig::new(node_id.clone(), layout, call_timeout),
             ownership,
         );
         // The view is rebuilt from the streams if lost: flushed in the background.

@@ -1,7 +1,8 @@
 //! Cluster mode as its users see it: three Latchkey nodes (`serve --cluster`) on a three-server
 //! NATS cluster (the pinned server, R3), every protocol on every node, requests for a user
 //! served by its owner wherever they arrive, racing unlocks across nodes made exactly once,
-//! and the users of a node that dies served again by the others.
+//! and the users of a node that dies served again by the others; usernames and organization
+//! names unique across the nodes, and sessions created by login name on any node.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -12,6 +13,7 @@ use latchkey_cluster::partitions::Layout;
 use latchkey_cluster::testbed::Testbed;
 use reqwest::StatusCode;
 use serde_json::json;
+use support::login::PASSWORD;
 use support::protocols::{self, Outcome};
 use support::TestServer;
 
@@ -179,4 +181,134 @@ async fn every_node_serves_every_user_over_every_protocol_and_survives_a_node_de
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     n0.stop().await;
     n2.stop().await;
+}
+
+/// Races `count` calls of `make(i)` over the nodes (`i % 3`): (succeeded, refused with `taken`).
+async fn race<F, Fut>(count: usize, taken: &str, make: F) -> (usize, usize)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = support::Reply>,
+{
+    let replies = futures::future::join_all((0..count).map(make)).await;
+    let won = replies.iter().filter(|r| r.status.is_success()).count();
+    let refused = replies.iter().filter(|r| r.error_id() == taken).count();
+    assert_eq!(
+        won + refused,
+        count,
+        "only successes and {taken}: {:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    (won, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_unique_across_the_cluster_and_a_login_name_reaches_its_user_from_any_node() {
+    let testbed = Testbed::start(3).await.unwrap();
+    let nodes = cluster(&testbed).await;
+
+    // One username, created by 30 requests racing over the three nodes: one user.
+    for round in 0..3 {
+        let email = format!("same-{round}@example.com");
+        let (won, _) = race(30, "USERNAME-TAKEN", |i| {
+            let (node, email) = (&nodes[i % 3], email.clone());
+            async move {
+                node.post(
+                    "/v2/users/human",
+                    json!({
+                        "username": email,
+                        "profile": {"givenName": "Same", "familyName": "Name"},
+                        "email": {"email": email, "isVerified": true},
+                    }),
+                )
+                .await
+            }
+        })
+        .await;
+        assert_eq!(won, 1, "exactly one user named {email} across the cluster");
+    }
+
+    // One organization name, raced the same way.
+    let (won, _) = race(12, "ORG-NAME-TAKEN", |i| {
+        let node = &nodes[i % 3];
+        async move {
+            node.post("/v2/organizations", json!({ "name": "Acme Racing" }))
+                .await
+        }
+    })
+    .await;
+    assert_eq!(won, 1, "exactly one organization named Acme Racing");
+
+    // A deleted user's username is free again, on any node.
+    let id = nodes[0].create_human("reused@example.com").await;
+    let reply = nodes[1]
+        .call_as(
+            support::ADMIN_TOKEN,
+            reqwest::Method::DELETE,
+            &format!("/v2/users/{id}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let again = nodes[2].create_human("reused@example.com").await;
+    assert_ne!(again, id);
+
+    // Sessions by login name with a password check, created on every node for users owned by
+    // each: the check runs in the user's actor, on its owner.
+    let mut users = Vec::new();
+    for (created_on, node) in nodes.iter().enumerate() {
+        let email = format!("login-{created_on}@example.com");
+        users.push((email.clone(), node.create_login_user(&email).await));
+    }
+    let forwards_before = forwards(&nodes).await;
+    for node in &nodes {
+        for (email, id) in &users {
+            let reply = node
+                .post(
+                    "/v2/sessions",
+                    json!({"checks": {
+                        "user": {"loginName": email},
+                        "password": {"password": PASSWORD}
+                    }}),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+            let session = reply.body["sessionId"].as_str().unwrap();
+            let token = reply.body["sessionToken"].as_str().unwrap();
+            let read = node
+                .get(&format!("/v2/sessions/{session}?sessionToken={token}"))
+                .await;
+            assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+            assert_eq!(read.body["session"]["factors"]["user"]["id"], json!(id));
+        }
+    }
+    assert!(
+        forwards(&nodes).await > forwards_before,
+        "sessions for other nodes' users were forwarded to them"
+    );
+    // A login name nobody has: the same miss on every node.
+    for node in &nodes {
+        let reply = node
+            .post(
+                "/v2/sessions",
+                json!({"checks": {"user": {"loginName": "nobody@example.com"}}}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// Calls forwarded by all nodes so far.
+async fn forwards(nodes: &[TestServer]) -> f64 {
+    let mut total = 0.0;
+    for node in nodes {
+        let reply = node.get("/metrics").await;
+        total += support::metric_value(
+            reply.body.as_str().unwrap(),
+            "latchkey_cluster_forwards_total",
+        );
+    }
+    total
 }

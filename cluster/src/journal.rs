@@ -44,6 +44,7 @@ use tokio::task::AbortHandle;
 
 use crate::log::{UserLog, CLAIM_HEADER, WRITER_HEADER};
 use crate::membership::Membership;
+use crate::names::{Claim, Names};
 use crate::partitions::{hex, unhex, Layout};
 use crate::Error;
 
@@ -91,6 +92,22 @@ pub struct JournalConfig {
     pub layout: Layout,
     /// How long an append (or a claim) retries before its outcome is unknown.
     pub append_timeout: Duration,
+    /// How old a unique name's claim must be before it counts as abandoned when the view holds
+    /// no record of it (`names.rs`): longer than any creation takes to land.
+    pub names_grace: Duration,
+}
+
+impl JournalConfig {
+    /// The settings a node uses: `append_timeout`, and a names grace well past it (three
+    /// append timeouts, at least 30 s).
+    pub fn new(node_id: impl Into<String>, layout: Layout, append_timeout: Duration) -> Self {
+        JournalConfig {
+            node_id: node_id.into(),
+            layout,
+            append_timeout,
+            names_grace: (append_timeout * 3).max(Duration::from_secs(30)),
+        }
+    }
 }
 
 /// The `Journal` of a cluster node. Cheap to clone.
@@ -112,6 +129,8 @@ struct Inner {
     /// Why the view stopped following the log, once it has: every write fails from then on.
     failed: Arc<OnceLock<String>>,
     consumers: Mutex<Vec<AbortHandle>>,
+    /// The bucket of unique names, opened at its first use.
+    names: tokio::sync::OnceCell<Names>,
 }
 
 impl Drop for Inner {
@@ -185,6 +204,7 @@ impl ClusterJournal {
                 scopes: Mutex::new(HashMap::new()),
                 failed: Arc::new(OnceLock::new()),
                 consumers: Mutex::new(Vec::new()),
+                names: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -266,9 +286,72 @@ impl Journal for ClusterJournal {
             }
         })
     }
+
+    fn claim_unique<'a>(&'a self, key: &'a [u8], holder: &'a [u8]) -> JournalFuture<'a, bool> {
+        Box::pin(self.claim_name(key, holder))
+    }
+
+    fn release_unique<'a>(&'a self, key: &'a [u8], holder: &'a [u8]) -> JournalFuture<'a> {
+        Box::pin(async move {
+            let deadline = Instant::now() + self.inner.config.append_timeout;
+            self.names()
+                .await?
+                .release(key, holder, deadline)
+                .await
+                .map_err(store_error)
+        })
+    }
 }
 
 impl ClusterJournal {
+    /// The bucket of unique names.
+    async fn names(&self) -> Result<&Names, StoreError> {
+        let inner = &self.inner;
+        inner
+            .names
+            .get_or_try_init(|| Names::open(&inner.js, inner.config.layout.replicas))
+            .await
+            .map_err(store_error)
+    }
+
+    /// Claims the unique `key` for `holder` (`names.rs`). Another holder's claim stands while it
+    /// is younger than the grace, or while the view — caught up with every partition — holds
+    /// `key` (the holder's creation landed). Past that it belongs to nobody and is taken over.
+    async fn claim_name(&self, key: &[u8], holder: &[u8]) -> Result<bool, StoreError> {
+        let deadline = Instant::now() + self.inner.config.append_timeout;
+        let names = self.names().await?;
+        loop {
+            let revision = match names
+                .claim(key, holder, deadline)
+                .await
+                .map_err(store_error)?
+            {
+                Claim::Won => return Ok(true),
+                Claim::Held { revision, age, .. } if age >= self.inner.config.names_grace => {
+                    revision
+                }
+                Claim::Held { .. } => return Ok(false),
+            };
+            self.catch_up().await?;
+            let view = self.inner.view.get().ok_or(StoreError::Closed)?;
+            if view.get(key)?.is_some() {
+                return Ok(false);
+            }
+            if names
+                .take_over(key, holder, revision, deadline)
+                .await
+                .map_err(store_error)?
+            {
+                tracing::info!(
+                    node = self.inner.config.node_id,
+                    key = hex(key),
+                    "unique name taken over from a claim whose creation never landed"
+                );
+                return Ok(true);
+            }
+        }
+    }
+
     fn enqueue(&self, scope: &[u8], state: &mut Scope, work: Work) {
         state.queue.push_back(work);
         if !state.running {

@@ -14,6 +14,8 @@
 //! - `log.rs` — the fenced append and the read of a user's last message.
 //! - `membership.rs` — live nodes, each node's lease, the coordinator, the partition table and
 //!   its epochs.
+//! - `names.rs` — usernames and organization names unique across the cluster (a KV bucket
+//!   written by compare-and-set).
 //! - `journal.rs` — the engine's store over the streams: writes as fenced appends, the node's
 //!   data directory as a view every partition's records are applied to.
 //! - `error.rs` — this crate's one error type.
@@ -22,6 +24,7 @@ pub mod error;
 pub mod journal;
 pub mod log;
 pub mod membership;
+pub mod names;
 pub mod nats_server;
 pub mod partitions;
 pub mod testbed;

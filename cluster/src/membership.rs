@@ -286,7 +286,7 @@ impl Drop for Membership {
 }
 
 /// Opens the bucket `name`, creating it the first time.
-async fn bucket(
+pub(crate) async fn bucket(
     js: &jetstream::Context,
     name: &str,
     ttl: Duration,

@@ -33,11 +33,7 @@ async fn node(url: &str, name: &str, epoch: u64, dir: &std::path::Path) -> Node 
     let ownership = Arc::new(FixedOwnership::new(epoch));
     let journal = ClusterJournal::new(
         client,
-        JournalConfig {
-            node_id: name.into(),
-            layout: LAYOUT,
-            append_timeout: Duration::from_secs(10),
-        },
+        JournalConfig::new(name, LAYOUT, Duration::from_secs(10)),
         ownership.clone(),
     );
     let config = Config::default()

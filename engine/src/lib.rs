@@ -522,6 +522,12 @@ pub fn event_key(owner: &str, sequence: u64) -> Vec<u8> {
     keys::event(owner, sequence)
 }
 
+/// The key that holds `username`'s owner in organization `org` (case-insensitively): what a
+/// creation claims as unique (`Store::claim_unique`).
+pub fn username_key(org: &str, username: &str) -> Vec<u8> {
+    keys::username(org, &username.to_lowercase())
+}
+
 /// The engine's snapshot key of user `id`: also the store scope of everything written for it.
 pub fn snapshot_key(id: &str) -> Vec<u8> {
     keys::user(id)

@@ -111,10 +111,28 @@ impl Engine {
         if found[1].is_some() || found[2].is_some() {
             return Err(ErrorId::OrgNameTaken.into());
         }
-        store
+        // In a cluster another node may be creating the same name (or domain) right now.
+        let holder = record.id.as_bytes().to_vec();
+        let domain_key = keys::org_domain(&record.domain);
+        let unique: [&[u8]; 2] = [&name_key, &domain_key];
+        for (i, key) in unique.iter().enumerate() {
+            if !store.claim_unique(key, &holder).await? {
+                for claimed in &unique[..i] {
+                    if let Err(e) = store.release_unique(claimed, &holder).await {
+                        tracing::warn!("an organization's unique name stays claimed: {e}");
+                    }
+                }
+                return Err(ErrorId::OrgNameTaken.into());
+            }
+        }
+        let written = store
             .submit(&keys::org(&record.id), record.write())
             .wait()
-            .await?;
+            .await;
+        if let Err(e) = written {
+            crate::users::release_if_unwritten(store, &e, &unique, &holder).await;
+            return Err(e.into());
+        }
         let result = (record.id.clone(), record.details());
         self.inner.orgs.insert(record.id.clone(), Arc::new(record));
         Ok(result)

@@ -60,7 +60,8 @@ impl Engine {
         };
         let reach = caller.reach(permission)?;
         check_user_id(user_id)?;
-        self.inner
+        let details = self
+            .inner
             .registry
             .call(user_id, |reply| Request::Lifecycle {
                 command,
@@ -68,7 +69,34 @@ impl Engine {
                 by: caller.user_id.clone(),
                 reply,
             })
-            .await
+            .await?;
+        if command == Lifecycle::Delete {
+            self.release_username(user_id).await;
+        }
+        Ok(details)
+    }
+
+    /// In a cluster, gives up a deleted user's claim on its username (`Store::release_unique`),
+    /// so another node may create it again. Best effort: a claim left behind is taken over once
+    /// it is older than the names grace, since no record holds the name any more.
+    async fn release_username(&self, user_id: &str) {
+        let store = &self.inner.store;
+        if !store.is_journaled() {
+            return;
+        }
+        let released = async {
+            let found = read_off_worker(store, &[keys::user(user_id)]).await?;
+            if let Some(bytes) = found.into_iter().flatten().next() {
+                let record = UserRecord::decode(&bytes)?;
+                store
+                    .release_unique(&record.username_key(), user_id.as_bytes())
+                    .await?;
+            }
+            Ok::<(), Error>(())
+        };
+        if let Err(e) = released.await {
+            tracing::warn!(user_id, "the deleted user's username stays claimed: {e}");
+        }
     }
 
     /// GetUserByID.
@@ -229,13 +257,22 @@ impl Engine {
         if found[1].is_some() {
             return Err(ErrorId::UsernameTaken.into());
         }
+        // In a cluster another node may be creating the same username right now.
+        let holder = record.id.as_bytes().to_vec();
+        if !store.claim_unique(&username_key, &holder).await? {
+            return Err(ErrorId::UsernameTaken.into());
+        }
         let mut extra = WriteBatch::default();
-        extra.put(username_key, record.id.as_bytes().to_vec());
+        extra.put(username_key.clone(), holder.clone());
         let event = record.creation_event(by);
-        store
+        let written = store
             .submit(&user_key, record.write_new(&event, extra))
             .wait()
-            .await?;
+            .await;
+        if let Err(e) = written {
+            release_if_unwritten(store, &e, &[&username_key], &holder).await;
+            return Err(e.into());
+        }
         Ok(Created {
             user_id: record.id.clone(),
             details: record.details(),
@@ -243,7 +280,34 @@ impl Engine {
     }
 }
 
+/// After a creation's write failed: gives up its unique claims if nothing was written (a
+/// refusal). An unknown outcome keeps them: the creation may have landed.
+pub(crate) async fn release_if_unwritten(
+    store: &latchkey_storage::Store,
+    error: &latchkey_storage::StoreError,
+    keys: &[&[u8]],
+    holder: &[u8],
+) {
+    use latchkey_storage::StoreError;
+    if !matches!(error, StoreError::NotServed(_) | StoreError::Poisoned) {
+        return;
+    }
+    for key in keys {
+        if let Err(e) = store.release_unique(key, holder).await {
+            tracing::warn!("a refused creation's unique name stays claimed: {e}");
+        }
+    }
+}
+
 impl Engine {
+    /// The id of the user a login name names, as a session's check finds it; `None` for no
+    /// such user (or a name that cannot be one). In cluster mode, what routes a session created
+    /// by login name to its user's node (from this node's view).
+    pub async fn user_id_by_login_name(&self, login_name: &str) -> Option<String> {
+        let check = crate::sessions::UserCheck::LoginName(login_name.to_owned());
+        self.find_user(&check).await.ok()
+    }
+
     /// The id of the user a session's check names: by id, or by login name — `name@org-domain`,
     /// or a username that is itself an email address, in any organization — case-insensitively.
     /// The same NotFound (QUERY-Dfbg2) for every miss.

@@ -21,7 +21,8 @@ use crate::writer::Writer;
 use crate::{Backend, Completion, StoreError, WriteBatch};
 
 /// A future a journal returns (boxed: the trait is used as `dyn`).
-pub type JournalFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+pub type JournalFuture<'a, T = ()> =
+    Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// Where a store's writes are made durable when its medium only holds a view of them.
 pub trait Journal: Send + Sync + 'static {
@@ -41,6 +42,21 @@ pub trait Journal: Send + Sync + 'static {
     /// `None`: every write submitted before has completed, and the view holds everything the
     /// journal held when the call was made.
     fn settle<'a>(&'a self, scope: Option<&'a [u8]>) -> JournalFuture<'a>;
+
+    /// Claims `key` — a key the caller's next write puts, which no other writer may put for
+    /// another holder — for `holder` among every writer of the journal. False: another holder
+    /// has it. The caller checks its own view first; this is what makes the check hold across
+    /// writers that each see only their own view. The default (a journal with one writer)
+    /// accepts.
+    fn claim_unique<'a>(&'a self, _key: &'a [u8], _holder: &'a [u8]) -> JournalFuture<'a, bool> {
+        Box::pin(async { Ok(true) })
+    }
+
+    /// Gives up `holder`'s claim on `key` (the write that put it deleted it, or never landed).
+    /// Another holder's claim is left alone.
+    fn release_unique<'a>(&'a self, _key: &'a [u8], _holder: &'a [u8]) -> JournalFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 impl fmt::Debug for dyn Journal {

@@ -292,6 +292,25 @@ impl Store {
         }
     }
 
+    /// Claims the unique key `key` for `holder` across every writer of a [`Journal`] before a
+    /// write that puts it ([`Journal::claim_unique`]); false when another holder has it.
+    /// Embedded, the store's own read under the caller's reservation is the whole truth, and
+    /// this accepts.
+    pub async fn claim_unique(&self, key: &[u8], holder: &[u8]) -> Result<bool, StoreError> {
+        match &self.journal {
+            Some(journal) => journal.claim_unique(key, holder).await,
+            None => Ok(true),
+        }
+    }
+
+    /// Gives up `holder`'s claim on `key` ([`Journal::release_unique`]); nothing embedded.
+    pub async fn release_unique(&self, key: &[u8], holder: &[u8]) -> Result<(), StoreError> {
+        match &self.journal {
+            Some(journal) => journal.release_unique(key, holder).await,
+            None => Ok(()),
+        }
+    }
+
     /// Writes every live entry, as it stood at one instant, to `out` as a backup
     /// (`backup.rs`). Blocking: run it off the async workers. Writes go on meanwhile;
     /// checkpoints wait until it is done.

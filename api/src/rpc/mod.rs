@@ -227,6 +227,13 @@ pub trait Rpc: Send + Sync + 'static {
         None
     }
 
+    /// The login name the request names its user by, when it has no [`Rpc::scope`]: in cluster
+    /// mode the user is looked up (`Engine::user_id_by_login_name`) and the call runs on the node
+    /// that owns it. `None`: nothing to look up.
+    fn login_name(_request: &Self::Request) -> Option<&str> {
+        None
+    }
+
     /// Sets the REST path segment `name` (`userId`, …) on the request: the path wins over the
     /// body. False for a name the request does not take (a unit test keeps the table honest).
     fn set_path(_request: &mut Self::Request, _name: &str, _value: &str) -> bool {
@@ -364,13 +371,25 @@ async fn run<R: Routed>(
         headers,
     };
     if let Some(router) = &app.router {
-        if let Some(scope) = R::scope(&call, &request) {
+        if let Some(scope) = placement::<R>(&call, &request).await {
             return router
                 .call::<R>(&app.engine, caller, headers, &scope, request)
                 .await;
         }
     }
     R::call(call, request).await
+}
+
+/// In cluster mode, the scope whose owner serves the request: its [`Rpc::scope`], or its user's
+/// found by its [`Rpc::login_name`]. `None`: it runs where it arrives (a login name that names no
+/// user, as far as this node's view knows, is answered here with the same miss).
+pub async fn placement<R: Rpc>(call: &Call<'_>, request: &R::Request) -> Option<Vec<u8>> {
+    if let Some(scope) = R::scope(call, request) {
+        return Some(scope);
+    }
+    let name = R::login_name(request)?;
+    let id = call.engine.user_id_by_login_name(name).await?;
+    Some(latchkey_engine::snapshot_key(&id))
 }
 
 /// The binary protocols' entry: authenticates from `headers`, decodes `bytes` as the method's

@@ -148,6 +148,14 @@ impl Rpc for CreateSession {
         }
     }
 
+    fn login_name(request: &session::CreateSessionRequest) -> Option<&str> {
+        let search = request.checks.as_ref()?.user.as_ref()?.search.as_ref()?;
+        match search {
+            session::check_user::Search::LoginName(name) => Some(name),
+            session::check_user::Search::UserId(_) => None,
+        }
+    }
+
     async fn call(
         Call { engine, caller, .. }: Call<'_>,
         request: session::CreateSessionRequest,
