@@ -37,6 +37,9 @@ pub enum Command {
     /// Check a stopped --data-dir: snapshots against event logs, indexes against records
     /// (exit 3 when problems are found).
     Verify,
+    /// Move a stopped embedded data directory (or a backup) into a new, empty cluster, before
+    /// its nodes start (docs/cluster.md).
+    Migrate(crate::migrate::MigrateArgs),
     /// The configuration: `latchkey config check` shows every setting, its value and where it
     /// came from, and fails on an invalid one.
     Config {

@@ -23,6 +23,7 @@ pub mod edge;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod migrate;
 pub mod openapi;
 pub mod operate;
 pub mod proto;

@@ -45,6 +45,14 @@ fn main() -> ExitCode {
         Command::Backup(backup) => operate::backup(&backup, &args.engine_config()),
         Command::Restore(restore) => operate::restore(&restore, &args.engine_config()),
         Command::Verify => operate::verify(&args.engine_config()),
+        Command::Migrate(migrate) => latchkey_api::migrate::migrate(
+            &migrate,
+            &args.engine_config(),
+            latchkey_cluster::partitions::Layout {
+                partitions: args.cluster_partitions,
+                replicas: args.cluster_replicas,
+            },
+        ),
         _ => serve(args),
     }
 }

@@ -312,3 +312,140 @@ async fn forwards(nodes: &[TestServer]) -> f64 {
     }
     total
 }
+
+/// `latchkey migrate` (the real binary) into a fresh cluster: `(succeeded, stdout + stderr)`.
+fn migrate(from: &std::path::Path, testbed: &Testbed) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["migrate", "--from"])
+        .arg(from)
+        .args(["--to", &testbed.urls().join(",")])
+        .args(["--cluster-partitions", &LAYOUT.partitions.to_string()])
+        .args(["--cluster-replicas", &LAYOUT.replicas.to_string()])
+        .args(["--log", "warn"])
+        .output()
+        .expect("run latchkey migrate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_data_directory_migrates_into_a_cluster_and_every_node_serves_it() {
+    // An embedded server with a bit of everything: users in each state, an organization, a
+    // machine user's token, a session, a custom lockout policy, an event history.
+    let embedded = TestServer::start().await;
+    let org = embedded.create_org("Migrated Org").await;
+    let active = embedded.create_login_user("active@example.com").await;
+    let locked = embedded.create_locked_user("locked@example.com").await;
+    let deactivated = embedded.create_human("deactivated@example.com").await;
+    let reply = embedded
+        .post(&format!("/v2/users/{deactivated}/deactivate"), json!({}))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let (machine, machine_token) = embedded
+        .machine_with_role(&org, "robot", Some("ORG_OWNER"))
+        .await;
+    let (session, session_token) = embedded.session_of(&active).await;
+    embedded
+        .set_lockout(json!({"maxPasswordAttempts": 7}))
+        .await;
+    let users = [&active, &locked, &deactivated, &machine];
+    let mut before = Vec::new();
+    for id in users {
+        before.push((
+            embedded.state_and_sequence(id).await,
+            embedded.event_log(id).await.len(),
+        ));
+    }
+    let listed = |reply: support::Reply| -> usize {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["details"]["totalResult"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let total = listed(embedded.post("/v2/users", json!({})).await);
+    let dir = embedded.stop().await;
+
+    let testbed = Testbed::start(3).await.unwrap();
+    let (ok, text) = migrate(dir.path(), &testbed);
+    assert!(ok, "{text}");
+    assert!(text.contains(" 0 found from an earlier run"), "{text}");
+    // Run again (as after an interruption): everything is found, nothing appended twice.
+    let (ok, again) = migrate(dir.path(), &testbed);
+    assert!(ok, "{again}");
+    assert!(again.contains(" 0 records appended"), "{again}");
+
+    let nodes = cluster(&testbed).await;
+    for node in &nodes {
+        for (id, ((state, sequence), events)) in users.iter().zip(&before) {
+            assert_eq!(
+                node.state_and_sequence(id).await,
+                (state.clone(), *sequence),
+                "{id}"
+            );
+            let history = node
+                .post(&format!("/latchkey/v1/users/{id}/events"), json!({}))
+                .await;
+            assert_eq!(
+                history.body["details"]["totalResult"],
+                json!(events.to_string()),
+                "{id}'s history: {}",
+                history.body
+            );
+        }
+        assert_eq!(listed(node.post("/v2/users", json!({})).await), total);
+        // The embedded admin token and the machine user's token work on every node.
+        let reply = node
+            .get_as(&machine_token, &format!("/v2/users/{machine}"))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let reply = node
+            .get(&format!(
+                "/v2/sessions/{session}?sessionToken={session_token}"
+            ))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let reply = node.get("/v2/settings/lockout").await;
+        assert_eq!(
+            reply.body["settings"]["maxPasswordAttempts"], "7",
+            "{}",
+            reply.body
+        );
+    }
+    // The migrated names are taken cluster-wide, and claimed for their holders.
+    let reply = nodes[1]
+        .post("/v2/organizations", json!({ "name": "Migrated Org" }))
+        .await;
+    assert_eq!(reply.error_id(), "ORG-NAME-TAKEN", "{}", reply.body);
+    let client = async_nats::connect(testbed.url(0)).await.unwrap();
+    let names = latchkey_cluster::names::Names::open(&async_nats::jetstream::new(client), 3)
+        .await
+        .unwrap();
+    let holder = names
+        .holder(&latchkey_engine::username_key(&org, "robot"))
+        .await
+        .unwrap();
+    assert_eq!(holder.as_deref(), Some(machine.as_bytes()));
+    // The migrated users change through their new owners.
+    let reply = nodes[2]
+        .post(&format!("/v2/users/{locked}/unlock"), json!({}))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(state(&nodes[0], &locked).await, "USER_STATE_ACTIVE");
+
+    // Once the nodes have written, the cluster is no longer a migration's to fill.
+    let (ok, refused) = migrate(dir.path(), &testbed);
+    assert!(!ok, "{refused}");
+    assert!(
+        refused.contains("migrate into an empty cluster"),
+        "{refused}"
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -34,6 +34,10 @@ pub enum Error {
         epoch: u64,
         newer: u64,
     },
+    /// An operation refused for what the cluster holds (e.g. a migration into a cluster that is
+    /// not empty). Nothing was written.
+    #[error("{0}")]
+    Refused(String),
     /// Any other refusal or failure of the NATS client or server.
     #[error("nats: {0}")]
     Nats(String),

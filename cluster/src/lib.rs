@@ -18,9 +18,12 @@
 //!   written by compare-and-set).
 //! - `journal.rs` — the engine's store over the streams: writes as fenced appends, the node's
 //!   data directory as a view every partition's records are applied to.
+//! - `import.rs` — a store's entries appended into an empty cluster (`latchkey migrate`),
+//!   resumable, with its unique names claimed.
 //! - `error.rs` — this crate's one error type.
 
 pub mod error;
+pub mod import;
 pub mod journal;
 pub mod log;
 pub mod membership;

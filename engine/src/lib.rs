@@ -36,6 +36,7 @@ mod list_users;
 mod locked;
 mod lockout;
 mod metrics;
+pub mod migrate;
 mod orgs;
 mod password;
 mod passwords;
