@@ -423,6 +423,35 @@ pub struct NodeConfig {
 /// How long a leaving node waits for NATS to take its leave.
 const LEAVE_WITHIN: Duration = Duration::from_secs(5);
 
+/// How long a starting node keeps asking JetStream to create its streams and buckets. Right
+/// after a NATS server restarts, JetStream's API can time out for a while (its meta group
+/// electing a leader, streams catching up); a node started then waits instead of exiting.
+const START_WITHIN: Duration = Duration::from_secs(60);
+
+/// `attempt` until it succeeds or [`START_WITHIN`] has passed since `starting`.
+async fn retry_while_starting<T, F, Fut>(
+    starting: Instant,
+    what: &str,
+    mut attempt: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, latchkey_cluster::Error>>,
+{
+    use latchkey_cluster::Error::Refused;
+    loop {
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            // A refusal (the streams exist with another layout) is not going to change.
+            Err(e) if starting.elapsed() < START_WITHIN && !matches!(e, Refused(_)) => {
+                tracing::warn!("cannot {what} yet, trying again: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(format!("cannot {what}: {e}")),
+        }
+    }
+}
+
 /// How long a starting node waits to be given partitions before it opens anyway.
 const FIRST_PARTITION_WAIT: Duration = Duration::from_secs(10);
 
@@ -443,14 +472,16 @@ impl ClusterNode {
             .await
             .map_err(|e| format!("cannot connect to NATS at {nats}: {e}"))?;
         let js = async_nats::jetstream::new(client.clone());
-        layout
-            .ensure_streams(&js)
-            .await
-            .map_err(|e| format!("cannot create the partitions' streams: {e}"))?;
+        let starting = Instant::now();
+        retry_while_starting(starting, "create the partitions' streams", || {
+            layout.ensure_streams(&js)
+        })
+        .await?;
         let membership = Arc::new(
-            Membership::join(client.clone(), MembershipConfig::new(&node_id, layout))
-                .await
-                .map_err(|e| format!("cannot join the cluster: {e}"))?,
+            retry_while_starting(starting, "join the cluster", || {
+                Membership::join(client.clone(), MembershipConfig::new(&node_id, layout))
+            })
+            .await?,
         );
         let waiting = Instant::now();
         while (0..layout.partitions).all(|p| membership.serves(p).is_none())
@@ -517,6 +548,28 @@ impl ClusterNode {
         }
         self.journal.stop();
         left.map_err(|e| format!("leaving the cluster: {e}"))
+    }
+
+    /// Bootstraps the cluster (its first node's first start), tried again while the write is
+    /// refused with nothing written (`STORE-UNAVAILABLE`: this node serves no partition yet —
+    /// the coordinator assigns them within a poll, longer while JetStream recovers), for up to
+    /// a minute. `None`: the cluster was bootstrapped before.
+    pub async fn bootstrap(
+        &self,
+        token: Option<String>,
+    ) -> Result<Option<latchkey_engine::Bootstrapped>, Error> {
+        let starting = Instant::now();
+        loop {
+            match self.engine.bootstrap(token.clone()).await {
+                Err(e)
+                    if e.id == ErrorId::StoreUnavailable && starting.elapsed() < START_WITHIN =>
+                {
+                    tracing::warn!("cannot bootstrap the cluster yet, trying again: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// How many partitions this node serves now.

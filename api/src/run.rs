@@ -82,7 +82,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             .await
             .map_err(|e| open_failure(&e.to_string()))?,
     };
-    bootstrap(&engine, &args.data_dir, token).await?;
+    bootstrap(&engine, node.as_deref(), &args.data_dir, token).await?;
     let shutdown = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -183,7 +183,12 @@ fn open_failure(message: &str) -> String {
 /// `LATCHKEY_BOOTSTRAP_TOKEN` or the file of `--bootstrap-token-file`) if set, else a random one
 /// written to `<data-dir>/admin.pat` (mode 0600) *before* it is committed, so a crash in between
 /// can never leave a token nobody knows.
-async fn bootstrap(engine: &Engine, data_dir: &Path, given: Option<String>) -> Result<(), String> {
+async fn bootstrap(
+    engine: &Engine,
+    node: Option<&ClusterNode>,
+    data_dir: &Path,
+    given: Option<String>,
+) -> Result<(), String> {
     if engine.default_org_id().is_some() {
         tracing::info!("data directory already bootstrapped; admin token unchanged");
         return Ok(());
@@ -202,10 +207,11 @@ async fn bootstrap(engine: &Engine, data_dir: &Path, given: Option<String>) -> R
             token
         }
     };
-    engine
-        .bootstrap(Some(token))
-        .await
-        .map_err(|e| format!("bootstrap failed: {e}"))?;
+    match node {
+        Some(node) => node.bootstrap(Some(token)).await,
+        None => engine.bootstrap(Some(token)).await,
+    }
+    .map_err(|e| format!("bootstrap failed: {e}"))?;
     Ok(())
 }
 

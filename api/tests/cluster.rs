@@ -449,3 +449,125 @@ async fn an_embedded_data_directory_migrates_into_a_cluster_and_every_node_serve
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_policies_of_a_dead_node_are_changed_by_their_new_owner() {
+    let testbed = Testbed::start(3).await.unwrap();
+    let nodes = cluster(&testbed).await;
+    let victim = |scope: &[u8]| {
+        nodes[1].node.as_ref().unwrap().router.owner(scope) == latchkey_api::cluster::Owner::Here
+    };
+    // A session and an organization's own lockout policy, both held by n1, both written there
+    // (the calls reach n0 and are forwarded).
+    let mut session = None;
+    for i in 0..40 {
+        // A user of n1's (created there): its sessions are created there too.
+        let user = nodes[1]
+            .create_login_user(&format!("session-{i}@example.com"))
+            .await;
+        let (id, token) = nodes[0].session_of(&user).await;
+        if victim(&latchkey_engine::session_scope(&id)) {
+            session = Some((id, token));
+            break;
+        }
+    }
+    let (session, token) = session.expect("a session held by n1");
+    let mut policy = None;
+    for i in 0..40 {
+        let org = nodes[i % 3].create_org(&format!("Policy Org {i}")).await;
+        if victim(&latchkey_engine::org_policy_scope(&org)) {
+            let (_, owner) = nodes[0]
+                .machine_with_role(&org, &format!("owner-{i}"), Some("ORG_OWNER"))
+                .await;
+            let reply = nodes[0]
+                .call_as(
+                    &owner,
+                    reqwest::Method::POST,
+                    "/management/v1/policies/lockout",
+                    json!({"maxPasswordAttempts": 4}),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            policy = Some((org, owner));
+            break;
+        }
+    }
+    let (org, owner) = policy.expect("an organization's policy held by n1");
+
+    // n1 dies. The new owner of each scope settles it (claims it, its view caught up) before it
+    // reads and rewrites the record: without that, its write is refused and the call never
+    // succeeds.
+    let mut nodes = nodes.into_iter();
+    let (n0, n1, n2) = (
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+    );
+    n1.crash();
+    let died = Instant::now();
+    let until_served = |reply: &support::Reply, what: &str| -> bool {
+        if reply.status.is_success() {
+            return true;
+        }
+        assert!(
+            ["NO-OWNER", "CALL-TIMEOUT", "STORE-UNAVAILABLE"].contains(&reply.error_id()),
+            "{what}: a failover answer, not {}",
+            reply.body
+        );
+        assert!(
+            died.elapsed() < Duration::from_secs(60),
+            "{what} after n1 died"
+        );
+        false
+    };
+    let token = loop {
+        let reply = n0
+            .call_as(
+                support::ADMIN_TOKEN,
+                reqwest::Method::PATCH,
+                &format!("/v2/sessions/{session}"),
+                json!({"sessionToken": token, "metadata": {"step": "Mg=="}}),
+            )
+            .await;
+        if until_served(&reply, "SetSession") {
+            // A change rotates the session's token.
+            break reply.body["sessionToken"].as_str().unwrap().to_owned();
+        }
+    };
+    let read = n2
+        .get(&format!("/v2/sessions/{session}?sessionToken={token}"))
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(
+        read.body["session"]["metadata"]["step"], "Mg==",
+        "{}",
+        read.body
+    );
+    loop {
+        let reply = n2
+            .call_as(
+                &owner,
+                reqwest::Method::PUT,
+                "/management/v1/policies/lockout",
+                json!({"maxPasswordAttempts": 6}),
+            )
+            .await;
+        if until_served(&reply, "the organization's policy") {
+            break;
+        }
+    }
+    let read = n0
+        .get(&format!("/v2/settings/lockout?ctx.orgId={org}"))
+        .await;
+    assert_eq!(
+        read.body["settings"]["maxPasswordAttempts"], "6",
+        "{}",
+        read.body
+    );
+    println!(
+        "changed by their new owners {:?} after n1 died",
+        died.elapsed()
+    );
+    n0.stop().await;
+    n2.stop().await;
+}

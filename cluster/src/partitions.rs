@@ -65,7 +65,7 @@ impl Layout {
                 .map_err(Error::nats)?;
             let info = stream.info().await.map_err(Error::nats)?;
             if info.config.num_replicas != self.replicas {
-                return Err(Error::Nats(format!(
+                return Err(Error::Refused(format!(
                     "stream {} has {} replicas, the layout says {}",
                     info.config.name, info.config.num_replicas, self.replicas
                 )));

@@ -107,11 +107,11 @@ impl TestServer {
         engine: Engine,
         node: Option<latchkey_api::cluster::ClusterNode>,
     ) -> TestServer {
-        let org = match engine
-            .bootstrap(Some(ADMIN_TOKEN.into()))
-            .await
-            .expect("bootstrap")
-        {
+        let bootstrapped = match &node {
+            Some(node) => node.bootstrap(Some(ADMIN_TOKEN.into())).await,
+            None => engine.bootstrap(Some(ADMIN_TOKEN.into())).await,
+        };
+        let org = match bootstrapped.expect("bootstrap") {
             Some(boot) => boot.org_id,
             None => engine.default_org_id().expect("bootstrapped before"),
         };
