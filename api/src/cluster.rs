@@ -423,6 +423,15 @@ pub struct NodeConfig {
 /// How long a leaving node waits for NATS to take its leave.
 const LEAVE_WITHIN: Duration = Duration::from_secs(5);
 
+/// Connects to the NATS servers `nats` (comma-separated URLs) as `name`.
+pub(crate) async fn connect(nats: &str, name: String) -> Result<async_nats::Client, String> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connect(nats.split(',').map(str::trim).collect::<Vec<_>>())
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {nats}: {e}"))
+}
+
 /// How long a starting node keeps asking JetStream to create its streams and buckets. Right
 /// after a NATS server restarts, JetStream's API can time out for a while (its meta group
 /// electing a leader, streams catching up); a node started then waits instead of exiting.
@@ -466,11 +475,7 @@ impl ClusterNode {
             layout,
             engine,
         } = config;
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("latchkey {node_id}"))
-            .connect(nats.split(',').map(str::trim).collect::<Vec<_>>())
-            .await
-            .map_err(|e| format!("cannot connect to NATS at {nats}: {e}"))?;
+        let client = connect(&nats, format!("latchkey {node_id}")).await?;
         let js = async_nats::jetstream::new(client.clone());
         let starting = Instant::now();
         retry_while_starting(starting, "create the partitions' streams", || {

@@ -54,7 +54,7 @@ pub fn migrate(args: &MigrateArgs, config: &Config, layout: Layout) -> ExitCode 
             "give --from <data dir> or --from-backup <file>".into(),
         )),
     };
-    let migration = match planned {
+    let mut migration = match planned {
         Ok(migration) => migration,
         Err(e) => return failed(format!("cannot read what to migrate: {e}")),
     };
@@ -70,14 +70,12 @@ pub fn migrate(args: &MigrateArgs, config: &Config, layout: Layout) -> ExitCode 
         Ok(runtime) => runtime,
         Err(e) => return failed(format!("cannot start the runtime: {e}")),
     };
-    let source = migration.source_id.clone();
-    let unique = migration.unique.clone();
+    let (source, unique) = (
+        std::mem::take(&mut migration.source_id),
+        std::mem::take(&mut migration.unique),
+    );
     let imported = runtime.block_on(async {
-        let client = async_nats::ConnectOptions::new()
-            .name("latchkey migrate")
-            .connect(args.to.split(',').map(str::trim).collect::<Vec<_>>())
-            .await
-            .map_err(|e| format!("cannot connect to NATS at {}: {e}", args.to))?;
+        let client = crate::cluster::connect(&args.to, "latchkey migrate".into()).await?;
         latchkey_cluster::import::import(
             client,
             layout,

@@ -11,9 +11,10 @@
 //!
 //! An import is resumable and never applies a record twice: each record carries the migration's
 //! source (a hash of the data) and its part (`Lk-Import: <source>/<part>/<parts>`), and a run
-//! first reads back every partition. A cluster holding anything else — another source's records,
-//! a node's writes — is refused before anything is written: a migration goes into an empty
-//! cluster, before its nodes start.
+//! first reads back every partition. A cluster whose streams hold anything else — another
+//! source's records, a node's writes — is refused before anything is written (a name held by
+//! another id, before any record is appended): a migration goes into an empty cluster, before its
+//! nodes start.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -107,7 +108,7 @@ pub async fn import(
                         expected,
                         &log.request_id("import"),
                         &headers,
-                        Bytes::from(parts[next].clone()),
+                        parts[next].clone(),
                         Instant::now() + timeout,
                     )
                     .await?;
@@ -164,7 +165,7 @@ async fn imported_before(
 
 /// `batch` as the records of one scope: its entries in order, cut where a record would pass
 /// [`RECORD_BYTES`]; the counter additions in the first.
-fn split(batch: &WriteBatch) -> Vec<Vec<u8>> {
+fn split(batch: &WriteBatch) -> Vec<Bytes> {
     let mut parts = Vec::new();
     let mut current = WriteBatch::default();
     for (key, delta) in batch.adds() {
@@ -174,7 +175,7 @@ fn split(batch: &WriteBatch) -> Vec<Vec<u8>> {
     for (key, value) in batch.ops() {
         let len = key.len() + value.as_ref().map_or(0, Vec::len);
         if entries > 0 && size + len > RECORD_BYTES {
-            parts.push(std::mem::take(&mut current).encode());
+            parts.push(std::mem::take(&mut current).encode().into());
             (size, entries) = (0, 0);
         }
         match value {
@@ -184,7 +185,7 @@ fn split(batch: &WriteBatch) -> Vec<Vec<u8>> {
         size += len;
         entries += 1;
     }
-    parts.push(current.encode());
+    parts.push(current.encode().into());
     parts
 }
 
@@ -197,7 +198,7 @@ mod tests {
         let mut small = WriteBatch::default();
         small.put(b"a".to_vec(), vec![1; 10]);
         small.add(b"c".to_vec(), 4);
-        assert_eq!(split(&small), vec![small.encode()]);
+        assert_eq!(split(&small), vec![Bytes::from(small.encode())]);
 
         let mut large = WriteBatch::default();
         for i in 0..10u8 {

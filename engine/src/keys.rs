@@ -227,6 +227,13 @@ pub const LOCKOUTS: &[u8] = b"L";
 /// Every event (of every user).
 pub const EVENTS: &[u8] = &[EVENT_TAG];
 
+/// The first length-prefixed part of a key made by `tagged` (its entity's id), whatever
+/// follows it (an event key's sequence is not a part).
+pub fn first_part(key: &[u8]) -> Option<&[u8]> {
+    let (len, tail) = key.get(1..)?.split_first_chunk::<2>()?;
+    tail.get(..usize::from(u16::from_be_bytes(*len)))
+}
+
 /// The length-prefixed parts of a key made by `tagged` (its tag dropped); `None` if it was not.
 pub fn split_parts(key: &[u8]) -> Option<Vec<&[u8]>> {
     let mut rest = key.get(1..)?;

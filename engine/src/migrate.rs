@@ -78,14 +78,6 @@ fn refuse(what: impl Into<String>) -> OpenError {
     OpenError::Engine(what.into())
 }
 
-/// The first length-prefixed part of a tagged key (an id).
-fn first_part(key: &[u8]) -> Option<Vec<u8>> {
-    let rest = key.get(1..)?;
-    let (len, tail) = rest.split_first_chunk::<2>()?;
-    tail.get(..usize::from(u16::from_be_bytes(*len)))
-        .map(<[u8]>::to_vec)
-}
-
 fn user_scope(id: &[u8]) -> Vec<u8> {
     keys::user(&String::from_utf8_lossy(id))
 }
@@ -135,7 +127,7 @@ pub fn plan(
                 migration.users += 1;
                 key.clone()
             }
-            Some(b'e' | b'L') => user_scope(&first_part(&key).ok_or_else(unreadable)?),
+            Some(b'e' | b'L') => user_scope(keys::first_part(&key).ok_or_else(unreadable)?),
             Some(b'A') => {
                 let (_, user) = keys::split_auto_unlock(&key).ok_or_else(unreadable)?;
                 keys::user(&user)
@@ -173,7 +165,7 @@ pub fn plan(
             }
             Some(b'P' | b'p' | b'J' | b'M') => key.clone(),
             Some(b'b') => keys::bulk_job(&String::from_utf8_lossy(
-                &first_part(&key).ok_or_else(unreadable)?,
+                keys::first_part(&key).ok_or_else(unreadable)?,
             )),
             Some(tag) => {
                 return Err(refuse(format!(
