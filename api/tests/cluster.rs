@@ -2,7 +2,8 @@
 //! NATS cluster (the pinned server, R3), every protocol on every node, requests for a user
 //! served by its owner wherever they arrive, racing unlocks across nodes made exactly once,
 //! and the users of a node that dies served again by the others; usernames and organization
-//! names unique across the nodes, and sessions created by login name on any node.
+//! names unique across the nodes, and sessions created by login name on any node; a bulk
+//! unlock reaching the users of every node.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -570,4 +571,101 @@ async fn sessions_and_policies_of_a_dead_node_are_changed_by_their_new_owner() {
     );
     n0.stop().await;
     n2.stop().await;
+}
+
+/// A bulk unlock started on one node unlocks the listed users wherever they are served, each
+/// exactly once, even when a node dies in the middle: its users are unlocked by their next
+/// owner, and one unlocked by hand meanwhile is left to that unlock. A retry with the same
+/// idempotency key on another node answers the same job, and the job's progress reads the same
+/// from every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_unlock_reaches_the_users_of_every_node_once_even_when_one_dies() {
+    let testbed = Testbed::start(3).await.unwrap();
+    let nodes = cluster(&testbed).await;
+    // Locked users created on every node (so held by every node), and one active user.
+    let mut locked = Vec::new();
+    for i in 0..24 {
+        let id = nodes[i % 3]
+            .create_locked_user(&format!("wave-{i}@example.com"))
+            .await;
+        let (_, sequence) = nodes[0].state_and_sequence(&id).await;
+        locked.push((id, sequence));
+    }
+    let active = nodes[1].create_human("active@example.com").await;
+
+    let start = json!({"idempotencyKey": "wave-1"});
+    let started = nodes[0]
+        .post("/latchkey/v1/bulk_unlocks", start.clone())
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    assert_eq!(started.body["job"]["usersTotal"], "24", "{}", started.body);
+    let job = started.body["job"]["jobId"].as_str().unwrap().to_owned();
+    let again = nodes[1].post("/latchkey/v1/bulk_unlocks", start).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["job"]["jobId"], job.as_str(), "{}", again.body);
+
+    // n2 dies at once: whatever of its users it did not get to, their next owner unlocks.
+    let mut nodes = nodes.into_iter();
+    let (n0, n1, n2) = (
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+    );
+    n2.crash();
+    // One of n2's users is unlocked by hand meanwhile, racing the job on the new owner: one of
+    // the two unlocks it, the other finds it unlocked (the job marks it skipped).
+    let (raced, _) = &locked[2];
+    let by_hand = loop {
+        let reply = n0
+            .post(&format!("/v2/users/{raced}/unlock"), json!({}))
+            .await;
+        match (reply.status, reply.error_id()) {
+            (StatusCode::OK, _) => break true,
+            (_, "USER-NOT-LOCKED") => break false,
+            (_, "NO-OWNER" | "CALL-TIMEOUT") => {}
+            _ => panic!("unlock by hand: {}", reply.body),
+        }
+    };
+    println!("unlocked by hand before the job: {by_hand}");
+    let path = format!("/latchkey/v1/bulk_unlocks/{job}");
+    let since = Instant::now();
+    let done = loop {
+        let read = n1.get(&path).await;
+        assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+        let job = read.body["job"].clone();
+        assert!(
+            job["unlocked"].as_str().unwrap().parse::<u64>().unwrap() <= 24,
+            "{job}"
+        );
+        if job["state"] == "BULK_UNLOCK_STATE_DONE" {
+            break job;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "the job done within 60 s: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let by_job = if by_hand { "23" } else { "24" };
+    assert_eq!(
+        done["unlocked"], by_job,
+        "unlocked by hand: {by_hand}; {done}"
+    );
+    assert_eq!(done["usersScanned"], "24", "{done}");
+    assert!(
+        done.get("failed").is_none(),
+        "none failed (0 is left out): {done}"
+    );
+    assert!(done["finishDate"].is_string(), "{done}");
+    let elsewhere = n0.get(&path).await;
+    assert_eq!(elsewhere.body["job"], done, "{}", elsewhere.body);
+    for (id, sequence) in &locked {
+        // Unlocked exactly once: one event after the lock.
+        assert_eq!(
+            n0.state_and_sequence(id).await,
+            ("USER_STATE_ACTIVE".to_owned(), sequence + 1),
+            "{id}"
+        );
+    }
+    assert_eq!(state(&n1, &active).await, "USER_STATE_ACTIVE");
 }

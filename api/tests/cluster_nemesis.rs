@@ -180,13 +180,21 @@ async fn partitions_served(client: &reqwest::Client, base: &str) -> usize {
         .map_or(0, |n| n.trim().parse::<f64>().unwrap_or(0.0) as usize)
 }
 
-/// `LATCHKEY_NEMESIS_KEEP_LOG=<path>`: z's log is copied there when the run ends, failed or not.
-struct KeepLog(std::path::PathBuf);
+/// `LATCHKEY_NEMESIS_KEEP_LOG=<path>`: z's log is copied there when the run ends, failed or not,
+/// and each NATS server's log beside it (`<path>.n1.log`, …).
+struct KeepLog {
+    z: std::path::PathBuf,
+    nats: std::path::PathBuf,
+}
 
 impl Drop for KeepLog {
     fn drop(&mut self) {
         if let Ok(to) = std::env::var("LATCHKEY_NEMESIS_KEEP_LOG") {
-            let _ = std::fs::copy(&self.0, to);
+            let _ = std::fs::copy(&self.z, &to);
+            for i in 1..=3 {
+                let name = format!("n{i}.log");
+                let _ = std::fs::copy(self.nats.join(&name), format!("{to}.{name}"));
+            }
         }
     }
 }
@@ -329,6 +337,35 @@ async fn taken_from_z(log: &UserLog, users: &[String], within: Duration) {
     }
 }
 
+/// Waits (at most `within`) until z writes again: a record of z's on one of its users newer than
+/// every last record of theirs now. After a leader kill z may serve nothing for seconds (its
+/// lease lapsed while the nodes' bucket had no leader, its partitions not yet back), and a pause
+/// then would catch no write of its in flight. False if z did not write within `within`.
+async fn z_writing(log: &UserLog, users: &[String], within: Duration) -> bool {
+    let mut newest = HashMap::new();
+    for user in users {
+        if let Ok(Some(last)) = log.last(&scope_of(user)).await {
+            newest.insert(user.clone(), last.sequence);
+        }
+    }
+    let since = Instant::now();
+    while since.elapsed() < within {
+        for user in users {
+            if let Ok(Some(last)) = log.last(&scope_of(user)).await {
+                let by_z = last
+                    .headers
+                    .get(WRITER_HEADER)
+                    .is_some_and(|v| v.as_str().starts_with("z/"));
+                if by_z && newest.get(user).is_none_or(|seen| last.sequence > *seen) {
+                    return true;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// The log of the user `error` names, one line per record: its sequence, who wrote it under
 /// which epoch (or claimed it), and the user sequences of the events it carries.
 async fn log_of(all: &str, users: &[String], error: &str) -> String {
@@ -384,7 +421,10 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
         nodes.push(TestServer::start_node(url, &format!("n{i}"), LAYOUT).await);
     }
     let z_dir = tempfile::tempdir().unwrap();
-    let _keep = KeepLog(z_dir.path().join("z.log"));
+    let _keep = KeepLog {
+        z: z_dir.path().join("z.log"),
+        nats: testbed.dir().to_owned(),
+    };
     let mut z = start_process(&all, z_dir.path());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -502,6 +542,9 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
                 testbed.restart(i).await.unwrap();
             }
             Fault::PauseProcess => {
+                if !z_writing(&log, &z_users, Duration::from_secs(30)).await {
+                    println!("{:?}: z wrote nothing for 30 s", clock.elapsed());
+                }
                 let before = fenced_writes(&http, &z.base).await;
                 println!("{:?}: z paused", clock.elapsed());
                 // More clients on z's users for the pause, and z's NATS server stalled for a

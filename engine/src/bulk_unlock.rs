@@ -14,6 +14,9 @@
 //! job interrupted by a shutdown or crash resumes at open from its last written chunk (the marks
 //! tell it which users of that chunk it already unlocked). A start with an idempotency key that an
 //! earlier job of the same caller carries answers that job instead of starting another.
+//!
+//! In cluster mode a job is written the same way by the node it was started on, and every node
+//! unlocks the listed users it serves (`bulk_unlock/across.rs`).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -41,6 +44,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+mod across;
+
 /// User ids per stored chunk of a job's list, and per progress write.
 const CHUNK: usize = 1024;
 /// Unlocks in flight at once.
@@ -56,6 +61,37 @@ pub struct BulkUnlockFilter {
     pub locked_after: Option<DateTime<Utc>>,
     /// Locked before this time.
     pub locked_before: Option<DateTime<Utc>>,
+}
+
+/// What a job did with one user, stored as the value of its mark (`keys::bulk_unlocked`).
+/// Embedded, only unlocks are marked (a job's progress is its own count); in cluster mode every
+/// user handled is, since the mark is how the job learns of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    Unlocked,
+    /// Not LOCKED (any more), not by a lock the filter matches, or deleted.
+    Skipped,
+    /// Refused for a reason that a retry would not change (the server log says which).
+    Failed,
+}
+
+impl Mark {
+    pub(crate) fn value(self) -> Vec<u8> {
+        match self {
+            Mark::Unlocked => Vec::new(),
+            Mark::Skipped => vec![1],
+            Mark::Failed => vec![2],
+        }
+    }
+
+    /// Any other value reads as an unlock: the only mark stores had before the other two.
+    pub(crate) fn decode(value: &[u8]) -> Mark {
+        match value {
+            [1] => Mark::Skipped,
+            [2] => Mark::Failed,
+            _ => Mark::Unlocked,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +194,8 @@ pub(crate) struct BulkUnlocks {
     /// Serializes starts: an idempotency key is looked up and claimed as one step.
     starting: tokio::sync::Mutex<()>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Cluster mode: wakes this node's runner when a job was started here.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl BulkUnlocks {
@@ -176,6 +214,18 @@ impl BulkUnlocks {
             }
         }
         Ok(())
+    }
+
+    /// Cluster mode: starts this node's runner, which works on every unfinished job in the
+    /// view (`across.rs`) — those interrupted here too, so nothing is resumed at open.
+    pub fn run_across_nodes(
+        &self,
+        registry: Arc<Registry>,
+        store: Arc<Store>,
+        placement: Arc<dyn crate::Placement>,
+    ) {
+        let task = across::spawn(registry, store, placement, self.wake.clone());
+        lock(&self.tasks).push(task);
     }
 
     fn run(self: &Arc<Self>, registry: Arc<Registry>, store: Arc<Store>, record: JobRecord) {
@@ -298,13 +348,15 @@ async fn unlock_one(
             job_id: job.to_owned(),
             filter,
             marker: marker.clone(),
+            mark_every: false,
             by: by.to_owned(),
             reply,
         })
         .await;
     match result {
-        Ok(true) => Outcome::Unlocked,
-        Ok(false) => Outcome::Skipped,
+        Ok(Mark::Unlocked) => Outcome::Unlocked,
+        Ok(Mark::Skipped) => Outcome::Skipped,
+        Ok(Mark::Failed) => Outcome::Failed,
         Err(e) if e.id == ErrorId::UserNotFound => Outcome::Skipped,
         Err(e) if matches!(e.id, ErrorId::ShuttingDown | ErrorId::StoreUnavailable) => {
             Outcome::Stopped(e)
@@ -346,14 +398,6 @@ impl Engine {
         idempotency_key: Option<String>,
     ) -> Result<BulkUnlockJob, Error> {
         self.check_open()?;
-        if self.inner.config.placement.is_some() {
-            // A job runs on one node and unlocks through local actors; across nodes it would
-            // need to forward each unlock (docs/cluster.md, "Not built yet").
-            return Err(Error::with(
-                ErrorId::Unsupported,
-                "bulk unlocks are not available in cluster mode yet",
-            ));
-        }
         let reach = caller.reach(Permission::UserWrite)?;
         if let Some(org) = &filter.org_id {
             match self.org(org).await? {
@@ -375,6 +419,9 @@ impl Engine {
         let jobs = self.inner.bulk_unlocks.clone();
         let _starting = jobs.starting.lock().await;
         let store = self.inner.store.clone();
+        // Everything acknowledged is applied before the list is taken (and, in cluster mode,
+        // the view holds every job written anywhere before this call, for the key's lookup).
+        store.settle(None).await?;
         if !key.is_empty() {
             let (store, key, by) = (store.clone(), key.clone(), caller.user_id.clone());
             let earlier =
@@ -402,8 +449,6 @@ impl Engine {
             locked_after: filter.locked_after.map(|t| t.timestamp_micros()),
             locked_before: filter.locked_before.map(|t| t.timestamp_micros()),
         };
-        // Everything acknowledged is applied before the list is taken.
-        store.settle(None).await?;
         let users = {
             let (store, reach, org) = (store.clone(), reach.clone(), filter.org_id.clone());
             tokio::task::spawn_blocking(move || {
@@ -440,7 +485,11 @@ impl Engine {
         batch.put(job_key.clone(), crate::stored::encode(&record));
         store.submit(&job_key, batch).wait().await?;
         let view = record.view(0);
-        jobs.run(self.inner.registry.clone(), store, record);
+        if self.inner.config.placement.is_some() {
+            jobs.wake.notify_one();
+        } else {
+            jobs.run(self.inner.registry.clone(), store, record);
+        }
         Ok(view)
     }
 
@@ -464,19 +513,28 @@ impl Engine {
             }
             return Err(ErrorId::BulkJobNotFound.into());
         }
+        let across_nodes = self.inner.config.placement.is_some();
+        if across_nodes {
+            // The job may have been started on another node a moment ago.
+            self.inner.store.settle(None).await?;
+        }
         let found =
             crate::registry::read_off_worker(&self.inner.store, &[keys::bulk_job(job_id)]).await?;
-        match found.into_iter().next().flatten() {
-            Some(bytes) => {
-                let record = JobRecord::decode(&bytes)?;
-                if record.visible_to(&reach) {
-                    Ok(record.view(record.next))
-                } else {
-                    Err(ErrorId::BulkJobNotFound.into())
-                }
-            }
-            None => Err(ErrorId::BulkJobNotFound.into()),
+        let Some(bytes) = found.into_iter().next().flatten() else {
+            return Err(ErrorId::BulkJobNotFound.into());
+        };
+        let mut record = JobRecord::decode(&bytes)?;
+        if !record.visible_to(&reach) {
+            return Err(ErrorId::BulkJobNotFound.into());
         }
+        if across_nodes && record.finished.is_none() {
+            // Its progress is the marks the nodes wrote so far.
+            let tally = across::tally(&self.inner.store, &record.id).await?;
+            record.unlocked = tally.unlocked;
+            record.failed = tally.failed;
+            return Ok(record.view(tally.handled));
+        }
+        Ok(record.view(record.next))
     }
 }
 

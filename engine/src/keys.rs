@@ -213,9 +213,14 @@ pub const BULK_JOBS: &[u8] = b"J";
 pub fn bulk_chunk(job: &str, n: u64) -> Vec<u8> {
     tagged(b'b', &[job.as_bytes(), &n.to_be_bytes()])
 }
-/// The mark that a bulk unlock job unlocked a user.
+/// The mark that a bulk unlock job unlocked a user (in cluster mode: handled it; the value
+/// says how, `bulk_unlock::Mark`).
 pub fn bulk_unlocked(job: &str, user: &str) -> Vec<u8> {
     tagged(b'B', &[job.as_bytes(), user.as_bytes()])
+}
+/// The prefix of every [`bulk_unlocked`] mark of `job`.
+pub fn bulk_marks(job: &str) -> Vec<u8> {
+    tagged(b'B', &[job.as_bytes()])
 }
 pub fn token_id(id: &str) -> Vec<u8> {
     tagged(b'k', &[id.as_bytes()])

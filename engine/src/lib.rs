@@ -355,9 +355,14 @@ impl Engine {
         let timer_anchor = timer_anchor::spawn(config.call_timeout);
         let unlocks = unlocks::spawn(registry.clone(), store.clone(), config.placement.clone());
         let bulk_unlocks = Arc::new(bulk_unlock::BulkUnlocks::default());
-        bulk_unlocks
-            .resume(&registry, &store)
-            .map_err(|e| OpenError::Engine(format!("resuming bulk unlocks: {e}")))?;
+        match &config.placement {
+            None => bulk_unlocks
+                .resume(&registry, &store)
+                .map_err(|e| OpenError::Engine(format!("resuming bulk unlocks: {e}")))?,
+            Some(placement) => {
+                bulk_unlocks.run_across_nodes(registry.clone(), store.clone(), placement.clone())
+            }
+        }
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,

@@ -208,6 +208,19 @@ fn samples() -> Vec<(String, Vec<u8>)> {
         "bulk unlock chunk".into(),
         encode(&vec!["u1".to_owned(), "u2".to_owned()]),
     ));
+    for (name, mark) in [
+        (
+            "bulk unlock mark, unlocked",
+            crate::bulk_unlock::Mark::Unlocked,
+        ),
+        (
+            "bulk unlock mark, skipped",
+            crate::bulk_unlock::Mark::Skipped,
+        ),
+        ("bulk unlock mark, failed", crate::bulk_unlock::Mark::Failed),
+    ] {
+        all.push((name.into(), mark.value()));
+    }
     for (name, key) in [
         ("key schema", keys::SCHEMA.to_vec()),
         ("key meta", keys::meta("default-org")),
@@ -276,6 +289,9 @@ const V3: &[(&str, &str)] = &[
     ("session", "027331026d318082b4c283b5a2068282b4c283b5a2060204abababab01027531026f31126164614061636d652e6c6f63616c686f73740c416461204c6f76656c6163658082b4c283b5a206018282b4c283b5a20601016b0201020101016601093132372e302e302e3100010661636365707401032a2f2a018092d1ab9eb5a20600"),
     ("bulk unlock job", "026a31026d3106776176652d310101026f3101026f310101018082b4c283b5a206008082b4c283b5a206018282b4c283b5a2060a0a0701"),
     ("bulk unlock chunk", "02027531027532"),
+    ("bulk unlock mark, unlocked", ""),
+    ("bulk unlock mark, skipped", "01"),
+    ("bulk unlock mark, failed", "02"),
     ("key schema", "53"),
     ("key meta", "4d000b64656661756c742d6f7267"),
     ("key user", "7500027531"),

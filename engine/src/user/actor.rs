@@ -28,6 +28,7 @@ use latchkey_storage::{Completion, WriteBatch};
 use crate::keys;
 
 use crate::access::{Grant, Reach};
+use crate::bulk_unlock::Mark;
 use crate::error::{Error, ErrorId};
 use crate::registry::Registry;
 use crate::time::{now_micros, Micros};
@@ -120,13 +121,16 @@ pub(crate) enum Request {
         reply: RpcReplyPort<Staged<Details>>,
     },
     /// A bulk unlock job's unlock: only if the user is still LOCKED by a lock `filter` matches;
-    /// `marker` is written with the unlock. Answers whether the user was unlocked.
+    /// `marker` is written with the unlock. `mark_every` (cluster mode): a user left alone gets
+    /// its mark too, and a user already marked is left as its mark says. Answers what the job
+    /// did with the user.
     BulkUnlock {
         job_id: String,
         filter: LockFilter,
         marker: Vec<u8>,
+        mark_every: bool,
         by: String,
-        reply: RpcReplyPort<Staged<bool>>,
+        reply: RpcReplyPort<Staged<Mark>>,
     },
     /// The automatic unlock scheduled for `at` is due (from the unlock scheduler): lift it if it
     /// is still this user's lock. Answers whether the user was unlocked.
@@ -442,10 +446,11 @@ impl UserActor {
                 job_id,
                 filter,
                 marker,
+                mark_every,
                 by,
                 reply,
             } => {
-                let result = self.bulk_unlock(state, job_id, &filter, marker, &by);
+                let result = self.bulk_unlock(state, job_id, &filter, marker, mark_every, &by);
                 let _ = reply.send(state.staged(result));
             }
             Request::AutoUnlock { at, reply } => {
@@ -591,23 +596,36 @@ impl UserActor {
         job_id: String,
         filter: &LockFilter,
         marker: Vec<u8>,
+        mark_every: bool,
         by: &str,
-    ) -> Result<bool, Error> {
-        let record = &mut state.record;
-        if record.state != UserState::Locked {
-            return Ok(false);
+    ) -> Result<Mark, Error> {
+        if mark_every {
+            // The user may have been handled by the node that served it before: the view holds
+            // every record of this user now (the actor was loaded after its scope settled), so
+            // the mark read here is current where the job's own read of it may not have been.
+            if let Some(found) = self.registry.store().get(&marker)? {
+                return Ok(Mark::decode(&found));
+            }
         }
-        if !filter.matches(&state.lockout.lock_or_admin(record.changed)) {
-            return Ok(false);
+        let record = &mut state.record;
+        let matches = record.state == UserState::Locked
+            && filter.matches(&state.lockout.lock_or_admin(record.changed));
+        if !matches {
+            if mark_every {
+                let mut batch = WriteBatch::default();
+                batch.put(marker, Mark::Skipped.value());
+                state.submit(&self.registry, batch);
+            }
+            return Ok(Mark::Skipped);
         }
         record.state = UserState::Active;
         record.failed_password_attempts = 0;
         let mut extra = WriteBatch::default();
-        extra.put(marker, Vec::new());
+        extra.put(marker, Mark::Unlocked.value());
         state.set_lockout(&self.registry, LockoutState::default(), &mut extra);
         let kind = EventKind::UnlockedInBulk { job_id };
         state.commit(&self.registry, kind, now_micros(), by, extra)?;
-        Ok(true)
+        Ok(Mark::Unlocked)
     }
 
     /// Role assignments change the snapshot but are not user lifecycle events, so the user's
