@@ -669,3 +669,57 @@ async fn a_bulk_unlock_reaches_the_users_of_every_node_once_even_when_one_dies()
     }
     assert_eq!(state(&n1, &active).await, "USER_STATE_ACTIVE");
 }
+
+/// A machine user's token works on every node, and locking the user on its own node cuts its
+/// access on the others too: they cache the caller, and their views applying the lock drop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_user_locked_on_its_node_loses_access_on_every_node() {
+    let testbed = Testbed::start(3).await.unwrap();
+    let nodes = cluster(&testbed).await;
+    // Created on n1, so n1 serves it; its token is used on n0, which caches the caller.
+    let (robot, token) = nodes[1]
+        .machine_with_role(&nodes[1].org, "robot", Some("ORG_OWNER"))
+        .await;
+    // ListUsers runs on the node it reaches (a read of a user would be forwarded to n1 and
+    // authenticated there).
+    let n0 = &nodes[0];
+    let list = || n0.call_as(&token, reqwest::Method::POST, "/v2/users", json!({}));
+    let since = Instant::now();
+    while list().await.status != StatusCode::OK {
+        // The view of n0 may not hold the token yet.
+        assert!(since.elapsed() < Duration::from_secs(5), "the token on n0");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..20 {
+        let reply = list().await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    // Locked through n2 (forwarded to n1): refused on n0 once its view has the lock.
+    let locked = nodes[2]
+        .post(&format!("/v2/users/{robot}/lock"), json!({}))
+        .await;
+    assert_eq!(locked.status, StatusCode::OK, "{}", locked.body);
+    let since = Instant::now();
+    loop {
+        let reply = list().await;
+        if reply.status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "n0 still accepts the locked user's token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("refused on n0 {:?} after the lock", since.elapsed());
+    let unlocked = nodes[0]
+        .post(&format!("/v2/users/{robot}/unlock"), json!({}))
+        .await;
+    assert_eq!(unlocked.status, StatusCode::OK, "{}", unlocked.body);
+    let since = Instant::now();
+    while list().await.status != StatusCode::OK {
+        assert!(since.elapsed() < Duration::from_secs(5), "the token again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

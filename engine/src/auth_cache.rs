@@ -7,14 +7,18 @@
 //! Correctness: entries are filled only from the owning user's actor state (a staged read, so
 //! durable), and the actor invalidates its user's entries on every change it commits. A fill
 //! that raced an invalidation is refused by a generation counter, bumped by every invalidation
-//! and checked under the same lock — so a stale caller can never be cached.
+//! and checked under the same lock — so a stale caller can never be cached. In cluster mode a
+//! user another node serves is filled from this node's view, and every record the view applies
+//! to a user's scope invalidates that user (`Engine::open`): such an entry is exactly as fresh
+//! as the view, as a read of the view would be, without the read.
 //!
-//! Memory: the counter is one for the whole cache, not one per user, so nothing is kept for a
-//! user without cached tokens; `by_user` holds exactly the users whose tokens are cached, and an
-//! invalidation removes the user's entry with its tokens. The price is that a fill racing a change
-//! of *any* machine user is refused too; that request is still answered (from the actor), only not
-//! cached, and the next one fills.
+//! Memory: the counters are a fixed set of stripes (a user's is chosen by its id's hash), not
+//! one per user, so nothing is kept for a user without cached tokens; `by_user` holds exactly
+//! the users whose tokens are cached, and an invalidation removes the user's entry with its
+//! tokens. The price is that a fill racing a change of another user of the same stripe is
+//! refused too; that request is still answered, only not cached, and the next one fills.
 
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
@@ -31,13 +35,29 @@ pub(crate) struct CachedCaller {
     pub expires: Option<Micros>,
 }
 
-#[derive(Default)]
+/// Generation counters: enough that a cluster's stream of applied records (each an invalidation)
+/// rarely refuses an unrelated fill.
+const STRIPES: usize = 64;
+
 pub(crate) struct AuthCache {
     callers: DashMap<TokenHash, CachedCaller>,
     /// The cached tokens of each user, for invalidation.
     by_user: DashMap<String, Vec<TokenHash>>,
-    /// Bumped by every invalidation; fills and invalidations take it in turn.
-    generation: Mutex<u64>,
+    /// Bumped by every invalidation of a user of the stripe; its fills and invalidations take
+    /// it in turn.
+    generations: [Mutex<u64>; STRIPES],
+    stripe_of: std::collections::hash_map::RandomState,
+}
+
+impl Default for AuthCache {
+    fn default() -> Self {
+        AuthCache {
+            callers: DashMap::new(),
+            by_user: DashMap::new(),
+            generations: std::array::from_fn(|_| Mutex::new(0)),
+            stripe_of: Default::default(),
+        }
+    }
 }
 
 impl AuthCache {
@@ -45,21 +65,22 @@ impl AuthCache {
         self.callers.get(token_hash).map(|c| c.clone())
     }
 
-    /// Read before asking the actor; pass to [`AuthCache::fill`].
-    pub fn generation(&self) -> u64 {
-        *self.lock_generation()
+    /// Read before reading `user_id`'s state; pass to [`AuthCache::fill`].
+    pub fn generation(&self, user_id: &str) -> u64 {
+        *self.lock_generation(user_id)
     }
 
-    /// The generation's lock; a panic under it cannot leave it half-changed (it is one number).
-    fn lock_generation(&self) -> MutexGuard<'_, u64> {
-        self.generation
+    /// The lock of `user_id`'s generation; a panic under it cannot leave it half-changed (it is
+    /// one number).
+    fn lock_generation(&self, user_id: &str) -> MutexGuard<'_, u64> {
+        self.generations[self.stripe_of.hash_one(user_id) as usize % STRIPES]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Caches `entry` unless a user changed since `generation` was read.
+    /// Caches `entry` unless a user of `user_id`'s stripe changed since `generation` was read.
     pub fn fill(&self, token_hash: TokenHash, user_id: &str, generation: u64, entry: CachedCaller) {
-        let current = self.lock_generation();
+        let current = self.lock_generation(user_id);
         if *current == generation {
             self.callers.insert(token_hash, entry);
             let mut hashes = self.by_user.entry(user_id.to_owned()).or_default();
@@ -73,7 +94,7 @@ impl AuthCache {
     /// the generation (even with nothing cached), so a fill already under way is refused.
     pub fn invalidate(&self, user_id: &str) {
         let hashes = {
-            let mut generation = self.lock_generation();
+            let mut generation = self.lock_generation(user_id);
             *generation += 1;
             self.by_user.remove(user_id).map(|(_, hashes)| hashes)
         };
@@ -103,23 +124,23 @@ mod tests {
     #[test]
     fn a_fill_that_raced_an_invalidation_is_refused() {
         let cache = AuthCache::default();
-        let seen = cache.generation();
+        let seen = cache.generation("u");
         cache.fill([1; 32], "u", seen, entry());
         assert!(cache.get(&[1; 32]).is_some());
 
-        let before_change = cache.generation();
+        let before_change = cache.generation("u");
         cache.invalidate("u"); // the actor committed a change meanwhile
         assert!(cache.get(&[1; 32]).is_none());
         cache.fill([1; 32], "u", before_change, entry());
         assert!(cache.get(&[1; 32]).is_none(), "stale fill must not land");
 
         // a change to a user with nothing cached still refuses a fill that started before it
-        let started = cache.generation();
+        let started = cache.generation("v");
         cache.invalidate("v");
         cache.fill([2; 32], "v", started, entry());
         assert!(cache.get(&[2; 32]).is_none());
 
-        let fresh = cache.generation();
+        let fresh = cache.generation("u");
         cache.fill([1; 32], "u", fresh, entry());
         assert!(cache.get(&[1; 32]).is_some());
     }
@@ -130,7 +151,7 @@ mod tests {
         for round in 0..1000u32 {
             let user = format!("machine-{round}");
             cache.invalidate(&user);
-            let seen = cache.generation();
+            let seen = cache.generation(&user);
             cache.fill(
                 round.to_be_bytes().repeat(8).try_into().unwrap(),
                 &user,
@@ -146,7 +167,7 @@ mod tests {
         );
         assert!(cache.callers.is_empty());
         // A user whose tokens are cached is kept, once, however often they are filled.
-        let seen = cache.generation();
+        let seen = cache.generation("kept");
         cache.fill([7; 32], "kept", seen, entry());
         cache.fill([7; 32], "kept", seen, entry());
         assert_eq!(cache.users(), 1);

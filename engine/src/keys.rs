@@ -62,6 +62,14 @@ pub fn meta(name: &str) -> Vec<u8> {
 pub fn user(id: &str) -> Vec<u8> {
     tagged(b'u', &[id.as_bytes()])
 }
+/// The user id of a [`user`] key (also a user's scope); `None` for any other key.
+pub fn user_of(key: &[u8]) -> Option<&str> {
+    let rest = key.strip_prefix(USERS)?;
+    let (len, id) = rest.split_first_chunk::<2>()?;
+    (id.len() == usize::from(u16::from_be_bytes(*len)))
+        .then(|| std::str::from_utf8(id).ok())
+        .flatten()
+}
 /// Prefix of every user snapshot.
 pub const USERS: &[u8] = b"u";
 /// Tag of event keys.
@@ -255,6 +263,14 @@ pub fn split_parts(key: &[u8]) -> Option<Vec<&[u8]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_key_names_its_user_and_no_other_key_does() {
+        assert_eq!(user_of(&user("u-1")), Some("u-1"));
+        assert_eq!(user_of(&token_id("u-1")), None);
+        assert_eq!(user_of(&event("u-1", 3)), None);
+        assert_eq!(user_of(b"u"), None);
+    }
 
     #[test]
     fn keys_split_back_into_their_parts() {

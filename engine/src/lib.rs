@@ -352,6 +352,17 @@ impl Engine {
             .await
             .map_err(|e| OpenError::Engine(format!("cannot start supervisor: {e}")))?;
         registry.set_supervisor(supervisor.get_cell());
+        if config.placement.is_some() {
+            // Callers of users other nodes serve are cached from the view; every record the
+            // view applies to a user drops that user's cached callers (`auth_cache.rs`). Weak:
+            // the store must not keep the registry (and so itself) alive.
+            let weak = Arc::downgrade(&registry);
+            store.on_journal_apply(Box::new(move |scope| {
+                if let (Some(user), Some(registry)) = (keys::user_of(scope), weak.upgrade()) {
+                    registry.auth_cache().invalidate(user);
+                }
+            }));
+        }
         let timer_anchor = timer_anchor::spawn(config.call_timeout);
         let unlocks = unlocks::spawn(registry.clone(), store.clone(), config.placement.clone());
         let bulk_unlocks = Arc::new(bulk_unlock::BulkUnlocks::default());

@@ -81,7 +81,8 @@ impl Engine {
     /// Resolves a bearer token to its caller: the token must exist, not be expired, not be
     /// revoked, and belong to an ACTIVE machine user. Every failure is the same Unauthenticated.
     /// Served from memory after the first use; the owning user's actor drops the entry on any
-    /// change, so locking a machine user cuts its access at once.
+    /// change, so locking a machine user cuts its access at once (in cluster mode, on the other
+    /// nodes once their views apply the change).
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Caller>, Error> {
         self.check_open()?;
         let unauthenticated = || Error::new(ErrorId::Unauthenticated);
@@ -107,31 +108,18 @@ impl Engine {
             return Err(unauthenticated());
         }
         let user_key = keys::user(&record.user_id);
-        if self.served_elsewhere(&user_key) {
+        let generation = cache.generation(&record.user_id);
+        let user = if self.served_elsewhere(&user_key) {
             // Cluster mode: the token's user is another node's. Its record as this node's view
-            // holds it — a change made there reaches the view within the view's lag — and not
-            // cached, since no actor here would invalidate it.
+            // holds it: a change made there reaches the view within the view's lag, and the
+            // view's applying it drops the cached caller (`Engine::open`).
             let stored = read_off_worker(&self.inner.store, &[user_key]).await?;
             let Some(bytes) = stored.into_iter().next().flatten() else {
                 return Err(unauthenticated());
             };
-            let user = UserRecord::decode(&bytes)?;
-            return caller_of(user, &record.token_id).ok_or_else(unauthenticated);
-        }
-        // The owner's actor holds the authoritative (and, once staged, durable) state.
-        let generation = cache.generation();
-        let user = match self
-            .inner
-            .registry
-            .call(&record.user_id, |reply| Request::Read {
-                reach: Reach::Instance,
-                reply,
-            })
-            .await
-        {
-            Ok(user) => user,
-            Err(e) if e.id == ErrorId::UserNotFound => return Err(unauthenticated()),
-            Err(e) => return Err(e),
+            UserRecord::decode(&bytes)?
+        } else {
+            self.owners_record(&record.user_id).await?
         };
         let user_id = user.id.clone();
         let caller = caller_of(user, &record.token_id).ok_or_else(unauthenticated)?;
@@ -145,6 +133,23 @@ impl Engine {
             },
         );
         Ok(caller)
+    }
+
+    /// The owner's actor holds the authoritative (and, once staged, durable) state.
+    async fn owners_record(&self, user_id: &str) -> Result<UserRecord, Error> {
+        let read = self
+            .inner
+            .registry
+            .call(user_id, |reply| Request::Read {
+                reach: Reach::Instance,
+                reply,
+            })
+            .await;
+        match read {
+            Ok(user) => Ok(user),
+            Err(e) if e.id == ErrorId::UserNotFound => Err(ErrorId::Unauthenticated.into()),
+            Err(e) => Err(e),
+        }
     }
 
     /// True in cluster mode when another node writes `scope` (this one only reads its view).

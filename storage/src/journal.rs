@@ -15,7 +15,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::writer::Writer;
 use crate::{Backend, Completion, StoreError, WriteBatch};
@@ -65,18 +65,28 @@ impl fmt::Debug for dyn Journal {
     }
 }
 
+/// Told the scope of every record a journal's view applies, once it is readable
+/// ([`crate::Store::on_journal_apply`]).
+pub type AppliedHook = Box<dyn Fn(&[u8]) + Send + Sync>;
+
 /// A journal's handle on the store's medium: applies records and reads what they left.
 #[derive(Clone)]
 pub struct View {
     pub(crate) writer: Arc<Writer>,
     pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) applied: Arc<OnceLock<AppliedHook>>,
 }
 
 impl View {
     /// Applies one record of the journal (counter additions resolved against the view's own
     /// counters). Fails when the medium refuses it; the scope is then marked as in the writer.
     pub fn apply(&self, scope: &[u8], batch: WriteBatch) -> Completion {
-        self.writer.submit(scope, batch)
+        let done = self.writer.submit(scope, batch);
+        // `submit` applied it to the memtable: a read from here on sees the record.
+        if let Some(hook) = self.applied.get() {
+            hook(scope);
+        }
+        done
     }
 
     /// A point read of what the view has applied.

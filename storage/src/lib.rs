@@ -41,13 +41,13 @@ mod sync;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use backend::{Backend, KvIter};
 pub use completion::{Completion, WriteBatch};
 pub use error::StoreError;
-pub use journal::{Journal, JournalFuture, View};
+pub use journal::{AppliedHook, Journal, JournalFuture, View};
 pub use log::{LoggedBackend, DEFAULT_CHECKPOINT_ENTRIES, WAL_DIR};
 pub use schema::Schema;
 pub use sled_backend::{SledBackend, DEFAULT_CACHE_BYTES};
@@ -157,6 +157,8 @@ pub struct Store {
     writer: Arc<Writer>,
     data_dir: PathBuf,
     journal: Option<Arc<dyn Journal>>,
+    /// The hook told of every record the journal's view applies, once set.
+    applied: Arc<OnceLock<journal::AppliedHook>>,
 }
 
 impl Store {
@@ -201,13 +203,16 @@ impl Store {
             config.durability,
             config.layout.counter_tag,
         )?);
+        let applied = Arc::new(OnceLock::new());
         if let Some(journal) = &config.journal {
             journal.attach(View {
                 writer: writer.clone(),
                 backend: backend.clone(),
+                applied: applied.clone(),
             })?;
         }
         Ok(Store {
+            applied,
             backend,
             writer,
             data_dir: config.data_dir.clone(),
@@ -278,6 +283,13 @@ impl Store {
             Some(journal) => journal.settle(scope).await,
             None => self.writer.settle(scope).await,
         }
+    }
+
+    /// With a [`Journal`]: `hook` is told the scope of every record the view applies from now
+    /// on (of every writer, this node's too), right after a read can see it — so a cache of
+    /// what the view holds can drop what a record changed. Set once; false if it was set.
+    pub fn on_journal_apply(&self, hook: journal::AppliedHook) -> bool {
+        self.applied.set(hook).is_ok()
     }
 
     /// What a read-modify-write of `scope` outside an actor does before it reads. With a
