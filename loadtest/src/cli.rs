@@ -21,6 +21,10 @@ pub struct Cli {
     /// `embedded` (the engine in-process) or a running server, e.g. http://127.0.0.1:8080.
     #[arg(long, default_value = "embedded")]
     pub target: String,
+    /// An external --target only: create the run's users through this server instead (in cluster
+    /// mode another node, so that each request is forwarded to the node serving its user).
+    #[arg(long)]
+    pub create_on: Option<String>,
     /// Start a Latchkey server on a temp dir for the run (overrides --target).
     #[arg(long)]
     pub spawn: bool,

@@ -68,7 +68,15 @@ async fn one_run(cli: &Cli) -> Result<Report, String> {
         return Err("--warmup applies to uniform and mixed runs".into());
     }
     let (target, setup, target_name) = open_target(cli).await?;
-    let users = Arc::new(prepare(&target, &setup, &settings, "lk").await?);
+    let users = match (&cli.create_on, &setup) {
+        (None, _) => prepare(&target, &setup, &settings, "lk").await?,
+        (Some(base), Setup::External) => {
+            let creator = server_target(cli, base.trim_end_matches('/').into(), &cli.token).await?;
+            prepare(&creator, &setup, &settings, "lk").await?
+        }
+        (Some(_), _) => return Err("--create-on needs an external --target".into()),
+    };
+    let users = Arc::new(users);
     let before = scrape(&target).await;
     let pid = match &setup {
         Setup::Spawned(server, _) => Some(server.pid()),
