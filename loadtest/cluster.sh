@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Cluster throughput and CPU per command of every process, on this one machine: three pinned NATS
+# servers (R3, started by `latchkey-nats testbed 3`) and N Latchkey nodes (16 partitions, the
+# default), with one harness process per node.
+#
+#   loadtest/cluster.sh [NODES] [CLIENTS] [local|forward]
+#
+# Each harness drives its own node with CLIENTS/NODES closed-loop clients (`uniform`, lock and
+# unlock) on 2000/NODES users, 20 s after a 5-s warm-up. `local`: the users are created through
+# the node that is driven, so it serves them and nothing is forwarded. `forward`: they are
+# created through the next node, so every command is forwarded to it. CPU is the difference of
+# utime + stime in /proc/<pid>/stat over a 14-s window inside the measured 20 s, divided by the
+# commands of that window (the harnesses' req/s × 14), per process: each node, each NATS server,
+# the harnesses together.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NODES=${1:-1}
+CLIENTS=${2:-256}
+MODE=${3:-local}
+cargo build --release -q -p latchkey-api --bin latchkey -p latchkey-cluster --bin latchkey-nats \
+  -p latchkey-loadtest
+R=${CARGO_TARGET_DIR:-$PWD/target}/release
+D=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  exec 3>&- 2>/dev/null || true
+  kill "${NP:-}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$D"
+}
+trap cleanup EXIT
+mkfifo "$D/hold"
+"$R/latchkey-nats" testbed 3 <"$D/hold" >"$D/nats.out" 2>"$D/nats.log" &
+NP=$!
+exec 3>"$D/hold"
+for _ in $(seq 1 600); do grep -q '^urls ' "$D/nats.out" 2>/dev/null && break; sleep 0.1; done
+urls=$(sed -n 's/^urls //p' "$D/nats.out")
+for i in $(seq 1 "$NODES"); do
+  "$R/latchkey" --listen "127.0.0.1:$((18180 + i))" --data-dir "$D/n$i" --cluster "$urls" \
+    --node-id "n$i" >"$D/n$i.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 300); do grep -q 'listening on' "$D/n$i.log" && break; sleep 0.1; done
+done
+sleep 5 # every node holds its partitions
+T=$(cat "$D/n1/admin.pat")
+nats=$(pgrep -P "$NP" | tr '\n' ' ')
+ticks() { for p in "$@"; do awk '{printf "%d ", $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo -n "0 "; done; }
+harnesses=()
+for i in $(seq 1 "$NODES"); do
+  create=()
+  [ "$MODE" = forward ] && create=(--create-on "http://127.0.0.1:$((18180 + i % NODES + 1))")
+  "$R/latchkey-loadtest" --target "http://127.0.0.1:$((18180 + i))" "${create[@]}" --token "$T" \
+    --scenario uniform --users $((2000 / NODES)) --concurrency $((CLIENTS / NODES)) \
+    --duration 20s --warmup 5s >"$D/run$i.txt" 2>&1 &
+  harnesses+=($!)
+done
+sleep 10 # users prepared, warm-up done
+# shellcheck disable=SC2086
+before=($(ticks "${pids[@]}" $nats "${harnesses[@]}"))
+sleep 14
+# shellcheck disable=SC2086
+after=($(ticks "${pids[@]}" $nats "${harnesses[@]}"))
+wait "${harnesses[@]}"
+rps=0
+for i in $(seq 1 "$NODES"); do
+  line=$(grep '^latchkey ' "$D/run$i.txt")
+  echo "n$i: req/s, ok/s, p50, p90, p99, p99.9, max ms: ${line#latchkey }"
+  rps=$((rps + $(echo "$line" | awk '{print $2}')))
+done
+commands=$((rps * 14))
+echo "$NODES node(s), $CLIENTS clients, $MODE: $rps durable commands/s"
+names=()
+for i in $(seq 1 "$NODES"); do names+=("node n$i"); done
+for i in 1 2 3; do names+=("NATS $i"); done
+for i in $(seq 1 "$NODES"); do names+=("harness $i"); done
+total=0
+for k in "${!names[@]}"; do
+  t=$((after[k] - before[k]))
+  total=$((total + t))
+  # ticks are 10 ms: µs per command = ticks × 10,000 / commands
+  echo "  ${names[k]}: $((t * 10000 / commands)) µs of CPU per command"
+done
+echo "  all processes: $((total * 10000 / commands)) µs of CPU per command"
+curl -s "http://127.0.0.1:18181/metrics" | grep '^latchkey_cluster_forwards_total' || true
