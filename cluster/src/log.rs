@@ -122,7 +122,9 @@ impl UserLog {
         let subject = self.layout.user_subject(user_id);
         // Set once the deadline has passed: the end of the last attempts.
         let mut settling: Option<Instant> = None;
+        let mut attempts = 0u32;
         loop {
+            attempts += 1;
             let message = PublishMessage::build()
                 .headers(headers.clone())
                 .payload(payload.clone())
@@ -139,11 +141,23 @@ impl UserLog {
                         duplicate: ack.duplicate,
                     })
                 }
-                Err(e) => {
-                    if let Some(final_error) = final_error(&e, &subject, expected) {
-                        return Err(final_error);
+                Err(e) => match final_error(&e, &subject, expected) {
+                    // After an earlier attempt of this id, a refusal may be of our own append:
+                    // a stream of one replica checks the expectation before the request id,
+                    // so it refuses the retry of an append that landed instead of answering it
+                    // as a duplicate; and an append "in flight" may be that earlier attempt.
+                    Some(Error::Fenced { code: c, .. })
+                        if attempts > 1 && c == code::WRONG_LAST_SEQUENCE_IN_FLIGHT => {}
+                    Some(fenced @ Error::Fenced { .. }) if attempts > 1 => {
+                        return match self.landed(user_id, &subject, expected, request_id).await {
+                            Ok(Some(appended)) => Ok(appended),
+                            Ok(None) => Err(fenced),
+                            Err(_) => Err(Error::OutcomeUnknown { subject }),
+                        };
                     }
-                }
+                    Some(final_error) => return Err(final_error),
+                    None => {}
+                },
             }
             let now = Instant::now();
             match settling {
@@ -158,6 +172,42 @@ impl UserLog {
                 None => {}
             }
             tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Whether the append `request_id`, which expected `expected`, is in the log: it is if the
+    /// subject's first message after `expected` carries that id (any other write would have
+    /// been refused until that one came first).
+    async fn landed(
+        &self,
+        user_id: &str,
+        subject: &str,
+        expected: u64,
+        request_id: &str,
+    ) -> Result<Option<Appended>, Error> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        let p = self.layout.partition_of(user_id);
+        let stream = self
+            .js
+            .get_stream_no_info(Layout::stream_name(p))
+            .await
+            .map_err(Error::nats)?;
+        match stream
+            .get_first_raw_message_by_subject(subject, expected + 1)
+            .await
+        {
+            Ok(message) => {
+                let ours = message
+                    .headers
+                    .get(async_nats::header::NATS_MESSAGE_ID)
+                    .is_some_and(|id| id.as_str() == request_id);
+                Ok(ours.then_some(Appended {
+                    sequence: message.sequence,
+                    duplicate: true,
+                }))
+            }
+            Err(e) if matches!(e.kind(), RawMessageErrorKind::NoMessageFound) => Ok(None),
+            Err(e) => Err(Error::nats(e)),
         }
     }
 

@@ -254,3 +254,45 @@ async fn no_acknowledged_append_is_lost_when_the_stream_leader_is_killed() {
         "acknowledged appends at the kill {at_kill:?}, at the end {at_end:?}"
     );
 }
+
+/// An append whose deadline passes with its outcome unknown (here: the server frozen past the
+/// deadline and past one attempt's timeout) keeps trying under its request id for a grace
+/// period, and so learns that its first attempt landed: a duplicate, applied once, instead of
+/// an unknown outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_past_its_deadline_learns_that_it_landed() {
+    const LONE: Layout = Layout {
+        partitions: 1,
+        replicas: 1,
+    };
+    let testbed = Testbed::start(1).await.unwrap();
+    let client = async_nats::connect(testbed.url(0)).await.unwrap();
+    LONE.ensure_streams(&async_nats::jetstream::new(client.clone()))
+        .await
+        .unwrap();
+    let log = UserLog::new(client, LONE);
+    let user = "312238829193593777";
+    // Frozen for longer than one attempt waits (2 s) and shorter than that plus the grace.
+    testbed.pause(0);
+    let resume = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        testbed.resume(0);
+        testbed
+    });
+    let appended = log
+        .append(
+            user,
+            0,
+            "past-deadline/1",
+            &HeaderMap::new(),
+            Bytes::from_static(b"once"),
+            Instant::now() + Duration::from_millis(300),
+        )
+        .await;
+    let _testbed = resume.await.unwrap();
+    let appended = appended.expect("the outcome learned within the grace");
+    assert!(appended.duplicate, "the first attempt landed: {appended:?}");
+    let last = log.last(user).await.unwrap().unwrap();
+    assert_eq!(last.sequence, appended.sequence);
+    assert_eq!(last.sequence, 1, "applied once");
+}
