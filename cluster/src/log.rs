@@ -175,6 +175,15 @@ impl UserLog {
         }
     }
 
+    /// The stream of `user_id`'s partition (no info asked: one request less).
+    async fn stream_of(&self, user_id: &str) -> Result<jetstream::stream::Stream<()>, Error> {
+        let p = self.layout.partition_of(user_id);
+        self.js
+            .get_stream_no_info(Layout::stream_name(p))
+            .await
+            .map_err(Error::nats)
+    }
+
     /// Whether the append `request_id`, which expected `expected`, is in the log: it is if the
     /// subject's first message after `expected` carries that id (any other write would have
     /// been refused until that one came first).
@@ -186,13 +195,9 @@ impl UserLog {
         request_id: &str,
     ) -> Result<Option<Appended>, Error> {
         use async_nats::jetstream::stream::RawMessageErrorKind;
-        let p = self.layout.partition_of(user_id);
-        let stream = self
-            .js
-            .get_stream_no_info(Layout::stream_name(p))
-            .await
-            .map_err(Error::nats)?;
-        match stream
+        match self
+            .stream_of(user_id)
+            .await?
             .get_first_raw_message_by_subject(subject, expected + 1)
             .await
         {
@@ -216,13 +221,9 @@ impl UserLog {
     /// state, so a caller that writes next relies on the fence, not on this read being current.
     pub async fn last(&self, user_id: &str) -> Result<Option<Last>, Error> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;
-        let p = self.layout.partition_of(user_id);
-        let stream = self
-            .js
-            .get_stream_no_info(Layout::stream_name(p))
-            .await
-            .map_err(Error::nats)?;
-        match stream
+        match self
+            .stream_of(user_id)
+            .await?
             .get_last_raw_message_by_subject(&self.layout.user_subject(user_id))
             .await
         {

@@ -343,17 +343,7 @@ async fn unlock_one(
         Ok(_) => {}
         Err(e) => return Outcome::Stopped(e),
     }
-    let result = registry
-        .call(user, |reply| Request::BulkUnlock {
-            job_id: job.to_owned(),
-            filter,
-            marker: marker.clone(),
-            mark_every: false,
-            by: by.to_owned(),
-            reply,
-        })
-        .await;
-    match result {
+    match ask(registry, job, by, filter, user, false).await {
         Ok(Mark::Unlocked) => Outcome::Unlocked,
         Ok(Mark::Skipped) => Outcome::Skipped,
         Ok(Mark::Failed) => Outcome::Failed,
@@ -366,6 +356,27 @@ async fn unlock_one(
             Outcome::Failed
         }
     }
+}
+
+/// Asks `user`'s actor to unlock it for `job` (`mark_every`: see `Request::BulkUnlock`).
+async fn ask(
+    registry: &Arc<Registry>,
+    job: &str,
+    by: &str,
+    filter: LockFilter,
+    user: &str,
+    mark_every: bool,
+) -> Result<Mark, Error> {
+    registry
+        .call(user, |reply| Request::BulkUnlock {
+            job_id: job.to_owned(),
+            filter,
+            marker: keys::bulk_unlocked(job, user),
+            mark_every,
+            by: by.to_owned(),
+            reply,
+        })
+        .await
 }
 
 async fn read_chunk(store: &Arc<Store>, job: &str, n: u64) -> Result<Vec<String>, Error> {

@@ -358,8 +358,10 @@ impl Engine {
             // the store must not keep the registry (and so itself) alive.
             let weak = Arc::downgrade(&registry);
             store.on_journal_apply(Box::new(move |scope| {
-                if let (Some(user), Some(registry)) = (keys::user_of(scope), weak.upgrade()) {
-                    registry.auth_cache().invalidate(user);
+                if let Some(user) = keys::user_of(scope) {
+                    if let Some(registry) = weak.upgrade() {
+                        registry.auth_cache().invalidate(user);
+                    }
                 }
             }));
         }

@@ -21,12 +21,11 @@ use tokio::task::JoinSet;
 
 use latchkey_storage::{Store, WriteBatch};
 
-use super::{read_chunk, write_job, JobRecord, Mark, CHUNK, WINDOW};
+use super::{ask, read_chunk, write_job, JobRecord, Mark, CHUNK, WINDOW};
 use crate::error::{Error, ErrorId};
 use crate::keys;
 use crate::registry::{read_off_worker, Registry};
 use crate::time::now_micros;
-use crate::user::actor::Request;
 use crate::user::lockout::LockFilter;
 use crate::Placement;
 
@@ -140,18 +139,7 @@ async fn handle_one(
     filter: LockFilter,
     user: &str,
 ) {
-    let marker = keys::bulk_unlocked(job, user);
-    let result = registry
-        .call(user, |reply| Request::BulkUnlock {
-            job_id: job.to_owned(),
-            filter,
-            marker: marker.clone(),
-            mark_every: true,
-            by: by.to_owned(),
-            reply,
-        })
-        .await;
-    let mark = match result {
+    let mark = match ask(registry, job, by, filter, user, true).await {
         Ok(_) => return,
         Err(e) if e.id == ErrorId::UserNotFound => Mark::Skipped,
         Err(e) if passing(e.id) => return,
@@ -165,7 +153,7 @@ async fn handle_one(
         // This node must hold the user's scope, with every record of it in the view.
         store.prepare(&scope).await?;
         let mut batch = WriteBatch::default();
-        batch.put(marker, mark.value());
+        batch.put(keys::bulk_unlocked(job, user), mark.value());
         store.submit(&scope, batch).wait().await
     };
     if let Err(e) = written.await {
