@@ -464,6 +464,13 @@ where
 /// How long a starting node waits to be given partitions before it opens anyway.
 const FIRST_PARTITION_WAIT: Duration = Duration::from_secs(10);
 
+/// How often a node's view writes its log to disk, whatever `--durability` says. A write is
+/// durable once the stream's majority holds it; the view's log only spares a restart the replay
+/// of the streams, and a view that lost its tail in a crash resumes from the last position it
+/// holds (each position is written with the records it covers). Syncing every 10 ms cost ≈ 9 %
+/// of a node's CPU for following the other nodes' writes.
+const VIEW_FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+
 impl ClusterNode {
     /// Connects, creates the partitions' streams if needed, joins, waits (a while) to serve a
     /// partition, opens the engine over the journal (its view caught up with the streams) and
@@ -507,14 +514,11 @@ impl ClusterNode {
             JournalConfig::new(node_id.clone(), layout, call_timeout),
             ownership,
         );
-        // The view is rebuilt from the streams if lost: flushed in the background.
-        let flush_interval = match engine.durability {
-            latchkey_engine::Durability::Async { flush_interval } => flush_interval,
-            latchkey_engine::Durability::Sync => Duration::from_millis(10),
-        };
         let engine = Engine::open(
             engine
-                .durability(latchkey_engine::Durability::Async { flush_interval })
+                .durability(latchkey_engine::Durability::Async {
+                    flush_interval: VIEW_FLUSH_INTERVAL,
+                })
                 .journal(Arc::new(journal.clone()))
                 .placement(router.clone()),
         )

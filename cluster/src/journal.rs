@@ -672,39 +672,87 @@ impl Follower {
             })
             .await
             .map_err(Error::nats)?;
-        let mut messages = consumer.messages().await.map_err(Error::nats)?;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(Error::nats)?;
-            let sequence = message.info().map_err(Error::nats)?.stream_sequence;
-            if sequence <= *position {
-                continue;
+        let mut bursts = consumer
+            .messages()
+            .await
+            .map_err(Error::nats)?
+            .ready_chunks(MAX_BURST);
+        while let Some(burst) = bursts.next().await {
+            // What the burst delivered in order, applied as one write (`View::apply_records`).
+            let mut scopes = Vec::with_capacity(burst.len());
+            let mut batch = WriteBatch::default();
+            let mut last = *position;
+            let mut broken = None;
+            for message in burst {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(e) => {
+                        broken = Some(Error::nats(e));
+                        break;
+                    }
+                };
+                let sequence = match message.info() {
+                    Ok(info) => info.stream_sequence,
+                    Err(e) => {
+                        broken = Some(Error::nats(e));
+                        break;
+                    }
+                };
+                if sequence <= last {
+                    continue;
+                }
+                if sequence != last + 1 {
+                    // A partition's stream never deletes, so its sequences have no holes: a jump
+                    // means the consumer skipped records (recreated after a server failed). The
+                    // view must not pass over them; follow again from the first missing one.
+                    broken = Some(Error::Nats(format!(
+                        "partition {}: record {sequence} delivered after {last}",
+                        self.p
+                    )));
+                    break;
+                }
+                if let Err(reason) = self.decode(&message, &mut scopes, &mut batch) {
+                    // Nothing of the burst is applied: the view stops before it.
+                    tracing::error!(
+                        "partition {}: record {sequence} cannot be applied, the view stops: \
+                         {reason}",
+                        self.p
+                    );
+                    let _ = self.failed.set(reason);
+                    return Ok(());
+                }
+                last = sequence;
             }
-            if sequence != *position + 1 {
-                // A partition's stream never deletes, so its sequences have no holes: a jump
-                // means the consumer skipped records (recreated after a server failed). The
-                // view must not pass over them; follow again from the first missing one.
-                return Err(Error::Nats(format!(
-                    "partition {}: record {sequence} delivered after {}",
-                    self.p, *position
-                )));
+            if last > *position {
+                batch.put(position_key(self.p), last.to_be_bytes().to_vec());
+                if let Some(Err(e)) = self.view.apply_records(&scopes, batch).poll_result() {
+                    tracing::error!(
+                        "partition {}: records up to {last} cannot be applied, the view stops: {e}",
+                        self.p
+                    );
+                    let _ = self.failed.set(e.to_string());
+                    return Ok(());
+                }
+                *position = last;
+                if let Some(applied) = self.applied.get(self.p as usize) {
+                    applied.send_replace(last);
+                }
             }
-            if let Err(reason) = self.apply(&message, sequence) {
-                tracing::error!(
-                    "partition {}: record {sequence} cannot be applied, the view stops: {reason}",
-                    self.p
-                );
-                let _ = self.failed.set(reason);
-                return Ok(());
-            }
-            *position = sequence;
-            if let Some(applied) = self.applied.get(self.p as usize) {
-                applied.send_replace(sequence);
+            if let Some(e) = broken {
+                return Err(e);
             }
         }
         Err(Error::Nats("the consumer ended".into()))
     }
 
-    fn apply(&self, message: &jetstream::Message, sequence: u64) -> Result<(), String> {
+    /// Adds a record's scope to `scopes` and its ops and additions to `batch` (a claim has
+    /// none: it only moves the scope's sequence).
+    fn decode(
+        &self,
+        message: &jetstream::Message,
+        scopes: &mut Vec<Vec<u8>>,
+        batch: &mut WriteBatch,
+    ) -> Result<(), String> {
         let scope = message
             .subject
             .rsplit('.')
@@ -715,18 +763,17 @@ impl Follower {
             .headers
             .as_ref()
             .is_some_and(|h| h.get(CLAIM_HEADER).is_some());
-        let mut batch = if is_claim {
-            WriteBatch::default()
-        } else {
-            WriteBatch::decode(&message.payload).map_err(|e| e.to_string())?
-        };
-        batch.put(position_key(self.p), sequence.to_be_bytes().to_vec());
-        match self.view.apply(&scope, batch).poll_result() {
-            Some(Err(e)) => Err(e.to_string()),
-            _ => Ok(()),
+        if !is_claim {
+            WriteBatch::decode_into(&message.payload, batch).map_err(|e| e.to_string())?;
         }
+        scopes.push(scope);
+        Ok(())
     }
 }
+
+/// The most records a follower applies as one write: what one burst of deliveries brought,
+/// bounded so one write stays small.
+const MAX_BURST: usize = 256;
 
 /// How long the view has, at least, to apply a record the stream acknowledged: past the
 /// append's own deadline if need be (a process that was frozen reads the acknowledgement and the

@@ -81,10 +81,24 @@ impl View {
     /// Applies one record of the journal (counter additions resolved against the view's own
     /// counters). Fails when the medium refuses it; the scope is then marked as in the writer.
     pub fn apply(&self, scope: &[u8], batch: WriteBatch) -> Completion {
-        let done = self.writer.submit(scope, batch);
-        // `submit` applied it to the memtable: a read from here on sees the record.
+        self.apply_records(&[scope], batch)
+    }
+
+    /// Applies consecutive records of the journal as one write: `batch` holds their ops and
+    /// additions in log order (each record [`WriteBatch::decode_into`] it), `scopes` their
+    /// scopes. A view applies what a burst of deliveries brought at once this way, so the
+    /// writer's lock, its log record and the caller's own bookkeeping are paid per burst, not
+    /// per record. The writer marks the first scope if the medium refuses the write.
+    pub fn apply_records<S: AsRef<[u8]>>(&self, scopes: &[S], batch: WriteBatch) -> Completion {
+        let Some(first) = scopes.first() else {
+            return Completion::done();
+        };
+        let done = self.writer.submit(first.as_ref(), batch);
+        // `submit` applied it to the memtable: a read from here on sees the records.
         if let Some(hook) = self.applied.get() {
-            hook(scope);
+            for scope in scopes {
+                hook(scope.as_ref());
+            }
         }
         done
     }
@@ -134,8 +148,15 @@ impl WriteBatch {
     /// The batch [`WriteBatch::encode`] wrote; an error for anything else (truncated, trailing
     /// bytes, a bad op tag).
     pub fn decode(bytes: &[u8]) -> Result<WriteBatch, StoreError> {
-        let mut input = Input(bytes);
         let mut batch = WriteBatch::default();
+        WriteBatch::decode_into(bytes, &mut batch)?;
+        Ok(batch)
+    }
+
+    /// Decodes what [`WriteBatch::encode`] wrote after what `batch` holds already (its ops and
+    /// additions follow the earlier ones). On an error `batch` may hold part of the record.
+    pub fn decode_into(bytes: &[u8], batch: &mut WriteBatch) -> Result<(), StoreError> {
+        let mut input = Input(bytes);
         for _ in 0..input.u32()? {
             let key = input.bytes()?.to_vec();
             match input.take(1)? {
@@ -152,7 +173,7 @@ impl WriteBatch {
         if !input.0.is_empty() {
             return Err(bad("trailing bytes"));
         }
-        Ok(batch)
+        Ok(())
     }
 }
 
@@ -250,6 +271,34 @@ mod tests {
         store.close().unwrap();
     }
 
+    #[tokio::test]
+    async fn records_applied_as_one_write_keep_their_order_and_each_scope_is_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Listed::default());
+        let mut config = test_config(dir.path());
+        config.journal = Some(journal.clone());
+        let store = Store::open(&config).unwrap();
+        let told = Arc::new(Mutex::new(Vec::new()));
+        assert!(store.on_journal_apply(Box::new({
+            let told = told.clone();
+            move |scope: &[u8]| told.lock().push(scope.to_vec())
+        })));
+        let mut batch = WriteBatch::default();
+        for (n, delta) in [(1u8, 2i64), (2, 3)] {
+            let mut record = WriteBatch::default();
+            record.put(b"k".to_vec(), vec![n]);
+            record.add(b"c-n".to_vec(), delta);
+            WriteBatch::decode_into(&record.encode(), &mut batch).unwrap();
+        }
+        let view = journal.view.lock().clone().unwrap();
+        let scopes: [&[u8]; 2] = [b"scope-a", b"scope-b"];
+        view.apply_records(&scopes, batch).wait().await.unwrap();
+        assert_eq!(store.get(b"k").unwrap(), Some(vec![2]));
+        assert_eq!(store.counter(b"c-n"), 5);
+        assert_eq!(*told.lock(), [b"scope-a".to_vec(), b"scope-b".to_vec()]);
+        store.close().unwrap();
+    }
+
     #[test]
     fn a_batch_survives_its_byte_form_and_damage_is_refused() {
         let mut batch = WriteBatch::default();
@@ -261,6 +310,19 @@ mod tests {
         let back = WriteBatch::decode(&bytes).unwrap();
         assert_eq!(back.ops(), batch.ops());
         assert_eq!(back.adds(), batch.adds());
+        // Records decoded one after another into one batch keep their order.
+        let mut second = WriteBatch::default();
+        second.put(b"u1".to_vec(), b"newer".to_vec());
+        second.add(b"c-total".to_vec(), 5);
+        let mut both = WriteBatch::default();
+        WriteBatch::decode_into(&batch.encode(), &mut both).unwrap();
+        WriteBatch::decode_into(&second.encode(), &mut both).unwrap();
+        assert_eq!(both.ops().len(), 4);
+        assert_eq!(both.ops()[3], (b"u1".to_vec(), Some(b"newer".to_vec())));
+        assert_eq!(
+            both.adds(),
+            [(b"c-total".to_vec(), -3), (b"c-total".to_vec(), 5)]
+        );
         let empty = WriteBatch::decode(&WriteBatch::default().encode()).unwrap();
         assert!(empty.is_empty());
         for cut in 0..bytes.len() {
