@@ -3,12 +3,14 @@
 # servers (R3, started by `latchkey-nats testbed 3`) and N Latchkey nodes (16 partitions, the
 # default), with one harness process per node.
 #
-#   loadtest/cluster.sh [NODES] [CLIENTS] [local|forward]
+#   loadtest/cluster.sh [NODES] [CLIENTS] [local|forward|follow]
 #
 # Each harness drives its own node with CLIENTS/NODES closed-loop clients (`uniform`, lock and
 # unlock) on 2000/NODES users, 20 s after a 5-s warm-up. `local`: the users are created through
 # the node that is driven, so it serves them and nothing is forwarded. `forward`: they are
-# created through the next node, so every command is forwarded to it. CPU is the difference of
+# created through the next node, so every command is forwarded to it. `follow`: only n1 is
+# driven (all CLIENTS on 2000 users), so the other nodes' CPU is what following its writes into
+# their views costs. CPU is the difference of
 # utime + stime in /proc/<pid>/stat over a 14-s window inside the measured 20 s, divided by the
 # commands of that window (the harnesses' req/s × 14), per process: each node, each NATS server,
 # the harnesses together.
@@ -46,12 +48,14 @@ sleep 5 # every node holds its partitions
 T=$(cat "$D/n1/admin.pat")
 nats=$(pgrep -P "$NP" | tr '\n' ' ')
 ticks() { for p in "$@"; do awk '{printf "%d ", $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo -n "0 "; done; }
+DRIVEN=$NODES
+[ "$MODE" = follow ] && DRIVEN=1
 harnesses=()
-for i in $(seq 1 "$NODES"); do
+for i in $(seq 1 "$DRIVEN"); do
   create=()
   [ "$MODE" = forward ] && create=(--create-on "http://127.0.0.1:$((18180 + i % NODES + 1))")
   "$R/latchkey-loadtest" --target "http://127.0.0.1:$((18180 + i))" "${create[@]}" --token "$T" \
-    --scenario uniform --users $((2000 / NODES)) --concurrency $((CLIENTS / NODES)) \
+    --scenario uniform --users $((2000 / DRIVEN)) --concurrency $((CLIENTS / DRIVEN)) \
     --duration 20s --warmup 5s >"$D/run$i.txt" 2>&1 &
   harnesses+=($!)
 done
@@ -63,7 +67,7 @@ sleep 14
 after=($(ticks "${pids[@]}" $nats "${harnesses[@]}"))
 wait "${harnesses[@]}"
 rps=0
-for i in $(seq 1 "$NODES"); do
+for i in $(seq 1 "$DRIVEN"); do
   line=$(grep '^latchkey ' "$D/run$i.txt")
   echo "n$i: req/s, ok/s, p50, p90, p99, p99.9, max ms: ${line#latchkey }"
   rps=$((rps + $(echo "$line" | awk '{print $2}')))
@@ -73,13 +77,13 @@ echo "$NODES node(s), $CLIENTS clients, $MODE: $rps durable commands/s"
 names=()
 for i in $(seq 1 "$NODES"); do names+=("node n$i"); done
 for i in 1 2 3; do names+=("NATS $i"); done
-for i in $(seq 1 "$NODES"); do names+=("harness $i"); done
+for i in $(seq 1 "$DRIVEN"); do names+=("harness $i"); done
 total=0
 for k in "${!names[@]}"; do
   t=$((after[k] - before[k]))
   total=$((total + t))
   # ticks are 10 ms: µs per command = ticks × 10,000 / commands
-  echo "  ${names[k]}: $((t * 10000 / commands)) µs of CPU per command"
+  echo "  ${names[k]}: $(awk -v t="$t" -v c="$commands" 'BEGIN { printf "%.1f", t * 10000 / c }') µs of CPU per command"
 done
-echo "  all processes: $((total * 10000 / commands)) µs of CPU per command"
+echo "  all processes: $(awk -v t="$total" -v c="$commands" 'BEGIN { printf "%.1f", t * 10000 / c }') µs of CPU per command"
 curl -s "http://127.0.0.1:18181/metrics" | grep '^latchkey_cluster_forwards_total' || true
