@@ -684,17 +684,14 @@ impl Follower {
             let mut last = *position;
             let mut broken = None;
             for message in burst {
-                let message = match message {
-                    Ok(message) => message,
+                let delivered = message.map_err(Error::nats).and_then(|message| {
+                    let sequence = message.info().map_err(Error::nats)?.stream_sequence;
+                    Ok((message, sequence))
+                });
+                let (message, sequence) = match delivered {
+                    Ok(delivered) => delivered,
                     Err(e) => {
-                        broken = Some(Error::nats(e));
-                        break;
-                    }
-                };
-                let sequence = match message.info() {
-                    Ok(info) => info.stream_sequence,
-                    Err(e) => {
-                        broken = Some(Error::nats(e));
+                        broken = Some(e);
                         break;
                     }
                 };

@@ -243,13 +243,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_journaled_store_writes_through_its_journal_and_reads_its_view() {
+    /// A store opened over a [`Listed`] journal in a temporary directory (kept while the
+    /// returned guard lives).
+    fn journaled_store() -> (tempfile::TempDir, Arc<Listed>, Store) {
         let dir = tempfile::tempdir().unwrap();
         let journal = Arc::new(Listed::default());
         let mut config = test_config(dir.path());
         config.journal = Some(journal.clone());
         let store = Store::open(&config).unwrap();
+        (dir, journal, store)
+    }
+
+    #[tokio::test]
+    async fn a_journaled_store_writes_through_its_journal_and_reads_its_view() {
+        let (_dir, journal, store) = journaled_store();
         assert!(store.is_journaled());
         for n in 0..3 {
             let mut batch = WriteBatch::default();
@@ -273,11 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_applied_as_one_write_keep_their_order_and_each_scope_is_told() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Arc::new(Listed::default());
-        let mut config = test_config(dir.path());
-        config.journal = Some(journal.clone());
-        let store = Store::open(&config).unwrap();
+        let (_dir, journal, store) = journaled_store();
         let told = Arc::new(Mutex::new(Vec::new()));
         assert!(store.on_journal_apply(Box::new({
             let told = told.clone();
