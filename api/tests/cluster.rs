@@ -603,6 +603,25 @@ async fn a_bulk_unlock_reaches_the_users_of_every_node_once_even_when_one_dies()
     let again = nodes[1].post("/latchkey/v1/bulk_unlocks", start).await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
     assert_eq!(again.body["job"]["jobId"], job.as_str(), "{}", again.body);
+    // Starts with one new key on every node at once start one job: the nodes claim the key
+    // across the cluster. (Its filter matches no one, so it leaves the users to the first job.)
+    let raced =
+        json!({"idempotencyKey": "wave-2", "filter": {"lockedBefore": "2001-01-01T00:00:00Z"}});
+    let answers = futures::future::join_all(
+        nodes
+            .iter()
+            .map(|node| node.post("/latchkey/v1/bulk_unlocks", raced.clone())),
+    )
+    .await;
+    for answer in &answers {
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(
+            answer.body["job"]["jobId"], answers[0].body["job"]["jobId"],
+            "{}",
+            answer.body
+        );
+    }
+    assert_ne!(answers[0].body["job"]["jobId"], job.as_str());
 
     // n2 dies at once: whatever of its users it did not get to, their next owner unlocks.
     let mut nodes = nodes.into_iter();

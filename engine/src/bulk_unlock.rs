@@ -13,7 +13,9 @@
 //! Progress is in memory while the job runs (read at any time) and written after every chunk; a
 //! job interrupted by a shutdown or crash resumes at open from its last written chunk (the marks
 //! tell it which users of that chunk it already unlocked). A start with an idempotency key that an
-//! earlier job of the same caller carries answers that job instead of starting another.
+//! earlier job of the same caller carries answers that job instead of starting another: the key's
+//! entry (`I`) is written with the job, and in a cluster it is claimed across the nodes first
+//! (`Store::claim_unique`), so two nodes starting the same key at once start one job.
 //!
 //! In cluster mode a job is written the same way by the node it was started on, and every node
 //! unlocks the listed users it serves (`bulk_unlock/across.rs`).
@@ -50,6 +52,8 @@ mod across;
 const CHUNK: usize = 1024;
 /// Unlocks in flight at once.
 const WINDOW: usize = 64;
+/// How often a start whose idempotency key another node claimed looks for that node's job.
+const STARTED_ELSEWHERE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Which locked users a job unlocks: all conditions set must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -433,23 +437,20 @@ impl Engine {
         // Everything acknowledged is applied before the list is taken (and, in cluster mode,
         // the view holds every job written anywhere before this call, for the key's lookup).
         store.settle(None).await?;
-        if !key.is_empty() {
-            let (store, key, by) = (store.clone(), key.clone(), caller.user_id.clone());
-            let earlier =
-                tokio::task::spawn_blocking(move || -> Result<Option<JobRecord>, Error> {
-                    for item in store.scan_prefix(keys::BULK_JOBS) {
-                        let (_, bytes) = item?;
-                        let record = JobRecord::decode(&bytes)?;
-                        if record.idempotency_key == key && record.by == by {
-                            return Ok(Some(record));
-                        }
-                    }
-                    Ok(None)
-                })
-                .await
-                .map_err(|_| Error::new(ErrorId::Internal))??;
-            if let Some(earlier) = earlier {
-                return self.bulk_unlock(caller, &earlier.id).await;
+        // The key's entry, when the start carries one: written with the job.
+        let claim = (!key.is_empty()).then(|| keys::bulk_idempotency(&caller.user_id, &key));
+        if let Some(claim) = &claim {
+            if let Some(earlier) = earlier_job(&store, claim, &caller.user_id, &key).await? {
+                return self.bulk_unlock(caller, &earlier).await;
+            }
+        }
+        let id = self.new_id(keys::bulk_job)?;
+        if let Some(claim) = &claim {
+            // In a cluster another node may be starting a job under the same key right now:
+            // of the two, one claims the key, and the other answers that one's job.
+            if !store.claim_unique(claim, id.as_bytes()).await? {
+                let earlier = self.started_elsewhere(claim).await?;
+                return self.bulk_unlock(caller, &earlier).await;
             }
         }
         let lock_filter = LockFilter {
@@ -469,7 +470,7 @@ impl Engine {
             .map_err(|_| Error::new(ErrorId::Internal))??
         };
         let record = JobRecord {
-            id: self.new_id(keys::bulk_job)?,
+            id,
             by: caller.user_id.clone(),
             idempotency_key: key,
             scope: match &reach {
@@ -494,7 +495,16 @@ impl Engine {
             );
         }
         batch.put(job_key.clone(), crate::stored::encode(&record));
-        store.submit(&job_key, batch).wait().await?;
+        if let Some(claim) = &claim {
+            batch.put(claim.clone(), record.id.as_bytes().to_vec());
+        }
+        if let Err(e) = store.submit(&job_key, batch).wait().await {
+            if let Some(claim) = &claim {
+                let holder = record.id.as_bytes();
+                crate::users::release_if_unwritten(&store, &e, &[claim], holder).await;
+            }
+            return Err(e.into());
+        }
         let view = record.view(0);
         if self.inner.config.placement.is_some() {
             jobs.wake.notify_one();
@@ -502,6 +512,28 @@ impl Engine {
             jobs.run(self.inner.registry.clone(), store, record);
         }
         Ok(view)
+    }
+
+    /// The job another node started under the idempotency key `claim` holds, once this node's
+    /// view has it; STORE-UNAVAILABLE (nothing started here) if it has not landed within the
+    /// call timeout.
+    async fn started_elsewhere(&self, claim: &[u8]) -> Result<String, Error> {
+        let store = &self.inner.store;
+        let deadline = tokio::time::Instant::now() + self.inner.config.call_timeout;
+        loop {
+            store.settle(None).await?;
+            let found = crate::registry::read_off_worker(store, &[claim.to_vec()]).await?;
+            if let Some(id) = found.into_iter().next().flatten() {
+                return String::from_utf8(id).map_err(|_| Error::new(ErrorId::Internal));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::with(
+                    ErrorId::StoreUnavailable,
+                    "a bulk unlock with this idempotency key is being started on another node; retry",
+                ));
+            }
+            tokio::time::sleep(STARTED_ELSEWHERE_POLL).await;
+        }
     }
 
     /// A job's progress (GetBulkUnlock), for callers whose `user.write` reach covers its scope.
@@ -547,6 +579,34 @@ impl Engine {
         }
         Ok(record.view(record.next))
     }
+}
+
+/// The id of the job `by` started under idempotency key `key` (whose entry is `claim`), if any.
+/// A job written without the entry (by an older build) is found by its record.
+async fn earlier_job(
+    store: &Arc<Store>,
+    claim: &[u8],
+    by: &str,
+    key: &str,
+) -> Result<Option<String>, Error> {
+    let (store, claim, by, key) = (store.clone(), claim.to_vec(), by.to_owned(), key.to_owned());
+    tokio::task::spawn_blocking(move || -> Result<Option<String>, Error> {
+        if let Some(id) = store.get(&claim)? {
+            return String::from_utf8(id)
+                .map(Some)
+                .map_err(|_| Error::new(ErrorId::Internal));
+        }
+        for item in store.scan_prefix(keys::BULK_JOBS) {
+            let (_, bytes) = item?;
+            let record = JobRecord::decode(&bytes)?;
+            if record.idempotency_key == key && record.by == by {
+                return Ok(Some(record.id));
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .map_err(|_| Error::new(ErrorId::Internal))?
 }
 
 /// The ids of the users LOCKED now within `reach` (and `org`), whose lock `filter` matches.
@@ -600,5 +660,36 @@ pub(crate) fn golden_job(at: Micros) -> JobRecord {
         next: 10,
         unlocked: 7,
         failed: 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A start finds the earlier job of its key by the key's entry, and a job written without
+    /// one (by an older build) by its record.
+    #[tokio::test]
+    async fn an_earlier_job_is_found_by_its_key_entry_or_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::Config::default().data_dir(dir.path());
+        let store = Arc::new(Store::open(&crate::store_config(&config)).unwrap());
+        let old = golden_job(1_000);
+        let mut batch = WriteBatch::default();
+        batch.put(keys::bulk_job(&old.id), crate::stored::encode(&old));
+        batch.put(keys::bulk_idempotency("m1", "wave-2"), b"j2".to_vec());
+        let scope = keys::bulk_job(&old.id);
+        store.submit(&scope, batch).wait().await.unwrap();
+
+        let find = |by: &str, key: &str| {
+            let claim = keys::bulk_idempotency(by, key);
+            let (store, by, key) = (store.clone(), by.to_owned(), key.to_owned());
+            async move { earlier_job(&store, &claim, &by, &key).await.unwrap() }
+        };
+        assert_eq!(find("m1", "wave-1").await.as_deref(), Some("j1"));
+        assert_eq!(find("m1", "wave-2").await.as_deref(), Some("j2"));
+        assert_eq!(find("m2", "wave-1").await, None, "another caller's key");
+        assert_eq!(find("m1", "wave-3").await, None);
+        store.close().unwrap();
     }
 }

@@ -31,6 +31,7 @@
 //! | `J` | job id | a bulk unlock job (filter, progress) |
 //! | `b` | job id, chunk number (u64 BE) | a chunk of the job's user ids, listed when it started |
 //! | `B` | job id, user id | the job unlocked this user (written with the unlock) |
+//! | `I` | caller's user id, idempotency key | the bulk unlock job started under that key (written with the job; claimed across a cluster first) |
 //! | `x` | column, value (order-preserving, see [`list_index`]), creation time (u64 BE), user id | empty: ListUsers' indexes (`user/index.rs`), one entry per listed user and column |
 //! | `c` | scope (org id, or empty for the instance), state, type | a maintained count of users (i64 BE; the store's counters) |
 //! | `Z` | partition (u32 BE) | cluster mode only: the stream sequence of the partition the node's view has applied (`latchkey-cluster`, `journal.rs`) |
@@ -225,6 +226,10 @@ pub fn bulk_chunk(job: &str, n: u64) -> Vec<u8> {
 /// says how, `bulk_unlock::Mark`).
 pub fn bulk_unlocked(job: &str, user: &str) -> Vec<u8> {
     tagged(b'B', &[job.as_bytes(), user.as_bytes()])
+}
+/// The job `by` started under idempotency key `key`.
+pub fn bulk_idempotency(by: &str, key: &str) -> Vec<u8> {
+    tagged(b'I', &[by.as_bytes(), key.as_bytes()])
 }
 /// The prefix of every [`bulk_unlocked`] mark of `job`.
 pub fn bulk_marks(job: &str) -> Vec<u8> {

@@ -244,6 +244,10 @@ fn samples() -> Vec<(String, Vec<u8>)> {
         ("key bulk unlock job", keys::bulk_job("j1")),
         ("key bulk unlock chunk", keys::bulk_chunk("j1", 2)),
         ("key bulk unlocked", keys::bulk_unlocked("j1", "u1")),
+        (
+            "key bulk unlock idempotency",
+            keys::bulk_idempotency("u1", "k1"),
+        ),
         ("key list index", keys::list_index(b'U', b"ada\0", AT, "u1")),
         ("key user count", keys::user_count("o1", 3, true)),
     ] {
@@ -313,8 +317,11 @@ const V3: &[(&str, &str)] = &[
     ("key bulk unlocked", "4200026a3100027531"),
 ];
 
-/// Schema 4: schema 3's bytes and the keys of ListUsers' indexes and the user counts.
+/// Schema 4: schema 3's bytes, the keys of ListUsers' indexes and the user counts, and the
+/// bulk unlock idempotency key (added later in schema 4: a job written without it is found by
+/// its record, `bulk_unlock.rs`).
 const V4_ADDED: &[(&str, &str)] = &[
+    ("key bulk unlock idempotency", "490002753100026b31"),
     ("key list index", "785561646100ff0000000644d41c2680807531"),
     ("key user count", "6300026f3100020301"),
 ];
