@@ -13,7 +13,9 @@
 # their views costs. CPU is the difference of
 # utime + stime in /proc/<pid>/stat over a 14-s window inside the measured 20 s, divided by the
 # commands of that window (the harnesses' req/s × 14), per process: each node, each NATS server,
-# the harnesses together.
+# the harnesses together. At the end: the NATS server each node is connected to and how many
+# streams each NATS server leads (an append from a node whose server does not lead the stream
+# takes one more hop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${1:-1}
@@ -87,3 +89,11 @@ for k in "${!names[@]}"; do
 done
 echo "  all processes: $(awk -v t="$total" -v c="$commands" 'BEGIN { printf "%.1f", t * 10000 / c }') µs of CPU per command"
 curl -s "http://127.0.0.1:18181/metrics" | grep '^latchkey_cluster_forwards_total' || true
+"$R/latchkey-nats" leaders "$urls" >"$D/leaders.txt"
+for i in $(seq 1 "$NODES"); do
+  server=$(sed -n 's/.*connected to NATS server="\([^"]*\)".*/\1/p' "$D/n$i.log" | head -1)
+  awk -v n="n$i" -v s="$server" '$3 == n { p++; if ($2 == s) l++ }
+    END { printf "n%s on NATS %s, which leads %d of the %d partition streams it owns\n", substr(n, 2), s, l, p }' \
+    "$D/leaders.txt"
+done
+tail -1 "$D/leaders.txt"

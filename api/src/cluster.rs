@@ -483,6 +483,12 @@ impl ClusterNode {
             engine,
         } = config;
         let client = connect(&nats, format!("latchkey {node_id}")).await?;
+        // Which server the node talks to decides how many hops each append takes to its
+        // stream's leader (`latchkey-nats leaders` says where those are).
+        tracing::info!(
+            server = client.server_info().server_name,
+            "connected to NATS"
+        );
         let js = async_nats::jetstream::new(client.clone());
         let starting = Instant::now();
         retry_while_starting(starting, "create the partitions' streams", || {

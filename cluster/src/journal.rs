@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
+use async_nats::jetstream;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -663,19 +663,8 @@ impl Follower {
             .get_stream(Layout::stream_name(self.p))
             .await
             .map_err(Error::nats)?;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: *position + 1,
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(Error::nats)?;
-        let mut bursts = consumer
-            .messages()
-            .await
-            .map_err(Error::nats)?
+        let mut bursts = crate::partitions::read_from(&stream, *position + 1)
+            .await?
             .ready_chunks(MAX_BURST);
         while let Some(burst) = bursts.next().await {
             // What the burst delivered in order, applied as one write (`View::apply_records`).

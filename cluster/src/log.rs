@@ -355,7 +355,6 @@ impl UserLog {
     /// Every message of partition `p`'s stream up to its last at the time of the call, in order
     /// (an audit's view of the log: what the replicas agreed on, whoever wrote it).
     pub async fn scan(&self, p: u32) -> Result<Vec<Scanned>, Error> {
-        use async_nats::jetstream::consumer::{pull, DeliverPolicy};
         use futures::StreamExt;
         let mut stream = self
             .js
@@ -372,14 +371,7 @@ impl UserLog {
         if last == 0 {
             return Ok(scanned);
         }
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(Error::nats)?;
-        let mut messages = consumer.messages().await.map_err(Error::nats)?;
+        let mut messages = crate::partitions::read_from(&stream, 1).await?;
         while let Some(message) = messages.next().await {
             let message = message.map_err(Error::nats)?;
             let sequence = message.info().map_err(Error::nats)?.stream_sequence;

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::{self, stream};
 
 use crate::Error;
@@ -75,6 +76,23 @@ impl Layout {
     }
 }
 
+/// The messages of `stream` (a partition's) from sequence `start` on, in stream order, through an
+/// ordered consumer: one the client recreates where it left off when a delivery goes missing, so
+/// none is skipped or repeated. How a view follows a partition and an audit reads one back.
+pub async fn read_from(stream: &stream::Stream, start: u64) -> Result<pull::Ordered, Error> {
+    stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(Error::nats)?
+        .messages()
+        .await
+        .map_err(Error::nats)
+}
 /// FNV-1a, 64 bits: a hash that never changes between versions or machines.
 pub(crate) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
     bytes.into_iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {

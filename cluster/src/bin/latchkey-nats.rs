@@ -6,6 +6,10 @@
 //! - `latchkey-nats testbed [N]` runs N clustered servers on loopback (default 3), JetStream on a
 //!   temporary directory, prints `urls nats://…,nats://…` once JetStream answers, and runs until
 //!   stdin closes or the process is told to stop (SIGINT/SIGTERM); then the servers go with it.
+//! - `latchkey-nats leaders URLS` prints, for every stream of the JetStream at URLS, the server
+//!   that leads it (and, for a partition's stream, the Latchkey node that owns the partition),
+//!   then how many streams each server leads: where appends go, for a load test that asks why
+//!   two runs differ.
 
 use std::process::ExitCode;
 
@@ -24,7 +28,11 @@ async fn main() -> ExitCode {
             Some(Ok(n)) if n > 0 => testbed(n).await,
             Some(_) => Err(format!("not a server count: {}", args[1])),
         },
-        _ => Err("usage: latchkey-nats path | latchkey-nats testbed [N]".to_owned()),
+        Some("leaders") if args.len() == 2 => leaders(&args[1]).await,
+        _ => Err(
+            "usage: latchkey-nats path | latchkey-nats testbed [N] | latchkey-nats leaders URLS"
+                .to_owned(),
+        ),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,4 +62,49 @@ async fn testbed(n: usize) -> Result<(), String> {
     }
     drop(testbed);
     Ok(())
+}
+
+async fn leaders(urls: &str) -> Result<(), String> {
+    use futures::TryStreamExt;
+    let client = async_nats::connect(urls.split(',').map(str::trim).collect::<Vec<_>>())
+        .await
+        .map_err(|e| format!("cannot connect to {urls}: {e}"))?;
+    let js = async_nats::jetstream::new(client);
+    let mut streams: Vec<_> = js
+        .streams()
+        .try_collect()
+        .await
+        .map_err(|e| format!("cannot list the streams: {e}"))?;
+    streams.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+    let mut led = std::collections::BTreeMap::<String, usize>::new();
+    for stream in &streams {
+        let leader = stream
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .unwrap_or_else(|| "-".to_owned());
+        let owner = match stream.config.name.strip_prefix("LK_P") {
+            Some(k) => owner(&js, k).await,
+            None => String::new(),
+        };
+        println!("{} {leader} {owner}", stream.config.name);
+        *led.entry(leader).or_default() += 1;
+    }
+    let summary: Vec<String> = led.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+    println!("leads {}", summary.join(" "));
+    Ok(())
+}
+
+/// The node that owns partition `k` (as a stream name spells it) in the partition table, or `-`.
+async fn owner(js: &async_nats::jetstream::Context, k: &str) -> String {
+    let Ok(k) = k.parse::<u32>() else {
+        return "-".to_owned();
+    };
+    let Ok(parts) = js.get_key_value("lk_parts").await else {
+        return "-".to_owned();
+    };
+    match parts.get(format!("p{k}")).await {
+        Ok(Some(value)) => String::from_utf8_lossy(&value).into_owned(),
+        _ => "-".to_owned(),
+    }
 }
