@@ -10,8 +10,9 @@
 //! - **The coordinator** (`lk_coord`): whoever creates the key `coordinator` and keeps updating
 //!   it with its revision (compare-and-set); it lapses like a node key.
 //! - **The partition table** (`lk_parts`): key `p<k>` names the owner, or a handoff from one node
-//!   to another. The coordinator assigns partitions by rendezvous hashing over the live nodes (a
-//!   join or a leave moves only the partitions that must move) and writes every change by
+//!   to another. The coordinator assigns partitions by rendezvous hashing with bounded loads over
+//!   the live nodes (no node holds more than its share; a join or a leave moves few partitions
+//!   besides those that must move) and writes every change by
 //!   compare-and-set; **the entry's revision is the partition's epoch**. A live owner gives a
 //!   partition up by handoff: the coordinator marks it `from>to`, the owner stops serving it at
 //!   once and writes `to` itself (compare-and-set again). A dead owner's partitions — its key
@@ -438,8 +439,8 @@ async fn coordinate(shared: Arc<Shared>, nodes: kv::Store, coord: kv::Store, par
     }
 }
 
-/// One pass of the coordinator: every partition toward its rendezvous owner among the live
-/// nodes, each change a compare-and-set on the entry as this node's watch delivered it (a stale
+/// One pass of the coordinator: every partition toward its owner among the live nodes
+/// ([`assignment`]), each change a compare-and-set on the entry as this node's watch delivered it (a stale
 /// view loses the compare-and-set and is decided again in the next pass).
 ///
 /// The live nodes come from the bucket stream's info, which its leader answers. Reads of
@@ -465,8 +466,19 @@ async fn rebalance(shared: &Shared, nodes: &kv::Store, parts: &kv::Store) -> Res
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    // Who holds each partition now: its owner, or the node a handoff gives it to.
+    let holders: Vec<Option<&str>> = (0..layout.partitions as usize)
+        .map(|p| match table.get(p).and_then(Option::as_ref) {
+            Some(entry) => match &entry.assignment {
+                Assignment::Owned(owner) => Some(owner.as_str()),
+                Assignment::Handoff { to, .. } => Some(to.as_str()),
+            },
+            None => None,
+        })
+        .collect();
+    let desired_table = assignment(&live, &holders);
     for p in 0..layout.partitions {
-        let Some(desired) = rendezvous(&live, p) else {
+        let Some(desired) = desired_table[p as usize] else {
             return Ok(());
         };
         let key = format!("p{p}");
@@ -521,20 +533,69 @@ async fn rebalance(shared: &Shared, nodes: &kv::Store, parts: &kv::Store) -> Res
     Ok(())
 }
 
-/// The owner of partition `p` among `nodes`: the highest hash of (node, p).
-pub fn rendezvous(nodes: &[String], p: u32) -> Option<&str> {
-    nodes
+/// The owner of each partition among `nodes`, given who holds each now (`current`, one entry per
+/// partition; holders not among `nodes` count as none), or `None` for all when there is no node.
+///
+/// Every node gets its share: with P = q·N + r, r nodes hold q + 1 partitions and the others q
+/// (the r that hold the most now, ties by name). A node keeps what it holds up to its share —
+/// the partitions it scores highest — so a join or a leave moves only what must move: the
+/// newcomer's share, the leaver's partitions, what a node holds beyond its new share. The rest
+/// goes by rendezvous hashing with bounded loads: the (node, partition) pairs are taken from
+/// the highest score down, each giving its partition to its node while the node has room. With
+/// nothing held yet, that alone decides; and every coordinator with the same table and the same
+/// live nodes computes the same answer (the order of `nodes` does not matter).
+pub fn assignment<'a>(nodes: &'a [String], current: &[Option<&str>]) -> Vec<Option<&'a str>> {
+    let mut owners: Vec<Option<&str>> = vec![None; current.len()];
+    if nodes.is_empty() {
+        return owners;
+    }
+    let (q, r) = (current.len() / nodes.len(), current.len() % nodes.len());
+    let mut by_holding: Vec<(&str, usize)> = nodes
         .iter()
-        .max_by_key(|node| {
-            let mut h = fnv1a(node.bytes().chain([b'/']).chain(p.to_le_bytes()));
-            // Finalize (splitmix64) so close node names do not give close scores.
-            h ^= h >> 30;
-            h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            h ^= h >> 27;
-            h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-            h ^ (h >> 31)
+        .map(|node| {
+            let held = current
+                .iter()
+                .filter(|c| **c == Some(node.as_str()))
+                .count();
+            (node.as_str(), held)
         })
-        .map(String::as_str)
+        .collect();
+    by_holding.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut room: std::collections::HashMap<&str, usize> = by_holding
+        .iter()
+        .enumerate()
+        .map(|(i, (node, _))| (*node, q + usize::from(i < r)))
+        .collect();
+    // Every pair, best first; the node's name and the partition break ties.
+    let mut pairs: Vec<(u64, &str, usize)> = nodes
+        .iter()
+        .flat_map(|node| (0..current.len()).map(move |p| (score(node, p as u32), node.as_str(), p)))
+        .collect();
+    pairs.sort_unstable_by(|a, b| b.cmp(a));
+    // First what each node holds now, then everything else.
+    for keep in [true, false] {
+        for &(_, node, p) in &pairs {
+            if owners[p].is_some() || (keep && current[p] != Some(node)) {
+                continue;
+            }
+            if let Some(left) = room.get_mut(node).filter(|left| **left > 0) {
+                *left -= 1;
+                owners[p] = Some(node);
+            }
+        }
+    }
+    owners
+}
+
+/// How much `node` wants partition `p`: a hash of the two.
+fn score(node: &str, p: u32) -> u64 {
+    let mut h = fnv1a(node.bytes().chain([b'/']).chain(p.to_le_bytes()));
+    // Finalize (splitmix64) so close node names do not give close scores.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 #[cfg(test)]
@@ -545,30 +606,83 @@ mod tests {
         (1..=n).map(|i| format!("n{i}")).collect()
     }
 
-    #[test]
-    fn a_join_moves_only_the_partitions_the_new_node_takes() {
-        let (three, four) = (names(3), names(4));
-        let mut moved = 0;
-        for p in 0..64 {
-            let before = rendezvous(&three, p).unwrap();
-            let after = rendezvous(&four, p).unwrap();
-            if before != after {
-                assert_eq!(after, "n4");
-                moved += 1;
-            }
-        }
-        // About a quarter of them, each to the newcomer.
-        assert!((8..=24).contains(&moved), "{moved}");
+    fn owners(nodes: &[String], partitions: u32) -> Vec<String> {
+        assignment(nodes, &vec![None; partitions as usize])
+            .into_iter()
+            .map(|owner| owner.unwrap().to_owned())
+            .collect()
     }
 
     #[test]
-    fn every_node_gets_a_share() {
-        let nodes = names(3);
-        let mut counts = std::collections::HashMap::new();
-        for p in 0..64 {
-            *counts.entry(rendezvous(&nodes, p).unwrap()).or_insert(0) += 1;
+    fn every_node_gets_its_share_and_no_more() {
+        for n in 1..=7 {
+            for partitions in [1, 5, 16, 64, 100] {
+                let nodes = names(n);
+                let owners = owners(&nodes, partitions);
+                let (q, r) = (partitions as usize / n, partitions as usize % n);
+                let held: Vec<usize> = nodes
+                    .iter()
+                    .map(|node| owners.iter().filter(|o| *o == node).count())
+                    .collect();
+                // r nodes hold q + 1, the others q.
+                assert_eq!(held.iter().filter(|&&c| c == q + 1).count(), r, "{held:?}");
+                assert_eq!(held.iter().filter(|&&c| c == q).count(), n - r, "{held:?}");
+            }
         }
-        assert!(counts.values().all(|&c| c >= 10), "{counts:?}");
+        assert_eq!(assignment(&[], &[Some("n1"), None]), vec![None; 2]);
+    }
+
+    #[test]
+    fn the_order_the_nodes_are_listed_in_does_not_matter() {
+        let nodes = names(5);
+        let mut reversed = nodes.clone();
+        reversed.reverse();
+        assert_eq!(owners(&nodes, 64), owners(&reversed, 64));
+    }
+
+    /// `table` re-decided for `nodes`, and how many partitions changed hands.
+    fn redecide(nodes: &[String], table: &[String]) -> (Vec<String>, usize) {
+        let current: Vec<Option<&str>> = table.iter().map(|o| Some(o.as_str())).collect();
+        let next: Vec<String> = assignment(nodes, &current)
+            .into_iter()
+            .map(|owner| owner.unwrap().to_owned())
+            .collect();
+        let moved = table.iter().zip(&next).filter(|(a, b)| a != b).count();
+        (next, moved)
+    }
+
+    #[test]
+    fn a_join_or_a_leave_moves_only_what_must_move() {
+        for partitions in [16, 64] {
+            for n in 1..=7 {
+                let before = owners(&names(n), partitions);
+                // A join: the newcomer's share moves to it, and nothing else.
+                let (after, moved) = redecide(&names(n + 1), &before);
+                let newcomer = format!("n{}", n + 1);
+                let taken = after.iter().filter(|o| **o == newcomer).count();
+                assert_eq!(moved, taken, "{n}+1 nodes, {partitions} partitions");
+                assert_eq!(taken, partitions as usize / (n + 1), "the newcomer's share");
+                // Decided again with nothing changed: nothing moves.
+                assert_eq!(redecide(&names(n + 1), &after), (after.clone(), 0));
+                // A leave (n1's): only its partitions move.
+                if n > 1 {
+                    let rest: Vec<String> = names(n).into_iter().skip(1).collect();
+                    let (_, moved) = redecide(&rest, &before);
+                    let left = before.iter().filter(|o| *o == "n1").count();
+                    assert_eq!(moved, left, "{n}-1 nodes, {partitions} partitions");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_lopsided_table_is_evened_out() {
+        let nodes = names(4);
+        let (even, moved) = redecide(&nodes, &vec!["n1".to_owned(); 16]);
+        assert_eq!(moved, 12);
+        for node in &nodes {
+            assert_eq!(even.iter().filter(|o| *o == node).count(), 4, "{even:?}");
+        }
     }
 
     #[test]
