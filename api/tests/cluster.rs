@@ -26,9 +26,14 @@ const LAYOUT: Layout = Layout {
 /// Three nodes, node `i` on NATS server `i`, each serving some partitions and every partition
 /// served (no handoff in progress).
 async fn cluster(testbed: &Testbed) -> Vec<TestServer> {
+    cluster_on(|i| testbed.url(i)).await
+}
+
+/// [`cluster`], node `i` connected to the NATS servers at `urls(i)`.
+async fn cluster_on(urls: impl Fn(usize) -> String) -> Vec<TestServer> {
     let mut nodes = Vec::new();
     for i in 0..3 {
-        nodes.push(TestServer::start_node(&testbed.url(i), &format!("n{i}"), LAYOUT).await);
+        nodes.push(TestServer::start_node(&urls(i), &format!("n{i}"), LAYOUT).await);
     }
     let started = Instant::now();
     let served = |nodes: &[TestServer]| -> Vec<usize> {
@@ -569,6 +574,57 @@ async fn sessions_and_policies_of_a_dead_node_are_changed_by_their_new_owner() {
         "changed by their new owners {:?} after n1 died",
         died.elapsed()
     );
+    n0.stop().await;
+    n2.stop().await;
+}
+
+/// A node dies together with the NATS server leading its user's partition: writes to that user
+/// resume on another node once the node's lease has expired and the stream has a new leader
+/// (the bar: 12 s). The nodes know every NATS server, so those attached to the dead one
+/// reconnect to another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_a_dead_nodes_users_resume_when_their_streams_leader_dies_with_it() {
+    let mut testbed = Testbed::start(3).await.unwrap();
+    let all = testbed.urls().join(",");
+    let nodes = cluster_on(|_| all.clone()).await;
+    // Created through n1, so n1 serves it.
+    let user = nodes[1].create_human("stranded@example.com").await;
+    let partition = LAYOUT.partition_of(&user);
+    let leader = testbed
+        .leader_of(&Layout::stream_name(partition))
+        .await
+        .unwrap();
+    let mut nodes = nodes.into_iter();
+    let (n0, n1, n2) = (
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+    );
+    n1.crash();
+    testbed.kill(leader);
+    let died = Instant::now();
+    let path = format!("/v2/users/{user}/lock");
+    let mut last = String::new();
+    loop {
+        let reply = n0.post(&path, json!({})).await;
+        if reply.error_id() != last {
+            last = reply.error_id().to_owned();
+            println!("{:?}: {last}", died.elapsed());
+        }
+        match (reply.status, reply.error_id()) {
+            // Locked now, or by an earlier attempt whose answer was lost.
+            (StatusCode::OK, _) | (_, "USER-NOT-ACTIVE-OR-INITIAL") => break,
+            (_, "NO-OWNER" | "CALL-TIMEOUT" | "STORE-UNAVAILABLE" | "STORE-OUTCOME-UNKNOWN") => {}
+            _ => panic!("a failover answer: {}", reply.body),
+        }
+        assert!(died.elapsed() < Duration::from_secs(60), "failover");
+    }
+    println!(
+        "with NATS server {leader}, the leader of partition {partition}, killed too: writes \
+         to the dead node's user resumed after {:?}",
+        died.elapsed()
+    );
+    assert_eq!(state(&n2, &user).await, "USER_STATE_LOCKED");
     n0.stop().await;
     n2.stop().await;
 }

@@ -199,37 +199,6 @@ impl Drop for KeepLog {
     }
 }
 
-/// The server leading partition `p`'s stream.
-async fn stream_leader(all: &str, p: u32) -> String {
-    let js = async_nats::jetstream::new(
-        async_nats::connect(all.split(',').collect::<Vec<_>>())
-            .await
-            .unwrap(),
-    );
-    let since = Instant::now();
-    loop {
-        // The stream's info is asked of the meta leader, which may itself be moving: a
-        // request that times out is asked again.
-        let leader = match js.get_stream(Layout::stream_name(p)).await {
-            Ok(mut stream) => stream
-                .info()
-                .await
-                .ok()
-                .and_then(|info| info.cluster.clone())
-                .and_then(|cluster| cluster.leader),
-            Err(_) => None,
-        };
-        if let Some(leader) = leader {
-            return leader;
-        }
-        assert!(
-            since.elapsed() < Duration::from_secs(30),
-            "partition {p} has a leader within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// `n` clients on the node at `base` until `stop`.
 fn clients(
     client: &reqwest::Client,
@@ -531,10 +500,9 @@ async fn faults_under_load_leave_every_user_linearizable_and_the_log_fenced() {
             }
             Fault::KillLeader => {
                 let p = rng.below(LAYOUT.partitions as usize) as u32;
-                let leader = stream_leader(&all, p).await;
-                let i = testbed.index_of(&leader).unwrap();
+                let i = testbed.leader_of(&Layout::stream_name(p)).await.unwrap();
                 println!(
-                    "{:?}: {leader}, leader of partition {p}, killed",
+                    "{:?}: NATS server {i}, leader of partition {p}, killed",
                     clock.elapsed()
                 );
                 testbed.kill(i);

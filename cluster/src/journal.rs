@@ -666,7 +666,18 @@ impl Follower {
         let mut bursts = crate::partitions::read_from(&stream, *position + 1)
             .await?
             .ready_chunks(MAX_BURST);
-        while let Some(burst) = bursts.next().await {
+        let mut quiet = Duration::ZERO;
+        loop {
+            let burst = match tokio::time::timeout(STALL_CHECK, bursts.next()).await {
+                Ok(Some(burst)) => burst,
+                Ok(None) => break,
+                Err(_) => {
+                    quiet += STALL_CHECK;
+                    self.check_stall(&stream, *position, &mut quiet).await?;
+                    continue;
+                }
+            };
+            quiet = Duration::ZERO;
             // What the burst delivered in order, applied as one write (`View::apply_records`).
             let mut scopes = Vec::with_capacity(burst.len());
             let mut batch = WriteBatch::default();
@@ -731,6 +742,42 @@ impl Follower {
         Err(Error::Nats("the consumer ended".into()))
     }
 
+    /// After `quiet` without a delivery: an error (follow again, from a new consumer) when the
+    /// stream holds records past `position`. The client recreates an ordered consumer whose
+    /// server died by itself, but with pauses of up to 10 s between attempts while the stream
+    /// elects a leader; a claim or a write waiting for the view would wait that long. So the
+    /// stream is asked every [`STALL_CHECK`] while something waits for this partition, and
+    /// every [`IDLE_CHECK`] otherwise.
+    async fn check_stall(
+        &self,
+        stream: &jetstream::stream::Stream,
+        position: u64,
+        quiet: &mut Duration,
+    ) -> Result<(), Error> {
+        let waited_on = self
+            .applied
+            .get(self.p as usize)
+            .is_some_and(|applied| applied.receiver_count() > 0);
+        if !waited_on && *quiet < IDLE_CHECK {
+            return Ok(());
+        }
+        *quiet = Duration::ZERO;
+        let mut stream = stream.clone();
+        let last = match tokio::time::timeout(STALL_CHECK, stream.info()).await {
+            Ok(Ok(info)) => info.state.last_sequence,
+            // No leader to answer yet: ask again at the next check.
+            _ => return Ok(()),
+        };
+        if last > position {
+            return Err(Error::Nats(format!(
+                "partition {}: nothing delivered while the stream holds records up to {last} \
+                 and the view has {position}",
+                self.p
+            )));
+        }
+        Ok(())
+    }
+
     /// Adds a record's scope to `scopes` and its ops and additions to `batch` (a claim has
     /// none: it only moves the scope's sequence).
     fn decode(
@@ -756,6 +803,13 @@ impl Follower {
         Ok(())
     }
 }
+
+/// How long a follower waits for a delivery before it asks the stream whether it is behind,
+/// when something waits for the partition (a claim, a write, a read).
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
+/// The same, when nothing waits: a view that falls behind unnoticed serves stale lists.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
 
 /// The most records a follower applies as one write: what one burst of deliveries brought,
 /// bounded so one write stays small.

@@ -347,39 +347,70 @@ async fn heartbeat(shared: Arc<Shared>, nodes: kv::Store, parts: kv::Store) {
 }
 
 /// Applies the table's changes as the watch delivers them. A watch can stall without an error
-/// (its consumer sat on a server that froze); every two seconds the table's newest revision is
-/// read from its stream's leader, and a watch still behind the revision read at the previous
-/// check is replaced — the new one delivers every entry again, which applying twice is harmless.
+/// (its consumer sat on a server that froze or died), and a stalled watch is replaced — the new
+/// one delivers every entry again, which applying twice is harmless. Replaced when:
+/// - the watch reports an error or ends;
+/// - the node waits to serve again after its lease lapsed, and the watch has not delivered the
+///   mark written at the renewal (`required`) within half a second — a live watch delivers it in
+///   milliseconds, and every request of the node waits for it;
+/// - or, checked every second, the watch is still behind the table's newest revision as read
+///   from its stream's leader at the previous check.
+///
+/// A replacement that gets no answer within [`WATCH_WITHIN`] (the bucket's stream electing a
+/// leader) is tried again at the next check instead of waiting out the client's timeout.
 async fn follow_table(shared: Arc<Shared>, parts: kv::Store, mut watch: kv::Watch) {
-    let mut check = tokio::time::interval(Duration::from_secs(2));
+    let node = &shared.config.node_id;
+    let mut check = tokio::time::interval(Duration::from_millis(500));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut newest_before = 0;
+    let mut ticks = 0u64;
+    let mut was_waiting = false;
+    let mut broken = false;
     loop {
         tokio::select! {
-            entry = watch.next() => match entry {
+            entry = watch.next(), if !broken => match entry {
                 Some(Ok(entry)) => on_table_change(&shared, &parts, entry).await,
                 Some(Err(e)) => {
-                    tracing::warn!(node = %shared.config.node_id, "table watch: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tracing::warn!(%node, "table watch: {e}");
+                    broken = true;
                 }
-                None => newest_before = u64::MAX,
+                None => broken = true,
             },
             _ = check.tick() => {
-                if shared.seen.load(Ordering::Acquire) < newest_before {
-                    tracing::warn!(node = %shared.config.node_id, "table watch stalled; restarting it");
-                    match parts.watch_with_history(">").await {
-                        Ok(fresh) => watch = fresh,
-                        Err(e) => tracing::warn!(node = %shared.config.node_id, "table watch: {e}"),
+                ticks += 1;
+                let full_check = ticks.is_multiple_of(2);
+                let seen = shared.seen.load(Ordering::Acquire);
+                let waiting = seen < shared.required.load(Ordering::Acquire);
+                if broken || (waiting && was_waiting) || (full_check && seen < newest_before) {
+                    tracing::warn!(%node, "table watch stalled; restarting it");
+                    match tokio::time::timeout(WATCH_WITHIN, parts.watch_with_history(">")).await {
+                        Ok(Ok(fresh)) => {
+                            watch = fresh;
+                            broken = false;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(%node, "table watch: {e}");
+                            broken = true;
+                        }
+                        Err(_) => broken = true,
                     }
+                    was_waiting = false;
+                } else {
+                    was_waiting = waiting;
                 }
-                let mut stream = parts.stream.clone();
-                if let Ok(info) = stream.info().await {
-                    newest_before = info.state.last_sequence;
+                if full_check {
+                    let mut stream = parts.stream.clone();
+                    if let Ok(Ok(info)) = tokio::time::timeout(WATCH_WITHIN, stream.info()).await {
+                        newest_before = info.state.last_sequence;
+                    }
                 }
             }
         }
     }
 }
+
+/// How long the table's watch may take to be created, or its stream to say its newest revision.
+const WATCH_WITHIN: Duration = Duration::from_secs(1);
 
 /// Records a table change; a handoff away from this node is acknowledged at once (it serves
 /// the partition no more from the moment the change is recorded).

@@ -76,6 +76,12 @@ impl Layout {
     }
 }
 
+/// How long one pull of a reader lasts at most. The client asks for idle heartbeats at half of
+/// it and recreates the consumer after two missed ones, so a reader whose consumer died with its
+/// server (an ordered consumer has one replica) reads again within about twice this, instead of
+/// the client's default of a minute.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
+
 /// The messages of `stream` (a partition's) from sequence `start` on, in stream order, through an
 /// ordered consumer: one the client recreates where it left off when a delivery goes missing, so
 /// none is skipped or repeated. How a view follows a partition and an audit reads one back.
@@ -85,6 +91,7 @@ pub async fn read_from(stream: &stream::Stream, start: u64) -> Result<pull::Orde
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },
+            max_expires: PULL_EXPIRES,
             ..Default::default()
         })
         .await

@@ -105,6 +105,36 @@ impl Testbed {
         self.servers.iter().position(|s| s.name == name)
     }
 
+    /// The index of the server leading `stream` (a partition's, `Layout::stream_name`, or a
+    /// bucket's, `KV_<bucket>`), asked until one leads it, for up to 30 s.
+    pub async fn leader_of(&self, stream: &str) -> Result<usize, Error> {
+        let client = async_nats::connect(self.urls())
+            .await
+            .map_err(|e| Error::Testbed(e.to_string()))?;
+        let js = async_nats::jetstream::new(client);
+        let since = Instant::now();
+        loop {
+            // The stream's info is asked of the meta leader, which may itself be moving: a
+            // request that times out is asked again.
+            let leader = match js.get_stream(stream).await {
+                Ok(mut stream) => stream
+                    .info()
+                    .await
+                    .ok()
+                    .and_then(|info| info.cluster.clone())
+                    .and_then(|cluster| cluster.leader),
+                Err(_) => None,
+            };
+            if let Some(i) = leader.and_then(|name| self.index_of(&name)) {
+                return Ok(i);
+            }
+            if since.elapsed() > READY_WITHIN {
+                return Err(Error::Testbed(format!("{stream} has no leader")));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// kill -9 of server `i`; its store stays for a restart.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut process) = self.servers[i].process.take() {
