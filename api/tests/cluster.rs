@@ -54,6 +54,14 @@ async fn cluster_on(urls: impl Fn(usize) -> String) -> Vec<TestServer> {
     nodes
 }
 
+/// The three nodes of [`cluster`], each to be crashed or stopped on its own.
+fn three(nodes: Vec<TestServer>) -> [TestServer; 3] {
+    match nodes.try_into() {
+        Ok(three) => three,
+        Err(_) => panic!("three nodes"),
+    }
+}
+
 async fn state(node: &TestServer, id: &str) -> String {
     let reply = node.get(&format!("/v2/users/{id}")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -138,12 +146,7 @@ async fn every_node_serves_every_user_over_every_protocol_and_survives_a_node_de
     );
 
     // Node n1 dies. Its users are served again by the others once its lease expires.
-    let mut nodes = nodes.into_iter();
-    let (n0, n1, n2) = (
-        nodes.next().unwrap(),
-        nodes.next().unwrap(),
-        nodes.next().unwrap(),
-    );
+    let [n0, n1, n2] = three(nodes);
     let owned_by_n1: Vec<String> = users
         .iter()
         .filter(|id| {
@@ -503,12 +506,7 @@ async fn sessions_and_policies_of_a_dead_node_are_changed_by_their_new_owner() {
     // n1 dies. The new owner of each scope settles it (claims it, its view caught up) before it
     // reads and rewrites the record: without that, its write is refused and the call never
     // succeeds.
-    let mut nodes = nodes.into_iter();
-    let (n0, n1, n2) = (
-        nodes.next().unwrap(),
-        nodes.next().unwrap(),
-        nodes.next().unwrap(),
-    );
+    let [n0, n1, n2] = three(nodes);
     n1.crash();
     let died = Instant::now();
     let until_served = |reply: &support::Reply, what: &str| -> bool {
@@ -594,12 +592,7 @@ async fn writes_to_a_dead_nodes_users_resume_when_their_streams_leader_dies_with
         .leader_of(&Layout::stream_name(partition))
         .await
         .unwrap();
-    let mut nodes = nodes.into_iter();
-    let (n0, n1, n2) = (
-        nodes.next().unwrap(),
-        nodes.next().unwrap(),
-        nodes.next().unwrap(),
-    );
+    let [n0, n1, n2] = three(nodes);
     n1.crash();
     testbed.kill(leader);
     let died = Instant::now();
@@ -680,12 +673,7 @@ async fn a_bulk_unlock_reaches_the_users_of_every_node_once_even_when_one_dies()
     assert_ne!(answers[0].body["job"]["jobId"], job.as_str());
 
     // n2 dies at once: whatever of its users it did not get to, their next owner unlocks.
-    let mut nodes = nodes.into_iter();
-    let (n0, n1, n2) = (
-        nodes.next().unwrap(),
-        nodes.next().unwrap(),
-        nodes.next().unwrap(),
-    );
+    let [n0, n1, n2] = three(nodes);
     n2.crash();
     // One of n2's users is unlocked by hand meanwhile, racing the job on the new owner: one of
     // the two unlocks it, the other finds it unlocked (the job marks it skipped).

@@ -11,8 +11,8 @@
 //!   it with its revision (compare-and-set); it lapses like a node key.
 //! - **The partition table** (`lk_parts`): key `p<k>` names the owner, or a handoff from one node
 //!   to another. The coordinator assigns partitions by rendezvous hashing with bounded loads over
-//!   the live nodes (no node holds more than its share; a join or a leave moves few partitions
-//!   besides those that must move) and writes every change by
+//!   the live nodes (every node holds its share; a join or a leave moves only the partitions
+//!   that must move) and writes every change by
 //!   compare-and-set; **the entry's revision is the partition's epoch**. A live owner gives a
 //!   partition up by handoff: the coordinator marks it `from>to`, the owner stops serving it at
 //!   once and writes `to` itself (compare-and-set again). A dead owner's partitions — its key
@@ -41,7 +41,13 @@ use crate::Error;
 
 const NODES: &str = "lk_nodes";
 const COORD: &str = "lk_coord";
-const PARTS: &str = "lk_parts";
+/// The bucket of the partition table.
+pub const PARTS: &str = "lk_parts";
+
+/// Partition `p`'s key in the partition table.
+pub fn table_key(p: u32) -> String {
+    format!("p{p}")
+}
 const COORDINATOR_KEY: &str = "coordinator";
 
 /// How a node takes part in the cluster.
@@ -471,8 +477,8 @@ async fn coordinate(shared: Arc<Shared>, nodes: kv::Store, coord: kv::Store, par
 }
 
 /// One pass of the coordinator: every partition toward its owner among the live nodes
-/// ([`assignment`]), each change a compare-and-set on the entry as this node's watch delivered it (a stale
-/// view loses the compare-and-set and is decided again in the next pass).
+/// ([`assignment`]), each change a compare-and-set on the entry as this node's watch delivered
+/// it (a stale view loses the compare-and-set and is decided again in the next pass).
 ///
 /// The live nodes come from the bucket stream's info, which its leader answers. Reads of
 /// single keys (direct gets) are avoided here: any replica may take them, and a paused replica
@@ -512,7 +518,7 @@ async fn rebalance(shared: &Shared, nodes: &kv::Store, parts: &kv::Store) -> Res
         let Some(desired) = desired_table[p as usize] else {
             return Ok(());
         };
-        let key = format!("p{p}");
+        let key = table_key(p);
         let current = table
             .get(p as usize)
             .cloned()

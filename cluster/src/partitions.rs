@@ -18,6 +18,9 @@ use crate::Error;
 /// a duplicate of the first append instead of being applied again.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// What every partition's stream name starts with.
+const STREAM_PREFIX: &str = "LK_P";
+
 /// The layout of a cluster: how many partitions and how many replicas of each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -36,7 +39,12 @@ impl Layout {
 
     /// The stream of partition `p`.
     pub fn stream_name(p: u32) -> String {
-        format!("LK_P{p:02}")
+        format!("{STREAM_PREFIX}{p:02}")
+    }
+
+    /// The partition whose stream is `name`, if it is one's.
+    pub fn partition_of_stream(name: &str) -> Option<u32> {
+        name.strip_prefix(STREAM_PREFIX)?.parse().ok()
     }
 
     /// The subject of `user_id`'s events.
@@ -172,5 +180,7 @@ mod tests {
     fn stream_names_sort_in_partition_order() {
         assert_eq!(Layout::stream_name(3), "LK_P03");
         assert_eq!(Layout::stream_name(63), "LK_P63");
+        assert_eq!(Layout::partition_of_stream("LK_P03"), Some(3));
+        assert_eq!(Layout::partition_of_stream("KV_lk_parts"), None);
     }
 }

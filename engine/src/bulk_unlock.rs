@@ -439,8 +439,8 @@ impl Engine {
         store.settle(None).await?;
         // The key's entry, when the start carries one: written with the job.
         let claim = (!key.is_empty()).then(|| keys::bulk_idempotency(&caller.user_id, &key));
-        if let Some(claim) = &claim {
-            if let Some(earlier) = earlier_job(&store, claim, &caller.user_id, &key).await? {
+        if claim.is_some() {
+            if let Some(earlier) = earlier_job(&store, &caller.user_id, &key).await? {
                 return self.bulk_unlock(caller, &earlier).await;
             }
         }
@@ -524,7 +524,7 @@ impl Engine {
             store.settle(None).await?;
             let found = crate::registry::read_off_worker(store, &[claim.to_vec()]).await?;
             if let Some(id) = found.into_iter().next().flatten() {
-                return String::from_utf8(id).map_err(|_| Error::new(ErrorId::Internal));
+                return job_id(id);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::with(
@@ -581,20 +581,13 @@ impl Engine {
     }
 }
 
-/// The id of the job `by` started under idempotency key `key` (whose entry is `claim`), if any.
-/// A job written without the entry (by an older build) is found by its record.
-async fn earlier_job(
-    store: &Arc<Store>,
-    claim: &[u8],
-    by: &str,
-    key: &str,
-) -> Result<Option<String>, Error> {
-    let (store, claim, by, key) = (store.clone(), claim.to_vec(), by.to_owned(), key.to_owned());
+/// The id of the job `by` started under idempotency key `key`, if any: the key's entry names
+/// it. A job written without the entry (by an older build) is found by its record.
+async fn earlier_job(store: &Arc<Store>, by: &str, key: &str) -> Result<Option<String>, Error> {
+    let (store, by, key) = (store.clone(), by.to_owned(), key.to_owned());
     tokio::task::spawn_blocking(move || -> Result<Option<String>, Error> {
-        if let Some(id) = store.get(&claim)? {
-            return String::from_utf8(id)
-                .map(Some)
-                .map_err(|_| Error::new(ErrorId::Internal));
+        if let Some(id) = store.get(&keys::bulk_idempotency(&by, &key))? {
+            return job_id(id).map(Some);
         }
         for item in store.scan_prefix(keys::BULK_JOBS) {
             let (_, bytes) = item?;
@@ -607,6 +600,11 @@ async fn earlier_job(
     })
     .await
     .map_err(|_| Error::new(ErrorId::Internal))?
+}
+
+/// The job id an idempotency key's entry holds.
+fn job_id(entry: Vec<u8>) -> Result<String, Error> {
+    String::from_utf8(entry).map_err(|_| Error::new(ErrorId::Internal))
 }
 
 /// The ids of the users LOCKED now within `reach` (and `org`), whose lock `filter` matches.
@@ -682,9 +680,8 @@ mod tests {
         store.submit(&scope, batch).wait().await.unwrap();
 
         let find = |by: &str, key: &str| {
-            let claim = keys::bulk_idempotency(by, key);
             let (store, by, key) = (store.clone(), by.to_owned(), key.to_owned());
-            async move { earlier_job(&store, &claim, &by, &key).await.unwrap() }
+            async move { earlier_job(&store, &by, &key).await.unwrap() }
         };
         assert_eq!(find("m1", "wave-1").await.as_deref(), Some("j1"));
         assert_eq!(find("m1", "wave-2").await.as_deref(), Some("j2"));

@@ -13,8 +13,9 @@
 
 use std::process::ExitCode;
 
-use latchkey_cluster::nats_server;
+use latchkey_cluster::partitions::Layout;
 use latchkey_cluster::testbed::Testbed;
+use latchkey_cluster::{membership, nats_server};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -76,6 +77,7 @@ async fn leaders(urls: &str) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot list the streams: {e}"))?;
     streams.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+    let table = js.get_key_value(membership::PARTS).await.ok();
     let mut led = std::collections::BTreeMap::<String, usize>::new();
     for stream in &streams {
         let leader = stream
@@ -83,8 +85,8 @@ async fn leaders(urls: &str) -> Result<(), String> {
             .as_ref()
             .and_then(|c| c.leader.clone())
             .unwrap_or_else(|| "-".to_owned());
-        let owner = match stream.config.name.strip_prefix("LK_P") {
-            Some(k) => owner(&js, k).await,
+        let owner = match Layout::partition_of_stream(&stream.config.name) {
+            Some(p) => owner(table.as_ref(), p).await,
             None => String::new(),
         };
         println!("{} {leader} {owner}", stream.config.name);
@@ -95,15 +97,12 @@ async fn leaders(urls: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The node that owns partition `k` (as a stream name spells it) in the partition table, or `-`.
-async fn owner(js: &async_nats::jetstream::Context, k: &str) -> String {
-    let Ok(k) = k.parse::<u32>() else {
+/// The node that owns partition `p` in the partition `table`, or `-`.
+async fn owner(table: Option<&async_nats::jetstream::kv::Store>, p: u32) -> String {
+    let Some(table) = table else {
         return "-".to_owned();
     };
-    let Ok(parts) = js.get_key_value("lk_parts").await else {
-        return "-".to_owned();
-    };
-    match parts.get(format!("p{k}")).await {
+    match table.get(membership::table_key(p)).await {
         Ok(Some(value)) => String::from_utf8_lossy(&value).into_owned(),
         _ => "-".to_owned(),
     }
