@@ -1,12 +1,17 @@
 //! Which node serves which partition: heartbeats, the node's lease, the coordinator and the
 //! partition table, all in JetStream key-value buckets.
 //!
-//! - **Live nodes** (`lk_nodes`): each node puts its key every `renew_every`; the bucket's
-//!   `max_age` is the TTL, so a node that stops renewing — dead, paused, cut off — disappears
-//!   `ttl` after its last renewal reached the server.
+//! - **Live nodes** (`lk_nodes` and `lk_nodes_2`): each node puts its key in both buckets every
+//!   `renew_every`; a bucket's `max_age` is the TTL, so a node that stops renewing — dead,
+//!   paused, cut off — disappears `ttl` after its last renewal reached the server. A node is
+//!   live while *either* bucket holds its key. Two buckets, because a bucket is one stream with
+//!   one leader: when that leader's server dies, no renewal lands until JetStream has elected
+//!   another (4–9 s), and with one bucket every node's lease lapsed meanwhile. The coordinator
+//!   keeps the two streams' leaders on different servers ([`spread_lease_leaders`]).
 //! - **The node's lease**: a node may serve only until `ttl − margin` after it *sent* its last
-//!   successful renewal. The server's TTL of that renewal starts later than the send, so a node
-//!   always knows its lease is gone before anyone else may think it dead.
+//!   renewal that succeeded, in either bucket. The server's TTL of that renewal starts later than
+//!   the send, so a node always knows its lease is gone before anyone else may think it dead:
+//!   the coordinator counts a node dead only when it has read both buckets and neither holds it.
 //! - **The coordinator** (`lk_coord`): whoever creates the key `coordinator` and keeps updating
 //!   it with its revision (compare-and-set); it lapses like a node key.
 //! - **The partition table** (`lk_parts`): key `p<k>` names the owner, or a handoff from one node
@@ -39,7 +44,8 @@ use tokio::task::JoinHandle;
 use crate::partitions::{fnv1a, Layout};
 use crate::Error;
 
-const NODES: &str = "lk_nodes";
+/// The buckets of the node keys (see the module's doc).
+pub const NODES: [&str; 2] = ["lk_nodes", "lk_nodes_2"];
 const COORD: &str = "lk_coord";
 /// The bucket of the partition table.
 pub const PARTS: &str = "lk_parts";
@@ -158,7 +164,7 @@ impl Lease {
 /// stays until the TTL); [`Membership::leave`] leaves gracefully.
 pub struct Membership {
     shared: Arc<Shared>,
-    nodes: kv::Store,
+    nodes: [kv::Store; 2],
     coord: kv::Store,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -169,7 +175,10 @@ impl Membership {
     pub async fn join(client: async_nats::Client, config: Config) -> Result<Membership, Error> {
         let js = jetstream::new(client);
         let replicas = config.layout.replicas;
-        let nodes = bucket(&js, NODES, config.ttl, replicas).await?;
+        let nodes = [
+            bucket(&js, NODES[0], config.ttl, replicas).await?,
+            bucket(&js, NODES[1], config.ttl, replicas).await?,
+        ];
         let coord = bucket(&js, COORD, config.ttl, replicas).await?;
         let parts = bucket(&js, PARTS, Duration::ZERO, replicas).await?;
         let shared = Arc::new(Shared {
@@ -188,6 +197,7 @@ impl Membership {
             tokio::spawn(follow_table(shared.clone(), parts.clone(), watch)),
             tokio::spawn(coordinate(
                 shared.clone(),
+                js,
                 nodes.clone(),
                 coord.clone(),
                 parts,
@@ -249,19 +259,21 @@ impl Membership {
         !self.shared.stopped.load(Ordering::Acquire) && self.shared.coordinating.holds()
     }
 
-    /// Leaves the cluster: stops serving at once, stops renewing, and purges its key (and the
+    /// Leaves the cluster: stops serving at once, stops renewing, and purges its keys (and the
     /// coordinator's, if it holds it) so its partitions move without waiting for the TTL.
     pub async fn leave(&self) -> Result<(), Error> {
         let coordinating = self.coordinating();
         self.stop();
         let node = &self.shared.config.node_id;
-        let key = format!("{}{node}", self.nodes.prefix);
-        self.nodes
-            .stream
-            .purge()
-            .filter(key)
-            .await
-            .map_err(Error::nats)?;
+        for nodes in &self.nodes {
+            let key = format!("{}{node}", nodes.prefix);
+            nodes
+                .stream
+                .purge()
+                .filter(key)
+                .await
+                .map_err(Error::nats)?;
+        }
         if coordinating {
             let coord = &self.coord;
             let key = format!("{}{COORDINATOR_KEY}", coord.prefix);
@@ -319,21 +331,41 @@ pub(crate) async fn bucket(
     }
 }
 
-/// Renews this node's key; on success the lease runs from the moment the renewal was sent.
+/// Renews this node's key in both buckets at once; the lease runs from the moment the renewals
+/// were sent if either succeeded. Each renewal waits at most `renew_every`: a bucket whose
+/// stream has no leader must not hold back the lease the other one gives.
 ///
 /// If the lease had lapsed before the renewal came back, the coordinator may have moved this
 /// node's partitions meanwhile, and this node's watch may be behind. A write to the table's
 /// bucket (the key `sync.<node>`) marks where the table stands now — reading the stream's last
 /// sequence would not do: a server that was paused may still answer as the leader it was — and
 /// the node serves again only once its watch has delivered that write.
-async fn renew(shared: &Shared, nodes: &kv::Store, parts: &kv::Store) -> Result<(), Error> {
+async fn renew(shared: &Shared, nodes: &[kv::Store; 2], parts: &kv::Store) -> Result<(), Error> {
     let sent = Instant::now();
-    nodes
-        .put(&shared.config.node_id, Bytes::new())
-        .await
-        .map_err(Error::nats)?;
+    let node = &shared.config.node_id;
+    let within = shared.config.renew_every;
+    let put = |nodes: &kv::Store| {
+        let nodes = nodes.clone();
+        async move {
+            match tokio::time::timeout(within, nodes.put(node, Bytes::new())).await {
+                Ok(put) => put.map(|_| ()).map_err(Error::nats),
+                Err(_) => Err(Error::nats(format!(
+                    "{}: no answer within {within:?}",
+                    nodes.name
+                ))),
+            }
+        }
+    };
+    let (first, second) = tokio::join!(put(&nodes[0]), put(&nodes[1]));
+    match (first, second) {
+        (Err(e), Err(_)) => return Err(e),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => {
+            tracing::debug!(%node, "one of the node's keys not renewed: {e}");
+        }
+        (Ok(()), Ok(())) => {}
+    }
     if !shared.lease.holds() {
-        let mark = format!("sync.{}", shared.config.node_id);
+        let mark = format!("sync.{node}");
         let newest = parts.put(mark, Bytes::new()).await.map_err(Error::nats)?;
         shared.required.store(newest, Ordering::Release);
     }
@@ -341,7 +373,7 @@ async fn renew(shared: &Shared, nodes: &kv::Store, parts: &kv::Store) -> Result<
     Ok(())
 }
 
-async fn heartbeat(shared: Arc<Shared>, nodes: kv::Store, parts: kv::Store) {
+async fn heartbeat(shared: Arc<Shared>, nodes: [kv::Store; 2], parts: kv::Store) {
     let mut tick = tokio::time::interval(shared.config.renew_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -452,11 +484,19 @@ async fn on_table_change(shared: &Shared, parts: &kv::Store, entry: kv::Entry) {
 }
 
 /// The coordinator's loop, run by every node: take the lease when it is free, keep it while
-/// held, and bring the table in line with the live nodes.
-async fn coordinate(shared: Arc<Shared>, nodes: kv::Store, coord: kv::Store, parts: kv::Store) {
+/// held, bring the table in line with the live nodes, and (every few passes) keep the leaders of
+/// the two node buckets apart.
+async fn coordinate(
+    shared: Arc<Shared>,
+    js: jetstream::Context,
+    nodes: [kv::Store; 2],
+    coord: kv::Store,
+    parts: kv::Store,
+) {
     let mut held: Option<u64> = None;
     let mut tick = tokio::time::interval(shared.config.poll_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut passes = 0u64;
     loop {
         tick.tick().await;
         let me = Bytes::from(shared.config.node_id.clone());
@@ -472,7 +512,62 @@ async fn coordinate(shared: Arc<Shared>, nodes: kv::Store, coord: kv::Store, par
             if let Err(e) = rebalance(&shared, &nodes, &parts).await {
                 tracing::warn!(node = %shared.config.node_id, "rebalancing failed: {e}");
             }
+            if passes.is_multiple_of(SPREAD_EVERY) {
+                if let Err(e) = spread_lease_leaders(&js, &nodes).await {
+                    tracing::debug!(node = %shared.config.node_id, "lease leaders not spread: {e}");
+                }
+            }
+            passes += 1;
         }
+    }
+}
+
+/// Every how many coordinator passes the node buckets' leaders are compared.
+const SPREAD_EVERY: u64 = 4;
+
+/// When one server leads both node buckets' streams, asks the second stream's leader to step
+/// down in favour of another of its replicas that is up to date, so that one server's death
+/// leaves one bucket able to take renewals. (Leaders move after every failure; this is checked
+/// again every few passes.)
+async fn spread_lease_leaders(
+    js: &jetstream::Context,
+    nodes: &[kv::Store; 2],
+) -> Result<(), Error> {
+    let mut infos = Vec::with_capacity(2);
+    for bucket in nodes {
+        let mut stream = bucket.stream.clone();
+        let info = tokio::time::timeout(WATCH_WITHIN, stream.info())
+            .await
+            .map_err(|_| Error::nats(format!("{}: no answer", bucket.name)))?
+            .map_err(Error::nats)?;
+        infos.push(info.cluster.clone().unwrap_or_default());
+    }
+    let (first, second) = (&infos[0], &infos[1]);
+    let Some(leader) = first.leader.as_deref() else {
+        return Ok(());
+    };
+    if second.leader.as_deref() != Some(leader) {
+        return Ok(());
+    }
+    let Some(other) = second
+        .replicas
+        .iter()
+        .find(|peer| peer.name != leader && peer.current && !peer.offline)
+    else {
+        return Ok(());
+    };
+    let stream = &nodes[1].stream.cached_info().config.name;
+    let request = serde_json::json!({ "placement": { "preferred": other.name } });
+    let answer: serde_json::Value = js
+        .request(format!("STREAM.LEADER.STEPDOWN.{stream}"), &request)
+        .await
+        .map_err(Error::nats)?;
+    match answer.get("error") {
+        None => {
+            tracing::info!(%stream, from = %leader, to = %other.name, "moved the leader of a node bucket");
+            Ok(())
+        }
+        Some(error) => Err(Error::nats(error)),
     }
 }
 
@@ -480,22 +575,24 @@ async fn coordinate(shared: Arc<Shared>, nodes: kv::Store, coord: kv::Store, par
 /// ([`assignment`]), each change a compare-and-set on the entry as this node's watch delivered
 /// it (a stale view loses the compare-and-set and is decided again in the next pass).
 ///
-/// The live nodes come from the bucket stream's info, which its leader answers. Reads of
-/// single keys (direct gets) are avoided here: any replica may take them, and a paused replica
-/// keeps its share of them unanswered until the request times out.
-async fn rebalance(shared: &Shared, nodes: &kv::Store, parts: &kv::Store) -> Result<(), Error> {
+/// The live nodes are those whose key either bucket holds, and a pass runs only when both
+/// answered: a node renewing only in the bucket that did not answer would otherwise look dead
+/// while its lease holds. They come from each bucket stream's info, which its leader answers.
+/// Reads of single keys (direct gets) are avoided here: any replica may take them, and a
+/// paused replica keeps its share of them unanswered until the request times out.
+async fn rebalance(
+    shared: &Shared,
+    nodes: &[kv::Store; 2],
+    parts: &kv::Store,
+) -> Result<(), Error> {
     let layout = &shared.config.layout;
     let mut live = HashSet::new();
-    let mut subjects = nodes
-        .stream
-        .info_with_subjects(format!("{}>", nodes.prefix))
-        .await
-        .map_err(Error::nats)?;
-    while let Some(subject) = subjects.next().await {
-        let (subject, _) = subject.map_err(Error::nats)?;
-        if let Some(node) = subject.strip_prefix(nodes.prefix.as_str()) {
-            live.insert(node.to_owned());
-        }
+    for nodes in nodes {
+        tokio::time::timeout(LIVE_WITHIN, live_in(nodes, &mut live))
+            .await
+            .map_err(|_| {
+                Error::nats(format!("{}: no answer within {LIVE_WITHIN:?}", nodes.name))
+            })??;
     }
     let live: Vec<String> = live.into_iter().collect();
     let table = shared
@@ -565,6 +662,25 @@ async fn rebalance(shared: &Shared, nodes: &kv::Store, parts: &kv::Store) -> Res
         match written {
             Ok(()) => tracing::info!(partition = p, ?next, ?live, "partition reassigned"),
             Err(e) => tracing::debug!(partition = p, ?next, ?live, "table change not written: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// How long the coordinator waits for a node bucket to list its keys.
+const LIVE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Adds the nodes whose key the bucket `nodes` holds to `live`.
+async fn live_in(nodes: &kv::Store, live: &mut HashSet<String>) -> Result<(), Error> {
+    let mut subjects = nodes
+        .stream
+        .info_with_subjects(format!("{}>", nodes.prefix))
+        .await
+        .map_err(Error::nats)?;
+    while let Some(subject) = subjects.next().await {
+        let (subject, _) = subject.map_err(Error::nats)?;
+        if let Some(node) = subject.strip_prefix(nodes.prefix.as_str()) {
+            live.insert(node.to_owned());
         }
     }
     Ok(())

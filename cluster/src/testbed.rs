@@ -135,6 +135,23 @@ impl Testbed {
         }
     }
 
+    /// Asks `stream`'s leader to step down in favour of server `to` (a replica of the stream).
+    pub async fn move_leader(&self, stream: &str, to: usize) -> Result<(), Error> {
+        let client = async_nats::connect(self.urls())
+            .await
+            .map_err(|e| Error::Testbed(e.to_string()))?;
+        let js = async_nats::jetstream::new(client);
+        let request = serde_json::json!({ "placement": { "preferred": self.servers[to].name } });
+        let answer: serde_json::Value = js
+            .request(format!("STREAM.LEADER.STEPDOWN.{stream}"), &request)
+            .await
+            .map_err(|e| Error::Testbed(e.to_string()))?;
+        match answer.get("error") {
+            None => Ok(()),
+            Some(error) => Err(Error::Testbed(format!("{stream}: {error}"))),
+        }
+    }
+
     /// kill -9 of server `i`; its store stays for a restart.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut process) = self.servers[i].process.take() {

@@ -4,13 +4,14 @@
 //! The property checked throughout, by a sampler every 20 ms: no partition is served by two
 //! nodes at once — not while a node joins (handoff), not while one leaves, not while one is cut
 //! off from NATS past its lease and comes back (the zombie case). Times are printed, not asserted.
+//! And when the server leading a bucket of node keys dies, no lease lapses and nothing moves.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use latchkey_cluster::membership::{Config, Membership};
+use latchkey_cluster::membership::{Config, Membership, NODES};
 use latchkey_cluster::partitions::Layout;
 use latchkey_cluster::testbed::Testbed;
 
@@ -236,5 +237,74 @@ async fn a_node_cut_off_stops_serving_before_its_partitions_move_and_rejoins_cle
 
     let samples = sampler.finish().await;
     println!("{samples} samples, no partition served twice");
+    assert!(samples > 10);
+}
+
+/// The server leading the stream of the first node bucket dies. While JetStream elects another
+/// leader, no renewal lands in that bucket; the second one, led by another server, keeps every
+/// node's lease: no lease lapses, no partition moves, every one is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_buckets_leader_dying_lapses_no_lease_and_moves_no_partition() {
+    let mut testbed = Testbed::start(3).await.unwrap();
+    let nodes: Nodes = Arc::new(Mutex::new(Vec::new()));
+    for id in ["n1", "n2", "n3"] {
+        // Every node knows every server, so one whose server dies reconnects to another.
+        let client = async_nats::connect(testbed.urls()).await.unwrap();
+        let node = Membership::join(client, Config::new(id, LAYOUT))
+            .await
+            .unwrap();
+        nodes.lock().unwrap().push(Some(node));
+    }
+    settled(&nodes, &[0, 1, 2], "three nodes").await;
+    let [first, second] = NODES.map(|bucket| format!("KV_{bucket}"));
+
+    // One server leads both buckets: the coordinator moves the second one's leader away.
+    let leader = testbed.leader_of(&first).await.unwrap();
+    testbed.move_leader(&second, leader).await.unwrap();
+    let apart = Instant::now();
+    while testbed.leader_of(&second).await.unwrap() == leader {
+        assert!(
+            apart.elapsed() < Duration::from_secs(30),
+            "bucket leaders kept apart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("bucket leaders apart again after {:?}", apart.elapsed());
+    let leader = testbed.leader_of(&first).await.unwrap();
+    let epochs: Vec<Option<u64>> = {
+        let nodes = nodes.lock().unwrap();
+        (0..LAYOUT.partitions)
+            .map(|p| nodes.iter().flatten().find_map(|n| n.serves(p)))
+            .collect()
+    };
+
+    let sampler = Sampler::start(&nodes);
+    testbed.kill(leader);
+    let killed = Instant::now();
+    let mut lapses = Vec::new();
+    while killed.elapsed() < Duration::from_secs(12) {
+        for n in nodes.lock().unwrap().iter().flatten() {
+            if !n.lease_holds() {
+                lapses.push((n.node_id().to_owned(), killed.elapsed()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "{first}'s leader (server {leader}) killed; {second} led by server {}",
+        testbed.leader_of(&second).await.unwrap()
+    );
+    assert!(lapses.is_empty(), "leases lapsed: {lapses:?}");
+    let now: Vec<Option<u64>> = {
+        let nodes = nodes.lock().unwrap();
+        (0..LAYOUT.partitions)
+            .map(|p| nodes.iter().flatten().find_map(|n| n.serves(p)))
+            .collect()
+    };
+    assert_eq!(
+        now, epochs,
+        "every partition served under its epoch throughout"
+    );
+    let samples = sampler.finish().await;
     assert!(samples > 10);
 }
