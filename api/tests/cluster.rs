@@ -8,8 +8,10 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use latchkey_cluster::journal::ClusterJournal;
 use latchkey_cluster::partitions::Layout;
 use latchkey_cluster::testbed::Testbed;
 use reqwest::StatusCode;
@@ -54,12 +56,57 @@ async fn cluster_on(urls: impl Fn(usize) -> String) -> Vec<TestServer> {
     nodes
 }
 
+/// The partition of user `id`: that of its records' scope, as the journal places them.
+fn partition_of(id: &str) -> u32 {
+    ClusterJournal::partition_of(&LAYOUT, &latchkey_engine::snapshot_key(id))
+}
+
 /// The three nodes of [`cluster`], each to be crashed or stopped on its own.
 fn three(nodes: Vec<TestServer>) -> [TestServer; 3] {
     match nodes.try_into() {
         Ok(three) => three,
         Err(_) => panic!("three nodes"),
     }
+}
+
+/// What a client writing one user of a live node saw while another node failed over.
+struct Steady {
+    /// The longest time between two answered writes.
+    longest: Duration,
+    writes: usize,
+    /// The error ids of the writes not applied.
+    errors: Vec<String>,
+}
+
+/// Locks and unlocks `user` through `node` back to back until `done` is set.
+async fn steady_writes(node: &TestServer, user: &str, done: &AtomicBool) -> Steady {
+    let mut steady = Steady {
+        longest: Duration::ZERO,
+        writes: 0,
+        errors: Vec::new(),
+    };
+    let mut last = Instant::now();
+    let mut lock = true;
+    while !done.load(Ordering::Acquire) {
+        let verb = if lock { "lock" } else { "unlock" };
+        let reply = node
+            .post(&format!("/v2/users/{user}/{verb}"), json!({}))
+            .await;
+        // A refusal for the state says an earlier write whose answer was lost has landed.
+        let served = reply.status == StatusCode::OK
+            || ["USER-NOT-ACTIVE-OR-INITIAL", "USER-NOT-LOCKED"].contains(&reply.error_id());
+        if served {
+            steady.longest = steady.longest.max(last.elapsed());
+            last = Instant::now();
+            steady.writes += 1;
+            lock = !lock;
+        }
+        if reply.status != StatusCode::OK {
+            steady.errors.push(reply.error_id().to_owned());
+        }
+    }
+    steady.longest = steady.longest.max(last.elapsed());
+    steady
 }
 
 async fn state(node: &TestServer, id: &str) -> String {
@@ -156,25 +203,41 @@ async fn every_node_serves_every_user_over_every_protocol_and_survives_a_node_de
         .cloned()
         .collect();
     assert!(!owned_by_n1.is_empty(), "n1 served some users");
+    // A user n2 serves, written throughout: the failover must not hold it up.
+    let bystander = n2.create_human("bystander@example.com").await;
     n1.crash();
     let died = Instant::now();
     let first = &owned_by_n1[0];
     let request = json!({ "userId": first });
-    loop {
-        match protocols::call(&n0, protocols::Protocol::Grpc, lock, &request).await {
-            Outcome::Ok(_) => break,
-            Outcome::Err { id, .. } => {
-                assert!(
-                    ["NO-OWNER", "CALL-TIMEOUT", "STORE-UNAVAILABLE"].contains(&id.as_str()),
-                    "a failover answer: {id}"
-                );
-                assert!(died.elapsed() < Duration::from_secs(60), "failover");
+    let done = AtomicBool::new(false);
+    let failover = async {
+        loop {
+            match protocols::call(&n0, protocols::Protocol::Grpc, lock, &request).await {
+                Outcome::Ok(_) => break,
+                Outcome::Err { id, .. } => {
+                    assert!(
+                        ["NO-OWNER", "CALL-TIMEOUT", "STORE-UNAVAILABLE"].contains(&id.as_str()),
+                        "a failover answer: {id}"
+                    );
+                    assert!(died.elapsed() < Duration::from_secs(60), "failover");
+                }
             }
         }
-    }
+        let resumed = died.elapsed();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        done.store(true, Ordering::Release);
+        resumed
+    };
+    let (resumed, steady) = tokio::join!(failover, steady_writes(&n2, &bystander, &done));
     println!(
-        "writes to the dead node's users resumed after {:?}",
-        died.elapsed()
+        "writes to the dead node's users resumed after {resumed:?}; a user of a live node: \
+         {} writes, the longest gap {:?}",
+        steady.writes, steady.longest
+    );
+    assert!(
+        steady.errors.is_empty(),
+        "a live node's user: {:?}",
+        steady.errors
     );
     for id in &owned_by_n1 {
         let expected = if id == first {
@@ -587,35 +650,63 @@ async fn writes_to_a_dead_nodes_users_resume_when_their_streams_leader_dies_with
     let nodes = cluster_on(|_| all.clone()).await;
     // Created through n1, so n1 serves it.
     let user = nodes[1].create_human("stranded@example.com").await;
-    let partition = LAYOUT.partition_of(&user);
+    let partition = partition_of(&user);
     let leader = testbed
         .leader_of(&Layout::stream_name(partition))
         .await
         .unwrap();
+    // A user n2 serves whose partition's stream another server leads: written throughout, it
+    // must not be held up (a partition the dead server led waits for JetStream's election).
+    let bystander = nodes[2].create_human("bystander@example.com").await;
+    let stream = Layout::stream_name(partition_of(&bystander));
+    while testbed.leader_of(&stream).await.unwrap() == leader {
+        testbed
+            .move_leader(&stream, (leader + 1) % 3)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let [n0, n1, n2] = three(nodes);
     n1.crash();
     testbed.kill(leader);
     let died = Instant::now();
     let path = format!("/v2/users/{user}/lock");
-    let mut last = String::new();
-    loop {
-        let reply = n0.post(&path, json!({})).await;
-        if reply.error_id() != last {
-            last = reply.error_id().to_owned();
-            println!("{:?}: {last}", died.elapsed());
+    let done = AtomicBool::new(false);
+    let failover = async {
+        let mut last = String::new();
+        loop {
+            let reply = n0.post(&path, json!({})).await;
+            if reply.error_id() != last {
+                last = reply.error_id().to_owned();
+                println!("{:?}: {last}", died.elapsed());
+            }
+            match (reply.status, reply.error_id()) {
+                // Locked now, or by an earlier attempt whose answer was lost.
+                (StatusCode::OK, _) | (_, "USER-NOT-ACTIVE-OR-INITIAL") => break,
+                (
+                    _,
+                    "NO-OWNER" | "CALL-TIMEOUT" | "STORE-UNAVAILABLE" | "STORE-OUTCOME-UNKNOWN",
+                ) => {}
+                _ => panic!("a failover answer: {}", reply.body),
+            }
+            assert!(died.elapsed() < Duration::from_secs(60), "failover");
         }
-        match (reply.status, reply.error_id()) {
-            // Locked now, or by an earlier attempt whose answer was lost.
-            (StatusCode::OK, _) | (_, "USER-NOT-ACTIVE-OR-INITIAL") => break,
-            (_, "NO-OWNER" | "CALL-TIMEOUT" | "STORE-UNAVAILABLE" | "STORE-OUTCOME-UNKNOWN") => {}
-            _ => panic!("a failover answer: {}", reply.body),
-        }
-        assert!(died.elapsed() < Duration::from_secs(60), "failover");
-    }
+        let resumed = died.elapsed();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        done.store(true, Ordering::Release);
+        resumed
+    };
+    let (resumed, steady) = tokio::join!(failover, steady_writes(&n2, &bystander, &done));
     println!(
         "with NATS server {leader}, the leader of partition {partition}, killed too: writes \
-         to the dead node's user resumed after {:?}",
-        died.elapsed()
+         to the dead node's user resumed after {resumed:?}; a user of a live node on another \
+         server's partition: {} writes, the longest gap {:?}, errors {:?}",
+        steady.writes, steady.longest, steady.errors
+    );
+    assert!(
+        steady.errors.is_empty(),
+        "a live node's user: {:?}",
+        steady.errors
     );
     assert_eq!(state(&n2, &user).await, "USER_STATE_LOCKED");
     n0.stop().await;

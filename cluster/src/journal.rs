@@ -630,6 +630,13 @@ impl Inner {
 }
 
 /// One partition's consumer: applies its records to the view in stream order.
+///
+/// It reads through an ordered consumer, which lives on one server. When that server dies, the
+/// consumer delivers nothing more, and a new one is placed by JetStream's meta leader — which
+/// may be the server that died, so creating it can take as long as the meta group's election.
+/// Meanwhile, while something waits for the partition, the follower reads what the stream holds
+/// by sequence from the stream's leader ([`Follower::catch_up`]), which needs no consumer, so
+/// the writes and claims of a partition whose stream still has a leader are not held up.
 struct Follower {
     js: jetstream::Context,
     view: View,
@@ -637,6 +644,17 @@ struct Follower {
     failed: Arc<OnceLock<String>>,
     p: u32,
 }
+
+/// One record of a partition as delivered or read back: what the view needs of it.
+struct Record<'a> {
+    sequence: u64,
+    subject: &'a str,
+    headers: Option<&'a HeaderMap>,
+    payload: &'a [u8],
+}
+
+/// The view could not apply a record and stops for good (`failed` says why).
+struct ViewFailed;
 
 impl Follower {
     async fn run(self, from: u64) {
@@ -646,26 +664,40 @@ impl Follower {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!("partition {} follower: {e}; following again", self.p);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
             if self.failed.get().is_some() {
                 return;
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     /// Follows the stream from `position + 1`, advancing `position`; returns an error to be
     /// started again (the stream not reachable), `Ok` when the view failed for good.
     async fn follow(&self, position: &mut u64) -> Result<(), Error> {
-        let stream = self
-            .js
-            .get_stream(Layout::stream_name(self.p))
-            .await
-            .map_err(Error::nats)?;
-        let mut bursts = crate::partitions::read_from(&stream, *position + 1)
-            .await?
-            .ready_chunks(MAX_BURST);
+        let stream = tokio::time::timeout(
+            STREAM_WITHIN,
+            self.js.get_stream(Layout::stream_name(self.p)),
+        )
+        .await
+        .map_err(|_| Error::Nats(format!("partition {}: no stream info", self.p)))?
+        .map_err(Error::nats)?;
+        // Whatever the consumer's creation waits for, what waits for the view is served by
+        // reads by sequence meanwhile.
+        let creating = crate::partitions::read_from(&stream, *position + 1);
+        tokio::pin!(creating);
+        let consumer = loop {
+            tokio::select! {
+                created = &mut creating => break created?,
+                _ = tokio::time::sleep(CATCH_UP_EVERY) => {
+                    if self.catch_up(&stream, position).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let mut bursts = consumer.ready_chunks(MAX_BURST);
         let mut quiet = Duration::ZERO;
         loop {
             let burst = match tokio::time::timeout(STALL_CHECK, bursts.next()).await {
@@ -673,67 +705,34 @@ impl Follower {
                 Ok(None) => break,
                 Err(_) => {
                     quiet += STALL_CHECK;
-                    self.check_stall(&stream, *position, &mut quiet).await?;
+                    self.check_stall(&stream, position, &mut quiet).await?;
                     continue;
                 }
             };
             quiet = Duration::ZERO;
-            // What the burst delivered in order, applied as one write (`View::apply_records`).
-            let mut scopes = Vec::with_capacity(burst.len());
-            let mut batch = WriteBatch::default();
-            let mut last = *position;
+            let mut records = Vec::with_capacity(burst.len());
             let mut broken = None;
-            for message in burst {
-                let delivered = message.map_err(Error::nats).and_then(|message| {
-                    let sequence = message.info().map_err(Error::nats)?.stream_sequence;
-                    Ok((message, sequence))
+            for message in &burst {
+                let record = message.as_ref().map_err(Error::nats).and_then(|message| {
+                    Ok(Record {
+                        sequence: message.info().map_err(Error::nats)?.stream_sequence,
+                        subject: message.subject.as_str(),
+                        headers: message.headers.as_ref(),
+                        payload: &message.payload,
+                    })
                 });
-                let (message, sequence) = match delivered {
-                    Ok(delivered) => delivered,
+                match record {
+                    Ok(record) => records.push(record),
                     Err(e) => {
                         broken = Some(e);
                         break;
                     }
-                };
-                if sequence <= last {
-                    continue;
                 }
-                if sequence != last + 1 {
-                    // A partition's stream never deletes, so its sequences have no holes: a jump
-                    // means the consumer skipped records (recreated after a server failed). The
-                    // view must not pass over them; follow again from the first missing one.
-                    broken = Some(Error::Nats(format!(
-                        "partition {}: record {sequence} delivered after {last}",
-                        self.p
-                    )));
-                    break;
-                }
-                if let Err(reason) = self.decode(&message, &mut scopes, &mut batch) {
-                    // Nothing of the burst is applied: the view stops before it.
-                    tracing::error!(
-                        "partition {}: record {sequence} cannot be applied, the view stops: \
-                         {reason}",
-                        self.p
-                    );
-                    let _ = self.failed.set(reason);
-                    return Ok(());
-                }
-                last = sequence;
             }
-            if last > *position {
-                batch.put(position_key(self.p), last.to_be_bytes().to_vec());
-                if let Some(Err(e)) = self.view.apply_records(&scopes, batch).poll_result() {
-                    tracing::error!(
-                        "partition {}: records up to {last} cannot be applied, the view stops: {e}",
-                        self.p
-                    );
-                    let _ = self.failed.set(e.to_string());
-                    return Ok(());
-                }
-                *position = last;
-                if let Some(applied) = self.applied.get(self.p as usize) {
-                    applied.send_replace(last);
-                }
+            match self.apply(&records, position) {
+                Err(ViewFailed) => return Ok(()),
+                Ok(Some(e)) => return Err(e),
+                Ok(None) => {}
             }
             if let Some(e) = broken {
                 return Err(e);
@@ -742,62 +741,178 @@ impl Follower {
         Err(Error::Nats("the consumer ended".into()))
     }
 
+    /// Applies `records` (in stream order) to the view as one write (`View::apply_records`) and
+    /// advances `position`. Records at or before `position` (delivered again) are skipped. A
+    /// record past `position + 1` means records went missing (a consumer recreated after a
+    /// server failed): what came before it is applied, and the error says to follow again from
+    /// the first missing one — a partition's stream never deletes, so its sequences have no
+    /// holes, and the view must not pass over any.
+    fn apply(&self, records: &[Record], position: &mut u64) -> Result<Option<Error>, ViewFailed> {
+        let mut scopes = Vec::with_capacity(records.len());
+        let mut batch = WriteBatch::default();
+        let mut last = *position;
+        let mut broken = None;
+        for record in records {
+            if record.sequence <= last {
+                continue;
+            }
+            if record.sequence != last + 1 {
+                broken = Some(Error::Nats(format!(
+                    "partition {}: record {} delivered after {last}",
+                    self.p, record.sequence
+                )));
+                break;
+            }
+            if let Err(reason) = Self::decode(record, &mut scopes, &mut batch) {
+                // Nothing of the burst is applied: the view stops before it.
+                tracing::error!(
+                    "partition {}: record {} cannot be applied, the view stops: {reason}",
+                    self.p,
+                    record.sequence
+                );
+                let _ = self.failed.set(reason);
+                return Err(ViewFailed);
+            }
+            last = record.sequence;
+        }
+        if last > *position {
+            batch.put(position_key(self.p), last.to_be_bytes().to_vec());
+            if let Some(Err(e)) = self.view.apply_records(&scopes, batch).poll_result() {
+                tracing::error!(
+                    "partition {}: records up to {last} cannot be applied, the view stops: {e}",
+                    self.p
+                );
+                let _ = self.failed.set(e.to_string());
+                return Err(ViewFailed);
+            }
+            *position = last;
+            if let Some(applied) = self.applied.get(self.p as usize) {
+                applied.send_replace(last);
+            }
+        }
+        Ok(broken)
+    }
+
+    /// True while a claim, a write or a read waits for this partition's view.
+    fn waited_on(&self) -> bool {
+        self.applied
+            .get(self.p as usize)
+            .is_some_and(|applied| applied.receiver_count() > 0)
+    }
+
     /// After `quiet` without a delivery: an error (follow again, from a new consumer) when the
-    /// stream holds records past `position`. The client recreates an ordered consumer whose
-    /// server died by itself, but with pauses of up to 10 s between attempts while the stream
-    /// elects a leader; a claim or a write waiting for the view would wait that long. So the
-    /// stream is asked every [`STALL_CHECK`] while something waits for this partition, and
-    /// every [`IDLE_CHECK`] otherwise.
+    /// stream holds records past `position`, once they are read by sequence. The client
+    /// recreates an ordered consumer whose server died by itself, but with pauses of up to 10 s
+    /// between attempts while the stream elects a leader; a claim or a write waiting for the
+    /// view would wait that long. So the stream is asked every [`STALL_CHECK`] while something
+    /// waits for this partition, and every [`IDLE_CHECK`] otherwise.
     async fn check_stall(
         &self,
         stream: &jetstream::stream::Stream,
-        position: u64,
+        position: &mut u64,
         quiet: &mut Duration,
     ) -> Result<(), Error> {
-        let waited_on = self
-            .applied
-            .get(self.p as usize)
-            .is_some_and(|applied| applied.receiver_count() > 0);
-        if !waited_on && *quiet < IDLE_CHECK {
+        if !self.waited_on() && *quiet < IDLE_CHECK {
             return Ok(());
         }
         *quiet = Duration::ZERO;
-        let mut stream = stream.clone();
-        let last = match tokio::time::timeout(STALL_CHECK, stream.info()).await {
-            Ok(Ok(info)) => info.state.last_sequence,
-            // No leader to answer yet: ask again at the next check.
-            _ => return Ok(()),
+        let before = *position;
+        let Some(last) = self.read_back(stream, position).await else {
+            // The view failed for good: the consumer's next delivery is not applied either.
+            return Ok(());
         };
-        if last > position {
+        if last > before {
             return Err(Error::Nats(format!(
-                "partition {}: nothing delivered while the stream holds records up to {last} \
-                 and the view has {position}",
+                "partition {}: nothing delivered while the stream held records up to {last} \
+                 and the view {before}",
                 self.p
             )));
         }
         Ok(())
     }
 
+    /// While something waits for this partition: reads the records the stream holds past
+    /// `position` by sequence from its leader and applies them. Err when the view failed.
+    async fn catch_up(
+        &self,
+        stream: &jetstream::stream::Stream,
+        position: &mut u64,
+    ) -> Result<(), ViewFailed> {
+        if !self.waited_on() {
+            return Ok(());
+        }
+        match self.read_back(stream, position).await {
+            Some(_) => Ok(()),
+            None => Err(ViewFailed),
+        }
+    }
+
+    /// Asks the stream's leader for its last sequence and applies the records from
+    /// `position + 1` up to it, read by sequence (gets answered by the leader: a replica may be
+    /// behind). Returns the stream's last sequence as read (`position` when it did not answer
+    /// within [`STALL_CHECK`]: no leader yet, asked again at the next check), `None` when the
+    /// view failed for good.
+    async fn read_back(
+        &self,
+        stream: &jetstream::stream::Stream,
+        position: &mut u64,
+    ) -> Option<u64> {
+        let last = match tokio::time::timeout(STALL_CHECK, stream.clone().info()).await {
+            Ok(Ok(info)) => info.state.last_sequence,
+            _ => return Some(*position),
+        };
+        while *position < last {
+            let upto = last.min(*position + MAX_BURST as u64);
+            let mut messages = Vec::new();
+            for sequence in *position + 1..=upto {
+                match tokio::time::timeout(STALL_CHECK, stream.get_raw_message(sequence)).await {
+                    Ok(Ok(message)) => messages.push(message),
+                    _ => break,
+                }
+            }
+            let read = messages.len();
+            let records: Vec<Record> = messages
+                .iter()
+                .map(|message| Record {
+                    sequence: message.sequence,
+                    subject: message.subject.as_str(),
+                    headers: Some(&message.headers),
+                    payload: &message.payload,
+                })
+                .collect();
+            match self.apply(&records, position) {
+                Err(ViewFailed) => return None,
+                Ok(Some(e)) => {
+                    tracing::warn!("partition {}: {e}", self.p);
+                    break;
+                }
+                Ok(None) => {}
+            }
+            if read == 0 || *position < upto {
+                break;
+            }
+        }
+        Some(last)
+    }
+
     /// Adds a record's scope to `scopes` and its ops and additions to `batch` (a claim has
     /// none: it only moves the scope's sequence).
     fn decode(
-        &self,
-        message: &jetstream::Message,
+        record: &Record,
         scopes: &mut Vec<Vec<u8>>,
         batch: &mut WriteBatch,
     ) -> Result<(), String> {
-        let scope = message
+        let scope = record
             .subject
             .rsplit('.')
             .next()
             .and_then(unhex)
-            .ok_or_else(|| format!("subject {} names no scope", message.subject))?;
-        let is_claim = message
+            .ok_or_else(|| format!("subject {} names no scope", record.subject))?;
+        let is_claim = record
             .headers
-            .as_ref()
             .is_some_and(|h| h.get(CLAIM_HEADER).is_some());
         if !is_claim {
-            WriteBatch::decode_into(&message.payload, batch).map_err(|e| e.to_string())?;
+            WriteBatch::decode_into(record.payload, batch).map_err(|e| e.to_string())?;
         }
         scopes.push(scope);
         Ok(())
@@ -805,8 +920,16 @@ impl Follower {
 }
 
 /// How long a follower waits for a delivery before it asks the stream whether it is behind,
-/// when something waits for the partition (a claim, a write, a read).
-const STALL_CHECK: Duration = Duration::from_secs(1);
+/// when something waits for the partition (a claim, a write, a read); and how long it waits for
+/// the stream's answers.
+const STALL_CHECK: Duration = Duration::from_millis(500);
+
+/// How long a follower waits for its stream's info before it starts again.
+const STREAM_WITHIN: Duration = Duration::from_secs(2);
+
+/// How often a follower reads by sequence what waits for the view while its consumer is being
+/// created.
+const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
 
 /// The same, when nothing waits: a view that falls behind unnoticed serves stale lists.
 const IDLE_CHECK: Duration = Duration::from_secs(10);

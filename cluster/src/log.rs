@@ -156,7 +156,7 @@ impl UserLog {
                         };
                     }
                     Some(final_error) => return Err(final_error),
-                    None => {}
+                    None => tracing::debug!(%subject, attempts, "append not acknowledged: {e}"),
                 },
             }
             let now = Instant::now();
