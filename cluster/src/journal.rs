@@ -778,6 +778,12 @@ impl Follower {
         if last > *position {
             batch.put(position_key(self.p), last.to_be_bytes().to_vec());
             if let Some(Err(e)) = self.view.apply_records(&scopes, batch).poll_result() {
+                if matches!(e, StoreError::Closed) {
+                    // The node is shutting down: its engine closed the view before this
+                    // follower's abort took effect. Nothing is wrong with the records.
+                    tracing::debug!("partition {}: the view is closed", self.p);
+                    return Err(ViewFailed);
+                }
                 tracing::error!(
                     "partition {}: records up to {last} cannot be applied, the view stops: {e}",
                     self.p
