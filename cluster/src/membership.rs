@@ -27,7 +27,9 @@
 //! `p`'s owner and its lease holds ([`Membership::serves`]). A node whose lease lapsed — paused,
 //! cut off from NATS — may have missed table changes meanwhile, so when a renewal succeeds after a
 //! lapse it serves again only once its watch has delivered the table as it stood after that
-//! renewal. That is what keeps reads from being
+//! renewal, and only under entries written after it: the ones from before are rewritten first
+//! by compare-and-set ([`reclaim`]), which a late move of the coordinator's cannot pass. That
+//! is what keeps reads from being
 //! served by two nodes; writes do not rely on it — a stale owner's append is refused by the
 //! stream (`log.rs`).
 
@@ -230,11 +232,12 @@ impl Membership {
             .table
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let required = shared.required.load(Ordering::Acquire);
         match table.get(p as usize)? {
             Some(Entry {
                 assignment: Assignment::Owned(node),
                 epoch,
-            }) if *node == self.shared.config.node_id => Some(*epoch),
+            }) if *node == self.shared.config.node_id && *epoch > required => Some(*epoch),
             _ => None,
         }
     }
@@ -436,6 +439,8 @@ async fn follow_table(shared: Arc<Shared>, parts: kv::Store, mut watch: kv::Watc
                 } else {
                     was_waiting = waiting;
                 }
+                // A rewrite refused for want of an answer is tried again.
+                reclaim(&shared, &parts).await;
                 if full_check {
                     let mut stream = parts.stream.clone();
                     if let Ok(Ok(info)) = tokio::time::timeout(WATCH_WITHIN, stream.info()).await {
@@ -459,6 +464,8 @@ async fn on_table_change(shared: &Shared, parts: &kv::Store, entry: kv::Entry) {
         .strip_prefix('p')
         .and_then(|k| k.parse::<usize>().ok())
     else {
+        // Perhaps this node's own mark: what it held before is taken up again.
+        reclaim(shared, parts).await;
         return;
     };
     let assignment = match entry.operation {
@@ -480,6 +487,45 @@ async fn on_table_change(shared: &Shared, parts: &kv::Store, entry: kv::Entry) {
             // A failed compare-and-set means the table moved on; the coordinator decides again.
             let _ = parts.update(&entry.key, given, entry.revision).await;
         }
+    }
+    reclaim(shared, parts).await;
+}
+
+/// Takes up again, by compare-and-set, the partitions the table gives this node under entries
+/// older than its `sync` mark (`required`): entries from before its lease lapsed, or from
+/// before it started. It serves none of them until the rewritten entry comes back
+/// ([`Membership::serves`] wants an epoch past the mark).
+///
+/// Why: a coordinator pass that read the live nodes while this node's keys had expired may
+/// write a move of its partitions *after* the mark, and until this node's watch delivered that
+/// move it would serve a partition whose new owner is claiming it. The move is a
+/// compare-and-set on the entry's revision, and so is this rewrite: whichever lands first wins,
+/// and the other is refused.
+async fn reclaim(shared: &Shared, parts: &kv::Store) {
+    let required = shared.required.load(Ordering::Acquire);
+    if shared.seen.load(Ordering::Acquire) < required || shared.stopped.load(Ordering::Acquire) {
+        return;
+    }
+    let me = &shared.config.node_id;
+    let stale: Vec<(u32, u64)> = shared
+        .table
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .enumerate()
+        .filter_map(|(p, entry)| match entry {
+            Some(Entry {
+                assignment: Assignment::Owned(owner),
+                epoch,
+            }) if owner == me && *epoch < required => Some((u32::try_from(p).ok()?, *epoch)),
+            _ => None,
+        })
+        .collect();
+    for (p, epoch) in stale {
+        // Refused when the entry changed meanwhile (a move, or this rewrite already made).
+        let _ = parts
+            .update(table_key(p), Assignment::Owned(me.clone()).encode(), epoch)
+            .await;
     }
 }
 

@@ -308,3 +308,34 @@ async fn a_node_buckets_leader_dying_lapses_no_lease_and_moves_no_partition() {
     let samples = sampler.finish().await;
     assert!(samples > 10);
 }
+
+/// A node that comes back — here restarted under its name before its key expired, so the table
+/// still names it everywhere — serves nothing under the entries written before its return: it
+/// rewrites them first (compare-and-set), and a move the coordinator decided while it was gone
+/// could not land after that rewrite. So every partition is served under a newer epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_serves_only_under_entries_written_after_its_return() {
+    let (testbed, nodes) = cluster(&["n1"]).await;
+    settled(&nodes, &[0], "one node").await;
+    let before: Vec<u64> = {
+        let nodes = nodes.lock().unwrap();
+        let n1 = nodes[0].as_ref().unwrap();
+        (0..LAYOUT.partitions)
+            .map(|p| n1.serves(p).unwrap())
+            .collect()
+    };
+    drop(nodes.lock().unwrap()[0].take());
+    let again = join(&testbed, 0, "n1").await;
+    nodes.lock().unwrap()[0] = Some(again);
+    settled(&nodes, &[0], "n1 back").await;
+    let nodes = nodes.lock().unwrap();
+    let n1 = nodes[0].as_ref().unwrap();
+    for p in 0..LAYOUT.partitions {
+        let epoch = n1.serves(p).unwrap();
+        assert!(
+            epoch > before[p as usize],
+            "partition {p}: {epoch} after {}",
+            before[p as usize]
+        );
+    }
+}
