@@ -78,6 +78,23 @@ struct Steady {
     errors: Vec<String>,
 }
 
+/// Runs `failover` (which returns when the dead node's users are written again) while a client
+/// writes `user` through the live `node`, and one second more; what each saw.
+async fn with_steady_writes<T>(
+    node: &TestServer,
+    user: &str,
+    failover: impl std::future::Future<Output = T>,
+) -> (T, Steady) {
+    let done = AtomicBool::new(false);
+    let failover = async {
+        let out = failover.await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        done.store(true, Ordering::Release);
+        out
+    };
+    tokio::join!(failover, steady_writes(node, user, &done))
+}
+
 /// Locks and unlocks `user` through `node` back to back until `done` is set.
 async fn steady_writes(node: &TestServer, user: &str, done: &AtomicBool) -> Steady {
     let mut steady = Steady {
@@ -209,7 +226,6 @@ async fn every_node_serves_every_user_over_every_protocol_and_survives_a_node_de
     let died = Instant::now();
     let first = &owned_by_n1[0];
     let request = json!({ "userId": first });
-    let done = AtomicBool::new(false);
     let failover = async {
         loop {
             match protocols::call(&n0, protocols::Protocol::Grpc, lock, &request).await {
@@ -223,12 +239,9 @@ async fn every_node_serves_every_user_over_every_protocol_and_survives_a_node_de
                 }
             }
         }
-        let resumed = died.elapsed();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        done.store(true, Ordering::Release);
-        resumed
+        died.elapsed()
     };
-    let (resumed, steady) = tokio::join!(failover, steady_writes(&n2, &bystander, &done));
+    let (resumed, steady) = with_steady_writes(&n2, &bystander, failover).await;
     println!(
         "writes to the dead node's users resumed after {resumed:?}; a user of a live node: \
          {} writes, the longest gap {:?}",
@@ -671,7 +684,6 @@ async fn writes_to_a_dead_nodes_users_resume_when_their_streams_leader_dies_with
     testbed.kill(leader);
     let died = Instant::now();
     let path = format!("/v2/users/{user}/lock");
-    let done = AtomicBool::new(false);
     let failover = async {
         let mut last = String::new();
         loop {
@@ -691,12 +703,9 @@ async fn writes_to_a_dead_nodes_users_resume_when_their_streams_leader_dies_with
             }
             assert!(died.elapsed() < Duration::from_secs(60), "failover");
         }
-        let resumed = died.elapsed();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        done.store(true, Ordering::Release);
-        resumed
+        died.elapsed()
     };
-    let (resumed, steady) = tokio::join!(failover, steady_writes(&n2, &bystander, &done));
+    let (resumed, steady) = with_steady_writes(&n2, &bystander, failover).await;
     println!(
         "with NATS server {leader}, the leader of partition {partition}, killed too: writes \
          to the dead node's user resumed after {resumed:?}; a user of a live node on another \

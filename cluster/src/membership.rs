@@ -267,25 +267,11 @@ impl Membership {
     pub async fn leave(&self) -> Result<(), Error> {
         let coordinating = self.coordinating();
         self.stop();
-        let node = &self.shared.config.node_id;
         for nodes in &self.nodes {
-            let key = format!("{}{node}", nodes.prefix);
-            nodes
-                .stream
-                .purge()
-                .filter(key)
-                .await
-                .map_err(Error::nats)?;
+            purge(nodes, &self.shared.config.node_id).await?;
         }
         if coordinating {
-            let coord = &self.coord;
-            let key = format!("{}{COORDINATOR_KEY}", coord.prefix);
-            coord
-                .stream
-                .purge()
-                .filter(key)
-                .await
-                .map_err(Error::nats)?;
+            purge(&self.coord, COORDINATOR_KEY).await?;
         }
         Ok(())
     }
@@ -305,6 +291,17 @@ impl Drop for Membership {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Removes `key` from `bucket` at once (its history with it), as its TTL would later.
+async fn purge(bucket: &kv::Store, key: &str) -> Result<(), Error> {
+    bucket
+        .stream
+        .purge()
+        .filter(format!("{}{key}", bucket.prefix))
+        .await
+        .map(|_| ())
+        .map_err(Error::nats)
 }
 
 /// Opens the bucket `name`, creating it the first time.
@@ -603,17 +600,26 @@ async fn spread_lease_leaders(
         return Ok(());
     };
     let stream = &nodes[1].stream.cached_info().config.name;
-    let request = serde_json::json!({ "placement": { "preferred": other.name } });
+    move_leader(js, stream, &other.name).await?;
+    tracing::info!(%stream, from = %leader, to = %other.name, "moved the leader of a node bucket");
+    Ok(())
+}
+
+/// Asks `stream`'s leader to step down in favour of the server called `to` (a replica of the
+/// stream that is up to date).
+pub(crate) async fn move_leader(
+    js: &jetstream::Context,
+    stream: &str,
+    to: &str,
+) -> Result<(), Error> {
+    let request = serde_json::json!({ "placement": { "preferred": to } });
     let answer: serde_json::Value = js
         .request(format!("STREAM.LEADER.STEPDOWN.{stream}"), &request)
         .await
         .map_err(Error::nats)?;
     match answer.get("error") {
-        None => {
-            tracing::info!(%stream, from = %leader, to = %other.name, "moved the leader of a node bucket");
-            Ok(())
-        }
-        Some(error) => Err(Error::nats(error)),
+        None => Ok(()),
+        Some(error) => Err(Error::Nats(format!("{stream}: {error}"))),
     }
 }
 

@@ -141,15 +141,9 @@ impl Testbed {
             .await
             .map_err(|e| Error::Testbed(e.to_string()))?;
         let js = async_nats::jetstream::new(client);
-        let request = serde_json::json!({ "placement": { "preferred": self.servers[to].name } });
-        let answer: serde_json::Value = js
-            .request(format!("STREAM.LEADER.STEPDOWN.{stream}"), &request)
+        crate::membership::move_leader(&js, stream, &self.servers[to].name)
             .await
-            .map_err(|e| Error::Testbed(e.to_string()))?;
-        match answer.get("error") {
-            None => Ok(()),
-            Some(error) => Err(Error::Testbed(format!("{stream}: {error}"))),
-        }
+            .map_err(|e| Error::Testbed(e.to_string()))
     }
 
     /// kill -9 of server `i`; its store stays for a restart.
