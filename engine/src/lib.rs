@@ -242,6 +242,8 @@ pub struct EngineStats {
     pub actor_failures: u64,
     /// Password hashes verified since open.
     pub password_verifications: u64,
+    /// GetUserByID answers given from an actor's published view, without a hop to the actor.
+    pub reads_from_view: u64,
 }
 
 /// The engine handle. Cheap to clone; every clone is the same engine.
@@ -442,6 +444,7 @@ impl Engine {
             passivations: m.passivation_count.load(Ordering::Relaxed),
             actor_failures: m.failure_count.load(Ordering::Relaxed),
             password_verifications: self.inner.registry.verifier().verifications(),
+            reads_from_view: m.reads_from_view_count.load(Ordering::Relaxed),
         }
     }
 

@@ -17,6 +17,9 @@ pub(crate) struct EngineMetrics {
     checks: [Counter; CheckOutcome::ALL.len()],
     /// Users locked by the lockout policy (a wrong password at the limit).
     lockouts: Counter,
+    /// GetUserByID answered from the view the user's actor published (`user/published.rs`).
+    reads_from_view: Counter,
+    pub reads_from_view_count: AtomicU64,
     pub activation_count: AtomicU64,
     pub passivation_count: AtomicU64,
     pub failure_count: AtomicU64,
@@ -34,6 +37,8 @@ impl EngineMetrics {
                 |outcome| counter!("latchkey_password_checks_total", "outcome" => outcome.label()),
             ),
             lockouts: counter!("latchkey_lockouts_total"),
+            reads_from_view: counter!("latchkey_user_reads_from_view_total"),
+            reads_from_view_count: AtomicU64::new(0),
             activation_count: AtomicU64::new(0),
             passivation_count: AtomicU64::new(0),
             failure_count: AtomicU64::new(0),
@@ -53,6 +58,12 @@ impl EngineMetrics {
             self.passivations.increment(1);
             self.passivation_count.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A read was answered from a published view, without a hop to the actor.
+    pub fn read_from_view(&self) {
+        self.reads_from_view.increment(1);
+        self.reads_from_view_count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A password check was answered.

@@ -22,15 +22,18 @@ use latchkey_storage::{Store, StoreError};
 
 use crate::keys;
 
+use crate::access::Reach;
 use crate::auth_cache::AuthCache;
 use crate::error::{Error, ErrorId};
 use crate::locked::LockedUsers;
 use crate::lockout::Policies;
 use crate::metrics::EngineMetrics;
 use crate::passwords::Tarpit;
+use crate::time::now_micros;
 use crate::unlocks::AutoUnlocks;
 use crate::user::actor::{Request, Staged, UserActor, UserActorArgs, UserMsg};
 use crate::user::lockout::LockoutState;
+use crate::user::published::{Published, ReadView};
 use crate::user::record::UserRecord;
 use crate::verifier::Verifier;
 
@@ -40,6 +43,8 @@ struct Slot {
     in_flight: AtomicUsize,
     /// Cluster mode: the epoch of the user's partition when the actor was loaded.
     epoch: AtomicU64,
+    /// The actor's last read answer, while it holds (`user/published.rs`).
+    published: Arc<Published>,
 }
 
 /// How a call to an actor ended, within its deadline.
@@ -169,6 +174,36 @@ impl Registry {
         self.call_within(id, self.call_timeout, build).await
     }
 
+    /// GetUserByID's read: answered from the view the user's actor published when there is one
+    /// that may be answered from (`user/published.rs`), else through the actor.
+    pub async fn view(self: &Arc<Self>, id: &str, reach: &Reach) -> Result<Arc<ReadView>, Error> {
+        if self.placement.is_none() {
+            let published = self.slots.get(id).and_then(|slot| slot.published.get());
+            // The actor lifts a due lock before it answers; a view still showing one is stale.
+            if let Some(view) = published.filter(|v| v.lockout.due(now_micros()).is_none()) {
+                let durable = match view.durable.poll_result() {
+                    Some(settled) => settled,
+                    None => tokio::time::timeout(self.call_timeout, view.durable.wait())
+                        .await
+                        .map_err(|_| Error::from(ErrorId::Timeout))?,
+                };
+                // After a failed write the actor's path below reloads the user and says so.
+                if durable.is_ok() {
+                    self.metrics.read_from_view();
+                    return match view.record.visible_to(reach) {
+                        true => Ok(view),
+                        false => Err(ErrorId::UserNotFound.into()),
+                    };
+                }
+            }
+        }
+        self.call(id, |reply| Request::View {
+            reach: reach.clone(),
+            reply,
+        })
+        .await
+    }
+
     /// [`call`](Self::call) with its own deadline instead of the configured call timeout.
     pub async fn call_within<T: Send + 'static>(
         self: &Arc<Self>,
@@ -271,6 +306,7 @@ impl Registry {
                 actor: OnceCell::new(),
                 in_flight: AtomicUsize::new(0),
                 epoch: AtomicU64::new(0),
+                published: Arc::default(),
             })
         });
         slot.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -314,6 +350,7 @@ impl Registry {
                 id: id.to_owned(),
                 record,
                 lockout,
+                published: slot.published.clone(),
             },
             supervisor,
         )

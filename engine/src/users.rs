@@ -104,8 +104,8 @@ impl Engine {
         self.check_open()?;
         let reach = caller.reach(Permission::UserRead)?;
         check_user_id(user_id)?;
-        let (record, lockout) = self.user_record(user_id, reach).await?;
-        self.user_view(&record, &lockout).await
+        let view = self.inner.registry.view(user_id, &reach).await?;
+        self.user_view(&view.record, &view.lockout).await
     }
 
     /// A user's record and lockout state as its actor holds them (durable), within `reach`.
@@ -114,13 +114,8 @@ impl Engine {
         user_id: &str,
         reach: Reach,
     ) -> Result<(UserRecord, LockoutState), Error> {
-        self.inner
-            .registry
-            .call(user_id, |reply| Request::View {
-                reach: reach.clone(),
-                reply,
-            })
-            .await
+        let view = self.inner.registry.view(user_id, &reach).await?;
+        Ok((view.record.clone(), view.lockout))
     }
 
     /// The public view of a user's record (its organization's domain gives its login names).

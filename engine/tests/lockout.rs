@@ -549,3 +549,70 @@ async fn a_lock_that_failed_to_persist_refuses_nobody() {
     assert_eq!(kit.state(&user).await, UserState::Active);
     kit.engine.shutdown().await.unwrap();
 }
+
+/// GetUserByID of an active user is answered from the view its actor published
+/// (`user/published.rs`) while nothing changed, and never from a view older than a change:
+/// a counted failure, a lock, an unlock, and a lock whose automatic unlock fell due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_without_the_actor_see_every_change() {
+    let kit = kit().await;
+    kit.engine
+        .set_default_lockout_policy(
+            &kit.admin,
+            LockoutPolicy {
+                max_password_attempts: 2,
+                auto_unlock_after: Some(Duration::from_millis(300)),
+                ..Default::default()
+            }
+            .into(),
+        )
+        .await
+        .unwrap();
+    let user = kit.user("views@example.com").await;
+    let from_view = || kit.engine.stats().reads_from_view;
+    let read = || async { kit.engine.get_user(&kit.admin, &user).await.unwrap() };
+
+    let before = from_view();
+    assert_eq!(read().await.state, UserState::Active); // through the actor, which publishes
+    assert_eq!(read().await.state, UserState::Active);
+    assert_eq!(from_view(), before + 1, "the second read skips the actor");
+
+    kit.login(&user, "wrong").await.unwrap_err();
+    assert_eq!(read().await.lockout.failed_password_attempts, 1);
+    kit.engine.lock_user(&kit.admin, &user).await.unwrap();
+    assert_eq!(read().await.state, UserState::Locked);
+    kit.engine.unlock_user(&kit.admin, &user).await.unwrap();
+    assert_eq!(read().await.state, UserState::Active);
+    assert_eq!(read().await.lockout.failed_password_attempts, 0);
+
+    // Locked by failures for 300 ms: the view shows the lock until it falls due, then the read
+    // goes to the actor, which lifts it first.
+    kit.login(&user, "wrong").await.unwrap_err();
+    kit.login(&user, "wrong").await.unwrap_err();
+    assert_eq!(read().await.state, UserState::Locked);
+    let served = from_view();
+    assert_eq!(read().await.state, UserState::Locked);
+    assert_eq!(from_view(), served + 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(read().await.state, UserState::Active);
+
+    // Outside the caller's reach, a published view answers NotFound like the actor.
+    let (org_b, _) = kit
+        .engine
+        .add_organization(&kit.admin, "elsewhere", None)
+        .await
+        .unwrap();
+    let viewer_b = Caller {
+        user_id: "viewer-b".into(),
+        org_id: org_b.clone(),
+        grants: vec![Grant {
+            role: Role::OrgUserViewer,
+            org_id: Some(org_b),
+        }],
+    };
+    read().await;
+    let served = from_view();
+    let err = kit.engine.get_user(&viewer_b, &user).await.unwrap_err();
+    assert_eq!(err.id, ErrorId::UserNotFound);
+    assert_eq!(from_view(), served + 1);
+}

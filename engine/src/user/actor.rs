@@ -37,6 +37,7 @@ use crate::user::checks::{CheckQueue, PendingCheck};
 use crate::user::event::EventKind;
 use crate::user::index::{self, Indexed};
 use crate::user::lockout::{Lock, LockFilter, LockReason, LockoutState};
+use crate::user::published::{Published, ReadView};
 use crate::user::record::{Kind, PasswordRecord, TokenRef, UserRecord};
 use crate::user::state::{transition, Lifecycle};
 use crate::verifier::Verified;
@@ -83,10 +84,10 @@ pub(crate) enum Request {
         reach: Reach,
         reply: RpcReplyPort<Staged<UserRecord>>,
     },
-    /// The record with its lockout state (GetUserByID).
+    /// The record with its lockout state (GetUserByID), as published for later reads.
     View {
         reach: Reach,
-        reply: RpcReplyPort<Staged<(UserRecord, LockoutState)>>,
+        reply: RpcReplyPort<Staged<Arc<ReadView>>>,
     },
     AddToken {
         reach: Reach,
@@ -148,6 +149,8 @@ pub(crate) struct UserActorArgs {
     pub id: String,
     pub record: UserRecord,
     pub lockout: LockoutState,
+    /// Shared with the user's registry slot (`published.rs`).
+    pub published: Arc<Published>,
 }
 
 pub(crate) struct UserActorState {
@@ -164,6 +167,8 @@ pub(crate) struct UserActorState {
     last_activity: Instant,
     /// This user has an entry in the registry's map of locked users (`locked.rs`).
     listed_locked: bool,
+    /// The last read's answer, for readers that skip the hop (`published.rs`).
+    published: Arc<Published>,
 }
 
 impl UserActorState {
@@ -171,7 +176,7 @@ impl UserActorState {
     /// "outside your reach".
     fn visible(&mut self, reach: &Reach) -> Result<&mut UserRecord, Error> {
         let record = &mut self.record;
-        if record.state != UserState::Deleted && reach.covers(&record.org_id) {
+        if record.visible_to(reach) {
             Ok(record)
         } else {
             Err(ErrorId::UserNotFound.into())
@@ -320,6 +325,7 @@ impl Actor for UserActor {
             last_activity: Instant::now(),
             // A predecessor may have left an entry (its unlock failed, or it was evicted).
             listed_locked: true,
+            published: args.published,
         };
         state.sync_locked(&self.registry);
         Ok(state)
@@ -337,16 +343,29 @@ impl Actor for UserActor {
                 let waited = now.saturating_duration_since(sent);
                 self.registry.metrics().mailbox_wait.record(waited);
                 state.last_activity = now;
-                state.unlock_if_due(&self.registry, now_micros());
+                // Before anything may change the user, readers lose the published view.
+                if !matches!(request, Request::View { .. } | Request::Read { .. }) {
+                    state.published.clear();
+                }
+                // (A view with a due lock is never served from, so this clear may follow the lift.)
+                if state.unlock_if_due(&self.registry, now_micros()) {
+                    state.published.clear();
+                }
                 self.handle_request(&myself, state, request);
             }
             UserMsg::Verified { outcome, check } => {
+                state.published.clear();
                 state.last_activity = Instant::now();
                 self.verified(&myself, state, outcome, check);
             }
-            UserMsg::ChecksDue => self.next_checks(&myself, state),
+            UserMsg::ChecksDue => {
+                state.published.clear();
+                self.next_checks(&myself, state);
+            }
             UserMsg::Tick => {
-                state.unlock_if_due(&self.registry, now_micros());
+                if state.unlock_if_due(&self.registry, now_micros()) {
+                    state.published.clear();
+                }
                 let idle = state.last_activity.elapsed() >= self.registry.idle_timeout();
                 let settled = state.last_write.poll_result().is_some();
                 let checking = !state.checks.is_idle();
@@ -390,8 +409,18 @@ impl UserActor {
                 let _ = reply.send(state.staged(result));
             }
             Request::View { reach, reply } => {
-                let lockout = state.lockout;
-                let result = state.visible(&reach).map(|r| (r.clone(), lockout));
+                // Published before the reply, so the caller's next read finds it.
+                let view = state.published.get().unwrap_or_else(|| {
+                    state.published.publish(ReadView {
+                        record: state.record.clone(),
+                        lockout: state.lockout,
+                        durable: state.last_write.clone(),
+                    })
+                });
+                let result = match view.record.visible_to(&reach) {
+                    true => Ok(view),
+                    false => Err(ErrorId::UserNotFound.into()),
+                };
                 let _ = reply.send(state.staged(result));
             }
             Request::AddToken {

@@ -69,6 +69,12 @@ pub struct TokenRef {
 }
 
 impl UserRecord {
+    /// Whether a caller of this reach may see the user: the same NotFound for "missing",
+    /// "deleted" and "outside your reach".
+    pub(crate) fn visible_to(&self, reach: &crate::access::Reach) -> bool {
+        self.state != UserState::Deleted && reach.covers(&self.org_id)
+    }
+
     /// A new user before its creation event (sequence 0; the creation makes it 1).
     pub fn new(
         id: String,
