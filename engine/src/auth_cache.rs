@@ -22,6 +22,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
+use foldhash::fast::RandomState;
 
 use crate::access::Caller;
 use crate::time::Micros;
@@ -40,9 +41,9 @@ pub(crate) struct CachedCaller {
 const STRIPES: usize = 64;
 
 pub(crate) struct AuthCache {
-    callers: DashMap<TokenHash, CachedCaller>,
+    callers: DashMap<TokenHash, CachedCaller, RandomState>,
     /// The cached tokens of each user, for invalidation.
-    by_user: DashMap<String, Vec<TokenHash>>,
+    by_user: DashMap<String, Vec<TokenHash>, RandomState>,
     /// Bumped by every invalidation of a user of the stripe; its fills and invalidations take
     /// it in turn.
     generations: [Mutex<u64>; STRIPES],
@@ -52,8 +53,8 @@ pub(crate) struct AuthCache {
 impl Default for AuthCache {
     fn default() -> Self {
         AuthCache {
-            callers: DashMap::new(),
-            by_user: DashMap::new(),
+            callers: DashMap::default(),
+            by_user: DashMap::default(),
             generations: std::array::from_fn(|_| Mutex::new(0)),
             stripe_of: Default::default(),
         }

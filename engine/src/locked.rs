@@ -18,6 +18,7 @@
 //! most [`MAX_ENTRIES`], beyond which locked users are answered by their actors.
 
 use dashmap::DashMap;
+use foldhash::fast::RandomState;
 use latchkey_storage::Completion;
 
 use crate::time::Micros;
@@ -34,7 +35,7 @@ struct Entry {
 
 #[derive(Default)]
 pub(crate) struct LockedUsers {
-    map: DashMap<String, Entry>,
+    map: DashMap<String, Entry, RandomState>,
 }
 
 impl LockedUsers {

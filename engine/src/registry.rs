@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use foldhash::fast::RandomState;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorId, ActorRef, RpcReplyPort};
 use tokio::sync::OnceCell;
@@ -67,9 +68,9 @@ impl Drop for InFlight {
 }
 
 pub(crate) struct Registry {
-    slots: DashMap<String, Arc<Slot>>,
+    slots: DashMap<String, Arc<Slot>, RandomState>,
     /// Reverse map for supervision events, which name the actor, not the user.
-    users_by_actor: DashMap<ActorId, String>,
+    users_by_actor: DashMap<ActorId, String, RandomState>,
     store: Arc<Store>,
     supervisor: OnceLock<ActorCell>,
     idle_timeout: Duration,
@@ -101,8 +102,8 @@ impl Registry {
         shared: Shared,
     ) -> Self {
         Registry {
-            slots: DashMap::new(),
-            users_by_actor: DashMap::new(),
+            slots: DashMap::default(),
+            users_by_actor: DashMap::default(),
             store,
             supervisor: OnceLock::new(),
             idle_timeout,

@@ -13,6 +13,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use foldhash::fast::RandomState;
+
 use crate::Runs;
 
 /// A value, or `None` for a delete (it must hide what sled still holds).
@@ -20,13 +22,13 @@ pub(crate) type Value = Option<Vec<u8>>;
 
 pub(crate) struct Table {
     runs: Runs,
-    points: HashMap<Vec<u8>, Value>,
+    points: HashMap<Vec<u8>, Value, RandomState>,
     /// Point keys under `ordered_tag`, kept in order: the caller scans them often (the
     /// engine's list indexes), and a scan of the hash map visits every point.
     ordered_tag: Option<u8>,
     ordered: BTreeMap<Vec<u8>, Value>,
     /// Owner → its run.
-    events: HashMap<Vec<u8>, Run>,
+    events: HashMap<Vec<u8>, Run, RandomState>,
     event_count: usize,
 }
 
@@ -85,10 +87,10 @@ impl Table {
     pub fn new(runs: Runs) -> Self {
         Table {
             runs,
-            points: HashMap::new(),
+            points: HashMap::default(),
             ordered_tag: None,
             ordered: BTreeMap::new(),
-            events: HashMap::new(),
+            events: HashMap::default(),
             event_count: 0,
         }
     }

@@ -33,12 +33,16 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::sync::{Condvar, Mutex, MutexGuard};
+use foldhash::fast::RandomState;
 use tokio::sync::oneshot;
 
 use crate::{Backend, Completion, Durability, StoreError, WriteBatch};
 
 /// Where a settle's outcome goes.
 type Settled = oneshot::Sender<Result<(), StoreError>>;
+
+/// Every counter's value, by key.
+type Counters = HashMap<Vec<u8>, i64, RandomState>;
 
 /// What the flusher has to do, guarded by one mutex that also orders every apply.
 #[derive(Default)]
@@ -47,7 +51,7 @@ struct Queue {
     pending: Vec<(Vec<u8>, Completion)>,
     /// Settle barriers, answered after the flush of every write applied before them.
     settles: Vec<(Option<Vec<u8>>, Settled)>,
-    poisoned: HashSet<Vec<u8>>,
+    poisoned: HashSet<Vec<u8>, RandomState>,
     /// Async mode: when the oldest unflushed write was applied.
     dirty_since: Option<Instant>,
     /// The flusher is waiting for work: whoever gives it some must wake it.
@@ -58,7 +62,7 @@ struct Queue {
     /// Every counter's value as of the last applied batch (`WriteBatch::add`): additions are
     /// resolved here, under the lock that orders applies, into puts of the new values — so the
     /// log holds values, replay needs no arithmetic, and two writers never lose an addition.
-    counters: HashMap<Vec<u8>, i64>,
+    counters: Counters,
 }
 
 struct Shared {
@@ -93,7 +97,7 @@ impl Writer {
         durability: Durability,
         counter_tag: u8,
     ) -> Result<Writer, StoreError> {
-        let mut counters = HashMap::new();
+        let mut counters = Counters::default();
         for entry in backend.scan_prefix(&[counter_tag]) {
             let (key, value) = entry?;
             counters.insert(key, crate::counter_value(&value));
@@ -227,11 +231,7 @@ impl Writer {
 }
 
 /// Turns `adds` into puts of the counters' new values in `batch`, updating `counters`.
-fn resolve_counters(
-    counters: &mut HashMap<Vec<u8>, i64>,
-    adds: &[(Vec<u8>, i64)],
-    batch: &mut WriteBatch,
-) {
+fn resolve_counters(counters: &mut Counters, adds: &[(Vec<u8>, i64)], batch: &mut WriteBatch) {
     for (key, delta) in adds {
         let value = match counters.get_mut(key) {
             Some(value) => value,
@@ -243,7 +243,7 @@ fn resolve_counters(
 }
 
 /// Takes `adds` back out of `counters` (their batch was refused).
-fn undo_counters(counters: &mut HashMap<Vec<u8>, i64>, adds: &[(Vec<u8>, i64)]) {
+fn undo_counters(counters: &mut Counters, adds: &[(Vec<u8>, i64)]) {
     for (key, delta) in adds {
         if let Some(value) = counters.get_mut(key) {
             *value = value.wrapping_sub(*delta);
