@@ -191,10 +191,7 @@ impl Registry {
                 // After a failed write the actor's path below reloads the user and says so.
                 if durable.is_ok() {
                     self.metrics.read_from_view();
-                    return match view.record.visible_to(reach) {
-                        true => Ok(view),
-                        false => Err(ErrorId::UserNotFound.into()),
-                    };
+                    return view.for_caller(reach);
                 }
             }
         }

@@ -70,15 +70,17 @@ impl Kit {
     }
 
     async fn max_attempts(&self, max: u64) {
+        self.policy(LockoutPolicy {
+            max_password_attempts: max,
+            ..Default::default()
+        })
+        .await;
+    }
+
+    /// The instance's default lockout policy.
+    async fn policy(&self, policy: LockoutPolicy) {
         self.engine
-            .set_default_lockout_policy(
-                &self.admin,
-                LockoutPolicy {
-                    max_password_attempts: max,
-                    ..Default::default()
-                }
-                .into(),
-            )
+            .set_default_lockout_policy(&self.admin, policy.into())
             .await
             .unwrap();
     }
@@ -283,19 +285,13 @@ async fn parallel_checks_over_many_users_never_pass_any_users_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_from_failures_lifts_itself_and_escalates_to_permanent() {
     let kit = kit().await;
-    kit.engine
-        .set_default_lockout_policy(
-            &kit.admin,
-            LockoutPolicy {
-                max_password_attempts: 1,
-                auto_unlock_after: Some(Duration::from_millis(300)),
-                max_temporary_lockouts: 2,
-                ..Default::default()
-            }
-            .into(),
-        )
-        .await
-        .unwrap();
+    kit.policy(LockoutPolicy {
+        max_password_attempts: 1,
+        auto_unlock_after: Some(Duration::from_millis(300)),
+        max_temporary_lockouts: 2,
+        ..Default::default()
+    })
+    .await;
     let user = kit.user("auto@example.com").await;
     for round in 0..2 {
         kit.login(&user, "wrong").await.unwrap_err();
@@ -390,18 +386,12 @@ async fn automatic_unlocks_survive_a_restart_and_passivation() {
         engine,
         admin,
     };
-    kit.engine
-        .set_default_lockout_policy(
-            &kit.admin,
-            LockoutPolicy {
-                max_password_attempts: 1,
-                auto_unlock_after: Some(Duration::from_millis(800)),
-                ..Default::default()
-            }
-            .into(),
-        )
-        .await
-        .unwrap();
+    kit.policy(LockoutPolicy {
+        max_password_attempts: 1,
+        auto_unlock_after: Some(Duration::from_millis(800)),
+        ..Default::default()
+    })
+    .await;
     let restarted = kit.user("restart@example.com").await;
     let passivated = kit.user("idle@example.com").await;
     for user in [&restarted, &passivated] {
@@ -556,18 +546,12 @@ async fn a_lock_that_failed_to_persist_refuses_nobody() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_without_the_actor_see_every_change() {
     let kit = kit().await;
-    kit.engine
-        .set_default_lockout_policy(
-            &kit.admin,
-            LockoutPolicy {
-                max_password_attempts: 2,
-                auto_unlock_after: Some(Duration::from_millis(300)),
-                ..Default::default()
-            }
-            .into(),
-        )
-        .await
-        .unwrap();
+    kit.policy(LockoutPolicy {
+        max_password_attempts: 2,
+        auto_unlock_after: Some(Duration::from_millis(300)),
+        ..Default::default()
+    })
+    .await;
     let user = kit.user("views@example.com").await;
     let from_view = || kit.engine.stats().reads_from_view;
     let read = || async { kit.engine.get_user(&kit.admin, &user).await.unwrap() };

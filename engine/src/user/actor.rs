@@ -417,11 +417,7 @@ impl UserActor {
                         durable: state.last_write.clone(),
                     })
                 });
-                let result = match view.record.visible_to(&reach) {
-                    true => Ok(view),
-                    false => Err(ErrorId::UserNotFound.into()),
-                };
-                let _ = reply.send(state.staged(result));
+                let _ = reply.send(state.staged(view.for_caller(&reach)));
             }
             Request::AddToken {
                 reach,

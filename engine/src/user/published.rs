@@ -23,6 +23,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use latchkey_storage::Completion;
 
+use crate::access::Reach;
+use crate::error::{Error, ErrorId};
+
 use crate::user::lockout::LockoutState;
 use crate::user::record::UserRecord;
 
@@ -31,6 +34,18 @@ pub(crate) struct ReadView {
     pub record: UserRecord,
     pub lockout: LockoutState,
     pub durable: Completion,
+}
+
+impl ReadView {
+    /// This view for a caller of `reach`: the same NotFound as the actor's for a user the caller
+    /// may not see.
+    pub fn for_caller(self: Arc<Self>, reach: &Reach) -> Result<Arc<Self>, Error> {
+        if self.record.visible_to(reach) {
+            Ok(self)
+        } else {
+            Err(ErrorId::UserNotFound.into())
+        }
+    }
 }
 
 /// The cell a user's registry slot and its actor share.
