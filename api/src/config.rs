@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use latchkey_engine::{Config, Durability};
+use latchkey_engine::{Config, Durability, Medium};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,6 +92,14 @@ pub enum DurabilityArg {
     Async,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreArg {
+    /// sled 0.34 (the default): its open and its memory grow with the store.
+    Sled,
+    /// redb 4: opens in a millisecond at any size; its memory is its cache (--cache-mb).
+    Redb,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the log says which).
@@ -102,7 +110,7 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub listen: SocketAddr,
-    /// Where the sled store lives.
+    /// Where the store lives.
     #[arg(
         long,
         global = true,
@@ -110,6 +118,18 @@ pub struct ServeArgs {
         default_value = "./latchkey-data"
     )]
     pub data_dir: PathBuf,
+    /// The embedded store the write-ahead log checkpoints into, chosen when the data directory
+    /// is created: a directory of the other store is refused (move it with backup and restore).
+    /// redb opens at once at any size and its memory is its cache; sled recovers its log and
+    /// loads a page table that grow with the store (docs/storage-engines.md).
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_STORE",
+        value_enum,
+        default_value = "sled"
+    )]
+    pub store: StoreArg,
     /// When a write is acknowledged.
     #[arg(
         long,
@@ -128,8 +148,8 @@ pub struct ServeArgs {
     /// How long a request waits for a user's actor before DeadlineExceeded.
     #[arg(long, global = true, env = "LATCHKEY_CALL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,
-    /// Bound of the store's page cache, in MiB (kept roughly by sled): with the active users, what
-    /// a server's memory grows to on a large store.
+    /// Bound of the store's page cache, in MiB (kept roughly by sled, exactly by redb): with the
+    /// active users, what a server's memory grows to on a large store.
     #[arg(long, global = true, env = "LATCHKEY_CACHE_MB", default_value_t = 1024)]
     pub cache_mb: u64,
     /// Keys the write-ahead log keeps in memory before it checkpoints them into sled: more means
@@ -292,6 +312,10 @@ impl ServeArgs {
         };
         config
             .data_dir(&self.data_dir)
+            .medium(match self.store {
+                StoreArg::Sled => Medium::Sled,
+                StoreArg::Redb => Medium::Redb,
+            })
             .durability(durability)
             .idle_timeout(self.idle_timeout)
             .call_timeout(self.call_timeout)
@@ -442,6 +466,10 @@ mod tests {
             200
         );
         assert!(Cli::try_parse_from(["latchkey", "--durability", "maybe"]).is_err());
+        assert_eq!(Config::default().medium, Medium::Sled);
+        let redb = Cli::try_parse_from(["latchkey", "serve", "--store", "redb"]).unwrap();
+        assert_eq!(redb.serve_args().engine_config().medium, Medium::Redb);
+        assert!(Cli::try_parse_from(["latchkey", "--store", "rocksdb"]).is_err());
     }
 
     #[test]

@@ -129,6 +129,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         data_dir = %args.data_dir.display(),
+        store = ?args.store,
         durability = ?args.durability,
         "latchkey listening on {scheme}://{addr}"
     );

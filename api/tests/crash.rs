@@ -27,7 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latchkey_engine::{Caller, Config, Engine, ListUsers, UserKindFilter, UserQuery, UserState};
+use latchkey_engine::{
+    Caller, Config, Engine, ListUsers, Medium, UserKindFilter, UserQuery, UserState,
+};
 use support::binary::{self, TOKEN};
 use support::history::{check, client_loop, create_users, read_users, Operation, Outcome, State};
 
@@ -42,6 +44,8 @@ struct Plan {
     /// `--checkpoint-entries`: [`SMALL_CHECKPOINTS`], or `None` for the default, under which
     /// segments grow past 1 MiB and the log zero-fills a spare and moves into it.
     checkpoint_entries: Option<&'static str>,
+    /// `--store`: the embedded store under the log.
+    medium: Medium,
 }
 
 const FLUSH_INTERVAL_MS: u64 = 50;
@@ -71,6 +75,7 @@ fn start(dir: &Path, plan: &Plan) -> binary::Running {
     if plan.durability == "async" {
         extra.extend(["--flush-interval", &interval]);
     }
+    extra.extend(["--store", plan.medium.name()]);
     binary::start(dir, plan.durability, &extra)
 }
 
@@ -193,7 +198,7 @@ async fn crash_run(plan: Plan) -> Report {
         report.checked = check(&initial, &history).unwrap_or_else(|e| panic!("{e}"));
     }
 
-    check_store(dir.path(), &last).await;
+    check_store(dir.path(), plan.medium, &last).await;
     report
 }
 
@@ -248,10 +253,9 @@ fn check_async_window(
 
 /// Straight from the store: each user's event log is 1..=sequence without gaps, and replaying it
 /// gives the snapshot's state.
-async fn check_store(dir: &Path, last: &BTreeMap<String, (State, u64)>) {
-    let engine = Engine::open(Config::default().data_dir(dir))
-        .await
-        .expect("open store");
+async fn check_store(dir: &Path, medium: Medium, last: &BTreeMap<String, (State, u64)>) {
+    let config = Config::default().data_dir(dir).medium(medium);
+    let engine = Engine::open(config.clone()).await.expect("open store");
     let org = engine.default_org_id().expect("bootstrapped");
     for (user, &(state, sequence)) in last {
         let log = engine
@@ -320,7 +324,7 @@ async fn check_store(dir: &Path, last: &BTreeMap<String, (State, u64)>) {
         );
     }
     engine.shutdown().await.expect("shutdown");
-    let report = latchkey_engine::verify(&Config::default().data_dir(dir)).expect("verify");
+    let report = latchkey_engine::verify(&config).expect("verify");
     assert!(
         report.is_clean(),
         "after the crashes: {:?}",
@@ -338,6 +342,7 @@ async fn five_kill_cycles_in_sync_mode_lose_nothing_and_stay_linearizable() {
         run_ms: (150, 400),
         seed: 0x5EED,
         checkpoint_entries: SMALL_CHECKPOINTS,
+        medium: Medium::Sled,
     })
     .await;
     eprintln!("{report:?}");
@@ -357,6 +362,7 @@ async fn kill_cycles_around_zero_filled_segments_lose_nothing() {
         run_ms: (300, 900),
         seed: 0x2E80,
         checkpoint_entries: None,
+        medium: Medium::Sled,
     })
     .await;
     eprintln!("{report:?}");
@@ -364,6 +370,26 @@ async fn kill_cycles_around_zero_filled_segments_lose_nothing() {
     assert_eq!(report.lost, 0);
     // 64 MiB: the log wrote into a zero-filled spare (a segment it grew itself is smaller).
     assert!(report.largest_segment >= 64 << 20, "{report:?}");
+}
+
+/// The same on `--store redb`: kills before, during and after checkpoints into redb (its
+/// non-durable commits lost with the process, the log replaying them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_kill_cycles_on_redb_lose_nothing_and_stay_linearizable() {
+    let report = crash_run(Plan {
+        durability: "sync",
+        cycles: 5,
+        users: 4,
+        clients: 8,
+        run_ms: (150, 400),
+        seed: 0x2EDB,
+        checkpoint_entries: SMALL_CHECKPOINTS,
+        medium: Medium::Redb,
+    })
+    .await;
+    eprintln!("{report:?}");
+    assert!(report.acknowledged > 20, "{report:?}");
+    assert_eq!(report.lost, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -376,6 +402,7 @@ async fn five_kill_cycles_in_async_mode_lose_at_most_the_window() {
         run_ms: (150, 400),
         seed: 0xA5C,
         checkpoint_entries: SMALL_CHECKPOINTS,
+        medium: Medium::Sled,
     })
     .await;
     eprintln!("{report:?}");
@@ -394,8 +421,11 @@ async fn long_kill_cycles_in_both_modes() {
         ("sync", 0x10_u64, SMALL_CHECKPOINTS),
         ("sync", 0x30, None),
         ("async", 0x20, SMALL_CHECKPOINTS),
-    ];
-    for (durability, seed, checkpoint_entries) in plans {
+    ]
+    .map(|(durability, seed, checkpoints)| (durability, seed, checkpoints, Medium::Sled))
+    .into_iter()
+    .chain([("sync", 0x40, SMALL_CHECKPOINTS, Medium::Redb)]);
+    for (durability, seed, checkpoint_entries, medium) in plans {
         let started = Instant::now();
         let report = crash_run(Plan {
             durability,
@@ -405,6 +435,7 @@ async fn long_kill_cycles_in_both_modes() {
             run_ms: (200, 1500),
             seed,
             checkpoint_entries,
+            medium,
         })
         .await;
         let linearizability = if durability == "sync" {
@@ -417,7 +448,7 @@ async fn long_kill_cycles_in_both_modes() {
         };
         let checkpoints = checkpoint_entries.unwrap_or("default");
         println!(
-            "{durability}, checkpoint entries {checkpoints}: {cycles} kills in {:.0?}: {} operations, {} acknowledged commands, {} unknown outcomes; {linearizability}; {} acknowledged commands lost (oldest {:?} before its kill)",
+            "{durability}, {medium}, checkpoint entries {checkpoints}: {cycles} kills in {:.0?}: {} operations, {} acknowledged commands, {} unknown outcomes; {linearizability}; {} acknowledged commands lost (oldest {:?} before its kill)",
             started.elapsed(),
             report.operations,
             report.acknowledged,

@@ -311,6 +311,113 @@ async fn verify_exits_3_and_names_the_user_of_a_damaged_store() {
     );
 }
 
+/// `--store redb`: a sled directory is refused by a redb server (and the reverse), naming what it
+/// holds; it moves by an offline backup and a restore into redb, where the user's state, its
+/// unlock, a restart and verify all hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_directory_moves_to_redb_by_backup_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let server = binary::start(&live, "sync", &[]);
+    let http = reqwest::Client::new();
+    let id = create(&http, &server.base, "moved@example.com").await;
+    let (status, reply) = post(
+        &http,
+        &server.base,
+        &format!("/v2/users/{id}/lock"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    server.sigterm();
+    assert!(server.wait().success());
+
+    let out = latchkey(&["--store", "redb", "--listen", "127.0.0.1:0"], &live);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds a sled store"),
+        "{}",
+        text(&out)
+    );
+    assert!(!live.join("latchkey.redb").exists(), "nothing written");
+
+    let file = dir.path().join("sled.backup");
+    let out = latchkey(&["backup", "--to", file.to_str().unwrap()], &live);
+    assert!(out.status.success(), "{}", text(&out));
+    let moved = dir.path().join("moved");
+    let restore = [
+        "--store",
+        "redb",
+        "restore",
+        "--from",
+        file.to_str().unwrap(),
+    ];
+    let out = latchkey(&restore, &moved);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(moved.join("latchkey.redb").exists());
+    let out = latchkey(&["--store", "redb", "verify"], &moved);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = latchkey(&["verify"], &moved);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds a redb store"),
+        "{}",
+        text(&out)
+    );
+
+    let state = |base: String, http: reqwest::Client, id: String| async move {
+        let reply: Value = http
+            .get(format!("{base}/v2/users/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reply["user"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let server = binary::start(&moved, "sync", &["--store", "redb"]);
+    assert_eq!(
+        state(server.base.clone(), http.clone(), id.clone()).await,
+        "USER_STATE_LOCKED"
+    );
+    let (status, reply) = post(
+        &http,
+        &server.base,
+        &format!("/v2/users/{id}/unlock"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let other = create(&http, &server.base, "born-in-redb@example.com").await;
+    server.sigterm();
+    assert!(server.wait().success());
+
+    let server = binary::start(&moved, "sync", &["--store", "redb"]);
+    assert_eq!(
+        state(server.base.clone(), http.clone(), id.clone()).await,
+        "USER_STATE_ACTIVE"
+    );
+    assert_eq!(
+        state(server.base.clone(), http.clone(), other).await,
+        "USER_STATE_ACTIVE"
+    );
+    let (status, listed) = post(&http, &server.base, "/v2/users", json!({})).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["details"]["totalResult"], "3",
+        "admin + two: {listed}"
+    );
+    server.sigterm();
+    assert!(server.wait().success());
+    let out = latchkey(&["--store", "redb", "verify"], &moved);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 /// The admin CLI against a real server: list, get, lock, unlock, orgs create; tables and JSON;
 /// exit 4 with the error id when the server refuses, 1 when it cannot be reached.
 #[tokio::test]

@@ -70,7 +70,7 @@ pub use bootstrap::Bootstrapped;
 pub use bulk_unlock::{BulkUnlockFilter, BulkUnlockJob, JobState};
 pub use error::{Code, Error, ErrorId, OpenError};
 pub use history::{EventInfo, EventList, EventPage};
-pub use latchkey_storage::{Durability, DEFAULT_CHECKPOINT_ENTRIES};
+pub use latchkey_storage::{Durability, Medium, DEFAULT_CHECKPOINT_ENTRIES};
 pub use lockout::{LockoutPolicy, PolicySource, PolicyUpdate, PolicyView};
 pub use passwords::Tarpit;
 pub use sessions::list::SessionList;
@@ -98,6 +98,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long a caller waits for a user's actor before DeadlineExceeded.
     pub call_timeout: Duration,
+    /// The embedded store the write-ahead log checkpoints into (sled by default, or redb). A
+    /// data directory holds one for good: opening it with the other is refused.
+    pub medium: Medium,
     /// Bound of the store's page cache in bytes (kept roughly by sled; with the active actors,
     /// what memory grows to on a large store).
     pub cache_bytes: u64,
@@ -132,6 +135,7 @@ impl Default for Config {
             durability: Durability::Sync,
             idle_timeout: Duration::from_secs(60),
             call_timeout: Duration::from_secs(5),
+            medium: Medium::default(),
             cache_bytes: latchkey_storage::DEFAULT_CACHE_BYTES,
             checkpoint_entries: latchkey_storage::DEFAULT_CHECKPOINT_ENTRIES,
             instance_domain: "localhost".into(),
@@ -162,6 +166,10 @@ impl Config {
     }
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
+        self
+    }
+    pub fn medium(mut self, medium: Medium) -> Self {
+        self.medium = medium;
         self
     }
     pub fn cache_bytes(mut self, bytes: u64) -> Self {
@@ -531,6 +539,7 @@ pub fn store_config(config: &Config) -> StoreConfig {
         },
     );
     store.durability = config.durability;
+    store.medium = config.medium;
     store.cache_bytes = config.cache_bytes;
     store.checkpoint_entries = config.checkpoint_entries;
     store.kept_files = config.kept_files.clone();

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latchkey_storage::{Backend, SledBackend, WriteBatch};
+use latchkey_storage::{Backend, RedbBackend, SledBackend, WriteBatch};
 
 pub struct Args {
     pub entries: usize,
@@ -36,9 +36,7 @@ fn open(kind: Kind, dir: &Path, cache_bytes: u64) -> Result<Arc<dyn Backend>, St
     let e = |e: latchkey_storage::StoreError| e.to_string();
     Ok(match kind {
         Kind::Sled => Arc::new(SledBackend::open_with(dir, cache_bytes, &[]).map_err(e)?),
-        Kind::Redb => {
-            Arc::new(latchkey_storage::other_backends::RedbBackend::open(dir).map_err(e)?)
-        }
+        Kind::Redb => Arc::new(RedbBackend::open_with(dir, cache_bytes, &[]).map_err(e)?),
         Kind::Fjall => Arc::new(
             latchkey_storage::other_backends::FjallBackend::open(dir, cache_bytes).map_err(e)?,
         ),

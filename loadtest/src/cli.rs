@@ -151,6 +151,13 @@ pub enum Internal {
         /// The server's store cache bound (MiB).
         #[arg(long, default_value_t = 1024)]
         cache_mb: u64,
+        /// The server's --store: the embedded store under the log (sled or redb).
+        #[arg(long, default_value = "sled")]
+        store: latchkey_engine::Medium,
+        /// Skip the offline backup, restore and verify at the end (at ten million users they
+        /// take longer than everything else together, and need twice the disk).
+        #[arg(long)]
+        no_backup: bool,
         /// Make the users in this (new or empty) directory and leave them there, to run a
         /// server on afterwards; default: a temporary directory.
         #[arg(long)]

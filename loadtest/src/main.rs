@@ -79,12 +79,16 @@ fn main() -> ExitCode {
             touched,
             idle_timeout,
             cache_mb,
+            store,
+            no_backup,
             data_dir,
         }) => runtime.block_on(scale::run(scale::ScaleArgs {
             users,
             touched,
             idle_timeout,
             cache_mb,
+            medium: store,
+            backup: !no_backup,
             data_dir,
         })),
         Some(Internal::Attack {

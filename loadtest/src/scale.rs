@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latchkey_engine::{Caller, Config, Engine};
+use latchkey_engine::{Caller, Config, Engine, Medium};
 
 use crate::list_timings;
 use crate::runner::prepare_users;
@@ -21,6 +21,10 @@ pub struct ScaleArgs {
     pub idle_timeout: Duration,
     /// The server's --cache-mb.
     pub cache_mb: u64,
+    /// The server's --store.
+    pub medium: Medium,
+    /// Whether to take an offline backup, restore and verify it at the end.
+    pub backup: bool,
     /// Where the users are made and kept (default: a temporary directory).
     pub data_dir: Option<std::path::PathBuf>,
 }
@@ -49,7 +53,7 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
     let temporary = tempfile::tempdir().map_err(|e| e.to_string())?;
     let dir = args.data_dir.as_deref().unwrap_or(temporary.path());
     eprintln!("creating {} users through the engine ...", args.users);
-    let engine = Engine::open(Config::default().data_dir(dir))
+    let engine = Engine::open(Config::default().data_dir(dir).medium(args.medium))
         .await
         .map_err(|e| e.to_string())?;
     let boot = engine
@@ -87,6 +91,8 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
             &idle,
             "--cache-mb",
             &cache,
+            "--store",
+            args.medium.name(),
         ],
         Some(dir),
     )?;
@@ -188,11 +194,17 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
     }
     server.stop();
 
-    eprintln!("backing the store up and restoring it ...");
-    let data = dir.to_path_buf();
-    let operated = tokio::task::spawn_blocking(move || backup_and_restore(&data))
-        .await
-        .map_err(|e| e.to_string())??;
+    let operated = if args.backup {
+        eprintln!("backing the store up and restoring it ...");
+        let data = dir.to_path_buf();
+        let medium = args.medium;
+        let operated = tokio::task::spawn_blocking(move || backup_and_restore(&data, medium))
+            .await
+            .map_err(|e| e.to_string())??;
+        Some(operated)
+    } else {
+        None
+    };
 
     let ready_ok = ready_in < Duration::from_secs(2);
     let first_ok = first_status == 200 && activated == 1.0;
@@ -206,8 +218,8 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
         _ => false,
     };
     println!(
-        "scale of state: {} users (server --cache-mb {})",
-        args.users, args.cache_mb
+        "scale of state: {} users (server --store {} --cache-mb {})",
+        args.users, args.medium, args.cache_mb
     );
     println!(
         "  created through the engine in {:.1} s ({:.0} users/s); store on disk {}; creating process RSS {} (incl. the harness's id list)",
@@ -221,9 +233,12 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
         ready_in.as_secs_f64() * 1e3,
         pass(ready_ok)
     );
+    let idle_rss_ok = rss_ready.is_some_and(|rss| rss <= IDLE_RSS_BAR);
     println!(
-        "  server RSS when ready (no user in memory): {}",
-        mib(rss_ready)
+        "  server RSS when ready (no user in memory): {} (bar ≤ {}): {}",
+        mib(rss_ready),
+        mib(Some(IDLE_RSS_BAR)),
+        pass(idle_rss_ok)
     );
     println!(
         "  first request on a cold user: HTTP {first_status} in {:.2} ms, {activated} activation: {}",
@@ -240,10 +255,15 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
             mib(*rss_idle)
         );
     }
+    let hot_rss_ok = rounds
+        .iter()
+        .all(|r| r.2.is_some_and(|rss| rss <= ACTIVE_RSS_BAR));
     println!(
-        "  passivation empties the registry: {}; idle memory bounded (round 2 within 25% of round 1): {}",
+        "  passivation empties the registry: {}; idle memory bounded (round 2 within 25% of round 1): {}; RSS with the users active ≤ {}: {}",
         pass(idle_ok),
-        pass(bounded_ok)
+        pass(bounded_ok),
+        mib(Some(ACTIVE_RSS_BAR)),
+        pass(hot_rss_ok)
     );
     let judged = args.users >= 1_000_000;
     let lists_ok = lists
@@ -277,19 +297,40 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
             "not judged below 1,000,000 users"
         }
     );
-    let restore_ok = operated.restore < Duration::from_secs(60) && operated.verified_clean;
-    println!(
-        "  offline backup {:.1} s ({}, {} entries); restore into an empty directory {:.1} s (bar < 60 s); verify of the restored store {:.1} s, {}: {}",
-        operated.backup.as_secs_f64(),
-        mib(Some(operated.bytes)),
-        operated.entries,
-        operated.restore.as_secs_f64(),
-        operated.verify.as_secs_f64(),
-        if operated.verified_clean { "clean" } else { "PROBLEMS" },
-        pass(restore_ok)
-    );
-    Ok(ready_ok && first_ok && idle_ok && bounded_ok && restore_ok && (!judged || lists_ok))
+    let restore_ok = match &operated {
+        Some(operated) => {
+            let ok = operated.restore < Duration::from_secs(60) && operated.verified_clean;
+            println!(
+                "  offline backup {:.1} s ({}, {} entries); restore into an empty directory {:.1} s (bar < 60 s); verify of the restored store {:.1} s, {}: {}",
+                operated.backup.as_secs_f64(),
+                mib(Some(operated.bytes)),
+                operated.entries,
+                operated.restore.as_secs_f64(),
+                operated.verify.as_secs_f64(),
+                if operated.verified_clean { "clean" } else { "PROBLEMS" },
+                pass(ok)
+            );
+            ok
+        }
+        None => {
+            println!("  backup, restore and verify: not run (--no-backup)");
+            true
+        }
+    };
+    let memory_ok = idle_rss_ok && hot_rss_ok;
+    Ok(ready_ok
+        && first_ok
+        && idle_ok
+        && bounded_ok
+        && memory_ok
+        && restore_ok
+        && (!judged || lists_ok))
 }
+
+/// The memory bars (at ten million users on disk): an idle server, and one with its
+/// users active (100,000 there: `--touched 100000`).
+const IDLE_RSS_BAR: u64 = 512 << 20;
+const ACTIVE_RSS_BAR: u64 = 1536 << 20;
 
 struct Operated {
     backup: Duration,
@@ -302,15 +343,18 @@ struct Operated {
 
 /// `latchkey backup` (offline) of `data`, `latchkey restore` of that file, `latchkey verify` of
 /// the result, each timed — what the commands run.
-fn backup_and_restore(data: &std::path::Path) -> Result<Operated, String> {
+fn backup_and_restore(data: &std::path::Path, medium: Medium) -> Result<Operated, String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let file = work.path().join("scale.backup");
     let started = Instant::now();
     let out = std::io::BufWriter::new(std::fs::File::create(&file).map_err(|e| e.to_string())?);
-    let taken = latchkey_engine::backup_offline(&Config::default().data_dir(data), out)
-        .map_err(|e| e.to_string())?;
+    let taken =
+        latchkey_engine::backup_offline(&Config::default().data_dir(data).medium(medium), out)
+            .map_err(|e| e.to_string())?;
     let backup = started.elapsed();
-    let restored = Config::default().data_dir(work.path().join("restored"));
+    let restored = Config::default()
+        .data_dir(work.path().join("restored"))
+        .medium(medium);
     let started = Instant::now();
     let input = std::io::BufReader::with_capacity(
         1 << 20,

@@ -5,8 +5,10 @@
 //! in a [`Layout`], the few things it must know about them. It has four parts:
 //!
 //! - [`Backend`] (in `backend.rs`): the small trait over the durable medium — point reads, prefix
-//!   scans, atomic batches, flush. [`SledBackend`] (in `sled_backend.rs`) is the embedded default;
-//!   `lock.rs` is the directory lock it holds.
+//!   scans, atomic batches, flush. [`SledBackend`] (in `sled_backend.rs`) is the embedded default,
+//!   [`RedbBackend`] (in `redb_backend.rs`) the alternative that opens at once at any size;
+//!   `medium.rs` chooses between them and tells which one a directory holds, and `lock.rs` is the
+//!   directory lock both hold.
 //! - the write-ahead log (`log/`): the medium the store actually writes — log segments and a
 //!   memtable (`memtable.rs`) in front of sled, checkpointed into it in the background.
 //! - the writer (`writer.rs`, `completion.rs`): applies each write in the submitting thread and
@@ -32,9 +34,11 @@ pub mod faults;
 mod journal;
 mod lock;
 mod log;
+mod medium;
 mod memtable;
-#[cfg(any(feature = "redb", feature = "fjall"))]
+#[cfg(feature = "fjall")]
 pub mod other_backends;
+mod redb_backend;
 mod schema;
 mod sled_backend;
 mod sync;
@@ -49,6 +53,8 @@ pub use completion::{Completion, WriteBatch};
 pub use error::StoreError;
 pub use journal::{AppliedHook, Journal, JournalFuture, View};
 pub use log::{LoggedBackend, DEFAULT_CHECKPOINT_ENTRIES, WAL_DIR};
+pub use medium::Medium;
+pub use redb_backend::RedbBackend;
 pub use schema::Schema;
 pub use sled_backend::{SledBackend, DEFAULT_CACHE_BYTES};
 
@@ -121,7 +127,10 @@ impl Runs {
 pub struct StoreConfig {
     pub data_dir: PathBuf,
     pub durability: Durability,
-    /// Bound of sled's page cache in bytes.
+    /// The embedded store the log checkpoints into. A directory holds one for good; opening it
+    /// with the other is refused.
+    pub medium: Medium,
+    /// Bound of the embedded store's cache in bytes.
     pub cache_bytes: u64,
     /// Keys the write-ahead log's memtable holds before it is checkpointed into sled (see
     /// `log/`): more means fewer, larger checkpoints and more memory and replay at open.
@@ -141,6 +150,7 @@ impl StoreConfig {
         StoreConfig {
             data_dir: data_dir.into(),
             durability: Durability::Sync,
+            medium: Medium::default(),
             cache_bytes: sled_backend::DEFAULT_CACHE_BYTES,
             checkpoint_entries: DEFAULT_CHECKPOINT_ENTRIES,
             layout,
@@ -169,17 +179,17 @@ impl Store {
         Self::with_backend(Self::open_backend(config)?, config)
     }
 
-    /// The medium [`Store::open`] uses: sled with the write-ahead log in front of it (replayed
-    /// here). Exposed so tests can wrap it before handing it to [`Store::with_backend`].
+    /// The medium [`Store::open`] uses: the configured embedded store with the write-ahead log
+    /// in front of it (replayed here). Exposed so tests can wrap it before handing it to
+    /// [`Store::with_backend`].
     pub fn open_backend(config: &StoreConfig) -> Result<Arc<dyn Backend>, StoreError> {
-        let sled: Arc<dyn Backend> = Arc::new(SledBackend::open_with(
-            &config.data_dir,
-            config.cache_bytes,
-            &config.kept_files,
-        )?);
-        schema::upgrade(sled.as_ref(), &config.layout, &config.schema)?;
+        let target =
+            config
+                .medium
+                .open(&config.data_dir, config.cache_bytes, &config.kept_files)?;
+        schema::upgrade(target.as_ref(), &config.layout, &config.schema)?;
         Ok(Arc::new(LoggedBackend::open(
-            sled,
+            target,
             &config.data_dir,
             config.layout.runs,
             config.layout.ordered_tag,
@@ -409,8 +419,15 @@ mod tests {
 
     #[tokio::test]
     async fn writes_survive_reopen_and_a_held_directory_is_refused() {
+        for medium in Medium::ALL {
+            writes_survive_reopen_and_a_held_directory_is_refused_on(medium).await;
+        }
+    }
+
+    async fn writes_survive_reopen_and_a_held_directory_is_refused_on(medium: Medium) {
         let dir = tempfile::tempdir().unwrap();
-        let config = test_config(dir.path());
+        let mut config = test_config(dir.path());
+        config.medium = medium;
         {
             let store = Store::open(&config).unwrap();
             let mut batch = WriteBatch::default();
@@ -420,6 +437,14 @@ mod tests {
         }
         let store = Store::open(&config).unwrap();
         assert_eq!(store.get(b"a").unwrap(), Some(b"1".to_vec()));
+        // the other store is refused on this directory, naming what it holds
+        let mut other = config.clone();
+        other.medium = Medium::ALL.into_iter().find(|m| *m != medium).unwrap();
+        let err = Store::open(&other).err().expect("another store is refused");
+        assert!(
+            err.to_string().contains(&format!("holds a {medium} store")),
+            "{err}"
+        );
         // a second open of the same directory is refused while the first holds it
         let err = Store::open(&config)
             .err()

@@ -6,6 +6,9 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 
+use crate::sync::{RwLock, RwLockReadGuard};
+use crate::StoreError;
+
 /// The lock file's name inside the data directory.
 pub(crate) const LOCK_FILE: &str = "latchkey.lock";
 
@@ -33,6 +36,45 @@ impl DirLock {
             }
             Err(TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
         }
+    }
+}
+
+/// An open store and the directory's lock, released together by [`Held::release`] — at once,
+/// even while the store is still referenced (later calls then fail with `Closed`).
+pub(crate) struct Held<T> {
+    open: RwLock<Option<(T, DirLock)>>,
+}
+
+impl<T> Held<T> {
+    pub(crate) fn new(store: T, lock: DirLock) -> Self {
+        Held {
+            open: RwLock::new(Some((store, lock))),
+        }
+    }
+
+    /// The open store, or `Closed`; it cannot be released while the guard lives.
+    pub(crate) fn get(&self) -> Result<HeldRef<'_, T>, StoreError> {
+        let guard = self.open.read();
+        if guard.is_some() {
+            Ok(HeldRef(guard))
+        } else {
+            Err(StoreError::Closed)
+        }
+    }
+
+    /// Takes the store and the lock out (once): the caller flushes, then drops both.
+    pub(crate) fn release(&self) -> Option<(T, DirLock)> {
+        self.open.write().take()
+    }
+}
+
+pub(crate) struct HeldRef<'a, T>(RwLockReadGuard<'a, Option<(T, DirLock)>>);
+
+impl<T> std::ops::Deref for HeldRef<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // Constructed only when the option is Some.
+        &self.0.as_ref().unwrap_or_else(|| unreachable!()).0
     }
 }
 

@@ -1,98 +1,11 @@
-//! Two maintained embedded stores with stable formats behind the [`Backend`] trait, for the
-//! comparison with sled as the checkpoints' target (`docs/storage-engines.md`; measured by
-//! `latchkey-loadtest checkpoint-targets`). Opt-in features (`redb`, `fjall`): sled stays the
-//! server's store. Each writes a batch atomically and makes it durable only at `flush`, as the
-//! checkpoint thread expects of sled.
+//! fjall, a maintained LSM store with a stable format, behind the [`Backend`] trait for the
+//! comparison with sled and redb as the checkpoints' target (`docs/storage-engines.md`; measured
+//! by `latchkey-loadtest checkpoint-targets`). Opt-in feature `fjall`: the server opens sled or
+//! redb (`medium.rs`). It writes a batch atomically and makes it durable only at `flush`, as the
+//! checkpoint thread expects of its target.
 
 #[cfg(feature = "fjall")]
 pub use self::fjall_store::FjallBackend;
-#[cfg(feature = "redb")]
-pub use self::redb_store::RedbBackend;
-
-#[cfg(feature = "redb")]
-mod redb_store {
-    use std::path::Path;
-
-    use redb::{Durability, ReadableDatabase, TableDefinition};
-
-    use crate::{Backend, KvIter, StoreError, WriteBatch};
-
-    const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("latchkey");
-
-    fn io(e: impl std::fmt::Display) -> StoreError {
-        StoreError::Io(format!("redb: {e}"))
-    }
-
-    /// redb 4: a copy-on-write B-tree in one file; a batch is one write transaction committed
-    /// without durability, `flush` an empty transaction committed with it.
-    pub struct RedbBackend {
-        db: redb::Database,
-    }
-
-    impl RedbBackend {
-        pub fn open(dir: &Path) -> Result<RedbBackend, StoreError> {
-            std::fs::create_dir_all(dir).map_err(io)?;
-            let db = redb::Database::create(dir.join("latchkey.redb")).map_err(io)?;
-            let txn = db.begin_write().map_err(io)?;
-            txn.open_table(TABLE).map_err(io)?;
-            txn.commit().map_err(io)?;
-            Ok(RedbBackend { db })
-        }
-    }
-
-    impl Backend for RedbBackend {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            let txn = self.db.begin_read().map_err(io)?;
-            let table = txn.open_table(TABLE).map_err(io)?;
-            Ok(table.get(key).map_err(io)?.map(|v| v.value().to_vec()))
-        }
-
-        fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
-            let prefix = prefix.to_vec();
-            let range = self
-                .db
-                .begin_read()
-                .map_err(io)
-                .and_then(|txn| txn.open_table(TABLE).map_err(io))
-                .and_then(|table| table.range::<&[u8]>(prefix.as_slice()..).map_err(io));
-            match range {
-                Ok(range) => Box::new(
-                    range
-                        .map(|item| {
-                            item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                                .map_err(io)
-                        })
-                        .take_while(move |item| {
-                            item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix))
-                        }),
-                ),
-                Err(e) => Box::new(std::iter::once(Err(e))),
-            }
-        }
-
-        fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
-            let mut txn = self.db.begin_write().map_err(io)?;
-            txn.set_durability(Durability::None).map_err(io)?;
-            {
-                let mut table = txn.open_table(TABLE).map_err(io)?;
-                for (key, value) in batch.into_ops() {
-                    match value {
-                        Some(value) => table.insert(key.as_slice(), value.as_slice()).map(drop),
-                        None => table.remove(key.as_slice()).map(drop),
-                    }
-                    .map_err(io)?;
-                }
-            }
-            txn.commit().map_err(io)
-        }
-
-        fn flush(&self) -> Result<(), StoreError> {
-            let mut txn = self.db.begin_write().map_err(io)?;
-            txn.set_durability(Durability::Immediate).map_err(io)?;
-            txn.commit().map_err(io)
-        }
-    }
-}
 
 #[cfg(feature = "fjall")]
 mod fjall_store {
@@ -185,13 +98,6 @@ mod tests {
         assert_eq!(scanned, vec![b"b1".to_vec(), b"b3".to_vec()]);
     }
 
-    #[cfg(feature = "redb")]
-    #[test]
-    fn redb_is_a_checkpoint_target() {
-        behaves(|dir| Box::new(super::RedbBackend::open(dir).unwrap()));
-    }
-
-    #[cfg(feature = "fjall")]
     #[test]
     fn fjall_is_a_checkpoint_target() {
         behaves(|dir| Box::new(super::FjallBackend::open(dir, 8 << 20).unwrap()));

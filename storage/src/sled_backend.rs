@@ -12,9 +12,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::sync::{RwLock, RwLockReadGuard};
-
-use crate::lock::{DirLock, LOCK_FILE};
+use crate::lock::{DirLock, Held, HeldRef};
+use crate::medium::{refuse_foreign, Medium};
 use crate::{Backend, KvIter, StoreError, WriteBatch};
 
 /// sled's own default: 1 GiB.
@@ -23,15 +22,9 @@ pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
 /// releases it (sled does that from its I/O threads, shortly after the last handle goes).
 const SLED_RELEASE_WAIT: Duration = Duration::from_secs(1);
 
-/// An open sled and the directory lock, dropped together at close.
-struct Open {
-    db: sled::Db,
-    _lock: DirLock,
-}
-
 pub struct SledBackend {
-    /// `None` once closed, so the directory is released even while the store is referenced.
-    open: RwLock<Option<Open>>,
+    /// Released at close, so the directory is free even while the store is referenced.
+    db: Held<sled::Db>,
     dir: std::path::PathBuf,
 }
 
@@ -52,7 +45,7 @@ impl SledBackend {
             cause,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        refuse_foreign(dir, kept_files).map_err(open_err)?;
+        refuse_foreign(dir, Medium::Sled, kept_files).map_err(open_err)?;
         let lock = DirLock::acquire(dir).map_err(open_err)?;
         let config = sled::Config::new()
             .path(dir)
@@ -73,58 +66,14 @@ impl SledBackend {
             }
         };
         Ok(SledBackend {
-            open: RwLock::new(Some(Open { db, _lock: lock })),
+            db: Held::new(db, lock),
             dir: dir.to_path_buf(),
         })
     }
 
-    /// Bulk loading (a restore into a staging directory, where atomicity is not needed): one
-    /// insert per entry. sled's atomic batches slow down as the tree grows — 3,000,000 sorted
-    /// entries of ≈ 140 bytes took 71 s in batches of 4,096 and 25 s one by one on the
-    /// performance machine; two loading threads were no faster (29 s).
-    pub(crate) fn load(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
-        self.db()?.insert(key, value).map(|_| ()).map_err(io)
+    fn db(&self) -> Result<HeldRef<'_, sled::Db>, StoreError> {
+        self.db.get()
     }
-
-    fn db(&self) -> Result<DbGuard<'_>, StoreError> {
-        let guard = self.open.read();
-        if guard.is_some() {
-            Ok(DbGuard(guard))
-        } else {
-            Err(StoreError::Closed)
-        }
-    }
-}
-
-struct DbGuard<'a>(RwLockReadGuard<'a, Option<Open>>);
-
-impl std::ops::Deref for DbGuard<'_> {
-    type Target = sled::Db;
-    fn deref(&self) -> &sled::Db {
-        // Constructed only when the option is Some.
-        &self.0.as_ref().unwrap_or_else(|| unreachable!()).db
-    }
-}
-
-/// sled treats a directory without its files as a new, empty store and starts writing into it.
-/// Pointing `--data-dir` at the wrong place must not do that: a non-empty directory needs sled's
-/// `conf` file to be opened, unless it holds only the lock file and the caller's kept files.
-fn refuse_foreign(dir: &Path, kept_files: &[String]) -> Result<(), String> {
-    if dir.join("conf").exists() {
-        return Ok(());
-    }
-    let entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
-    for entry in entries {
-        let name = entry.map_err(|e| e.to_string())?.file_name();
-        let name = name.to_string_lossy();
-        if name != LOCK_FILE && !kept_files.iter().any(|kept| *kept == name) {
-            return Err(format!(
-                "it is not a Latchkey data directory (it holds {name:?} but no store); \
-                 choose an empty or new directory"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Makes what sled has written durable. sled 0.34 "flushes" its log with `sync_file_range`,
@@ -227,9 +176,9 @@ impl Backend for SledBackend {
     }
 
     fn close(&self) -> Result<(), StoreError> {
-        match self.open.write().take() {
-            Some(open) => {
-                open.db.flush().map_err(io)?;
+        match self.db.release() {
+            Some((db, _lock)) => {
+                db.flush().map_err(io)?;
                 sync_files(&self.dir)
             }
             None => Ok(()),
