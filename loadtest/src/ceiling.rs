@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use latchkey_engine::{event_key, snapshot_key, store_config, Config};
+use latchkey_engine::{event_key, snapshot_key, store_config, Config, Medium};
 use latchkey_storage::{Durability, Store, WriteBatch};
 
 use crate::recorder::RunResult;
@@ -20,11 +20,17 @@ const EVENT_BYTES: usize = 24;
 
 pub async fn measure(
     dir: &Path,
+    medium: Medium,
     durability: Durability,
     settings: &Settings,
     progress: Arc<AtomicU64>,
 ) -> Result<RunResult, String> {
-    let config = store_config(&Config::default().data_dir(dir).durability(durability));
+    let config = store_config(
+        &Config::default()
+            .data_dir(dir)
+            .medium(medium)
+            .durability(durability),
+    );
     let store = Arc::new(Store::open(&config).map_err(|e| e.to_string())?);
     // Warm-up as in the closed loop: the same clients write before the measured window.
     let start = Instant::now() + settings.warmup;

@@ -63,6 +63,10 @@ pub struct Cli {
     pub count: Option<u64>,
     #[arg(long, value_enum, default_value = "sync")]
     pub durability: DurabilityArg,
+    /// The store under the log (`--store` of the spawned server, of the embedded engine and of
+    /// the store ceiling): sled or redb.
+    #[arg(long, default_value = "sled")]
+    pub store: latchkey_engine::Medium,
     /// Also measure the baseline (bare axum handler for HTTP, bare store for embedded).
     #[arg(long)]
     pub baseline: bool,

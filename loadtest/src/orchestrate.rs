@@ -118,7 +118,7 @@ async fn one_run(cli: &Cli) -> Result<Report, String> {
             .map(|v| v.get_name().to_owned())
             .unwrap_or_default(),
         target: target_name,
-        durability: format!("{:?}", cli.durability).to_lowercase(),
+        durability: format!("{:?} ({})", cli.durability, cli.store).to_lowercase(),
         concurrency: settings.concurrency,
         rate: cli.rate,
         warmup_seconds: settings.warmup.as_secs_f64(),
@@ -151,6 +151,8 @@ async fn open_target(cli: &Cli) -> Result<(Target, Setup, String), String> {
                 &durability,
                 "--idle-timeout",
                 &idle,
+                "--store",
+                cli.store.name(),
             ],
             Some(dir.path()),
         )?;
@@ -167,6 +169,7 @@ async fn open_target(cli: &Cli) -> Result<(Target, Setup, String), String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let config = Config::default()
             .data_dir(dir.path())
+            .medium(cli.store)
             .durability(cli.durability())
             .idle_timeout(cli.idle_timeout());
         let engine = Engine::open(config).await.map_err(|e| e.to_string())?;
@@ -255,7 +258,7 @@ async fn run_baseline(cli: &Cli, settings: &Settings, embedded: bool) -> Result<
     if embedded {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         return measured(settings, |progress| async move {
-            ceiling::measure(dir.path(), cli.durability(), settings, progress).await
+            ceiling::measure(dir.path(), cli.store, cli.durability(), settings, progress).await
         })
         .await;
     }

@@ -53,9 +53,11 @@ pub async fn run(args: ScaleArgs) -> Result<bool, String> {
     let temporary = tempfile::tempdir().map_err(|e| e.to_string())?;
     let dir = args.data_dir.as_deref().unwrap_or(temporary.path());
     eprintln!("creating {} users through the engine ...", args.users);
-    let engine = Engine::open(Config::default().data_dir(dir).medium(args.medium))
-        .await
-        .map_err(|e| e.to_string())?;
+    let creator = Config::default()
+        .data_dir(dir)
+        .medium(args.medium)
+        .idle_timeout(args.idle_timeout);
+    let engine = Engine::open(creator).await.map_err(|e| e.to_string())?;
     let boot = engine
         .bootstrap(Some(TOKEN.into()))
         .await

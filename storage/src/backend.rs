@@ -36,6 +36,12 @@ pub trait Backend: Send + Sync + 'static {
     fn busy_in_background(&self) -> bool {
         false
     }
+    /// True while the medium holds writers back because its background part is behind (the
+    /// log's memtable at its bound while a checkpoint runs): async writes then wait for the
+    /// flush like sync ones, so they are held too.
+    fn is_holding(&self) -> bool {
+        false
+    }
     /// Why the medium can take no more writes, if a background part of it failed for good (the
     /// log's checkpoint thread panicked).
     fn failure(&self) -> Option<String> {

@@ -141,6 +141,10 @@ impl Backend for FaultyBackend {
         self.faults.0.busy.load(Ordering::SeqCst) || self.inner.busy_in_background()
     }
 
+    fn is_holding(&self) -> bool {
+        self.inner.is_holding()
+    }
+
     fn failure(&self) -> Option<String> {
         self.inner.failure()
     }

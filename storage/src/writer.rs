@@ -169,7 +169,8 @@ impl Writer {
             return Completion::failed(e);
         }
         match shared.durability {
-            Durability::Async { .. } => {
+            // Held back by the medium: acknowledged after a flush, as in sync mode.
+            Durability::Async { .. } if !shared.backend.is_holding() => {
                 shared.metrics.writes.increment(1);
                 if queue.dirty_since.is_none() {
                     queue.dirty_since = Some(Instant::now());
@@ -177,7 +178,7 @@ impl Writer {
                 }
                 Completion::done()
             }
-            Durability::Sync => {
+            Durability::Sync | Durability::Async { .. } => {
                 let done = Completion::pending();
                 queue.pending.push((scope.to_vec(), done.clone()));
                 shared.wake_flusher(&mut queue);
@@ -424,6 +425,7 @@ mod tests {
         panic_flush: AtomicBool,
         flush_delay_ms: std::sync::atomic::AtomicU64,
         flushes: AtomicUsize,
+        holding: AtomicBool,
     }
 
     impl Backend for FlakyBackend {
@@ -465,6 +467,9 @@ mod tests {
                 panic!("injected flush panic");
             }
             Ok(())
+        }
+        fn is_holding(&self) -> bool {
+            self.holding.load(Ordering::SeqCst)
         }
     }
 
@@ -592,6 +597,29 @@ mod tests {
         writer.close().unwrap();
         let err = writer.submit(b"s", put("b")).wait().await.unwrap_err();
         assert!(matches!(err, StoreError::Closed));
+    }
+
+    /// While the medium holds writers back, an async write is acknowledged only after a flush
+    /// (which the medium holds), as a sync one; otherwise at once.
+    #[tokio::test]
+    async fn async_writes_wait_for_the_flush_while_the_medium_holds_writers() {
+        let backend = Arc::new(FlakyBackend::default());
+        let durability = Durability::Async {
+            flush_interval: std::time::Duration::from_secs(3600),
+        };
+        let writer = Writer::start(backend.clone(), durability, b'c').unwrap();
+        assert!(matches!(
+            writer.submit(b"s", put("a")).poll_result(),
+            Some(Ok(()))
+        ));
+        assert_eq!(backend.flushes.load(Ordering::SeqCst), 0, "no flush needed");
+        backend.holding.store(true, Ordering::SeqCst);
+        writer.submit(b"s", put("b")).wait().await.unwrap();
+        assert!(
+            backend.flushes.load(Ordering::SeqCst) >= 1,
+            "acknowledged only after a flush"
+        );
+        writer.close().unwrap();
     }
 
     #[tokio::test]

@@ -55,6 +55,11 @@ pub const WAL_DIR: &str = "wal";
 pub const DEFAULT_CHECKPOINT_ENTRIES: usize = 131_072;
 /// Memtable bytes (keys + values) at which it is checkpointed into sled.
 const CHECKPOINT_BYTES: usize = 32 << 20;
+/// How many checkpoints' worth the memtable may grow to while the running checkpoint is not
+/// done; past that, writes are held (see [`LoggedBackend::hold_writers`]).
+const HOLD_AFTER_CHECKPOINTS: usize = 8;
+/// How often a held flush looks whether the checkpoint is done.
+const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Key → value, or `None` for a delete that sled has not seen yet.
 pub(crate) struct Tables {
@@ -155,7 +160,15 @@ pub struct LoggedBackend {
     pause: Arc<Pause>,
     checkpoint_entries: usize,
     memtable_entries: metrics::Gauge,
+    /// True while a flush is held behind a checkpoint (async writes then wait for it too).
+    holding: AtomicBool,
+    held: HeldMetrics,
     wal_dir: PathBuf,
+}
+
+struct HeldMetrics {
+    times: metrics::Counter,
+    seconds: metrics::Histogram,
 }
 
 impl LoggedBackend {
@@ -229,6 +242,11 @@ impl LoggedBackend {
             pause,
             checkpoint_entries: checkpoint_entries.max(1),
             memtable_entries,
+            holding: AtomicBool::new(false),
+            held: HeldMetrics {
+                times: metrics::counter!("latchkey_store_writes_held_total"),
+                seconds: metrics::histogram!("latchkey_store_writes_held_seconds"),
+            },
             wal_dir,
         })
     }
@@ -283,8 +301,19 @@ impl LoggedBackend {
             let tables = self.read_tables();
             let big = tables.active.len() >= self.checkpoint_entries
                 || tables.active_bytes >= CHECKPOINT_BYTES;
-            if !big || tables.frozen.is_some() {
+            if !big {
                 return Ok(());
+            }
+            if tables.frozen.is_some() {
+                let over = tables.active.len()
+                    >= self
+                        .checkpoint_entries
+                        .saturating_mul(HOLD_AFTER_CHECKPOINTS)
+                    || tables.active_bytes >= CHECKPOINT_BYTES * HOLD_AFTER_CHECKPOINTS;
+                drop(tables);
+                if !over || !self.hold_writers() {
+                    return Ok(());
+                }
             }
         }
         let upto = segment.number;
@@ -306,6 +335,33 @@ impl LoggedBackend {
             durable_at,
         }));
         Ok(())
+    }
+
+    /// Bounds the memtable when writes outrun checkpoints (a store that takes new keys slower
+    /// than clients create them — redb at millions of users, random index keys): the flusher
+    /// waits here, after its sync, until the running checkpoint is done, so the group it just
+    /// synced is acknowledged only then, and callers waiting for their acknowledgement send no
+    /// more. Async writes wait for the flush meanwhile (`is_holding`). Memory and the log to
+    /// replay then stay within about `HOLD_AFTER_CHECKPOINTS` checkpoints' worth instead of
+    /// growing until the process is killed. `true` once the checkpoint is done; `false` when the
+    /// store closes or its checkpoint thread has failed (the writer then fails the store).
+    fn hold_writers(&self) -> bool {
+        let started = std::time::Instant::now();
+        self.holding.store(true, Ordering::Release);
+        self.held.times.increment(1);
+        tracing::debug!("writes held until the running checkpoint is done");
+        let done = loop {
+            if self.read_tables().frozen.is_none() {
+                break true;
+            }
+            if self.closing.load(Ordering::Acquire) || self.failure.get().is_some() {
+                break false;
+            }
+            std::thread::sleep(HOLD_POLL);
+        };
+        self.holding.store(false, Ordering::Release);
+        self.held.seconds.record(started.elapsed());
+        done
     }
 
     fn send(&self, job: Job) -> bool {
@@ -422,6 +478,10 @@ impl Backend for LoggedBackend {
 
     fn busy_in_background(&self) -> bool {
         self.read_tables().frozen.is_some()
+    }
+
+    fn is_holding(&self) -> bool {
+        self.holding.load(Ordering::Acquire)
     }
 
     fn failure(&self) -> Option<String> {

@@ -633,6 +633,14 @@ fn a_panicking_checkpoint_marks_the_log_failed_and_keeps_its_data() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert!(reason.contains("injected panic"), "{reason}");
+    // A flush past the memtable's bound is not held behind the dead checkpoint.
+    for n in 0..20 {
+        backend
+            .apply(batch(&[(&format!("k{n}"), Some("v"))]))
+            .unwrap();
+    }
+    backend.flush().unwrap();
+    assert!(!backend.is_holding());
     // Nothing was lost: the frozen table still answers, and the log still holds it.
     assert_eq!(get(&backend, "a").as_deref(), Some("1"));
     inner.armed.store(false, Ordering::SeqCst);
@@ -681,4 +689,100 @@ fn a_store_that_lost_a_checkpoint_refuses_to_open() {
         .to_string();
     assert!(error.contains("lost a checkpoint"), "{error}");
     assert!(error.contains("latchkey restore"), "{error}");
+}
+
+/// sled, whose writes (the checkpoint thread's) wait while the gate is closed.
+struct Gated {
+    inner: SledBackend,
+    closed: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gated {
+    fn pass(&self) {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap();
+        }
+    }
+    fn open_gate(&self) {
+        *self.closed.lock().unwrap() = false;
+        self.opened.notify_all();
+    }
+}
+
+impl Backend for Gated {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
+        self.inner.scan_prefix(prefix)
+    }
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.pass();
+        self.inner.apply(batch)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+    fn close(&self) -> Result<(), StoreError> {
+        self.inner.close()
+    }
+}
+
+/// Writes that outrun a checkpoint are held, not buffered without bound: past
+/// `HOLD_AFTER_CHECKPOINTS` checkpoints' worth of keys, a flush (and so the acknowledgement of
+/// what it synced) waits until the running checkpoint is done, and says so meanwhile.
+#[test]
+fn a_flush_is_held_while_the_memtable_is_past_its_bound_behind_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = Arc::new(Gated {
+        inner: SledBackend::open(dir.path()).unwrap(),
+        closed: std::sync::Mutex::new(true),
+        opened: std::sync::Condvar::new(),
+    });
+    let backend =
+        Arc::new(LoggedBackend::open(inner.clone(), dir.path(), TEST_RUNS, None, 2).unwrap());
+    backend
+        .apply(batch(&[("a", Some("1")), ("b", Some("2"))]))
+        .unwrap();
+    backend.flush().unwrap(); // freezes: the checkpoint waits at the gate
+                              // Under the bound (2 × 8 keys): flushes go through behind the stuck checkpoint.
+    for n in 0..10 {
+        backend
+            .apply(batch(&[(&format!("k{n}"), Some("v"))]))
+            .unwrap();
+        backend.flush().unwrap();
+    }
+    assert!(!backend.is_holding());
+    for n in 10..20 {
+        backend
+            .apply(batch(&[(&format!("k{n}"), Some("v"))]))
+            .unwrap();
+    }
+    let flushing = {
+        let backend = backend.clone();
+        std::thread::spawn(move || backend.flush())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !backend.is_holding() {
+        assert!(Instant::now() < deadline, "the flush was not held");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        !flushing.is_finished(),
+        "held while the checkpoint is stuck"
+    );
+    // Reads are not held.
+    assert_eq!(get(backend.as_ref(), "k15").as_deref(), Some("v"));
+    inner.open_gate();
+    flushing.join().unwrap().unwrap();
+    assert!(!backend.is_holding());
+    wait_for_checkpoint(&backend);
+    backend.close().unwrap();
+    drop(backend);
+    let backend = open(dir.path(), DEFAULT_CHECKPOINT_ENTRIES);
+    assert_eq!(get(&backend, "k19").as_deref(), Some("v"));
+    backend.close().unwrap();
 }
