@@ -101,10 +101,14 @@ fn main() -> ExitCode {
             entries,
             checkpoint,
             cache_mb,
+            chunk,
+            only,
         }) => checkpoint_targets::run(checkpoint_targets::Args {
             entries,
             checkpoint,
             cache_mb,
+            chunk,
+            only,
         }),
         Some(Internal::ClientCheck {
             rounds,

@@ -31,8 +31,6 @@ use super::{Synced, Tables};
 use crate::memtable::{event_key, Table};
 use crate::{Backend, Runs, StoreError, WriteBatch};
 
-/// Ops handed to sled at a time while checkpointing.
-const CHECKPOINT_CHUNK: usize = 1024;
 /// How long a failed checkpoint waits before it tries again.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 
@@ -195,8 +193,9 @@ fn lower_priority() {
 pub(super) fn copy_into(inner: &dyn Backend, table: &Table, upto: u64) -> Result<(), StoreError> {
     let runs = table.runs();
     let mut batch = WriteBatch::default();
+    let chunk = inner.checkpoint_chunk().max(1);
     let apply_when_full = |batch: &mut WriteBatch| -> Result<(), StoreError> {
-        if batch.ops().len() >= CHECKPOINT_CHUNK {
+        if batch.ops().len() >= chunk {
             inner.apply_each(std::mem::take(batch))?;
         }
         Ok(())
