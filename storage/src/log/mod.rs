@@ -60,6 +60,11 @@ const CHECKPOINT_BYTES: usize = 32 << 20;
 const HOLD_AFTER_CHECKPOINTS: usize = 8;
 /// How often a held flush looks whether the checkpoint is done.
 const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+/// The longest one flush is held: a checkpoint of a large table takes seconds, and a write held
+/// that long would pass its caller's deadline (CALL-TIMEOUT, outcome unknown). Past it the group
+/// goes through; the next flush is held again. Writers then get ≈ four groups a second until the
+/// checkpoint is done — the memtable barely grows, and nobody times out.
+const HOLD_MAX: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Key → value, or `None` for a delete that sled has not seen yet.
 pub(crate) struct Tables {
@@ -338,23 +343,27 @@ impl LoggedBackend {
     }
 
     /// Bounds the memtable when writes outrun checkpoints (a store that takes new keys slower
-    /// than clients create them — redb at millions of users, random index keys): the flusher
-    /// waits here, after its sync, until the running checkpoint is done, so the group it just
-    /// synced is acknowledged only then, and callers waiting for their acknowledgement send no
-    /// more. Async writes wait for the flush meanwhile (`is_holding`). Memory and the log to
-    /// replay then stay within about `HOLD_AFTER_CHECKPOINTS` checkpoints' worth instead of
-    /// growing until the process is killed. `true` once the checkpoint is done; `false` when the
-    /// store closes or its checkpoint thread has failed (the writer then fails the store).
+    /// than clients create them — sled or redb while millions of users are created, their index
+    /// keys landing all over the tree): the flusher waits here, after its sync, for the running
+    /// checkpoint (at most [`HOLD_MAX`]), so the group it just synced is acknowledged only then,
+    /// and callers waiting for their acknowledgement send no more. Async writes wait for the
+    /// flush meanwhile (`is_holding`). Memory and the log to replay then stay near
+    /// `HOLD_AFTER_CHECKPOINTS` checkpoints' worth instead of growing until the process is
+    /// killed. `true` once the checkpoint is done (the table can be frozen now); `false` when
+    /// the wait ran out, the store closes or its checkpoint thread has failed (the writer then
+    /// fails the store).
     fn hold_writers(&self) -> bool {
         let started = std::time::Instant::now();
         self.holding.store(true, Ordering::Release);
         self.held.times.increment(1);
-        tracing::debug!("writes held until the running checkpoint is done");
         let done = loop {
             if self.read_tables().frozen.is_none() {
                 break true;
             }
-            if self.closing.load(Ordering::Acquire) || self.failure.get().is_some() {
+            if self.closing.load(Ordering::Acquire)
+                || self.failure.get().is_some()
+                || started.elapsed() >= HOLD_MAX
+            {
                 break false;
             }
             std::thread::sleep(HOLD_POLL);

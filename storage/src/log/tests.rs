@@ -732,7 +732,8 @@ impl Backend for Gated {
 
 /// Writes that outrun a checkpoint are held, not buffered without bound: past
 /// `HOLD_AFTER_CHECKPOINTS` checkpoints' worth of keys, a flush (and so the acknowledgement of
-/// what it synced) waits until the running checkpoint is done, and says so meanwhile.
+/// what it synced) waits for the running checkpoint, and says so meanwhile; not under it; and
+/// once the checkpoint is done, the next flush freezes the grown table.
 #[test]
 fn a_flush_is_held_while_the_memtable_is_past_its_bound_behind_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
