@@ -321,6 +321,8 @@ impl LoggedBackend {
                 }
             }
         }
+        // The table the writers outran is frozen now: nobody is held any more.
+        self.holding.store(false, Ordering::Release);
         let upto = segment.number;
         segment.rotate()?;
         // Under the buffer's lock (taken before the tables', as `apply` does), so the position
@@ -350,8 +352,8 @@ impl LoggedBackend {
     /// flush meanwhile (`is_holding`). Memory and the log to replay then stay near
     /// `HOLD_AFTER_CHECKPOINTS` checkpoints' worth instead of growing until the process is
     /// killed. `true` once the checkpoint is done (the table can be frozen now); `false` when
-    /// the wait ran out, the store closes or its checkpoint thread has failed (the writer then
-    /// fails the store).
+    /// the wait ran out (writers stay held: `is_holding` until the freeze), the store closes or
+    /// its checkpoint thread has failed (the writer then fails the store).
     fn hold_writers(&self) -> bool {
         let started = std::time::Instant::now();
         self.holding.store(true, Ordering::Release);
@@ -360,15 +362,15 @@ impl LoggedBackend {
             if self.read_tables().frozen.is_none() {
                 break true;
             }
-            if self.closing.load(Ordering::Acquire)
-                || self.failure.get().is_some()
-                || started.elapsed() >= HOLD_MAX
-            {
+            if self.closing.load(Ordering::Acquire) || self.failure.get().is_some() {
+                self.holding.store(false, Ordering::Release);
+                break false;
+            }
+            if started.elapsed() >= HOLD_MAX {
                 break false;
             }
             std::thread::sleep(HOLD_POLL);
         };
-        self.holding.store(false, Ordering::Release);
         self.held.seconds.record(started.elapsed());
         done
     }
