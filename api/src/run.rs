@@ -163,13 +163,16 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
 }
 
 /// The line for a store that does not open: the store's own message, and — unless the cause is
-/// plainly something else (another process holds it, an unknown schema, a foreign directory) —
+/// plainly something else (another process holds it, an unknown schema, a foreign directory, the
+/// other store engine's directory) —
 /// what to do about a damaged one. The server never starts on a store it cannot open.
 fn open_failure(message: &str) -> String {
     let not_damage = [
         "locked by another process",
         "unknown schema version",
         "not a Latchkey data directory",
+        // `medium.rs`: "it holds a sled store, not a redb one (…)"
+        "store, not a",
     ];
     if not_damage.iter().any(|cause| message.contains(cause)) {
         return message.to_owned();

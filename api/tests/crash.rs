@@ -332,22 +332,28 @@ async fn check_store(dir: &Path, medium: Medium, last: &BTreeMap<String, (State,
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn five_kill_cycles_in_sync_mode_lose_nothing_and_stay_linearizable() {
+/// The short sync run on `medium`: five kills around small checkpoints; nothing acknowledged may
+/// be lost, and the history must stay linearizable (checked inside `crash_run`).
+async fn five_sync_kill_cycles(medium: Medium, seed: u64) {
     let report = crash_run(Plan {
         durability: "sync",
         cycles: 5,
         users: 4,
         clients: 8,
         run_ms: (150, 400),
-        seed: 0x5EED,
+        seed,
         checkpoint_entries: SMALL_CHECKPOINTS,
-        medium: Medium::Sled,
+        medium,
     })
     .await;
     eprintln!("{report:?}");
     assert!(report.acknowledged > 20, "{report:?}");
     assert_eq!(report.lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_kill_cycles_in_sync_mode_lose_nothing_and_stay_linearizable() {
+    five_sync_kill_cycles(Medium::Sled, 0x5EED).await;
 }
 
 /// Default checkpoints: kills land while the log zero-fills a spare segment (an unfinished one
@@ -376,20 +382,7 @@ async fn kill_cycles_around_zero_filled_segments_lose_nothing() {
 /// non-durable commits lost with the process, the log replaying them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_kill_cycles_on_redb_lose_nothing_and_stay_linearizable() {
-    let report = crash_run(Plan {
-        durability: "sync",
-        cycles: 5,
-        users: 4,
-        clients: 8,
-        run_ms: (150, 400),
-        seed: 0x2EDB,
-        checkpoint_entries: SMALL_CHECKPOINTS,
-        medium: Medium::Redb,
-    })
-    .await;
-    eprintln!("{report:?}");
-    assert!(report.acknowledged > 20, "{report:?}");
-    assert_eq!(report.lost, 0);
+    five_sync_kill_cycles(Medium::Redb, 0x2EDB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

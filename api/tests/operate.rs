@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::binary::{self, create_human as create, post, sequence, BIN, TOKEN};
+use support::binary::{self, create_human as create, get, post, sequence, BIN, TOKEN};
 
 fn latchkey(args: &[&str], dir: &Path) -> Output {
     Command::new(BIN)
@@ -339,6 +339,11 @@ async fn a_sled_directory_moves_to_redb_by_backup_and_restore() {
         "{}",
         text(&out)
     );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("latchkey restore --from FILE"),
+        "not named as damage: {}",
+        text(&out)
+    );
     assert!(!live.join("latchkey.redb").exists(), "nothing written");
 
     let file = dir.path().join("sled.backup");
@@ -365,24 +370,20 @@ async fn a_sled_directory_moves_to_redb_by_backup_and_restore() {
         text(&out)
     );
 
-    let state = |base: String, http: reqwest::Client, id: String| async move {
-        let reply: Value = http
-            .get(format!("{base}/v2/users/{id}"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        reply["user"]["state"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+    let state = |base: String, id: String| {
+        let http = http.clone();
+        async move {
+            let (status, reply) = get(&http, &base, &format!("/v2/users/{id}")).await;
+            assert_eq!(status, 200, "{reply}");
+            reply["user"]["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }
     };
     let server = binary::start(&moved, "sync", &["--store", "redb"]);
     assert_eq!(
-        state(server.base.clone(), http.clone(), id.clone()).await,
+        state(server.base.clone(), id.clone()).await,
         "USER_STATE_LOCKED"
     );
     let (status, reply) = post(
@@ -399,13 +400,10 @@ async fn a_sled_directory_moves_to_redb_by_backup_and_restore() {
 
     let server = binary::start(&moved, "sync", &["--store", "redb"]);
     assert_eq!(
-        state(server.base.clone(), http.clone(), id.clone()).await,
+        state(server.base.clone(), id.clone()).await,
         "USER_STATE_ACTIVE"
     );
-    assert_eq!(
-        state(server.base.clone(), http.clone(), other).await,
-        "USER_STATE_ACTIVE"
-    );
+    assert_eq!(state(server.base.clone(), other).await, "USER_STATE_ACTIVE");
     let (status, listed) = post(&http, &server.base, "/v2/users", json!({})).await;
     assert_eq!(status, 200, "{listed}");
     assert_eq!(

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::binary::{self, sequence, BIN, TOKEN};
+use support::binary::{self, sequence, BIN};
 
 /// An acknowledged answer, or `None` (refused, or cut off by the kill).
 async fn post(http: &reqwest::Client, base: &str, path: &str, body: Value) -> Option<Value> {
@@ -85,17 +85,11 @@ async fn client(
 }
 
 async fn user_sequence(http: &reqwest::Client, base: &str, id: &str) -> Option<u64> {
-    let response = http
-        .get(format!("{base}/v2/users/{id}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    if response.status() == 404 {
-        return None;
+    match binary::get(http, base, &format!("/v2/users/{id}")).await {
+        (404, _) => None,
+        (200, user) => Some(sequence(&user)),
+        (status, answer) => panic!("{id}: {status} {answer}"),
     }
-    assert_eq!(response.status(), 200);
-    Some(sequence(&response.json().await.unwrap()))
 }
 
 struct Report {

@@ -11,13 +11,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latchkey_storage::{Backend, RedbBackend, SledBackend, WriteBatch};
+use latchkey_storage::{Backend, RedbBackend, SledBackend, WriteBatch, CHECKPOINT_CHUNK};
 
 pub struct Args {
     pub entries: usize,
     pub checkpoint: usize,
     pub cache_mb: u64,
-    /// Ops per `apply_each`; by default each store's own `checkpoint_chunk`, as the log uses.
+    /// Ops per `apply_each`; by default the log's `CHECKPOINT_CHUNK`.
     pub chunk: Option<usize>,
     /// Only these stores (names as in the table, any case); all when empty.
     pub only: Vec<String>,
@@ -144,10 +144,7 @@ fn measure(kind: Kind, args: &Args) -> Result<Vec<String>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let cache = args.cache_mb << 20;
     let backend = open(kind, dir.path(), cache)?;
-    let chunk = args
-        .chunk
-        .unwrap_or_else(|| backend.checkpoint_chunk())
-        .max(1);
+    let chunk = args.chunk.unwrap_or(CHECKPOINT_CHUNK).max(1);
     let users_per_checkpoint = (args.checkpoint / 3).max(1);
     let users = args.entries / 3;
     let mut bytes = Bytes(0x9E37_79B9_7F4A_7C15);
@@ -204,9 +201,7 @@ fn measure(kind: Kind, args: &Args) -> Result<Vec<String>, String> {
 }
 
 pub fn run(args: Args) -> Result<bool, String> {
-    let chunk = args
-        .chunk
-        .map_or("each store's own".to_owned(), |c| c.to_string());
+    let chunk = args.chunk.unwrap_or(CHECKPOINT_CHUNK).to_string();
     println!(
         "checkpoint targets: {} entries ({} users), checkpoints of {} entries in chunks of {chunk} ops, cache {} MiB",
         args.entries,

@@ -177,8 +177,8 @@ pub enum Internal {
         checkpoint: usize,
         #[arg(long, default_value_t = 1024)]
         cache_mb: u64,
-        /// Ops per write (`apply_each`); by default what the log's checkpoint hands each store
-        /// (`Backend::checkpoint_chunk`, 1,024).
+        /// Ops per write (`apply_each`); by default what the log's checkpoint hands the store
+        /// (`CHECKPOINT_CHUNK`, 1,024).
         #[arg(long)]
         chunk: Option<usize>,
         /// Measure only these stores (sled, redb, fjall; repeat the flag); all by default.

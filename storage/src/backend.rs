@@ -29,14 +29,6 @@ pub trait Backend: Send + Sync + 'static {
     fn apply_each(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.apply(batch)
     }
-    /// Ops the log's checkpoint hands to [`Backend::apply_each`] at a time (and the harness's
-    /// `checkpoint-targets`, to measure what the log does). Small, for a medium whose writes hold
-    /// its readers back (sled). redb takes the same: a whole checkpoint in one transaction
-    /// instead of 1,024 ops per transaction measured the same (1,000,000 users: steady
-    /// checkpoints 1,138 against 1,106 ms, fill 8.7 against 8.2 s).
-    fn checkpoint_chunk(&self) -> usize {
-        1024
-    }
     /// Makes everything applied so far durable (fsync).
     fn flush(&self) -> Result<(), StoreError>;
     /// True while the medium writes into its underlying store in the background (the log's

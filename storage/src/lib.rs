@@ -52,7 +52,7 @@ pub use backend::{Backend, KvIter};
 pub use completion::{Completion, WriteBatch};
 pub use error::StoreError;
 pub use journal::{AppliedHook, Journal, JournalFuture, View};
-pub use log::{LoggedBackend, DEFAULT_CHECKPOINT_ENTRIES, WAL_DIR};
+pub use log::{LoggedBackend, CHECKPOINT_CHUNK, DEFAULT_CHECKPOINT_ENTRIES, WAL_DIR};
 pub use medium::Medium;
 pub use redb_backend::RedbBackend;
 pub use schema::Schema;

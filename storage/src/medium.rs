@@ -12,7 +12,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::lock::LOCK_FILE;
+use crate::lock::{DirLock, LOCK_FILE};
 use crate::{Backend, RedbBackend, SledBackend, StoreError};
 
 /// The embedded store under the log.
@@ -84,22 +84,34 @@ impl FromStr for Medium {
     }
 }
 
+/// What either store does before it opens anything in `dir`: creates the directory, refuses it
+/// unless it is new or holds `medium`'s store ([`refuse_foreign`]), and locks it. Errors are
+/// `StoreError::Open` naming the directory.
+pub(crate) fn claim_dir(
+    dir: &Path,
+    medium: Medium,
+    kept_files: &[String],
+) -> Result<DirLock, StoreError> {
+    let open_err = |cause: String| StoreError::Open {
+        dir: dir.to_path_buf(),
+        cause,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+    refuse_foreign(dir, medium, kept_files).map_err(open_err)?;
+    DirLock::acquire(dir).map_err(open_err)
+}
+
 /// Refuses to open `medium` in `dir` unless the directory holds that store, or no store and
 /// nothing but the lock file and the caller's `kept_files`. Both stores would otherwise treat a
 /// directory without their files as a new, empty store and start writing into it: pointing
 /// `--data-dir` at the wrong place, or at the other store's data, must not do that.
-pub(crate) fn refuse_foreign(
-    dir: &Path,
-    medium: Medium,
-    kept_files: &[String],
-) -> Result<(), String> {
+fn refuse_foreign(dir: &Path, medium: Medium, kept_files: &[String]) -> Result<(), String> {
     match Medium::detect(dir) {
         Some(found) if found == medium => return Ok(()),
         Some(found) => {
             return Err(format!(
-                "it holds a {found} store, and this server was started with the {medium} store \
-                 (choose it with --store {found}, or move the data with `latchkey backup` and \
-                 `latchkey restore --store {medium}`)"
+                "it holds a {found} store, not a {medium} one (open it with --store {found}, or \
+                 move the data with `latchkey backup` and `latchkey restore --store {medium}`)"
             ))
         }
         None => {}

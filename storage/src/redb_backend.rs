@@ -18,8 +18,8 @@ use std::path::Path;
 
 use redb::{Durability, ReadableDatabase, TableDefinition};
 
-use crate::lock::{DirLock, Held, HeldRef};
-use crate::medium::{refuse_foreign, Medium};
+use crate::lock::{Held, HeldRef};
+use crate::medium::{claim_dir, Medium};
 use crate::{Backend, KvIter, StoreError, WriteBatch};
 
 /// The store's file inside the data directory.
@@ -51,9 +51,7 @@ impl RedbBackend {
             dir: dir.to_path_buf(),
             cause,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        refuse_foreign(dir, Medium::Redb, kept_files).map_err(open_err)?;
-        let lock = DirLock::acquire(dir).map_err(open_err)?;
+        let lock = claim_dir(dir, Medium::Redb, kept_files)?;
         let db = redb::Database::builder()
             .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
             .create(dir.join(FILE))

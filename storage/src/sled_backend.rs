@@ -12,8 +12,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::lock::{DirLock, Held, HeldRef};
-use crate::medium::{refuse_foreign, Medium};
+use crate::lock::{Held, HeldRef};
+use crate::medium::{claim_dir, Medium};
 use crate::{Backend, KvIter, StoreError, WriteBatch};
 
 /// sled's own default: 1 GiB.
@@ -44,9 +44,7 @@ impl SledBackend {
             dir: dir.to_path_buf(),
             cause,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        refuse_foreign(dir, Medium::Sled, kept_files).map_err(open_err)?;
-        let lock = DirLock::acquire(dir).map_err(open_err)?;
+        let lock = claim_dir(dir, Medium::Sled, kept_files)?;
         let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)

@@ -97,6 +97,19 @@ pub async fn post(
     try_post(client, base, path, body).await.expect("request")
 }
 
+/// A REST GET to a running binary with [`TOKEN`] that must answer: the status and the JSON
+/// answer (`Null` when there is none).
+pub async fn get(client: &reqwest::Client, base: &str, path: &str) -> (u16, serde_json::Value) {
+    let response = client
+        .get(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
 /// The body of AddHumanUser for `email` (as username), with a precomputed password hash.
 pub fn human(email: &str) -> serde_json::Value {
     serde_json::json!({

@@ -31,6 +31,12 @@ use super::{Synced, Tables};
 use crate::memtable::{event_key, Table};
 use crate::{Backend, Runs, StoreError, WriteBatch};
 
+/// Ops handed to the store's [`Backend::apply_each`] at a time while checkpointing (and by the
+/// harness's `checkpoint-targets`, to measure what the log does). Small, for sled, whose writes
+/// hold its readers back. redb takes the same: a whole checkpoint in one transaction instead
+/// measured the same (1,000,000 users: steady checkpoints 1,138 against 1,106 ms, fill 8.7
+/// against 8.2 s).
+pub const CHECKPOINT_CHUNK: usize = 1024;
 /// How long a failed checkpoint waits before it tries again.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 
@@ -193,9 +199,8 @@ fn lower_priority() {
 pub(super) fn copy_into(inner: &dyn Backend, table: &Table, upto: u64) -> Result<(), StoreError> {
     let runs = table.runs();
     let mut batch = WriteBatch::default();
-    let chunk = inner.checkpoint_chunk().max(1);
     let apply_when_full = |batch: &mut WriteBatch| -> Result<(), StoreError> {
-        if batch.ops().len() >= chunk {
+        if batch.ops().len() >= CHECKPOINT_CHUNK {
             inner.apply_each(std::mem::take(batch))?;
         }
         Ok(())

@@ -40,6 +40,7 @@ use crate::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::memtable::Table;
 use crate::{Backend, KvIter, Runs, StoreError, WriteBatch};
+pub use checkpoint::CHECKPOINT_CHUNK;
 pub(crate) use checkpoint::{chunk_key, push_entry};
 use checkpoint::{Background, Checkpoint, Job};
 use pause::Pause;

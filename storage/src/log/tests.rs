@@ -584,13 +584,32 @@ fn the_checkpoint_thread_runs_at_a_lower_priority() {
     backend.close().unwrap();
 }
 
-/// sled, with a switch that makes the next apply panic (the checkpoint thread's writes).
-struct Panicking {
+/// sled, whose writes (the checkpoint thread's) panic while `armed`, or wait while the gate is
+/// closed.
+struct Interfering {
     inner: SledBackend,
     armed: AtomicBool,
+    closed: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
 }
 
-impl Backend for Panicking {
+impl Interfering {
+    fn new(dir: &Path, armed: bool, closed: bool) -> Arc<Interfering> {
+        Arc::new(Interfering {
+            inner: SledBackend::open(dir).unwrap(),
+            armed: AtomicBool::new(armed),
+            closed: std::sync::Mutex::new(closed),
+            opened: std::sync::Condvar::new(),
+        })
+    }
+
+    fn open_gate(&self) {
+        *self.closed.lock().unwrap() = false;
+        self.opened.notify_all();
+    }
+}
+
+impl Backend for Interfering {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get(key)
     }
@@ -601,6 +620,11 @@ impl Backend for Panicking {
         if self.armed.load(Ordering::SeqCst) {
             panic!("injected panic in a checkpoint write");
         }
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap();
+        }
+        drop(closed);
         self.inner.apply(batch)
     }
     fn flush(&self) -> Result<(), StoreError> {
@@ -614,10 +638,7 @@ impl Backend for Panicking {
 #[test]
 fn a_panicking_checkpoint_marks_the_log_failed_and_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
-    let inner = Arc::new(Panicking {
-        inner: SledBackend::open(dir.path()).unwrap(),
-        armed: AtomicBool::new(true),
-    });
+    let inner = Interfering::new(dir.path(), true, false);
     let backend = LoggedBackend::open(inner.clone(), dir.path(), TEST_RUNS, None, 2).unwrap();
     assert_eq!(backend.failure(), None);
     backend
@@ -691,45 +712,6 @@ fn a_store_that_lost_a_checkpoint_refuses_to_open() {
     assert!(error.contains("latchkey restore"), "{error}");
 }
 
-/// sled, whose writes (the checkpoint thread's) wait while the gate is closed.
-struct Gated {
-    inner: SledBackend,
-    closed: std::sync::Mutex<bool>,
-    opened: std::sync::Condvar,
-}
-
-impl Gated {
-    fn pass(&self) {
-        let mut closed = self.closed.lock().unwrap();
-        while *closed {
-            closed = self.opened.wait(closed).unwrap();
-        }
-    }
-    fn open_gate(&self) {
-        *self.closed.lock().unwrap() = false;
-        self.opened.notify_all();
-    }
-}
-
-impl Backend for Gated {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
-    }
-    fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
-        self.inner.scan_prefix(prefix)
-    }
-    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        self.pass();
-        self.inner.apply(batch)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
-    }
-    fn close(&self) -> Result<(), StoreError> {
-        self.inner.close()
-    }
-}
-
 /// Writes that outrun a checkpoint are held, not buffered without bound: past
 /// `HOLD_AFTER_CHECKPOINTS` checkpoints' worth of keys, a flush (and so the acknowledgement of
 /// what it synced) waits for the running checkpoint, and says so meanwhile; not under it; and
@@ -737,11 +719,7 @@ impl Backend for Gated {
 #[test]
 fn a_flush_is_held_while_the_memtable_is_past_its_bound_behind_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let inner = Arc::new(Gated {
-        inner: SledBackend::open(dir.path()).unwrap(),
-        closed: std::sync::Mutex::new(true),
-        opened: std::sync::Condvar::new(),
-    });
+    let inner = Interfering::new(dir.path(), false, true);
     let backend =
         Arc::new(LoggedBackend::open(inner.clone(), dir.path(), TEST_RUNS, None, 2).unwrap());
     backend
