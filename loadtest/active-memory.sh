@@ -7,9 +7,9 @@
 # and wrk (`apt install wrk`).
 #
 #   loadtest/active-memory.sh DATA_DIR [STORE] [CACHE_MB] [N]    # defaults: redb 1024 100000
-#   BROAD=1 loadtest/active-memory.sh ...   # first three ListUsers over 1,111,111 users (a broad
-#                                           # case-insensitive username prefix), as the scale run's
-#                                           # list timings do, to see what the allocator keeps
+#   BROAD=1 loadtest/active-memory.sh ...   # first three rounds of the scale run's broad lists
+#                                           # (deep offsets, LOCKED, broad username prefixes,
+#                                           # a contains), which fill the store's cache
 #
 # The users are the first N by username (spread over the whole store: load-scale-1,
 # load-scale-10, load-scale-100, ...), listed over HTTP before any is read.
@@ -25,7 +25,7 @@ TOKEN=loadtest-admin-token
 LT=${LT:-target/release/latchkey-loadtest}
 [ -x "$LT" ] || cargo build --release -q -p latchkey-loadtest
 WORK=$(mktemp -d)
-trap 'kill $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $PID 2>/dev/null && wait $PID 2>/dev/null; rm -rf "$WORK"' EXIT
 "$LT" serve-latchkey --listen 127.0.0.1:$PORT --data-dir "$DIR" --store "$STORE" \
   --cache-mb "$CACHE" --idle-timeout 10m --log warn &
 PID=$!
@@ -50,12 +50,32 @@ open(out, "w").write("\n".join(ids[:n]) + "\n")
 PY
 echo "after listing $(wc -l < "$WORK/ids") ids: RSS $(rss)"
 if [ -n "${BROAD:-}" ]; then
-  for _ in 1 2 3; do
-    curl -s -o /dev/null -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \
-      -d '{"query":{"limit":100},"queries":[{"userNameQuery":{"userName":"LOAD-SCALE-1","method":"TEXT_QUERY_METHOD_STARTS_WITH_IGNORE_CASE"}}]}' \
-      $BASE/v2/users
-  done
-  echo "after three broad case-insensitive prefix lists: RSS $(rss)"
+  python3 - "$BASE" "$TOKEN" <<'PY'
+import json, sys, urllib.request
+base, token = sys.argv[1], sys.argv[2]
+def names(name, method):
+    return [{"userNameQuery": {"userName": name, "method": "TEXT_QUERY_METHOD_" + method}}]
+locked = [{"stateQuery": {"state": "USER_STATE_LOCKED"}}]
+bodies = [
+    {"query": {"limit": 100}},
+    {"query": {"limit": 100, "offset": 5000000}},
+    {"query": {"limit": 100, "asc": True}, "sortingColumn": "USER_FIELD_NAME_USER_NAME"},
+    {"query": {"limit": 100}, "queries": locked},
+    {"query": {"limit": 100, "offset": 50000}, "queries": locked},
+    {"query": {"limit": 100}, "queries": names("LOAD-SCALE-1", "STARTS_WITH_IGNORE_CASE")},
+    {"query": {"limit": 100}, "queries": names("load-scale-1", "STARTS_WITH")},
+    {"query": {"limit": 100}, "queries": names("-scale-77777", "CONTAINS")},
+]
+for _ in range(3):
+    for body in bodies:
+        request = urllib.request.Request(base + "/v2/users", data=json.dumps(body).encode(),
+            headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request).read()
+        except urllib.error.HTTPError as refused:  # LIST-TOO-BROAD is an answer too
+            refused.read()
+PY
+  echo "after three rounds of the scale run's broad lists: RSS $(rss)"
 fi
 cat > "$WORK/get.lua" <<LUA
 local ids = {}

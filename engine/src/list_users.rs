@@ -42,6 +42,7 @@ use crate::user::lockout::LockoutState;
 use crate::user::record::{HumanRecord, Kind, UserRecord};
 use crate::users::{login_name, view};
 use crate::Engine;
+use tails::Tails;
 
 /// A candidate set this small is read whole and sorted in memory.
 pub const SMALL: usize = 10_000;
@@ -482,17 +483,13 @@ impl Listing<'_> {
             let Some(mut tails) = self.tails(&range.prefix, most)? else {
                 continue; // no smaller than the best so far
             };
-            tails.sort_unstable();
-            let ids = tails
-                .into_iter()
-                .map(|tail| String::from_utf8_lossy(&tail[8..]).into_owned())
-                .collect::<Vec<_>>();
+            tails.sort();
             let exact = text_query_is_exact(query).then_some(i);
-            let size = ids.len();
+            let size = tails.len();
             best = Some((
                 size,
                 Walk::Sorted {
-                    ids,
+                    tails,
                     exact,
                     in_reach: self.reach_orgs().is_none(),
                 },
@@ -509,15 +506,17 @@ impl Listing<'_> {
 
     /// The creation time and id (the key after the value) of every entry under `prefix`, if
     /// there are fewer than `most` (the caller keeps `most` within [`SKIP_CAP`]).
-    fn tails(&self, prefix: &[u8], most: usize) -> Result<Option<Vec<Vec<u8>>>, Error> {
-        let mut tails = Vec::new();
+    fn tails(&self, prefix: &[u8], most: usize) -> Result<Option<Tails>, Error> {
+        let mut tails = Tails::default();
         for entry in self.engine.inner.store.scan_prefix(prefix) {
             let (key, _) = entry?;
             if tails.len() + 1 >= most {
                 return Ok(None);
             }
             let at = keys::list_index_tail(&key).ok_or_else(|| corrupt_entry(&key))?;
-            tails.push(key[at..].to_vec());
+            if !tails.push(&key[at..]) {
+                return Ok(None);
+            }
         }
         Ok(Some(tails))
     }
@@ -548,15 +547,10 @@ impl Listing<'_> {
                 (Box::new(ids), range.exact, range.in_reach)
             }
             Walk::Sorted {
-                mut ids,
+                tails,
                 exact,
                 in_reach,
-            } => {
-                if !request.asc {
-                    ids.reverse();
-                }
-                (Box::new(ids.into_iter().map(Ok)), exact, in_reach)
-            }
+            } => (Box::new(tails.ids(request.asc).map(Ok)), exact, in_reach),
         };
         // With nothing left to check but the walk's own query, the offset is stepped over
         // without reading users, and the walk's length is the total.
@@ -644,9 +638,9 @@ fn sort_column(sort_by: SortBy) -> u8 {
 enum Walk {
     /// An index range, in key order (or reversed).
     Range(Range),
-    /// Ids in creation order (ascending), from a text query's range.
+    /// A text query's range in creation order.
     Sorted {
-        ids: Vec<String>,
+        tails: Tails,
         /// The query whose range they are, if it holds exactly for all of them.
         exact: Option<usize>,
         in_reach: bool,
@@ -784,5 +778,6 @@ const TEST_LIMITS: Limits = Limits {
     skip_cap: 150,
 };
 
+mod tails;
 #[cfg(test)]
 mod tests;
