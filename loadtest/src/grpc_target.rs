@@ -8,7 +8,15 @@
 //! headers or trailers. The generated tonic client (its channel's buffer task, its codec and
 //! layers) drove the bare tonic baseline at ≈ 0.6 × what h2load drives it at, so it measured
 //! itself as much as the server; it still does the set-up (creating users) and logins.
+//!
+//! Shaped like h2load: the measured connections are driven by one event loop per core (a
+//! current-thread runtime on its own thread, [`Loops`]), and each load client runs on the loop
+//! that owns its connection ([`Target::spawn_client`](crate::target::Target::spawn_client)). A
+//! stream's task and its connection's task then share a thread, so h2's per-connection state
+//! (a mutex and wakers between them) is never handed between cores, which on the shared
+//! multi-threaded runtime held the client to ≈ 0.8 × h2load.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
@@ -29,10 +37,51 @@ use crate::target::{Op, Outcome};
 /// Connections per target: enough that one connection's framing is not the client's limit.
 const CONNECTIONS: usize = 4;
 
+/// The event loops that drive the measured connections: one current-thread runtime per core
+/// (at most one per connection), each on its own thread until the target is dropped.
+struct Loops {
+    handles: Vec<tokio::runtime::Handle>,
+    /// Dropped with the target: each loop's thread then ends, and its runtime with it.
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Loops {
+    fn start() -> Result<Loops, String> {
+        let count = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(CONNECTIONS);
+        let (mut handles, mut stop) = (Vec::new(), Vec::new());
+        for i in 0..count {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("gRPC client loop: {e}"))?;
+            let (stopper, stopped) = tokio::sync::oneshot::channel::<()>();
+            handles.push(runtime.handle().clone());
+            stop.push(stopper);
+            std::thread::Builder::new()
+                .name(format!("grpc-client-{i}"))
+                .spawn(move || runtime.block_on(async move { stopped.await.ok() }))
+                .map_err(|e| format!("gRPC client loop: {e}"))?;
+        }
+        Ok(Loops {
+            handles,
+            _stop: stop,
+        })
+    }
+
+    /// The loop that drives `connection`.
+    fn of(&self, connection: usize) -> &tokio::runtime::Handle {
+        &self.handles[connection % self.handles.len()]
+    }
+}
+
 pub struct GrpcTarget {
     channels: Vec<Channel>,
-    /// The same number of connections, driven with h2 directly (the measured operations).
+    /// The same number of connections, driven with h2 directly (the measured operations), each
+    /// by one of `loops`.
     senders: Vec<h2::client::SendRequest<Bytes>>,
+    loops: Loops,
     /// The measured methods' URIs: LockUser, UnlockUser, GetUserByID.
     uris: [http::Uri; 3],
     /// The headers every call carries, built once: content type, `te`, authorization.
@@ -57,16 +106,26 @@ impl GrpcTarget {
             channels.push(channel);
         }
         let authority = base.trim_start_matches("http://").trim_end_matches('/');
+        let loops = Loops::start()?;
         let mut senders = Vec::with_capacity(CONNECTIONS);
-        for _ in 0..CONNECTIONS {
-            let tcp = tokio::net::TcpStream::connect(authority)
+        for at in 0..CONNECTIONS {
+            // Opened on its loop, so the socket and the connection's task belong to it.
+            let (authority, to) = (authority.to_owned(), base.clone());
+            let sender = loops
+                .of(at)
+                .spawn(async move {
+                    let tcp = tokio::net::TcpStream::connect(&authority)
+                        .await
+                        .map_err(|e| format!("h2 connection to {to}: {e}"))?;
+                    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+                    let (sender, connection) = h2::client::handshake(tcp)
+                        .await
+                        .map_err(|e| format!("h2 handshake with {to}: {e}"))?;
+                    tokio::spawn(connection);
+                    Ok::<_, String>(sender)
+                })
                 .await
-                .map_err(|e| format!("h2 connection to {base}: {e}"))?;
-            tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-            let (sender, connection) = h2::client::handshake(tcp)
-                .await
-                .map_err(|e| format!("h2 handshake with {base}: {e}"))?;
-            tokio::spawn(connection);
+                .map_err(|e| format!("h2 connection to {base}: {e}"))??;
             senders.push(sender);
         }
         let authorization: MetadataValue<tonic::metadata::Ascii> = format!("Bearer {token}")
@@ -92,6 +151,7 @@ impl GrpcTarget {
         Ok(GrpcTarget {
             channels,
             senders,
+            loops,
             uris,
             headers,
             next: AtomicUsize::new(0),
@@ -114,7 +174,24 @@ impl GrpcTarget {
         request
     }
 
+    /// Spawns load client `client`'s task on the loop of the connection it uses
+    /// ([`run_on`](Self::run_on) with the same `client`).
+    pub fn spawn<F>(&self, client: usize, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.loops.of(client % self.senders.len()).spawn(task)
+    }
+
+    /// `op` on any connection (set-up and checks; load clients use [`run_on`](Self::run_on)).
     pub async fn run(&self, op: Op, user_id: &str) -> Outcome {
+        let at = self.next.fetch_add(1, Ordering::Relaxed);
+        self.run_on(at, op, user_id).await
+    }
+
+    /// `op` on load client `client`'s connection.
+    pub async fn run_on(&self, client: usize, op: Op, user_id: &str) -> Outcome {
         if let Some(password) = op.password() {
             return self.login(user_id, password).await;
         }
@@ -126,17 +203,24 @@ impl GrpcTarget {
                 (2, user::GetUserByIdRequest { user_id }.encode_to_vec())
             }
         };
-        match self.unary(method, &message).await {
+        match self
+            .unary(client % self.senders.len(), method, &message)
+            .await
+        {
             Ok(None) => Ok(()),
             Ok(Some(status)) => Err(error_id(&status)),
             Err(e) => Err(e),
         }
     }
 
-    /// One unary call of the `method`-th of `uris` on h2: `Ok(None)` for OK, `Ok(Some(status))`
+    /// One unary call of the `method`-th of `uris` on connection `at`: `Ok(None)` for OK, `Ok(Some(status))`
     /// for a gRPC error, `Err(id)` for a transport failure.
-    async fn unary(&self, method: usize, message: &[u8]) -> Result<Option<tonic::Status>, String> {
-        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
+    async fn unary(
+        &self,
+        at: usize,
+        method: usize,
+        message: &[u8],
+    ) -> Result<Option<tonic::Status>, String> {
         let transport = |_: h2::Error| "TRANSPORT-ERROR".to_owned();
         let mut sender = self.senders[at].clone().ready().await.map_err(transport)?;
         let mut request = http::Request::new(());

@@ -275,10 +275,10 @@ pub async fn closed_loop(
     let start = Instant::now();
     let end = start + duration;
     let mut tasks = Vec::new();
-    for user in users.iter() {
-        let (target, user) = (target.clone(), user.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut session = target.session().await;
+    for (client, user) in users.iter().enumerate() {
+        let (task_target, user) = (target.clone(), user.clone());
+        tasks.push(target.spawn_client(client, async move {
+            let mut session = task_target.session(client).await;
             let mut recorder = Recorder::new(start, progress());
             while Instant::now() < end {
                 let sent = Instant::now();
@@ -310,11 +310,11 @@ pub async fn attacker(
     let opened = Arc::new(tokio::sync::Semaphore::new(0));
     let start = Arc::new(tokio::sync::OnceCell::new());
     let mut tasks = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        let (target, user, opened, start) =
+    for client in 0..connections {
+        let (task_target, user, opened, start) =
             (target.clone(), user.clone(), opened.clone(), start.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut session = target.session().await;
+        tasks.push(target.spawn_client(client, async move {
+            let mut session = task_target.session(client).await;
             opened.add_permits(1);
             let started: Instant = *start.get_or_init(|| async { Instant::now() }).await;
             let mut outcomes = std::collections::BTreeMap::new();

@@ -143,10 +143,10 @@ async fn closed_loop(
     };
     let mut tasks = Vec::new();
     for client in 0..clients {
-        let (target, users, progress) = (target.clone(), users.clone(), progress.clone());
-        tasks.push(tokio::spawn(async move {
+        let (task_target, users, progress) = (target.clone(), users.clone(), progress.clone());
+        tasks.push(target.spawn_client(client, async move {
             // Over HTTP, a connection of its own (`connection.rs`): the fast client.
-            let mut session = target.session().await;
+            let mut session = task_target.session(client).await;
             let mut recorder = Recorder::new(start, progress);
             let mine: Vec<&String> = users.iter().skip(client).step_by(clients).collect();
             let mut locked = vec![false; mine.len()];
@@ -204,8 +204,8 @@ async fn open_loop(
 ) -> RunResult {
     let clients = settings.concurrency.max(1);
     let mut sessions = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        sessions.push(target.session().await);
+    for client in 0..clients {
+        sessions.push(target.session(client).await);
     }
     // The schedule starts at `begin`; requests due before `start` are the warm-up (same rate,
     // same users, not measured).
@@ -245,10 +245,10 @@ async fn open_loop(
     };
     let n = users.len().max(1);
     let mut tasks = Vec::with_capacity(clients);
-    for mut session in sessions {
+    for (client, mut session) in sessions.into_iter().enumerate() {
         let (users, due, next) = (users.clone(), due.clone(), next.clone());
         let mut recorder = Recorder::new(start, progress.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(target.spawn_client(client, async move {
             loop {
                 match due.acquire().await {
                     Ok(permit) => permit.forget(),
@@ -316,15 +316,15 @@ async fn storm(
     let go = Arc::new(AtomicBool::new(true));
     let mut tasks = Vec::new();
     for client in 0..clients {
-        let (target, users, progress, barrier, go) = (
+        let (task_target, users, progress, barrier, go) = (
             target.clone(),
             users.clone(),
             progress.clone(),
             barrier.clone(),
             go.clone(),
         );
-        tasks.push(tokio::spawn(async move {
-            let mut session = target.session().await;
+        tasks.push(target.spawn_client(client, async move {
+            let mut session = task_target.session(client).await;
             let mut recorder = Recorder::new(start, progress);
             let user = &users[client % users.len()];
             // (cycle, succeeded) for this client's unlocks

@@ -79,6 +79,8 @@ pub fn http_client(connections: usize) -> reqwest::Client {
 pub enum Session {
     Shared(Target),
     Connection(Connection),
+    /// A load client of a gRPC target: its connection is the client's number's.
+    Grpc(Arc<GrpcTarget>, usize),
 }
 
 impl Session {
@@ -86,18 +88,34 @@ impl Session {
         match self {
             Session::Shared(target) => target.run(op, user).await,
             Session::Connection(connection) => connection.run(op, user).await,
+            Session::Grpc(grpc, client) => grpc.run_on(*client, op, user).await,
         }
     }
 }
 
 impl Target {
-    /// A session for one open-loop client; an HTTP connection is opened now, so the measured
+    /// A session for load client `client`; an HTTP connection is opened now, so the measured
     /// requests do not pay for it (one that cannot be opened is retried by each request, which
-    /// then counts as a transport error).
-    pub async fn session(&self) -> Session {
+    /// then counts as a transport error). Run it in a task from
+    /// [`spawn_client`](Self::spawn_client) with the same `client`.
+    pub async fn session(&self, client: usize) -> Session {
         match self {
-            Target::Embedded { .. } | Target::Grpc(_) => Session::Shared(self.clone()),
+            Target::Embedded { .. } => Session::Shared(self.clone()),
+            Target::Grpc(grpc) => Session::Grpc(grpc.clone(), client),
             Target::Http(http) => Session::Connection(Connection::open(http).await),
+        }
+    }
+
+    /// Spawns load client `client`'s task: over gRPC on the event loop that drives its
+    /// connection (`grpc_target.rs`), otherwise on the harness's runtime.
+    pub fn spawn_client<F>(&self, client: usize, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self {
+            Target::Grpc(grpc) => grpc.spawn(client, task),
+            Target::Embedded { .. } | Target::Http(_) => tokio::spawn(task),
         }
     }
 
