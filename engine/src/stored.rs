@@ -88,9 +88,15 @@ pub struct Grant {
 /// A record's stored bytes. postcard fails only for data it cannot express (maps or sequences of
 /// unknown length; none in the records) or when its output cannot grow — a `Vec` always can.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // Room for an event or a lockout state at once (grown from empty, a 60-byte event was
+    // reallocated three times).
     #[allow(clippy::expect_used)]
-    postcard::to_allocvec(value).expect("records are plain data; encoding into a Vec cannot fail")
+    postcard::to_extend(value, Vec::with_capacity(ENCODE_ROOM))
+        .expect("records are plain data; encoding into a Vec cannot fail")
 }
+
+/// The first allocation of an encoded record.
+const ENCODE_ROOM: usize = 128;
 
 /// `#[serde(with = "crate::stored::state")]`: a public [`types::UserState`] field kept in memory
 /// as it is and written as a [`State`].

@@ -10,6 +10,12 @@ use tokio::sync::Notify;
 
 use crate::StoreError;
 
+/// Room a batch takes at its first op (and first addition): a command's batch — its event,
+/// snapshot, index entries, lockout record, and the counts' new values the writer adds — fits,
+/// so it is allocated once instead of growing four or five times.
+const FEW_OPS: usize = 16;
+const FEW_ADDS: usize = 4;
+
 /// Puts and deletes that must land together (all or none), and additions to counters.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
@@ -24,6 +30,9 @@ impl WriteBatch {
     /// a counter that was never written is 0). Only batches submitted to a store may add:
     /// the store's writer resolves additions; a backend applies puts and deletes only.
     pub fn add(&mut self, key: Vec<u8>, delta: i64) {
+        if self.adds.capacity() == 0 {
+            self.adds.reserve(FEW_ADDS);
+        }
         self.adds.push((key, delta));
     }
     pub fn adds(&self) -> &[(Vec<u8>, i64)] {
@@ -33,10 +42,16 @@ impl WriteBatch {
         std::mem::take(&mut self.adds)
     }
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push((key, Some(value)));
+        self.push((key, Some(value)));
     }
     pub fn delete(&mut self, key: Vec<u8>) {
-        self.ops.push((key, None));
+        self.push((key, None));
+    }
+    fn push(&mut self, op: (Vec<u8>, Option<Vec<u8>>)) {
+        if self.ops.capacity() == 0 {
+            self.ops.reserve(FEW_OPS);
+        }
+        self.ops.push(op);
     }
     pub fn ops(&self) -> &[(Vec<u8>, Option<Vec<u8>>)] {
         &self.ops

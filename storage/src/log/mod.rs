@@ -50,6 +50,8 @@ use spares::{
     remove_unfinished_spares, retire_segments_upto, spare_numbers, PREALLOCATE_AFTER, SPARE_BYTES,
 };
 
+/// The largest sync buffer kept for the next sync to append into (`Buffer::spare`).
+const SPARE_KEPT: usize = 1 << 20;
 /// The log's folder inside the data directory.
 pub const WAL_DIR: &str = "wal";
 /// Memtable entries at which it is checkpointed into sled, unless configured otherwise.
@@ -102,6 +104,9 @@ impl Tables {
 #[derive(Default)]
 struct Buffer {
     unsynced: Vec<u8>,
+    /// The buffer the last sync wrote, emptied: the next sync's `unsynced` starts in it, so
+    /// appending records does not grow a fresh buffer after every sync.
+    spare: Vec<u8>,
     /// Bytes of records appended since open (synced or not): a position in the log.
     appended: u64,
     closed: bool,
@@ -270,7 +275,11 @@ impl LoggedBackend {
     fn sync(&self, segment: &mut Segment) -> Result<(), StoreError> {
         let (mut data, position) = {
             let mut buffer = self.buffer.lock();
-            (std::mem::take(&mut buffer.unsynced), buffer.appended)
+            let spare = std::mem::take(&mut buffer.spare);
+            (
+                std::mem::replace(&mut buffer.unsynced, spare),
+                buffer.appended,
+            )
         };
         let written = if segment.broken {
             segment.rotate()
@@ -286,13 +295,17 @@ impl LoggedBackend {
                 StoreError::Io(format!("write-ahead log segment {}: {e}", segment.number))
             })
         });
-        if written.is_err() && !data.is_empty() {
+        if written.is_ok() {
+            self.synced.publish(position);
+            // A group's records are small; a buffer grown huge (an import's) is not kept.
+            if data.capacity() <= SPARE_KEPT {
+                data.clear();
+                self.buffer.lock().spare = data;
+            }
+        } else if !data.is_empty() {
             let mut buffer = self.buffer.lock();
             let newer = std::mem::replace(&mut buffer.unsynced, data);
             buffer.unsynced.extend_from_slice(&newer);
-        }
-        if written.is_ok() {
-            self.synced.publish(position);
         }
         written
     }
