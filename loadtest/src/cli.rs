@@ -132,8 +132,9 @@ pub enum Internal {
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Duration,
     },
-    /// Is the harness's HTTP client fast enough to measure with? Drives the bare axum baseline
-    /// with the harness's closed loop and with wrk (if installed), interleaved; bar: ≥ 0.9 × wrk.
+    /// Are the harness's clients fast enough to measure with? Drives the bare axum baseline with
+    /// the harness's closed loop and with wrk, and the bare tonic baseline with its gRPC client
+    /// and h2load (if installed), interleaved; bar: ≥ 0.9 × wrk (h2load).
     ClientCheck {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
