@@ -11,14 +11,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latchkey_storage::{Backend, RedbBackend, SledBackend, WriteBatch, CHECKPOINT_CHUNK};
+use latchkey_storage::{Backend, RedbBackend, SledBackend, WriteBatch};
 
 pub struct Args {
     pub entries: usize,
     pub checkpoint: usize,
     pub cache_mb: u64,
-    /// Ops per `apply_each`; by default the log's `CHECKPOINT_CHUNK`.
-    pub chunk: Option<usize>,
+    /// Ops per `apply_each` (the log's is `CHECKPOINT_CHUNK`).
+    pub chunk: usize,
     /// Only these stores (names as in the table, any case); all when empty.
     pub only: Vec<String>,
 }
@@ -144,7 +144,6 @@ fn measure(kind: Kind, args: &Args) -> Result<Vec<String>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let cache = args.cache_mb << 20;
     let backend = open(kind, dir.path(), cache)?;
-    let chunk = args.chunk.unwrap_or(CHECKPOINT_CHUNK).max(1);
     let users_per_checkpoint = (args.checkpoint / 3).max(1);
     let users = args.entries / 3;
     let mut bytes = Bytes(0x9E37_79B9_7F4A_7C15);
@@ -155,7 +154,7 @@ fn measure(kind: Kind, args: &Args) -> Result<Vec<String>, String> {
         let count = users_per_checkpoint.min(users - made);
         times.push(checkpoint(
             backend.as_ref(),
-            chunk,
+            args.chunk,
             new_users(made, count, &mut bytes),
         )?);
         made += count;
@@ -164,7 +163,7 @@ fn measure(kind: Kind, args: &Args) -> Result<Vec<String>, String> {
     let mut steady = Vec::new();
     for round in 0..UPDATE_CHECKPOINTS as u64 {
         let ops = updates(users, users_per_checkpoint, round, &mut bytes);
-        steady.push(checkpoint(backend.as_ref(), chunk, ops)?);
+        steady.push(checkpoint(backend.as_ref(), args.chunk, ops)?);
     }
     backend.close().map_err(|e| e.to_string())?;
     drop(backend);
@@ -201,12 +200,12 @@ fn measure(kind: Kind, args: &Args) -> Result<Vec<String>, String> {
 }
 
 pub fn run(args: Args) -> Result<bool, String> {
-    let chunk = args.chunk.unwrap_or(CHECKPOINT_CHUNK).to_string();
     println!(
-        "checkpoint targets: {} entries ({} users), checkpoints of {} entries in chunks of {chunk} ops, cache {} MiB",
+        "checkpoint targets: {} entries ({} users), checkpoints of {} entries in chunks of {} ops, cache {} MiB",
         args.entries,
         args.entries / 3,
         args.checkpoint,
+        args.chunk,
         args.cache_mb
     );
     println!(

@@ -107,7 +107,7 @@ fn main() -> ExitCode {
             entries,
             checkpoint,
             cache_mb,
-            chunk,
+            chunk: chunk.unwrap_or(latchkey_storage::CHECKPOINT_CHUNK).max(1),
             only,
         }),
         Some(Internal::ClientCheck {

@@ -237,10 +237,7 @@ pub fn check_backup(input: impl Read) -> Result<BackupSummary, StoreError> {
 /// back with its checksum and the schema version checked; a failed restore leaves nothing behind.
 pub fn restore(input: impl Read, config: &StoreConfig) -> Result<BackupSummary, StoreError> {
     let dir = &config.data_dir;
-    let open_err = |cause: String| StoreError::Open {
-        dir: dir.clone(),
-        cause,
-    };
+    let open_err = StoreError::opening(dir);
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {

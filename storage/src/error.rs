@@ -36,3 +36,13 @@ pub enum StoreError {
     #[error("not written here: {0}")]
     NotServed(String),
 }
+
+impl StoreError {
+    /// `StoreError::Open` for `dir`, as a `map_err` takes it: `.map_err(StoreError::opening(dir))`.
+    pub(crate) fn opening(dir: &std::path::Path) -> impl Fn(String) -> StoreError + Copy + '_ {
+        move |cause| StoreError::Open {
+            dir: dir.to_path_buf(),
+            cause,
+        }
+    }
+}

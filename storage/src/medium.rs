@@ -92,10 +92,7 @@ pub(crate) fn claim_dir(
     medium: Medium,
     kept_files: &[String],
 ) -> Result<DirLock, StoreError> {
-    let open_err = |cause: String| StoreError::Open {
-        dir: dir.to_path_buf(),
-        cause,
-    };
+    let open_err = StoreError::opening(dir);
     std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
     refuse_foreign(dir, medium, kept_files).map_err(open_err)?;
     DirLock::acquire(dir).map_err(open_err)

@@ -47,10 +47,7 @@ impl RedbBackend {
         cache_bytes: u64,
         kept_files: &[String],
     ) -> Result<RedbBackend, StoreError> {
-        let open_err = |cause: String| StoreError::Open {
-            dir: dir.to_path_buf(),
-            cause,
-        };
+        let open_err = StoreError::opening(dir);
         let lock = claim_dir(dir, Medium::Redb, kept_files)?;
         let db = redb::Database::builder()
             .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))

@@ -40,10 +40,7 @@ impl SledBackend {
         cache_bytes: u64,
         kept_files: &[String],
     ) -> Result<SledBackend, StoreError> {
-        let open_err = |cause: String| StoreError::Open {
-            dir: dir.to_path_buf(),
-            cause,
-        };
+        let open_err = StoreError::opening(dir);
         let lock = claim_dir(dir, Medium::Sled, kept_files)?;
         let config = sled::Config::new()
             .path(dir)

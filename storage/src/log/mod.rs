@@ -192,10 +192,7 @@ impl LoggedBackend {
         checkpoint_entries: usize,
     ) -> Result<LoggedBackend, StoreError> {
         let wal_dir = dir.join(WAL_DIR);
-        let open_err = |cause: String| StoreError::Open {
-            dir: dir.to_path_buf(),
-            cause,
-        };
+        let open_err = StoreError::opening(dir);
         std::fs::create_dir_all(&wal_dir).map_err(|e| open_err(e.to_string()))?;
         checkpointed::check(inner.as_ref(), &wal_dir, runs).map_err(open_err)?;
         let mut tables = Tables::new(runs, ordered_tag);
