@@ -107,7 +107,8 @@ fn offline_backup(config: &Config, partial: &Path) -> Result<(), String> {
     let mut out = BufWriter::new(create(partial)?);
     latchkey_engine::backup_offline(config, &mut out).map_err(|e| {
         let mut message = e.to_string();
-        if message.contains("locked by another process") {
+        let locked = matches!(&e, latchkey_engine::OpenError::Store(store) if store.is_locked());
+        if locked {
             message.push_str(
                 " — a server holds it: back it up online with --server URL and an owner's --token",
             );

@@ -80,7 +80,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         Some(node) => node.engine.clone(),
         None => Engine::open(args.engine_config())
             .await
-            .map_err(|e| open_failure(&e.to_string()))?,
+            .map_err(|e| open_failure(&e))?,
     };
     bootstrap(&engine, node.as_deref(), &args.data_dir, token).await?;
     let shutdown = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -166,16 +166,11 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
 /// plainly something else (another process holds it, an unknown schema, a foreign directory, the
 /// other store engine's directory) —
 /// what to do about a damaged one. The server never starts on a store it cannot open.
-fn open_failure(message: &str) -> String {
-    let not_damage = [
-        "locked by another process",
-        "unknown schema version",
-        "not a Latchkey data directory",
-        // `medium.rs`: "it holds a sled store, not a redb one (…)"
-        "store, not a",
-    ];
-    if not_damage.iter().any(|cause| message.contains(cause)) {
-        return message.to_owned();
+fn open_failure(e: &latchkey_engine::OpenError) -> String {
+    let message = e.to_string();
+    let refused = matches!(e, latchkey_engine::OpenError::Store(store) if store.is_refusal());
+    if refused {
+        return message;
     }
     format!(
         "{message}\nlatchkey: if the store is damaged, keep it for analysis and restore the last backup \

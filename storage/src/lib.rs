@@ -50,7 +50,7 @@ use std::time::Duration;
 
 pub use backend::{Backend, KvIter};
 pub use completion::{Completion, WriteBatch};
-pub use error::StoreError;
+pub use error::{Refusal, StoreError};
 pub use journal::{AppliedHook, Journal, JournalFuture, View};
 pub use log::{LoggedBackend, CHECKPOINT_CHUNK, DEFAULT_CHECKPOINT_ENTRIES, WAL_DIR};
 pub use medium::Medium;

@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 
 use crate::sync::{RwLock, RwLockReadGuard};
-use crate::StoreError;
+use crate::{Refusal, StoreError};
 
 /// The lock file's name inside the data directory.
 pub(crate) const LOCK_FILE: &str = "latchkey.lock";
@@ -19,8 +19,9 @@ pub(crate) struct DirLock {
 }
 
 impl DirLock {
-    /// Locks `dir` (which must exist). `Err` names the cause in words for an open error.
-    pub(crate) fn acquire(dir: &Path) -> Result<DirLock, String> {
+    /// Locks `dir` (which must exist).
+    pub(crate) fn acquire(dir: &Path) -> Result<DirLock, StoreError> {
+        let open_err = StoreError::opening(dir);
         let path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
             .read(true)
@@ -28,13 +29,13 @@ impl DirLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| format!("cannot open its lock file {}: {e}", path.display()))?;
+            .map_err(|e| open_err(format!("cannot open its lock file {}: {e}", path.display())))?;
         match file.try_lock() {
             Ok(()) => Ok(DirLock { _file: file }),
-            Err(TryLockError::WouldBlock) => {
-                Err("it is locked by another process (is another latchkey running on it?)".into())
+            Err(TryLockError::WouldBlock) => Err(StoreError::refusing(dir)(Refusal::Locked)),
+            Err(TryLockError::Error(e)) => {
+                Err(open_err(format!("cannot lock {}: {e}", path.display())))
             }
-            Err(TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
         }
     }
 }
@@ -87,7 +88,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let held = DirLock::acquire(dir.path()).unwrap();
         let refused = DirLock::acquire(dir.path()).unwrap_err();
-        assert!(refused.contains("locked by another process"), "{refused}");
+        assert!(refused.is_locked() && refused.is_refusal(), "{refused}");
+        assert!(refused.to_string().contains("locked by another process"));
         drop(held);
         DirLock::acquire(dir.path()).unwrap();
     }

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::lock::{DirLock, LOCK_FILE};
-use crate::{Backend, RedbBackend, SledBackend, StoreError};
+use crate::{Backend, RedbBackend, Refusal, SledBackend, StoreError};
 
 /// The embedded store under the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -85,8 +85,8 @@ impl FromStr for Medium {
 }
 
 /// What either store does before it opens anything in `dir`: creates the directory, refuses it
-/// unless it is new or holds `medium`'s store ([`refuse_foreign`]), and locks it. Errors are
-/// `StoreError::Open` naming the directory.
+/// unless it is new or holds `medium`'s store ([`refuse_foreign`]), and locks it. Errors name
+/// the directory: `StoreError::Refused` when it is another's (nothing damaged), else `Open`.
 pub(crate) fn claim_dir(
     dir: &Path,
     medium: Medium,
@@ -94,34 +94,35 @@ pub(crate) fn claim_dir(
 ) -> Result<DirLock, StoreError> {
     let open_err = StoreError::opening(dir);
     std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-    refuse_foreign(dir, medium, kept_files).map_err(open_err)?;
-    DirLock::acquire(dir).map_err(open_err)
+    refuse_foreign(dir, medium, kept_files)?;
+    DirLock::acquire(dir)
 }
 
 /// Refuses to open `medium` in `dir` unless the directory holds that store, or no store and
 /// nothing but the lock file and the caller's `kept_files`. Both stores would otherwise treat a
 /// directory without their files as a new, empty store and start writing into it: pointing
 /// `--data-dir` at the wrong place, or at the other store's data, must not do that.
-fn refuse_foreign(dir: &Path, medium: Medium, kept_files: &[String]) -> Result<(), String> {
+fn refuse_foreign(dir: &Path, medium: Medium, kept_files: &[String]) -> Result<(), StoreError> {
+    let refused = StoreError::refusing(dir);
+    let open_err = StoreError::opening(dir);
     match Medium::detect(dir) {
         Some(found) if found == medium => return Ok(()),
         Some(found) => {
-            return Err(format!(
-                "it holds a {found} store, not a {medium} one (open it with --store {found}, or \
-                 move the data with `latchkey backup` and `latchkey restore --store {medium}`)"
-            ))
+            return Err(refused(Refusal::OtherStore {
+                found,
+                asked: medium,
+            }))
         }
         None => {}
     }
-    let entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
+    let entries = std::fs::read_dir(dir).map_err(|e| open_err(e.to_string()))?;
     for entry in entries {
-        let name = entry.map_err(|e| e.to_string())?.file_name();
+        let name = entry.map_err(|e| open_err(e.to_string()))?.file_name();
         let name = name.to_string_lossy();
         if name != LOCK_FILE && !kept_files.iter().any(|kept| *kept == name) {
-            return Err(format!(
-                "it is not a Latchkey data directory (it holds {name:?} but no store); \
-                 choose an empty or new directory"
-            ));
+            return Err(refused(Refusal::Foreign {
+                name: name.into_owned(),
+            }));
         }
     }
     Ok(())
@@ -191,6 +192,8 @@ mod tests {
         assert_eq!(Medium::detect(dir.path()), Some(Medium::Sled));
         refuse_foreign(dir.path(), Medium::Sled, &[]).unwrap();
         let err = refuse_foreign(dir.path(), Medium::Redb, &[]).unwrap_err();
+        assert!(err.is_refusal() && !err.is_locked(), "{err}");
+        let err = err.to_string();
         assert!(err.contains("holds a sled store"), "{err}");
         assert!(err.contains("--store sled"), "{err}");
     }
