@@ -134,10 +134,14 @@ pub enum Internal {
     },
     /// Are the harness's clients fast enough to measure with? Drives the bare axum baseline with
     /// the harness's closed loop and with wrk, and the bare tonic baseline with its gRPC client
-    /// and h2load (if installed), interleaved; bar: ≥ 0.9 × wrk (h2load).
+    /// and h2load (if installed), interleaved; bar: ≥ 0.9 × wrk (h2load). The open loop against
+    /// oha (if installed) at --rate: sends ≥ 0.9 × oha's, p99 ≤ oha's / 0.9.
     ClientCheck {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// The open loop's rate (requests per second) for the comparison with oha.
+        #[arg(long, default_value_t = 30_000.0)]
+        rate: f64,
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
         #[arg(long, default_value_t = 64)]

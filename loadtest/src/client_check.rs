@@ -11,6 +11,9 @@
 //! The same for gRPC when h2load is installed (Debian's `nghttp2-client`): the harness's gRPC
 //! client against `h2load -c4 -m16` on the bare tonic baseline (`grpc_baseline.rs`), both sending
 //! UnlockUser over four h2c connections, with the same bar (checked only where h2load is).
+//!
+//! And for the open loop (`--rate`) when oha is installed (`open_loop.rs`): the harness and oha
+//! at one rate on the bare axum baseline, compared by what each sent and the p99 each measured.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -19,6 +22,8 @@ use std::time::Duration;
 use crate::runner::{self, Scenario, Settings};
 use crate::servers;
 use crate::target::Target;
+
+mod open_loop;
 
 /// The baseline's users (any ids: it answers every path alike).
 const USERS: usize = 2_000;
@@ -38,7 +43,12 @@ request = function()
 end
 "#;
 
-pub async fn run(rounds: usize, duration: Duration, concurrency: usize) -> Result<bool, String> {
+pub async fn run(
+    rounds: usize,
+    duration: Duration,
+    concurrency: usize,
+    open_rate: f64,
+) -> Result<bool, String> {
     let wrk_found = std::process::Command::new("wrk")
         .arg("--version")
         .output()
@@ -93,16 +103,23 @@ pub async fn run(rounds: usize, duration: Duration, concurrency: usize) -> Resul
         );
         ratios.push(ratio);
     }
-    server.stop();
-    let grpc_passed = grpc(rounds, duration, concurrency, &settings, &users).await?;
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios[ratios.len() / 2];
+    let median = median(ratios);
     let passed = median >= BAR;
     println!(
         "median harness / wrk: {median:.2} (bar ≥ 0.90: {})",
         verdict(passed)
     );
-    Ok(passed && grpc_passed)
+    let open_passed =
+        open_loop::check(rounds, &target, &server.base, &settings, &users, open_rate).await?;
+    server.stop();
+    let grpc_passed = grpc(rounds, duration, concurrency, &settings, &users).await?;
+    Ok(passed && open_passed && grpc_passed)
+}
+
+/// The median of `values` (the upper one of an even count); 0 for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Both clients must reach this share of the reference generator's rate.
@@ -183,8 +200,7 @@ async fn grpc(
         ratios.push(ratio);
     }
     server.stop();
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios[ratios.len() / 2];
+    let median = median(ratios);
     let passed = median >= BAR;
     println!(
         "median gRPC harness / h2load: {median:.2} (bar ≥ 0.90: {})",

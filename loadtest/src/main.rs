@@ -112,9 +112,15 @@ fn main() -> ExitCode {
         }),
         Some(Internal::ClientCheck {
             rounds,
+            rate,
             duration,
             concurrency,
-        }) => runtime.block_on(client_check::run(rounds.max(1), duration, concurrency)),
+        }) => runtime.block_on(client_check::run(
+            rounds.max(1),
+            duration,
+            concurrency,
+            rate,
+        )),
         None => runtime.block_on(orchestrate::load_test(&cli)),
     };
     match result {
