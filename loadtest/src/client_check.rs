@@ -49,11 +49,7 @@ pub async fn run(
     concurrency: usize,
     open_rate: f64,
 ) -> Result<bool, String> {
-    let wrk_found = std::process::Command::new("wrk")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !wrk_found {
+    if !installed("wrk") {
         eprintln!("wrk is not installed (Debian: apt-get install wrk); nothing to compare with");
         return Ok(false);
     }
@@ -116,6 +112,23 @@ pub async fn run(
     Ok(passed && open_passed && grpc_passed)
 }
 
+/// Is the reference generator `tool` on the PATH (it answers `--version`)?
+fn installed(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok()
+}
+
+/// Runs a reference generator to its end off the async workers, and returns what it printed.
+async fn run_tool(mut command: std::process::Command) -> Result<std::process::Output, String> {
+    let tool = command.get_program().to_string_lossy().into_owned();
+    tokio::task::spawn_blocking(move || command.output())
+        .await
+        .map_err(|e| format!("{tool}: {e}"))?
+        .map_err(|e| format!("{tool}: {e}"))
+}
+
 /// The median of `values` (the upper one of an even count); 0 for none.
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -142,11 +155,7 @@ async fn grpc(
     settings: &Settings,
     users: &Arc<Vec<String>>,
 ) -> Result<bool, String> {
-    if std::process::Command::new("h2load")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if !installed("h2load") {
         println!("h2load is not installed (Debian: nghttp2-client): no gRPC comparison");
         return Ok(true);
     }
@@ -184,10 +193,7 @@ async fn grpc(
                 "{}/zitadel.user.v2.UserService/UnlockUser",
                 server.base
             ));
-        let output = tokio::task::spawn_blocking(move || command.output())
-            .await
-            .map_err(|e| format!("h2load: {e}"))?
-            .map_err(|e| format!("h2load: {e}"))?;
+        let output = run_tool(command).await?;
         let text = String::from_utf8_lossy(&output.stdout);
         let theirs =
             h2load_rate(&text).ok_or_else(|| format!("no req/s in h2load's output: {text}"))?;
@@ -232,10 +238,7 @@ async fn wrk(
         .arg("-s")
         .arg(script)
         .arg(base);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .map_err(|e| format!("wrk: {e}"))?
-        .map_err(|e| format!("wrk: {e}"))?;
+    let output = run_tool(command).await?;
     let text = String::from_utf8_lossy(&output.stdout);
     requests_per_second(&text).ok_or_else(|| format!("no Requests/sec in wrk's output: {text}"))
 }

@@ -35,11 +35,7 @@ pub(super) async fn check(
     users: &Arc<Vec<String>>,
     rate: f64,
 ) -> Result<bool, String> {
-    if std::process::Command::new("oha")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if !super::installed("oha") {
         println!("oha is not installed (cargo install oha): no open-loop comparison");
         return Ok(true);
     }
@@ -125,10 +121,7 @@ async fn oha(
         .arg("--rand-regex-url")
         // oha reads `.` literally in the pattern, so the base goes in as it is.
         .arg(format!("{base}/v2/users/1[0-9]{{5}}/(lock|unlock)"));
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .map_err(|e| format!("oha: {e}"))?
-        .map_err(|e| format!("oha: {e}"))?;
+    let output = super::run_tool(command).await?;
     let text = String::from_utf8_lossy(&output.stdout);
     parse(&text).ok_or_else(|| {
         format!(
