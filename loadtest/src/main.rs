@@ -24,6 +24,7 @@ mod recorder;
 mod report;
 mod runner;
 mod scale;
+mod schedule;
 mod scrape;
 mod servers;
 mod target;

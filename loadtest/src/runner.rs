@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Barrier;
 
 use crate::recorder::{Check, Recorder, RunResult};
+use crate::schedule::Schedule;
 use crate::target::{Op, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -182,17 +183,11 @@ async fn closed_loop(
     Recorder::merge(recorders, elapsed, checks)
 }
 
-/// The dispatcher's shortest sleep. Waking for every request (≈ 95 µs apart at 10k/s) cost the
-/// client two or three context switches per request and more CPU than the server under test; at
-/// most one wake per quantum releases everything that has come due since, so a request may leave
-/// up to this much after its intended time — which its measured latency includes.
-const DISPATCH_QUANTUM: Duration = Duration::from_micros(200);
-
 /// Requests at fixed intended times; latency counted from the intended time.
 ///
 /// Like wrk2: `concurrency` clients, each with its own connection (HTTP) held for the whole run.
-/// A dispatcher thread releases each request when it comes due (a semaphore permit); a free
-/// client takes the next one. When every client is busy, due requests wait — and that wait is
+/// The schedule (`schedule.rs`) releases each request when it comes due; a free client takes
+/// the next one. When every client is busy, due requests wait — and that wait is
 /// part of their latency, so a server that falls behind shows its queueing.
 async fn open_loop(
     target: &Target,
@@ -211,53 +206,27 @@ async fn open_loop(
     // same users, not measured).
     let begin = Instant::now();
     let start = begin + settings.warmup;
-    let rate = rate.max(1.0);
-    let total = ((settings.warmup + settings.duration).as_secs_f64() * rate) as u64;
-    let intended = move |i: u64| begin + Duration::from_secs_f64(i as f64 / rate);
+    let total = ((settings.warmup + settings.duration).as_secs_f64() * rate.max(1.0)) as u64;
     let read_ratio = if settings.scenario == Scenario::Mixed {
         settings.read_ratio
     } else {
         0.0
     };
-    let due = Arc::new(tokio::sync::Semaphore::new(0));
-    let next = Arc::new(AtomicU64::new(0));
-    // A dedicated thread keeps time: tokio's timer has 1 ms granularity, which would bunch the
-    // sends and add up to 1 ms of the dispatcher's own lateness to every measured latency.
-    let dispatcher = {
-        let due = due.clone();
-        std::thread::spawn(move || {
-            let mut released = 0;
-            while released < total {
-                let elapsed = Instant::now().saturating_duration_since(begin);
-                let came_due = ((elapsed.as_secs_f64() * rate) as u64 + 1)
-                    .min(total)
-                    .max(released);
-                if came_due > released {
-                    due.add_permits((came_due - released) as usize);
-                    released = came_due;
-                }
-                let wait = intended(released).saturating_duration_since(Instant::now());
-                std::thread::sleep(wait.max(DISPATCH_QUANTUM));
-            }
-            // One more permit per client: each finds no request left and stops.
-            due.add_permits(clients);
-        })
+    let schedule = Arc::new(Schedule::new(begin, rate, total));
+    let taken = Arc::new(AtomicU64::new(0));
+    // A thread of its own keeps time while every client is idle: tokio's timer has 1 ms
+    // granularity, which would bunch the sends and add up to 1 ms of lateness to every latency.
+    let timer = {
+        let schedule = schedule.clone();
+        std::thread::spawn(move || schedule.run_timer(clients))
     };
     let n = users.len().max(1);
     let mut tasks = Vec::with_capacity(clients);
     for (client, mut session) in sessions.into_iter().enumerate() {
-        let (users, due, next) = (users.clone(), due.clone(), next.clone());
+        let (users, schedule, taken) = (users.clone(), schedule.clone(), taken.clone());
         let mut recorder = Recorder::new(start, progress.clone());
         tasks.push(target.spawn_client(client, async move {
-            loop {
-                match due.acquire().await {
-                    Ok(permit) => permit.forget(),
-                    Err(_) => break,
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
+            while let Some(i) = schedule.next(&taken).await {
                 // Request i is round i / n for user i % n. Rounds pair up: a lock and the unlock
                 // after it, or (drawn per pair, so a user's locks and unlocks stay in turn) two
                 // reads.
@@ -271,14 +240,15 @@ async fn open_loop(
                     Op::Unlock
                 };
                 let outcome = session.run(op, &users[user]).await;
-                recorder.record(intended(i), &outcome);
+                recorder.record(schedule.intended(i), &outcome);
+                schedule.release_due();
             }
             recorder
         }));
     }
     let recorders = join(tasks).await;
     let elapsed = start.elapsed();
-    let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
+    let _ = tokio::task::spawn_blocking(move || timer.join()).await;
     // Measured failures are in the error table (an overloaded server may refuse a command whose
     // predecessor is still in flight); a warm-up that failed makes the steady state suspect.
     let checks = if settings.warmup.is_zero() {
