@@ -206,14 +206,16 @@ async fn open_loop(
     // same users, not measured).
     let begin = Instant::now();
     let start = begin + settings.warmup;
-    let total = ((settings.warmup + settings.duration).as_secs_f64() * rate.max(1.0)) as u64;
     let read_ratio = if settings.scenario == Scenario::Mixed {
         settings.read_ratio
     } else {
         0.0
     };
-    let schedule = Arc::new(Schedule::new(begin, rate, total));
-    let taken = Arc::new(AtomicU64::new(0));
+    let schedule = Arc::new(Schedule::new(
+        begin,
+        rate,
+        settings.warmup + settings.duration,
+    ));
     // A thread of its own keeps time while every client is idle: tokio's timer has 1 ms
     // granularity, which would bunch the sends and add up to 1 ms of lateness to every latency.
     let timer = {
@@ -223,10 +225,10 @@ async fn open_loop(
     let n = users.len().max(1);
     let mut tasks = Vec::with_capacity(clients);
     for (client, mut session) in sessions.into_iter().enumerate() {
-        let (users, schedule, taken) = (users.clone(), schedule.clone(), taken.clone());
+        let (users, schedule) = (users.clone(), schedule.clone());
         let mut recorder = Recorder::new(start, progress.clone());
         tasks.push(target.spawn_client(client, async move {
-            while let Some(i) = schedule.next(&taken).await {
+            while let Some(i) = schedule.next().await {
                 // Request i is round i / n for user i % n. Rounds pair up: a lock and the unlock
                 // after it, or (drawn per pair, so a user's locks and unlocks stay in turn) two
                 // reads.

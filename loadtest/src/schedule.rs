@@ -27,17 +27,21 @@ pub struct Schedule {
     total: u64,
     /// Requests released so far (permits added): only ever grows.
     released: AtomicU64,
+    /// Requests taken by clients so far.
+    taken: AtomicU64,
     due: Semaphore,
 }
 
 impl Schedule {
-    /// `total` requests at `rate` per second from `begin`.
-    pub fn new(begin: Instant, rate: f64, total: u64) -> Schedule {
+    /// Requests at `rate` per second from `begin`, for `span`.
+    pub fn new(begin: Instant, rate: f64, span: Duration) -> Schedule {
+        let rate = rate.max(1.0);
         Schedule {
             begin,
-            rate: rate.max(1.0),
-            total,
+            rate,
+            total: (span.as_secs_f64() * rate) as u64,
             released: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
             due: Semaphore::new(0),
         }
     }
@@ -70,9 +74,9 @@ impl Schedule {
     }
 
     /// Waits for a released request and takes it; `None` once the schedule is over.
-    pub async fn next(&self, taken: &AtomicU64) -> Option<u64> {
+    pub async fn next(&self) -> Option<u64> {
         self.due.acquire().await.ok()?.forget();
-        let i = taken.fetch_add(1, Ordering::Relaxed);
+        let i = self.taken.fetch_add(1, Ordering::Relaxed);
         (i < self.total).then_some(i)
     }
 
@@ -95,7 +99,7 @@ mod tests {
     #[test]
     fn releases_what_came_due_once_whoever_asks() {
         let begin = Instant::now() - Duration::from_millis(10);
-        let schedule = Schedule::new(begin, 1000.0, 1_000_000);
+        let schedule = Schedule::new(begin, 1000.0, Duration::from_secs(1000));
         schedule.release_due();
         let first = schedule.released.load(Ordering::Acquire);
         // 10 ms at 1,000/s: about eleven requests (request 0 is due at `begin`).
@@ -112,18 +116,18 @@ mod tests {
 
     #[test]
     fn a_finished_schedule_ends_every_client() {
-        let schedule = Schedule::new(Instant::now(), 100_000.0, 50);
+        let schedule = Schedule::new(Instant::now(), 100_000.0, Duration::from_micros(500));
         schedule.run_timer(3);
-        let taken = AtomicU64::new(0);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
         let mut got = Vec::new();
         runtime.block_on(async {
-            while let Some(i) = schedule.next(&taken).await {
+            while let Some(i) = schedule.next().await {
                 got.push(i);
             }
         });
-        assert_eq!(got, (0..50).collect::<Vec<_>>());
+        assert!((49..=50).contains(&schedule.total));
+        assert_eq!(got, (0..schedule.total).collect::<Vec<_>>());
     }
 }
