@@ -15,7 +15,8 @@
 # commands of that window (the harnesses' req/s × 14), per process: each node, each NATS server,
 # the harnesses together. At the end: the NATS server each node is connected to and how many
 # streams each NATS server leads (an append from a node whose server does not lead the stream
-# takes one more hop).
+# takes one more hop), and each node's mean wait for the stream's acknowledgement of a write and
+# then for its own view to apply it (`latchkey_cluster_append_seconds`, `_view_wait_seconds`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${1:-1}
@@ -89,6 +90,14 @@ for k in "${!names[@]}"; do
 done
 echo "  all processes: $(awk -v t="$total" -v c="$commands" 'BEGIN { printf "%.1f", t * 10000 / c }') µs of CPU per command"
 curl -s "http://127.0.0.1:18181/metrics" | grep '^latchkey_cluster_forwards_total' || true
+# A write's two waits on each node over the whole run: the stream's acknowledgement, then the
+# node's own view applying it.
+for i in $(seq 1 "$NODES"); do
+  curl -s "http://127.0.0.1:$((18180 + i))/metrics" | awk -v n="n$i" '
+    /^latchkey_cluster_append_seconds_sum/ { as = $NF } /^latchkey_cluster_append_seconds_count/ { ac = $NF }
+    /^latchkey_cluster_view_wait_seconds_sum/ { vs = $NF } /^latchkey_cluster_view_wait_seconds_count/ { vc = $NF }
+    END { if (ac > 0 && vc > 0) printf "%s: %d writes, mean append %.2f ms, then the view %.2f ms\n", n, ac, as * 1000 / ac, vs * 1000 / vc }'
+done
 "$R/latchkey-nats" leaders "$urls" >"$D/leaders.txt"
 for i in $(seq 1 "$NODES"); do
   server=$(sed -n 's/.*connected to NATS server="\([^"]*\)".*/\1/p' "$D/n$i.log" | head -1)

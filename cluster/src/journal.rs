@@ -131,6 +131,9 @@ struct Inner {
     consumers: Mutex<Vec<AbortHandle>>,
     /// The bucket of unique names, opened at its first use.
     names: tokio::sync::OnceCell<Names>,
+    /// A write's two waits: the stream's acknowledgement, then this node's view applying it.
+    append_time: metrics::Histogram,
+    view_wait: metrics::Histogram,
 }
 
 impl Drop for Inner {
@@ -205,6 +208,8 @@ impl ClusterJournal {
                 failed: Arc::new(OnceLock::new()),
                 consumers: Mutex::new(Vec::new()),
                 names: tokio::sync::OnceCell::new(),
+                append_time: metrics::histogram!("latchkey_cluster_append_seconds"),
+                view_wait: metrics::histogram!("latchkey_cluster_view_wait_seconds"),
             }),
         }
     }
@@ -514,15 +519,19 @@ impl ClusterJournal {
         let mut headers = HeaderMap::new();
         headers.insert(WRITER_HEADER, format!("{node}/{epoch}").as_str());
         let id = inner.log.request_id(&format!("w/{node}/{epoch}"));
-        let deadline = Instant::now() + inner.config.append_timeout;
+        let started = Instant::now();
+        let deadline = started + inner.config.append_timeout;
         let appended = inner
             .log
             .append(&subject_scope, expected, &id, &headers, payload, deadline)
             .await
             .map_err(|e| Refused::from(store_error(e)))?;
+        let acknowledged = Instant::now();
+        inner.append_time.record(acknowledged - started);
         self.caught_up(p, appended.sequence, view_deadline(deadline))
             .await
             .map_err(Refused::from)?;
+        inner.view_wait.record(acknowledged.elapsed());
         tracing::debug!(
             node,
             scope = subject_scope,
