@@ -147,6 +147,15 @@ pub enum Internal {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// How long a commit's fdatasync takes on this machine's disk: idle, with a busy thread on
+    /// the syncing core, and with one on another core (the floor under sync-mode latencies).
+    DiskCheck {
+        /// A directory on the disk to check (the server's --data-dir's disk).
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
     /// Scale of state: create --users through the engine, restart the server on them, measure
     /// readiness, memory (ready / many active / after passivation) and a cold first request.
     Scale {

@@ -7,13 +7,15 @@
 //! baseline; `--repeat` and `median.rs`) → `runner.rs` (the scenarios, closed and open loop) over
 //! `target.rs` / `connection.rs` / `grpc_target.rs` (what a request goes to) → `recorder.rs` (what is measured) →
 //! `report.rs` (table, JSON, HTML); `scrape.rs` reads the server's own metrics; `servers.rs` and
-//! `ceiling.rs` are the spawned servers and the store ceiling; `scale.rs` the scale check; `checkpoint_targets.rs` the comparison of stores.
+//! `ceiling.rs` are the spawned servers and the store ceiling; `scale.rs` the scale check; `checkpoint_targets.rs` the comparison of stores; `disk_check.rs`
+//! the disk's own sync latency, idle and beside busy cores.
 
 mod ceiling;
 mod checkpoint_targets;
 mod cli;
 mod client_check;
 mod connection;
+mod disk_check;
 mod grpc_baseline;
 mod grpc_target;
 mod list_timings;
@@ -111,6 +113,9 @@ fn main() -> ExitCode {
             chunk: chunk.unwrap_or(latchkey_storage::CHECKPOINT_CHUNK).max(1),
             only,
         }),
+        Some(Internal::DiskCheck { dir, duration }) => {
+            disk_check::run(&dir, duration).map(|()| true)
+        }
         Some(Internal::ClientCheck {
             rounds,
             rate,
