@@ -13,7 +13,8 @@
 # their views costs. CPU is the difference of
 # utime + stime in /proc/<pid>/stat over a 14-s window inside the measured 20 s, divided by the
 # commands of that window (the harnesses' req/s × 14), per process: each node, each NATS server,
-# the harnesses together. At the end: the NATS server each node is connected to and how many
+# the harnesses together; and the machine's busy, idle and stolen share over the same window
+# (steal: the host ran something else while a vCPU wanted to run). At the end: the NATS server each node is connected to and how many
 # streams each NATS server leads (an append from a node whose server does not lead the stream
 # takes one more hop), and each node's mean wait for the stream's acknowledgement of a write and
 # then for its own view to apply it (`latchkey_cluster_append_seconds`, `_view_wait_seconds`).
@@ -63,11 +64,16 @@ for i in $(seq 1 "$DRIVEN"); do
   harnesses+=($!)
 done
 sleep 10 # users prepared, warm-up done
+# The machine's own line of /proc/stat: busy, idle and stolen ticks (time the host ran something
+# else while a vCPU of this guest wanted to run).
+machine() { awk '/^cpu / { printf "%d %d %d", $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat; }
 # shellcheck disable=SC2086
 before=($(ticks "${pids[@]}" $nats "${harnesses[@]}"))
+m_before=($(machine))
 sleep 14
 # shellcheck disable=SC2086
 after=($(ticks "${pids[@]}" $nats "${harnesses[@]}"))
+m_after=($(machine))
 wait "${harnesses[@]}"
 rps=0
 for i in $(seq 1 "$DRIVEN"); do
@@ -89,6 +95,8 @@ for k in "${!names[@]}"; do
   echo "  ${names[k]}: $(awk -v t="$t" -v c="$commands" 'BEGIN { printf "%.1f", t * 10000 / c }') µs of CPU per command"
 done
 echo "  all processes: $(awk -v t="$total" -v c="$commands" 'BEGIN { printf "%.1f", t * 10000 / c }') µs of CPU per command"
+busy=$((m_after[0] - m_before[0])); idle=$((m_after[1] - m_before[1])); steal=$((m_after[2] - m_before[2]))
+echo "  the machine over the window: $(awk -v b="$busy" -v i="$idle" -v s="$steal" 'BEGIN { t = b + i + s; printf "%.0f %% busy, %.0f %% idle, %.0f %% stolen by the host", b * 100 / t, i * 100 / t, s * 100 / t }')"
 curl -s "http://127.0.0.1:18181/metrics" | grep '^latchkey_cluster_forwards_total' || true
 # A write's two waits on each node over the whole run: the stream's acknowledgement, then the
 # node's own view applying it.
