@@ -185,12 +185,15 @@ async fn every_node_serves_every_user_over_every_protocol_and_survives_a_node_de
         "exactly one unlock across the cluster"
     );
 
-    // What an operator watches: calls forwarded, users claimed, partitions served.
+    // What an operator watches: calls forwarded, users claimed, partitions served, and where a
+    // write waited (the stream's acknowledgement, then this node's view).
     let reply = nodes[0].get("/metrics").await;
     let metrics = reply.body.as_str().unwrap();
     for series in [
         "latchkey_cluster_forwards_total",
         "latchkey_cluster_claims_total",
+        "latchkey_cluster_append_seconds_count",
+        "latchkey_cluster_view_wait_seconds_count",
     ] {
         assert!(support::metric_value(metrics, series) > 0.0, "{series}");
     }
