@@ -17,7 +17,7 @@ use crate::median::pick_median;
 use crate::recorder::RunResult;
 use crate::report::{Report, Side};
 use crate::runner::{self, Scenario, Settings};
-use crate::scrape::{cpu_per_request, cpu_seconds, machine, scrape, server_view};
+use crate::scrape::{cpu_per_request, machine, scrape, server_view, usage};
 use crate::target::Target;
 use crate::{ceiling, servers};
 
@@ -82,7 +82,7 @@ async fn one_run(cli: &Cli) -> Result<Report, String> {
         Setup::Spawned(server, _) => Some(server.pid()),
         _ => None,
     };
-    let cpu_before = pid.and_then(cpu_seconds);
+    let cpu_before = pid.and_then(usage);
     eprintln!(
         "running {:?} for {:?} ...",
         settings.scenario, settings.duration
@@ -91,8 +91,7 @@ async fn one_run(cli: &Cli) -> Result<Report, String> {
         runner::run(&target, &settings, users.clone(), progress, true)
     })
     .await;
-    latchkey.server_cpu =
-        cpu_per_request(cpu_before, pid.and_then(cpu_seconds), latchkey.requests());
+    latchkey.server_cpu = cpu_per_request(cpu_before, pid.and_then(usage), latchkey.requests());
     let after = scrape(&target).await;
     let server = server_view(&before, &after);
 
@@ -285,12 +284,12 @@ async fn run_baseline(cli: &Cli, settings: &Settings, embedded: bool) -> Result<
             .map(|i| format!("{}", 100_000 + i))
             .collect::<Vec<_>>(),
     );
-    let cpu_before = cpu_seconds(server.pid());
+    let cpu_before = usage(server.pid());
     let mut result = measured(settings, |progress| {
         runner::run(&target, settings, users.clone(), progress, false)
     })
     .await;
-    result.server_cpu = cpu_per_request(cpu_before, cpu_seconds(server.pid()), result.requests());
+    result.server_cpu = cpu_per_request(cpu_before, usage(server.pid()), result.requests());
     server.stop();
     Ok(result)
 }

@@ -47,6 +47,9 @@ pub struct Side {
 pub struct ServerCpu {
     pub user_us: f64,
     pub system_us: f64,
+    /// Context switches of the server's threads per request: how often a request's hops put a
+    /// thread to sleep (each one a wake-up to pay for).
+    pub switches: f64,
 }
 
 impl ServerCpu {
@@ -222,6 +225,14 @@ impl Report {
                     base.system_us,
                     cpu.total_us() / base.total_us().max(1e-9)
                 );
+            }
+            let _ = writeln!(out, "{line}");
+            let mut line = format!(
+                "server context switches per request: latchkey {:.2}",
+                cpu.switches
+            );
+            if let Some(base) = self.baseline.as_ref().and_then(|b| b.server_cpu) {
+                line += &format!(", baseline {:.2}", base.switches);
             }
             let _ = writeln!(out, "{line}");
         }

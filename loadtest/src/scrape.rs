@@ -85,30 +85,64 @@ pub fn machine() -> String {
     format!("{cpus} cores, {model}, {mem} GiB")
 }
 
-/// CPU seconds (user, kernel) a process has spent so far, all its threads, from
-/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of 1/100 s — Linux's `USER_HZ` on every
-/// architecture the harness runs on). `None` where there is no `/proc`.
-pub fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
+/// What a process has used so far, all its threads: CPU seconds (user, kernel) and context
+/// switches (each a thread that went to sleep or was preempted — a wake-up to come).
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub user: f64,
+    pub system: f64,
+    pub switches: u64,
+}
+
+/// A process's [`Usage`]: CPU from `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of 1/100 s
+/// — Linux's `USER_HZ` on every architecture the harness runs on), context switches summed over
+/// its threads' `/proc/<pid>/task/*/status` (a thread that ended takes its count with it; a
+/// server's threads live as long as it does). `None` where there is no `/proc`.
+pub fn usage(pid: u32) -> Option<Usage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; the fields after it start past the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    let mut switches = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue; // the thread ended meanwhile
+        };
+        switches += context_switches(&status);
+    }
     // `rest` starts at field 3, so field n is at index n - 3.
-    Some((ticks(11)? / 100.0, ticks(12)? / 100.0))
+    Some(Usage {
+        user: ticks(11)? / 100.0,
+        system: ticks(12)? / 100.0,
+        switches,
+    })
 }
 
-/// A server's CPU per request between two [`cpu_seconds`] readings.
+/// Voluntary and involuntary context switches of one `/proc/…/status`.
+fn context_switches(status: &str) -> u64 {
+    status
+        .lines()
+        .filter(|line| line.contains("ctxt_switches:"))
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A server's CPU and context switches per request between two [`usage`] readings.
 pub fn cpu_per_request(
-    before: Option<(f64, f64)>,
-    after: Option<(f64, f64)>,
+    before: Option<Usage>,
+    after: Option<Usage>,
     requests: u64,
 ) -> Option<crate::report::ServerCpu> {
-    let ((user0, system0), (user1, system1)) = (before?, after?);
+    let (before, after) = (before?, after?);
     let requests = requests.max(1) as f64;
     Some(crate::report::ServerCpu {
-        user_us: (user1 - user0) * 1e6 / requests,
-        system_us: (system1 - system0) * 1e6 / requests,
+        user_us: (after.user - before.user) * 1e6 / requests,
+        system_us: (after.system - before.system) * 1e6 / requests,
+        switches: after.switches.saturating_sub(before.switches) as f64 / requests,
     })
 }
 
@@ -117,10 +151,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_this_process_cpu() {
-        let (user, system) = cpu_seconds(std::process::id()).expect("/proc/self/stat");
-        assert!(user >= 0.0 && system >= 0.0);
-        let cpu = cpu_per_request(Some((1.0, 0.5)), Some((2.0, 1.0)), 100_000).unwrap();
+    fn reads_this_process_usage() {
+        let used = usage(std::process::id()).expect("/proc/self");
+        assert!(used.user >= 0.0 && used.system >= 0.0);
+        // A thread that sleeps is switched out at least once.
+        std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(5)));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(usage(std::process::id()).unwrap().switches > 0);
+        let at = |user, system, switches| {
+            Some(Usage {
+                user,
+                system,
+                switches,
+            })
+        };
+        let cpu = cpu_per_request(at(1.0, 0.5, 1_000), at(2.0, 1.0, 301_000), 100_000).unwrap();
         assert!((cpu.user_us - 10.0).abs() < 1e-9 && (cpu.system_us - 5.0).abs() < 1e-9);
+        assert!((cpu.switches - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn counts_both_kinds_of_context_switches() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(context_switches(status), 15);
     }
 }
