@@ -76,7 +76,7 @@ fn syncs(dir: &Path, duration: Duration) -> Result<Histogram<u64>, String> {
         let dir = dir.to_path_buf();
         std::thread::spawn(move || -> Result<Histogram<u64>, String> {
             pin(0);
-            // A named file, as the log's segments are (an unnamed O_TMPFILE syncs differently).
+            // A named file, as the log's segments are.
             let named = tempfile::NamedTempFile::new_in(&dir).map_err(|e| e.to_string())?;
             let file = named.as_file();
             let zeros = vec![0_u8; 1 << 20];
@@ -103,17 +103,21 @@ fn syncs(dir: &Path, duration: Duration) -> Result<Histogram<u64>, String> {
         .map_err(|_| "the syncing thread panicked".to_string())?
 }
 
-/// Pins the calling thread to `core` (best effort: the numbers say where it ran otherwise).
+/// Pins the calling thread to `core`; says so on stderr when it cannot (a process confined to
+/// other cores, another OS), since the setting then ran with the thread wherever it was put.
 fn pin(core: usize) {
     #[cfg(target_os = "linux")]
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it for core < 1024.
-    unsafe {
+    let pinned = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
     #[cfg(not(target_os = "linux"))]
-    let _ = core;
+    let pinned = false;
+    if !pinned {
+        eprintln!("(could not pin a thread to core {core}: this setting ran it unpinned)");
+    }
 }
 
 #[cfg(test)]
