@@ -2,9 +2,12 @@
 //! puts and deletes of one command, applied all or none; its [`Completion`] resolves once the
 //! batch is durable (or applied, in `async` mode), or failed. The writer (`writer.rs`) makes and
 //! finishes completions; the engine's callers wait on them.
+//!
+//! A sync write's completion tells its writer when someone starts waiting on it ([`Needed`]):
+//! the writer starts a flush then rather than at the apply (`writer.rs` says why).
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use tokio::sync::Notify;
 
@@ -72,6 +75,14 @@ struct CompletionState {
     state: AtomicU8,
     error: OnceLock<StoreError>,
     notify: Notify,
+    /// Whom to tell that a waiter needs this write durable.
+    needed: Option<Weak<dyn Needed>>,
+}
+
+/// The writer's side of [`Completion::wait`]: a waiter needs a pending write durable. Called
+/// before the waiter parks; never blocks beyond the writer's lock.
+pub(crate) trait Needed: Send + Sync {
+    fn needed(&self);
 }
 
 /// The outcome of one submitted write, shared by everyone whose reply depends on it: the caller
@@ -83,10 +94,20 @@ impl Completion {
     /// A completion its maker finishes later with [`Completion::finish`] (the writer, or a
     /// journal).
     pub fn pending() -> Self {
+        Self::with_needed(None)
+    }
+
+    /// A pending completion whose waiters tell `writer` they need it.
+    pub(crate) fn needed_by(writer: Weak<dyn Needed>) -> Self {
+        Self::with_needed(Some(writer))
+    }
+
+    fn with_needed(needed: Option<Weak<dyn Needed>>) -> Self {
         Completion(Arc::new(CompletionState {
             state: AtomicU8::new(PENDING),
             error: OnceLock::new(),
             notify: Notify::new(),
+            needed,
         }))
     }
 
@@ -133,6 +154,11 @@ impl Completion {
 
     /// Resolves once the write is durable (sync) / applied (async), or failed.
     pub async fn wait(&self) -> Result<(), StoreError> {
+        if self.poll_result().is_none() {
+            if let Some(writer) = self.0.needed.as_ref().and_then(Weak::upgrade) {
+                writer.needed();
+            }
+        }
         loop {
             let notified = self.0.notify.notified();
             tokio::pin!(notified);
