@@ -16,8 +16,9 @@
 # the harnesses together; and the machine's busy, idle and stolen share over the same window
 # (steal: the host ran something else while a vCPU wanted to run). At the end: the NATS server
 # each node is connected to and how many streams each NATS server leads (an append from a node
-# whose server does not lead the stream takes one more hop), and each node's mean wait for the stream's acknowledgement of a write and
-# then for its own view to apply it (`latchkey_cluster_append_seconds`, `_view_wait_seconds`).
+# whose server does not lead the stream takes one more hop), and each node's mean wait for the
+# stream's acknowledgement of a write and then for its own view to apply it
+# (`latchkey_cluster_append_seconds`, `_view_wait_seconds`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${1:-1}

@@ -154,8 +154,8 @@ mod tests {
     fn reads_this_process_usage() {
         let used = usage(std::process::id()).expect("/proc/self");
         assert!(used.user >= 0.0 && used.system >= 0.0);
-        // A thread that sleeps is switched out at least once.
-        std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(5)));
+        // This thread sleeps, so it is switched out at least once (a thread that has ended takes
+        // its count with it, so it must be a live one).
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert!(usage(std::process::id()).unwrap().switches > 0);
         let at = |user, system, switches| {
