@@ -81,6 +81,8 @@ struct Queue {
     /// Async mode: when the oldest unflushed write was applied.
     dirty_since: Option<Instant>,
     flusher: Flusher,
+    /// Sync writes applied so far: a nap in which this did not move ends in sleep.
+    applied: u64,
     closing: bool,
     /// Why the store failed for good, once it has.
     failed: Option<String>,
@@ -219,6 +221,7 @@ impl Writer {
                 let writer: std::sync::Weak<dyn Needed> = Arc::downgrade(shared) as _;
                 let done = Completion::needed_by(writer);
                 queue.pending.push((scope.to_vec(), done.clone()));
+                queue.applied += 1;
                 if queue.flusher == Flusher::Asleep {
                     shared.wake_flusher(&mut queue);
                 }
@@ -375,9 +378,8 @@ fn run_flusher(shared: &Shared) {
     loop {
         let (writes, settles) = {
             let mut queue = shared.lock();
-            // The first wait after a flush is a nap. Only the flusher takes pending writes, so a
-            // nap that ends with none pending saw nothing applied: the next wait is sleep.
-            let mut napped = false;
+            // Writes applied as of the last nap's start: the first wait after a flush is a nap.
+            let mut napped_at = None;
             loop {
                 if !queue.pending.is_empty() || !queue.settles.is_empty() {
                     break;
@@ -386,8 +388,8 @@ fn run_flusher(shared: &Shared) {
                     return; // `close` flushes what async mode left unflushed
                 }
                 match (shared.durability, queue.dirty_since) {
-                    (Durability::Sync, _) if !napped => {
-                        napped = true;
+                    (Durability::Sync, _) if napped_at != Some(queue.applied) => {
+                        napped_at = Some(queue.applied);
                         queue.flusher = Flusher::Napping;
                         shared.wake.wait_for(&mut queue, NAP);
                     }
