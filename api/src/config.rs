@@ -148,6 +148,10 @@ pub struct ServeArgs {
     /// How long a request waits for a user's actor before DeadlineExceeded.
     #[arg(long, global = true, env = "LATCHKEY_CALL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,
+    /// How long a graceful shutdown waits for the store to close (sync, checkpoint, flush) before
+    /// it gives up and exits; the next start then replays the log, as after a crash.
+    #[arg(long, global = true, env = "LATCHKEY_CLOSE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub close_timeout: Duration,
     /// Bound of the store's page cache, in MiB (kept roughly by sled, exactly by redb): with the
     /// active users, what a server's memory grows to on a large store.
     #[arg(long, global = true, env = "LATCHKEY_CACHE_MB", default_value_t = 1024)]
@@ -319,6 +323,7 @@ impl ServeArgs {
             .durability(durability)
             .idle_timeout(self.idle_timeout)
             .call_timeout(self.call_timeout)
+            .close_timeout(self.close_timeout)
             .cache_bytes(self.cache_mb.saturating_mul(1024 * 1024))
             .checkpoint_entries(self.checkpoint_entries)
             .check_threads(check_threads)

@@ -11,6 +11,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use latchkey_engine::{Config, Engine, ErrorId, OpenError};
 use latchkey_storage::faults::Faults;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -305,3 +306,64 @@ async fn a_panicking_flusher_fails_the_store_loudly_and_at_once() {
         "refused at once, not after the call timeout"
     );
 }
+
+/// A close stuck on the disk at shutdown does not hang the shutdown: it fails after
+/// `close_timeout` with STORE-UNAVAILABLE while the close goes on, holding the directory, and
+/// what was acknowledged is there when the directory is opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_stuck_on_the_disk_fails_the_shutdown_in_time_and_loses_nothing() {
+    let faults = Faults::new();
+    let server = TestServer::start_with(|c| {
+        c.faults(faults.clone())
+            .close_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let id = server.create_locked_user("stuck@example.com").await;
+    let reply = server
+        .post(&format!("/v2/users/{id}/unlock"), json!({}))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let acknowledged = server.state_and_sequence(&id).await;
+
+    // A liveness bound against the injected 6 s stall, not a performance claim.
+    faults.delay_writes(Duration::from_secs(6));
+    let started = Instant::now();
+    let err = server
+        .engine
+        .shutdown()
+        .await
+        .expect_err("the close outlasts its timeout");
+    assert_eq!(err.id, ErrorId::StoreUnavailable, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "gave up in {:?}",
+        started.elapsed()
+    );
+    faults.clear();
+    let dir = server.stop().await;
+
+    // The close goes on and holds the directory until it ends; then it opens as it was.
+    let mut refused = 0;
+    loop {
+        match Engine::open(Config::default().data_dir(dir.path())).await {
+            Ok(engine) => {
+                engine.shutdown().await.unwrap();
+                break;
+            }
+            Err(OpenError::Store(e)) if e.is_locked() && started.elapsed() < WAIT => {
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("reopening: {e}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "the close was still running when shutdown returned"
+    );
+    let server = TestServer::reopen(dir).await;
+    assert_eq!(server.state_and_sequence(&id).await, acknowledged);
+}
+
+/// How long the stalled close may take to end in the test above, with room to spare.
+const WAIT: Duration = Duration::from_secs(20);

@@ -98,6 +98,11 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long a caller waits for a user's actor before DeadlineExceeded.
     pub call_timeout: Duration,
+    /// How long [`Engine::shutdown`] waits for the store to close (sync its log, checkpoint the
+    /// memtable into sled, flush sled). Past it the shutdown fails with STORE-UNAVAILABLE and the
+    /// close is left running on a thread of its own: every acknowledged write is already in the
+    /// synced log, so should the process then exit, the next open replays it as after a crash.
+    pub close_timeout: Duration,
     /// The embedded store the write-ahead log checkpoints into (sled by default, or redb). A
     /// data directory holds one for good: opening it with the other is refused.
     pub medium: Medium,
@@ -135,6 +140,7 @@ impl Default for Config {
             durability: Durability::Sync,
             idle_timeout: Duration::from_secs(60),
             call_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(30),
             medium: Medium::default(),
             cache_bytes: latchkey_storage::DEFAULT_CACHE_BYTES,
             checkpoint_entries: latchkey_storage::DEFAULT_CHECKPOINT_ENTRIES,
@@ -166,6 +172,10 @@ impl Config {
     }
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
+        self
+    }
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
         self
     }
     pub fn medium(mut self, medium: Medium) -> Self {
@@ -240,6 +250,35 @@ const POLICY_FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 /// How many generated ids [`Engine::new_id`] tries for one this node's placement accepts.
 const ID_TRIES: usize = 10_000;
+
+/// Closes `store` on a thread of its own, waiting at most `limit` ([`Config::close_timeout`]).
+/// Not on tokio's blocking pool: a runtime being dropped waits for its blocking tasks, so a
+/// close that never returns (sled 0.34's flush has been seen to wait forever on a condvar, its
+/// I/O threads idle) would hang the embedding program's exit.
+async fn close_within(store: Arc<Store>, limit: Duration) -> Result<(), Error> {
+    let (closed, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("latchkey-close".into())
+        .spawn(move || {
+            let _ = closed.send(store.close());
+        })
+        .map_err(|e| {
+            tracing::error!("closing the store: cannot start its thread: {e}");
+            Error::new(ErrorId::Internal)
+        })?;
+    match tokio::time::timeout(limit, result).await {
+        Ok(Ok(closed)) => Ok(closed?),
+        Ok(Err(_)) => Err(Error::new(ErrorId::Internal)), // the close panicked
+        Err(_) => Err(Error::with(
+            ErrorId::StoreUnavailable,
+            format!(
+                "closing the store did not finish within {limit:?}; it goes on in the background \
+                 and holds the data directory until it ends (if the process exits first, the \
+                 next open replays the log)"
+            ),
+        )),
+    }
+}
 
 /// Counters about the actor population.
 #[derive(Debug, Clone, Copy, Default)]
@@ -457,7 +496,9 @@ impl Engine {
     }
 
     /// Stops every actor, flushes and closes the store and releases the data directory (it can be
-    /// reopened at once, even while this handle lives). Later calls fail with SHUTTING-DOWN.
+    /// reopened at once, even while this handle lives). Later calls fail with SHUTTING-DOWN. A
+    /// close that outlasts [`Config::close_timeout`] fails this with STORE-UNAVAILABLE and keeps
+    /// the directory until it ends.
     pub async fn shutdown(&self) -> Result<(), Error> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -472,11 +513,7 @@ impl Engine {
             .await;
         self.inner.timer_anchor.abort();
         self.inner.unlocks.abort();
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.close())
-            .await
-            .map_err(|_| Error::new(ErrorId::Internal))??;
-        Ok(())
+        close_within(self.inner.store.clone(), self.inner.config.close_timeout).await
     }
 
     fn check_open(&self) -> Result<(), Error> {
