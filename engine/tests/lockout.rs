@@ -600,3 +600,79 @@ async fn reads_without_the_actor_see_every_change() {
     assert_eq!(err.id, ErrorId::UserNotFound);
     assert_eq!(from_view(), served + 1);
 }
+
+/// A lifecycle command the view a user's actor published refuses is refused without a hop to
+/// the actor (`Registry::refusal`), with the actor's own error, and never on a view older than
+/// a change: a lock, an unlock, and a lock whose automatic unlock fell due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_without_the_actor_see_every_change() {
+    let kit = kit().await;
+    kit.policy(LockoutPolicy {
+        max_password_attempts: 2,
+        auto_unlock_after: Some(Duration::from_millis(300)),
+        ..Default::default()
+    })
+    .await;
+    let user = kit.user("refusals@example.com").await;
+    let refused = || kit.engine.stats().refusals_from_view;
+    let unlock = || async { kit.engine.unlock_user(&kit.admin, &user).await };
+    let lock = || async { kit.engine.lock_user(&kit.admin, &user).await };
+
+    let before = refused();
+    let err = unlock().await.unwrap_err(); // by the actor, which publishes what it refused on
+    assert_eq!(err.id, ErrorId::UserNotLocked);
+    assert_eq!(refused(), before);
+    let err = unlock().await.unwrap_err();
+    assert_eq!(err.id, ErrorId::UserNotLocked);
+    let err = kit
+        .engine
+        .reactivate_user(&kit.admin, &user)
+        .await
+        .unwrap_err();
+    assert_eq!(err.id, ErrorId::UserNotInactive);
+    assert_eq!(refused(), before + 2, "both skipped the actor");
+
+    // A command the view lets through goes to the actor, and what it changes is seen next.
+    lock().await.unwrap();
+    unlock().await.unwrap();
+    assert_eq!(unlock().await.unwrap_err().id, ErrorId::UserNotLocked);
+    assert_eq!(refused(), before + 2);
+
+    // Locked by failures for 300 ms: a lock is refused from the view until the lock falls due;
+    // then the actor lifts it first, and the lock goes through.
+    kit.login(&user, "wrong").await.unwrap_err();
+    kit.login(&user, "wrong").await.unwrap_err();
+    let err = lock().await.unwrap_err();
+    assert_eq!(err.id, ErrorId::UserNotActiveOrInitial);
+    let err = lock().await.unwrap_err();
+    assert_eq!(err.id, ErrorId::UserNotActiveOrInitial);
+    assert_eq!(refused(), before + 3);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    lock().await.unwrap();
+    assert_eq!(
+        kit.engine.get_user(&kit.admin, &user).await.unwrap().state,
+        UserState::Locked
+    );
+
+    // Outside the caller's reach, a published view answers NotFound like the actor.
+    let (org_b, _) = kit
+        .engine
+        .add_organization(&kit.admin, "elsewhere", None)
+        .await
+        .unwrap();
+    let manager_b = Caller {
+        user_id: "manager-b".into(),
+        org_id: org_b.clone(),
+        grants: vec![Grant {
+            role: Role::OrgUserManager,
+            org_id: Some(org_b),
+        }],
+    };
+    let err = kit.engine.unlock_user(&manager_b, &user).await.unwrap_err(); // by the actor, which publishes
+    assert_eq!(err.id, ErrorId::UserNotFound);
+    let served = refused();
+    let err = kit.engine.unlock_user(&manager_b, &user).await.unwrap_err();
+    assert_eq!(err.id, ErrorId::UserNotFound);
+    assert_eq!(refused(), served + 1);
+    kit.engine.shutdown().await.unwrap();
+}
