@@ -291,8 +291,6 @@ pub struct EngineStats {
     pub password_verifications: u64,
     /// GetUserByID answers given from an actor's published view, without a hop to the actor.
     pub reads_from_view: u64,
-    /// Lifecycle commands refused from an actor's published view, without a hop to the actor.
-    pub refusals_from_view: u64,
 }
 
 /// The engine handle. Cheap to clone; every clone is the same engine.
@@ -494,7 +492,6 @@ impl Engine {
             actor_failures: m.failure_count.load(Ordering::Relaxed),
             password_verifications: self.inner.registry.verifier().verifications(),
             reads_from_view: m.reads_from_view_count.load(Ordering::Relaxed),
-            refusals_from_view: m.refusals_from_view_count.load(Ordering::Relaxed),
         }
     }
 

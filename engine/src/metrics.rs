@@ -20,9 +20,6 @@ pub(crate) struct EngineMetrics {
     /// GetUserByID answered from the view the user's actor published (`user/published.rs`).
     reads_from_view: Counter,
     pub reads_from_view_count: AtomicU64,
-    /// Lifecycle commands refused from that view (`Registry::refusal`).
-    refusals_from_view: Counter,
-    pub refusals_from_view_count: AtomicU64,
     pub activation_count: AtomicU64,
     pub passivation_count: AtomicU64,
     pub failure_count: AtomicU64,
@@ -42,8 +39,6 @@ impl EngineMetrics {
             lockouts: counter!("latchkey_lockouts_total"),
             reads_from_view: counter!("latchkey_user_reads_from_view_total"),
             reads_from_view_count: AtomicU64::new(0),
-            refusals_from_view: counter!("latchkey_user_refusals_from_view_total"),
-            refusals_from_view_count: AtomicU64::new(0),
             activation_count: AtomicU64::new(0),
             passivation_count: AtomicU64::new(0),
             failure_count: AtomicU64::new(0),
@@ -69,13 +64,6 @@ impl EngineMetrics {
     pub fn read_from_view(&self) {
         self.reads_from_view.increment(1);
         self.reads_from_view_count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A lifecycle command was refused from a published view, without a hop to the actor.
-    pub fn refused_from_view(&self) {
-        self.refusals_from_view.increment(1);
-        self.refusals_from_view_count
-            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// A password check was answered.

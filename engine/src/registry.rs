@@ -36,7 +36,6 @@ use crate::user::actor::{Request, Staged, UserActor, UserActorArgs, UserMsg};
 use crate::user::lockout::LockoutState;
 use crate::user::published::{Published, ReadView};
 use crate::user::record::UserRecord;
-use crate::user::state::{self, Lifecycle};
 use crate::verifier::Verifier;
 
 struct Slot {
@@ -179,57 +178,28 @@ impl Registry {
     /// GetUserByID's read: answered from the view the user's actor published when there is one
     /// that may be answered from (`user/published.rs`), else through the actor.
     pub async fn view(self: &Arc<Self>, id: &str, reach: &Reach) -> Result<Arc<ReadView>, Error> {
-        if let Some(view) = self.durable_view(id).await? {
-            self.metrics.read_from_view();
-            return view.for_caller(reach);
+        if self.placement.is_none() {
+            let published = self.slots.get(id).and_then(|slot| slot.published.get());
+            // The actor lifts a due lock before it answers; a view still showing one is stale.
+            if let Some(view) = published.filter(|v| v.lockout.due(now_micros()).is_none()) {
+                let durable = match view.durable.poll_result() {
+                    Some(settled) => settled,
+                    None => tokio::time::timeout(self.call_timeout, view.durable.wait())
+                        .await
+                        .map_err(|_| Error::from(ErrorId::Timeout))?,
+                };
+                // After a failed write the actor's path below reloads the user and says so.
+                if durable.is_ok() {
+                    self.metrics.read_from_view();
+                    return view.for_caller(reach);
+                }
+            }
         }
         self.call(id, |reply| Request::View {
             reach: reach.clone(),
             reply,
         })
         .await
-    }
-
-    /// A lifecycle command the user's published view refuses, refused without the hop to its
-    /// actor: the actor's own first check (`state::refusal`) on the state it published, answered
-    /// once that state is durable, as the actor answers. `None`: the actor decides (no view to
-    /// answer from, or the view lets the command through). An unlock storm's losers end here.
-    pub async fn refusal(
-        self: &Arc<Self>,
-        id: &str,
-        reach: &Reach,
-        command: Lifecycle,
-    ) -> Result<Option<Error>, Error> {
-        let Some(view) = self.durable_view(id).await? else {
-            return Ok(None);
-        };
-        let refused = state::refusal(&view.record, reach, command);
-        if refused.is_some() {
-            self.metrics.refused_from_view();
-        }
-        Ok(refused)
-    }
-
-    /// The view the user's actor last published, once the write it reflects is durable, if it
-    /// may be answered from: embedded mode only (in a cluster the user may have moved), and not
-    /// showing a lock whose automatic unlock is due (the actor lifts that first, so such a view
-    /// is stale). A write that failed to become durable leaves it to the actor, which reloads
-    /// the user and says so.
-    async fn durable_view(&self, id: &str) -> Result<Option<Arc<ReadView>>, Error> {
-        if self.placement.is_some() {
-            return Ok(None);
-        }
-        let published = self.slots.get(id).and_then(|slot| slot.published.get());
-        let Some(view) = published.filter(|v| v.lockout.due(now_micros()).is_none()) else {
-            return Ok(None);
-        };
-        let durable = match view.durable.poll_result() {
-            Some(settled) => settled,
-            None => tokio::time::timeout(self.call_timeout, view.durable.wait())
-                .await
-                .map_err(|_| Error::from(ErrorId::Timeout))?,
-        };
-        Ok(durable.is_ok().then_some(view))
     }
 
     /// [`call`](Self::call) with its own deadline instead of the configured call timeout.

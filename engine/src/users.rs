@@ -60,14 +60,6 @@ impl Engine {
         };
         let reach = caller.reach(permission)?;
         check_user_id(user_id)?;
-        if let Some(refused) = self
-            .inner
-            .registry
-            .refusal(user_id, &reach, command)
-            .await?
-        {
-            return Err(refused);
-        }
         let details = self
             .inner
             .registry

@@ -39,7 +39,7 @@ use crate::user::index::{self, Indexed};
 use crate::user::lockout::{Lock, LockFilter, LockReason, LockoutState};
 use crate::user::published::{Published, ReadView};
 use crate::user::record::{Kind, PasswordRecord, TokenRef, UserRecord};
-use crate::user::state::{refusal, transition, Lifecycle};
+use crate::user::state::{transition, Lifecycle};
 use crate::verifier::Verified;
 
 /// A reply whose `result` may only be shown once `durable` has completed.
@@ -294,18 +294,6 @@ impl UserActorState {
         }
     }
 
-    /// The user's current state, published for readers that skip the hop (`published.rs`),
-    /// unless it already is. Only while nothing changes it: a read, or a refused command.
-    fn publish(&self) -> Arc<ReadView> {
-        self.published.get().unwrap_or_else(|| {
-            self.published.publish(ReadView {
-                record: self.record.clone(),
-                lockout: self.lockout,
-                durable: self.last_write.clone(),
-            })
-        })
-    }
-
     pub(crate) fn staged<T>(&self, result: Result<T, Error>) -> Staged<T> {
         Staged {
             result,
@@ -355,12 +343,8 @@ impl Actor for UserActor {
                 let waited = now.saturating_duration_since(sent);
                 self.registry.metrics().mailbox_wait.record(waited);
                 state.last_activity = now;
-                // Before anything may change the user, readers lose the published view (a
-                // lifecycle command clears it once it is not refused: `handle_request`).
-                if !matches!(
-                    request,
-                    Request::View { .. } | Request::Read { .. } | Request::Lifecycle { .. }
-                ) {
+                // Before anything may change the user, readers lose the published view.
+                if !matches!(request, Request::View { .. } | Request::Read { .. }) {
                     state.published.clear();
                 }
                 // (A view with a due lock is never served from, so this clear may follow the lift.)
@@ -417,19 +401,7 @@ impl UserActor {
                 by,
                 reply,
             } => {
-                let result = match refusal(&state.record, &reach, command) {
-                    Some(refused) => {
-                        // Nothing changed: the state refused on is published, so the next
-                        // caller refused for the same reason is answered without the hop
-                        // (`Registry::refusal`: an unlock storm's losers).
-                        state.publish();
-                        Err(refused)
-                    }
-                    None => {
-                        state.published.clear();
-                        self.lifecycle(state, command, &reach, &by)
-                    }
-                };
+                let result = self.lifecycle(state, command, &reach, &by);
                 let _ = reply.send(state.staged(result));
             }
             Request::Read { reach, reply } => {
@@ -438,7 +410,13 @@ impl UserActor {
             }
             Request::View { reach, reply } => {
                 // Published before the reply, so the caller's next read finds it.
-                let view = state.publish();
+                let view = state.published.get().unwrap_or_else(|| {
+                    state.published.publish(ReadView {
+                        record: state.record.clone(),
+                        lockout: state.lockout,
+                        durable: state.last_write.clone(),
+                    })
+                });
                 let _ = reply.send(state.staged(view.for_caller(&reach)));
             }
             Request::AddToken {

@@ -1,23 +1,19 @@
-//! What a user's actor last answered GetUserByID with (or refused a lifecycle command on), shared
-//! with callers for as long as nothing about the user has changed since — so reading an active
-//! user, or being refused an unlock of a user someone else just unlocked, does not need a hop to
-//! its actor, a wake-up of its task and a reply back (see `Registry::view` and
-//! `Registry::refusal`).
+//! What a user's actor last answered GetUserByID with, shared with readers for as long as nothing
+//! about the user has changed since — so reading an active user does not need a hop to its
+//! actor, a wake-up of its task and a reply back (see `Registry::view`).
 //!
-//! The actor is the only writer. It publishes as it answers a read or refuses a lifecycle command
-//! (neither changes the user), and it clears before it handles anything that may change the user
-//! (every other message, and a lifecycle command it does not refuse), so a published view is
-//! always the actor's current state. A caller answers from it under the same rules as the
-//! actor's own answer: only once the write it reflects is durable (the view carries that write's
+//! The actor is the only writer. It publishes as it answers a read, and it clears before
+//! it handles anything that may change the user (every message but a read), so a published view
+//! is always the actor's current state. A reader answers from it under the same rules as the
+//! actor's own read: only once the write it reflects is durable (the view carries that write's
 //! completion), never with a lock whose automatic unlock is due (the actor would lift it first),
-//! and only within the caller's reach. A refusal from it is the actor's own first check
-//! (`state::refusal`) on the same state; a command the view would let through goes to the actor.
+//! and only within the caller's reach.
 //!
 //! Why this is linearizable: a write clears the view before it changes the state, and is
-//! acknowledged only after that; a read (or refusal) that starts after the acknowledgement finds
-//! no view older than the write. One that found the old view just before the clear overlapped
-//! the write and may be ordered before it. Views only move forward, since the actor publishes its
-//! own state in message order.
+//! acknowledged only after that; a read that starts after the acknowledgement finds no view older
+//! than the write. A read that found the old view just before the clear overlapped the write and
+//! may be ordered before it. Views only move forward, since the actor publishes its own state in
+//! message order.
 //!
 //! Embedded mode only: in cluster mode a user's partition may move to another node, which the
 //! actor's path checks on every call.

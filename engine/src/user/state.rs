@@ -11,10 +11,8 @@
 //!
 //! A DELETED user does not exist for any command (NotFound); that check happens before this table.
 
-use crate::access::Reach;
-use crate::error::{Error, ErrorId};
+use crate::error::ErrorId;
 use crate::types::UserState;
-use crate::user::record::UserRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifecycle {
@@ -44,16 +42,6 @@ pub fn transition(from: UserState, command: Lifecycle) -> Result<UserState, Erro
         (Reactivate, _) => Err(ErrorId::UserNotInactive),
         (Delete, _) => Ok(Deleted),
     }
-}
-
-/// Why `command` is refused before anything changes, if it is: a user the caller cannot see is
-/// NotFound, then the table. The actor checks this first, and a refusal answered from a published
-/// view (`Registry::refusal`) is this same check on the state the actor published.
-pub(crate) fn refusal(record: &UserRecord, reach: &Reach, command: Lifecycle) -> Option<Error> {
-    if !record.visible_to(reach) {
-        return Some(ErrorId::UserNotFound.into());
-    }
-    transition(record.state, command).err().map(Error::from)
 }
 
 #[cfg(test)]
