@@ -118,6 +118,35 @@ async fn thousand_concurrent_unlocks_succeed_exactly_once() {
     assert_eq!(user.details.sequence, before + 1);
 }
 
+/// One caller's commands on a running user's actor are applied in the order it issued them,
+/// even when it does not await one before issuing the next (docs/runtime.md): a lock and then an
+/// unlock, issued together round after round, both succeed — also while a view of the user is
+/// published for readers, which no command may be answered from ahead of the mailbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_commands_of_one_caller_apply_in_issue_order() {
+    let kit = kit().await;
+    let id = kit
+        .engine
+        .add_human_user(&kit.admin, human("pipelined@example.com"))
+        .await
+        .unwrap()
+        .user_id;
+    let before = kit.engine.get_user(&kit.admin, &id).await.unwrap();
+    for _ in 0..50 {
+        kit.engine.get_user(&kit.admin, &id).await.unwrap(); // the actor publishes its view
+        let (locked, unlocked) = tokio::join!(
+            biased; // the lock's message enters the mailbox first
+            kit.engine.lock_user(&kit.admin, &id),
+            kit.engine.unlock_user(&kit.admin, &id),
+        );
+        locked.unwrap();
+        unlocked.unwrap();
+    }
+    let after = kit.engine.get_user(&kit.admin, &id).await.unwrap();
+    assert_eq!(after.state, UserState::Active);
+    assert_eq!(after.details.sequence, before.details.sequence + 100);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creations_of_one_username_give_one_success() {
     let kit = kit().await;
