@@ -470,6 +470,19 @@ mod tests {
             frequent.serve_args().engine_config().checkpoint_entries,
             200
         );
+        assert_eq!(
+            Cli::try_parse_from(["latchkey"])
+                .unwrap()
+                .serve_args()
+                .engine_config()
+                .close_timeout,
+            Duration::from_secs(30)
+        );
+        let patient = Cli::try_parse_from(["latchkey", "--close-timeout", "2m"]).unwrap();
+        assert_eq!(
+            patient.serve_args().engine_config().close_timeout,
+            Duration::from_secs(120)
+        );
         assert!(Cli::try_parse_from(["latchkey", "--durability", "maybe"]).is_err());
         assert_eq!(Config::default().medium, Medium::Sled);
         let redb = Cli::try_parse_from(["latchkey", "serve", "--store", "redb"]).unwrap();

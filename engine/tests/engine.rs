@@ -73,13 +73,17 @@ fn human(email: &str) -> NewHuman {
 }
 
 impl Kit {
-    async fn locked_user(&self, email: &str) -> String {
-        let id = self
-            .engine
+    /// A new active human user's id.
+    async fn user(&self, email: &str) -> String {
+        self.engine
             .add_human_user(&self.admin, human(email))
             .await
             .unwrap()
-            .user_id;
+            .user_id
+    }
+
+    async fn locked_user(&self, email: &str) -> String {
+        let id = self.user(email).await;
         self.engine.lock_user(&self.admin, &id).await.unwrap();
         id
     }
@@ -125,12 +129,7 @@ async fn thousand_concurrent_unlocks_succeed_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_commands_of_one_caller_apply_in_issue_order() {
     let kit = kit().await;
-    let id = kit
-        .engine
-        .add_human_user(&kit.admin, human("pipelined@example.com"))
-        .await
-        .unwrap()
-        .user_id;
+    let id = kit.user("pipelined@example.com").await;
     let before = kit.engine.get_user(&kit.admin, &id).await.unwrap();
     for _ in 0..50 {
         kit.engine.get_user(&kit.admin, &id).await.unwrap(); // the actor publishes its view
@@ -180,12 +179,7 @@ fn rand_bool() -> bool {
 #[tokio::test]
 async fn deleted_users_free_their_username_and_vanish() {
     let kit = kit().await;
-    let id = kit
-        .engine
-        .add_human_user(&kit.admin, human("gone@example.com"))
-        .await
-        .unwrap()
-        .user_id;
+    let id = kit.user("gone@example.com").await;
     kit.engine.delete_user(&kit.admin, &id).await.unwrap();
     for result in [
         kit.engine.get_user(&kit.admin, &id).await.map(|_| ()),
