@@ -15,7 +15,8 @@
 # Latchkey's requests in that window are its own count (`latchkey_http_requests_total`, read
 # from /metrics as the count starts and ends); the baseline has no metrics, so its requests are
 # its vectored socket writes (hyper writes each HTTP/1.1 answer with one; this matched Latchkey's
-# own count to 0.2 %). Kernel time (TCP, syscalls) is not counted; under valgrind
+# own count to 0.2 %), counted once: valgrind 3.19's caller tree lists the same calls again on a
+# `=>` line, which would halve the figure. Kernel time (TCP, syscalls) is not counted; under valgrind
 # SHA-256 runs without the CPU's SHA extensions, so token hashing counts ≈ 3,600 instructions
 # per request that the real CPU does in a few hundred. `callgrind_annotate OUT_DIR/out.1` shows
 # where they go (add `--inclusive=yes` for totals per function).
@@ -73,7 +74,7 @@ wait "$CLIENT" || true
 total=$(callgrind_annotate "$OUT/out.1" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 if [ "$KIND" = baseline ]; then
   requests=$(callgrind_annotate --inclusive=yes --tree=calling "$OUT/out.1" \
-    | grep -E '> .*TcpStream as tokio::io::async_write::AsyncWrite>::poll_write_vectored \(' \
+    | grep -E '[^=]> .*TcpStream as tokio::io::async_write::AsyncWrite>::poll_write_vectored \(' \
     | sed -E 's/.*\(([0-9,]+)x\).*/\1/; s/,//g' | awk '{s += $1} END {print s + 0}')
 else
   requests=$((last - first))
