@@ -216,7 +216,9 @@ impl Registry {
             let slot = guard.0.clone();
             let actor = match slot
                 .actor
-                .get_or_try_init(|| self.activate(id, &slot))
+                // Boxed, as the evictions below: activation is rare and its state large, and
+                // inline it would be moved with every call's future.
+                .get_or_try_init(|| Box::pin(self.activate(id, &slot)))
                 .await
             {
                 Ok(actor) => actor.clone(),
@@ -242,7 +244,7 @@ impl Registry {
                         "user actor evicted: its partition changed hands"
                     );
                     drop(guard);
-                    self.evict(id, &actor).await;
+                    Box::pin(self.evict(id, &actor)).await;
                     match now {
                         Some(_) => continue,
                         None => return Err(ErrorId::NoOwner.into()),
@@ -285,7 +287,7 @@ impl Registry {
                 Ok(Answer::Staged(_, Err(e))) => {
                     // The actor's memory holds a change that never reached the disk: replace it.
                     tracing::debug!(user = id, "user actor evicted: a write failed: {e}");
-                    self.evict(id, &actor).await;
+                    Box::pin(self.evict(id, &actor)).await;
                     Err(e.into())
                 }
             };

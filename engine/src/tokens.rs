@@ -97,6 +97,15 @@ impl Engine {
                 _ => Ok(hit.caller),
             };
         }
+        // Boxed: the miss reads the store and the owner's actor, and its state inline would make
+        // every request's future (a hit's) that much larger to move.
+        Box::pin(self.authenticate_miss(hash)).await
+    }
+
+    /// [`Engine::authenticate`] of a token the cache does not hold: from the store and the owner.
+    async fn authenticate_miss(&self, hash: [u8; 32]) -> Result<Arc<Caller>, Error> {
+        let unauthenticated = || Error::new(ErrorId::Unauthenticated);
+        let cache = self.inner.registry.auth_cache();
         let store = self.inner.store.clone();
         let key = keys::token(&hash);
         let bytes = tokio::task::spawn_blocking(move || store.get(&key))

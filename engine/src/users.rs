@@ -71,7 +71,8 @@ impl Engine {
             })
             .await?;
         if command == Lifecycle::Delete {
-            self.release_username(user_id).await;
+            // Boxed: rare, and inline it would be moved with every lock's and unlock's future.
+            Box::pin(self.release_username(user_id)).await;
         }
         Ok(details)
     }

@@ -370,11 +370,11 @@ async fn run<R: Routed>(
         caller,
         headers,
     };
+    // Cluster mode's futures are boxed: inline, their state (forwarding over NATS) would be
+    // moved with every embedded request's future too.
     if let Some(router) = &app.router {
-        if let Some(scope) = placement::<R>(&call, &request).await {
-            return router
-                .call::<R>(&app.engine, caller, headers, &scope, request)
-                .await;
+        if let Some(scope) = Box::pin(placement::<R>(&call, &request)).await {
+            return Box::pin(router.call::<R>(&app.engine, caller, headers, &scope, request)).await;
         }
     }
     R::call(call, request).await
