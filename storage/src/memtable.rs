@@ -11,9 +11,7 @@
 //! checkpointed table frees one allocation per owner, not one per entry. The ordered reads — prefix scans and checkpoints —
 //! are rare; a scan sorts what it takes.
 
-use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 
 use foldhash::fast::RandomState;
 
@@ -25,14 +23,10 @@ pub(crate) type Value = Option<Vec<u8>>;
 pub(crate) struct Table {
     runs: Runs,
     points: HashMap<Vec<u8>, Value, RandomState>,
-    /// Point keys under `ordered_tag` (the engine's list indexes), kept in order as well: the
-    /// caller scans them often, and a scan of the hash map visits every point. The values are
-    /// found by hash, so rewriting a key the table holds — a lock or unlock rewrites its user's
-    /// two state entries — costs no ordered search; only a key new to the table is put in
-    /// order (a tree search compared ≈ 20 long keys, ≈ 5 % of the embedded write path's CPU).
+    /// Point keys under `ordered_tag`, kept in order: the caller scans them often (the
+    /// engine's list indexes), and a scan of the hash map visits every point.
     ordered_tag: Option<u8>,
-    ordered: HashMap<Arc<[u8]>, Value, RandomState>,
-    ordered_keys: BTreeSet<Arc<[u8]>>,
+    ordered: BTreeMap<Vec<u8>, Value>,
     /// Owner → its run.
     events: HashMap<Vec<u8>, Run, RandomState>,
     event_count: usize,
@@ -95,8 +89,7 @@ impl Table {
             runs,
             points: HashMap::default(),
             ordered_tag: None,
-            ordered: HashMap::default(),
-            ordered_keys: BTreeSet::new(),
+            ordered: BTreeMap::new(),
             events: HashMap::default(),
             event_count: 0,
         }
@@ -138,14 +131,7 @@ impl Table {
     pub fn insert(&mut self, key: Vec<u8>, value: Value) {
         let Some((owner, sequence)) = self.runs.split(&key) else {
             if self.is_ordered(&key) {
-                match self.ordered.get_mut(key.as_slice()) {
-                    Some(held) => *held = value,
-                    None => {
-                        let key: Arc<[u8]> = key.into();
-                        self.ordered_keys.insert(key.clone());
-                        self.ordered.insert(key, value);
-                    }
-                }
+                self.ordered.insert(key, value);
             } else {
                 self.points.insert(key, value);
             }
@@ -172,10 +158,10 @@ impl Table {
     /// The entries whose key starts with `prefix`, in key order.
     pub fn scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Value)> {
         let in_ordered = self
-            .ordered_keys
-            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|key| key.starts_with(prefix))
-            .filter_map(|key| Some((key.to_vec(), self.ordered.get(key)?.clone())));
+            .ordered
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| (key.clone(), value.clone()));
         if !prefix.is_empty() && self.is_ordered(prefix) {
             return in_ordered.collect(); // no other key starts with the ordered tag
         }
@@ -204,12 +190,8 @@ impl Table {
     }
 
     /// Every point entry, in no particular order.
-    pub fn points(&self) -> impl Iterator<Item = (&[u8], &Value)> {
-        let ordered = self.ordered.iter().map(|(key, value)| (&**key, value));
-        self.points
-            .iter()
-            .map(|(key, value)| (key.as_slice(), value))
-            .chain(ordered)
+    pub fn points(&self) -> impl Iterator<Item = (&Vec<u8>, &Value)> {
+        self.points.iter().chain(self.ordered.iter())
     }
 
     /// Every owner's run, in sequence order (owners in no particular order).
