@@ -16,6 +16,11 @@ impl<T> Mutex<T> {
         Mutex(std::sync::Mutex::new(value))
     }
 
+    /// The value, without locking: `&mut self` proves nobody else holds it.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, T> {
         MutexGuard {
             mutex: &self.0,

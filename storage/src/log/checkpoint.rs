@@ -207,8 +207,8 @@ pub(super) fn copy_into(inner: &dyn Backend, table: &Table, upto: u64) -> Result
     };
     for (key, value) in table.points() {
         match value {
-            Some(value) => batch.put(key.clone(), value.clone()),
-            None => batch.delete(key.clone()),
+            Some(value) => batch.put(key.to_vec(), value.clone()),
+            None => batch.delete(key.to_vec()),
         }
         apply_when_full(&mut batch)?;
     }

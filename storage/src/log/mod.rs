@@ -197,6 +197,8 @@ impl LoggedBackend {
         checkpointed::check(inner.as_ref(), &wal_dir, runs).map_err(open_err)?;
         let mut tables = Tables::new(runs, ordered_tag);
         let segments = replay::replay_all(&wal_dir, &mut tables).map_err(open_err)?;
+        // Now rather than at the first list read, which would wait on a whole log's keys.
+        tables.active.settle_order();
         remove_unfinished_spares(&wal_dir).map_err(open_err)?;
         // Above every number a file here ever had, so no stale record can pass a new seal.
         let spare_numbers = spare_numbers(&wal_dir).map_err(open_err)?;
