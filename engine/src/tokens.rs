@@ -77,6 +77,11 @@ pub(crate) fn token_writes(
     )
 }
 
+/// Every failure to authenticate, whatever its cause, is this one error.
+fn unauthenticated() -> Error {
+    Error::new(ErrorId::Unauthenticated)
+}
+
 impl Engine {
     /// Resolves a bearer token to its caller: the token must exist, not be expired, not be
     /// revoked, and belong to an ACTIVE machine user. Every failure is the same Unauthenticated.
@@ -85,7 +90,6 @@ impl Engine {
     /// nodes once their views apply the change).
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Caller>, Error> {
         self.check_open()?;
-        let unauthenticated = || Error::new(ErrorId::Unauthenticated);
         if token.is_empty() || token.len() > 512 {
             return Err(unauthenticated());
         }
@@ -104,7 +108,6 @@ impl Engine {
 
     /// [`Engine::authenticate`] of a token the cache does not hold: from the store and the owner.
     async fn authenticate_miss(&self, hash: [u8; 32]) -> Result<Arc<Caller>, Error> {
-        let unauthenticated = || Error::new(ErrorId::Unauthenticated);
         let cache = self.inner.registry.auth_cache();
         let store = self.inner.store.clone();
         let key = keys::token(&hash);
