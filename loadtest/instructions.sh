@@ -17,9 +17,10 @@
 # its vectored socket writes (hyper writes each HTTP/1.1 answer with one; this matched Latchkey's
 # own count to 0.2 %), counted once: valgrind 3.19's caller tree lists the same calls again on a
 # `=>` line, which would halve the figure. Kernel time (TCP, syscalls) is not counted; under valgrind
-# SHA-256 runs without the CPU's SHA extensions, so token hashing counts ≈ 3,600 instructions
-# per request that the real CPU does in a few hundred. `callgrind_annotate OUT_DIR/out.1` shows
-# where they go (add `--inclusive=yes` for totals per function).
+# SHA-256 runs without the CPU's SHA extensions, so hashing a token counts ≈ 3,600 instructions
+# that the real CPU does in a few hundred (a token is hashed on a caller-cache miss only).
+# `callgrind_annotate OUT_DIR/out.1` shows where they go (add `--inclusive=yes` for totals per
+# function).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KIND=${1:-latchkey}

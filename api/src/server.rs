@@ -92,30 +92,39 @@ pub fn app_for(state: AppState, with_management: bool) -> impl App {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     ServiceBuilder::new()
-        .map_response(axum_body)
-        // One log line per request, at debug, 5xx answers included: a wave of them (call
-        // timeouts while an attacker's guesses wait) must not become a wave of error lines that
-        // costs more than the requests. Their causes are logged once where they arise (a failed
-        // store, a panicking actor) and every answer is counted in the metrics.
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
-        )
+        .option_layer(request_lines())
         // Bodies are read with our own limit (rpc::BODY_LIMIT) so the 413 has our error shape.
         .layer(DefaultBodyLimit::disable())
         .service(Edge::new(router, grpc))
 }
 
+/// One log line per request, at debug, 5xx answers included: a wave of them (call timeouts while
+/// an attacker's guesses wait) must not become a wave of error lines that costs more than the
+/// requests. Their causes are logged once where they arise (a failed store, a panicking actor)
+/// and every answer is counted in the metrics.
+///
+/// Only when tower-http's debug level is on as the service is built (`latchkey serve` sets up
+/// logging first; an embedder installs its subscriber before calling [`router`]): the layer and
+/// the answer body's re-boxing cost ≈ 1,000 instructions and an allocation per request even with
+/// its span off, and the level is not changed at run time.
+fn request_lines<S>() -> Option<impl tower::Layer<S, Service: App> + Clone>
+where
+    S: App,
+{
+    tracing::enabled!(target: "tower_http::trace", Level::DEBUG).then(|| {
+        ServiceBuilder::new().map_response(axum_body).layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
+    })
+}
+
 /// The span each request's log lines carry, at debug under tower-http's target like the request
 /// line itself (so `--log info,tower_http=debug` shows the request lines with their ids). The
-/// edge (`edge.rs`) records the request id into it. When that level is off — the usual case —
-/// nothing is built.
+/// edge (`edge.rs`) records the request id into it.
 fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
-    if !tracing::enabled!(target: "tower_http::trace", Level::DEBUG) {
-        return tracing::Span::none();
-    }
     tracing::debug_span!(
         target: "tower_http::trace",
         "request",

@@ -12,6 +12,12 @@
 //! to a user's scope invalidates that user (`Engine::open`): such an entry is exactly as fresh
 //! as the view, as a read of the view would be, without the read.
 //!
+//! Keys: an entry is found by the bearer token itself, not by its SHA-256 (which is what the
+//! store keeps): a hit then costs one keyed hash of the token, and the hashing is paid once, on
+//! the miss that reads the store. The cache holds the tokens of the callers it holds, in this
+//! process's memory only, where each of them passes on every request anyway; its hasher's seed
+//! is random per process, so which entries a token is compared with is not the sender's choice.
+//!
 //! Memory: the counters are a fixed set of stripes (a user's is chosen by its id's hash), not
 //! one per user, so nothing is kept for a user without cached tokens; `by_user` holds exactly
 //! the users whose tokens are cached, and an invalidation removes the user's entry with its
@@ -27,8 +33,8 @@ use foldhash::fast::RandomState;
 use crate::access::Caller;
 use crate::time::Micros;
 
-/// SHA-256 of a token: the cache key, with no allocation per request.
-pub(crate) type TokenHash = [u8; 32];
+/// A bearer token as the cache keys it.
+pub(crate) type Token = Box<str>;
 
 #[derive(Clone)]
 pub(crate) struct CachedCaller {
@@ -41,9 +47,9 @@ pub(crate) struct CachedCaller {
 const STRIPES: usize = 64;
 
 pub(crate) struct AuthCache {
-    callers: DashMap<TokenHash, CachedCaller, RandomState>,
+    callers: DashMap<Token, CachedCaller, RandomState>,
     /// The cached tokens of each user, for invalidation.
-    by_user: DashMap<String, Vec<TokenHash>, RandomState>,
+    by_user: DashMap<String, Vec<Token>, RandomState>,
     /// Bumped by every invalidation of a user of the stripe; its fills and invalidations take
     /// it in turn.
     generations: [Mutex<u64>; STRIPES],
@@ -62,8 +68,8 @@ impl Default for AuthCache {
 }
 
 impl AuthCache {
-    pub fn get(&self, token_hash: &TokenHash) -> Option<CachedCaller> {
-        self.callers.get(token_hash).map(|c| c.clone())
+    pub fn get(&self, token: &str) -> Option<CachedCaller> {
+        self.callers.get(token).map(|c| c.clone())
     }
 
     /// Read before reading `user_id`'s state; pass to [`AuthCache::fill`].
@@ -80,13 +86,13 @@ impl AuthCache {
     }
 
     /// Caches `entry` unless a user of `user_id`'s stripe changed since `generation` was read.
-    pub fn fill(&self, token_hash: TokenHash, user_id: &str, generation: u64, entry: CachedCaller) {
+    pub fn fill(&self, token: &str, user_id: &str, generation: u64, entry: CachedCaller) {
         let current = self.lock_generation(user_id);
         if *current == generation {
-            self.callers.insert(token_hash, entry);
-            let mut hashes = self.by_user.entry(user_id.to_owned()).or_default();
-            if !hashes.contains(&token_hash) {
-                hashes.push(token_hash);
+            self.callers.insert(token.into(), entry);
+            let mut tokens = self.by_user.entry(user_id.to_owned()).or_default();
+            if !tokens.iter().any(|cached| **cached == *token) {
+                tokens.push(token.into());
             }
         }
     }
@@ -94,13 +100,13 @@ impl AuthCache {
     /// Called by a machine user's actor whenever it commits a change to that user. Always bumps
     /// the generation (even with nothing cached), so a fill already under way is refused.
     pub fn invalidate(&self, user_id: &str) {
-        let hashes = {
+        let tokens = {
             let mut generation = self.lock_generation(user_id);
             *generation += 1;
-            self.by_user.remove(user_id).map(|(_, hashes)| hashes)
+            self.by_user.remove(user_id).map(|(_, tokens)| tokens)
         };
-        for hash in hashes.into_iter().flatten() {
-            self.callers.remove(&hash);
+        for token in tokens.into_iter().flatten() {
+            self.callers.remove(&token);
         }
     }
 
@@ -126,24 +132,24 @@ mod tests {
     fn a_fill_that_raced_an_invalidation_is_refused() {
         let cache = AuthCache::default();
         let seen = cache.generation("u");
-        cache.fill([1; 32], "u", seen, entry());
-        assert!(cache.get(&[1; 32]).is_some());
+        cache.fill("token-1", "u", seen, entry());
+        assert!(cache.get("token-1").is_some());
 
         let before_change = cache.generation("u");
         cache.invalidate("u"); // the actor committed a change meanwhile
-        assert!(cache.get(&[1; 32]).is_none());
-        cache.fill([1; 32], "u", before_change, entry());
-        assert!(cache.get(&[1; 32]).is_none(), "stale fill must not land");
+        assert!(cache.get("token-1").is_none());
+        cache.fill("token-1", "u", before_change, entry());
+        assert!(cache.get("token-1").is_none(), "stale fill must not land");
 
         // a change to a user with nothing cached still refuses a fill that started before it
         let started = cache.generation("v");
         cache.invalidate("v");
-        cache.fill([2; 32], "v", started, entry());
-        assert!(cache.get(&[2; 32]).is_none());
+        cache.fill("token-2", "v", started, entry());
+        assert!(cache.get("token-2").is_none());
 
         let fresh = cache.generation("u");
-        cache.fill([1; 32], "u", fresh, entry());
-        assert!(cache.get(&[1; 32]).is_some());
+        cache.fill("token-1", "u", fresh, entry());
+        assert!(cache.get("token-1").is_some());
     }
 
     #[test]
@@ -153,12 +159,7 @@ mod tests {
             let user = format!("machine-{round}");
             cache.invalidate(&user);
             let seen = cache.generation(&user);
-            cache.fill(
-                round.to_be_bytes().repeat(8).try_into().unwrap(),
-                &user,
-                seen,
-                entry(),
-            );
+            cache.fill(&format!("token-{round}"), &user, seen, entry());
             cache.invalidate(&user);
         }
         assert_eq!(
@@ -169,8 +170,8 @@ mod tests {
         assert!(cache.callers.is_empty());
         // A user whose tokens are cached is kept, once, however often they are filled.
         let seen = cache.generation("kept");
-        cache.fill([7; 32], "kept", seen, entry());
-        cache.fill([7; 32], "kept", seen, entry());
+        cache.fill("token-7", "kept", seen, entry());
+        cache.fill("token-7", "kept", seen, entry());
         assert_eq!(cache.users(), 1);
         assert_eq!(cache.by_user.get("kept").unwrap().len(), 1);
     }

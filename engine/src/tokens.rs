@@ -93,9 +93,8 @@ impl Engine {
         if token.is_empty() || token.len() > 512 {
             return Err(unauthenticated());
         }
-        let hash = hash_token(token);
         let cache = self.inner.registry.auth_cache();
-        if let Some(hit) = cache.get(&hash) {
+        if let Some(hit) = cache.get(token) {
             return match hit.expires {
                 Some(at) if at <= now_micros() => Err(unauthenticated()),
                 _ => Ok(hit.caller),
@@ -103,14 +102,15 @@ impl Engine {
         }
         // Boxed: the miss reads the store and the owner's actor, and its state inline would make
         // every request's future (a hit's) that much larger to move.
-        Box::pin(self.authenticate_miss(hash)).await
+        Box::pin(self.authenticate_miss(token)).await
     }
 
-    /// [`Engine::authenticate`] of a token the cache does not hold: from the store and the owner.
-    async fn authenticate_miss(&self, hash: [u8; 32]) -> Result<Arc<Caller>, Error> {
+    /// [`Engine::authenticate`] of a token the cache does not hold: from the store (under the
+    /// token's SHA-256) and the owner.
+    async fn authenticate_miss(&self, token: &str) -> Result<Arc<Caller>, Error> {
         let cache = self.inner.registry.auth_cache();
         let store = self.inner.store.clone();
-        let key = keys::token(&hash);
+        let key = keys::token(&hash_token(token));
         let bytes = tokio::task::spawn_blocking(move || store.get(&key))
             .await
             .map_err(|_| Error::new(ErrorId::Internal))??
@@ -136,7 +136,7 @@ impl Engine {
         let user_id = user.id.clone();
         let caller = caller_of(user, &record.token_id).ok_or_else(unauthenticated)?;
         cache.fill(
-            hash,
+            token,
             &user_id,
             generation,
             CachedCaller {
