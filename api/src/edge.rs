@@ -126,7 +126,11 @@ impl Future for EdgeFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(mut response) = ready!(this.inner.poll(cx));
-        if let Some(id) = this.request_id.take() {
+        if let Some(mut id) = this.request_id.take() {
+            // Never indexed by HTTP/2's header compression: every id is new, so a table entry
+            // for it would only evict the entries later answers reuse, and an encoder with many
+            // ids in its table compares each answer's id with all of them.
+            id.set_sensitive(true);
             response.headers_mut().insert(REQUEST_ID, id);
         }
         if this.body_read.as_ref().is_some_and(|read| !read.finished()) {
