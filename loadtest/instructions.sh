@@ -8,6 +8,7 @@
 #   SERVER_LT=/path/to/old/latchkey-loadtest loadtest/instructions.sh   # another build's server,
 #                                                        # driven by this build's client
 #   PROTOCOL=grpc loadtest/instructions.sh              # the same load over gRPC (Latchkey only)
+#   SCENARIO="mixed --read-ratio 1.0" loadtest/instructions.sh   # another load (GetUserByID here)
 #
 # Starts `latchkey-loadtest serve-latchkey` (or `serve-baseline`) under callgrind, drives it with
 # the closed-loop `uniform` scenario (16 clients, 40 s; the server runs ≈ 50 times slower) over
@@ -51,7 +52,8 @@ for _ in $(seq 120); do
   sleep 1
 done
 
-LATCHKEY_TOKEN=$TOKEN "$LT" --target "http://127.0.0.1:$PORT" --scenario uniform \
+# shellcheck disable=SC2086 # the scenario's name and its flags, split
+LATCHKEY_TOKEN=$TOKEN "$LT" --target "http://127.0.0.1:$PORT" --scenario ${SCENARIO:-uniform} \
   --protocol "$PROTOCOL" --concurrency 16 --duration 40s > "$OUT/client.log" 2>&1 &
 CLIENT=$!
 for _ in $(seq 120); do

@@ -191,7 +191,7 @@ const DIGIT_PAIRS: &[u8; 200] = b"\
     8081828384858687888990919293949596979899";
 
 /// A timestamp as a JSON string: written directly (it needs no escaping), else by serde.
-fn push_json_timestamp(out: &mut Vec<u8>, at: &Timestamp) -> serde_json::Result<()> {
+pub(crate) fn push_json_timestamp(out: &mut Vec<u8>, at: &Timestamp) -> serde_json::Result<()> {
     out.push(b'"');
     if push_rfc3339(out, at.seconds, at.nanos) {
         out.push(b'"');
@@ -201,12 +201,14 @@ fn push_json_timestamp(out: &mut Vec<u8>, at: &Timestamp) -> serde_json::Result<
     serde_json::to_writer(&mut *out, at)
 }
 
-/// A JSON answer (`application/json`): `write` fills a buffer big enough for the usual
-/// `{details}` answer at once (axum's `Json` starts at 128 bytes and grows).
+/// A JSON answer (`application/json`): `write` fills a buffer big enough for a `{details}`
+/// answer and a user's (≈ 800 bytes) at once. axum's `Json` starts at 128 bytes and grows, and
+/// each growth copies what was written; an allocation of up to 1 KiB costs the allocator the
+/// same whatever its size.
 pub fn json_response(
     write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
 ) -> Result<Response, engine::Error> {
-    let mut body = Vec::with_capacity(256);
+    let mut body = Vec::with_capacity(1024);
     write(&mut body).map_err(|e| {
         engine::Error::with(
             engine::ErrorId::Internal,
@@ -245,36 +247,76 @@ pub fn write_details_answer(
         out.extend_from_slice(b"{}");
         return Ok(());
     };
-    out.extend_from_slice(br#"{"details":{"#);
-    let mut first = true;
-    let mut key = |out: &mut Vec<u8>, name: &[u8]| {
-        if !std::mem::take(&mut first) {
-            out.push(b',');
-        }
-        out.extend_from_slice(name);
-    };
-    if d.sequence != 0 {
-        key(out, br#""sequence":""#);
-        push_u64(out, d.sequence);
-        out.push(b'"');
-    }
-    if let Some(at) = &d.change_date {
-        key(out, br#""changeDate":"#);
-        push_json_timestamp(out, at)?;
-    }
-    if !d.resource_owner.is_empty() {
-        key(out, br#""resourceOwner":"#);
-        serde_json::to_writer(&mut *out, &d.resource_owner)?;
-    }
-    if let Some(at) = &d.creation_date {
-        key(out, br#""creationDate":"#);
-        push_json_timestamp(out, at)?;
-    }
-    out.extend_from_slice(b"}}");
+    out.extend_from_slice(br#"{"details":"#);
+    push_details(out, d)?;
+    out.push(b'}');
     Ok(())
 }
 
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+/// A `zitadel.object.v2.Details` object, as the protojson impl writes it.
+pub(crate) fn push_details(out: &mut Vec<u8>, d: &object::Details) -> serde_json::Result<()> {
+    let mut fields = JsonObject::open(out);
+    if d.sequence != 0 {
+        fields.key(br#""sequence":""#);
+        push_u64(fields.out, d.sequence);
+        fields.out.push(b'"');
+    }
+    if let Some(at) = &d.change_date {
+        fields.key(br#""changeDate":"#);
+        push_json_timestamp(fields.out, at)?;
+    }
+    if !d.resource_owner.is_empty() {
+        fields.key(br#""resourceOwner":"#);
+        push_json_str(fields.out, &d.resource_owner)?;
+    }
+    if let Some(at) = &d.creation_date {
+        fields.key(br#""creationDate":"#);
+        push_json_timestamp(fields.out, at)?;
+    }
+    fields.close();
+    Ok(())
+}
+
+/// A JSON object being written: [`JsonObject::key`] puts the comma before every key but the
+/// first. Keys are given with their quotes and colon, as byte literals.
+pub(crate) struct JsonObject<'a> {
+    pub out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> JsonObject<'a> {
+    pub fn open(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        JsonObject { out, first: true }
+    }
+
+    pub fn key(&mut self, key: &[u8]) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
+        }
+        self.out.extend_from_slice(key);
+    }
+
+    pub fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// A JSON string: copied between quotes when nothing in it needs escaping (the usual id, name
+/// or address), else written by serde_json, whose escaping the answers' other strings have.
+pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        Ok(())
+    } else {
+        serde_json::to_writer(&mut *out, s)
+    }
+}
+
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
