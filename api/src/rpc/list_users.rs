@@ -6,11 +6,11 @@ use latchkey_engine::{
     self as engine, Error, ListUsers as ListRequest, SortBy, TextMatch, UserKindFilter, UserQuery,
 };
 
-use super::get_user::user_message;
+use super::get_user::{push_enum, push_user, user_message};
 use super::{Call, Rpc};
 use crate::proto::zitadel::object::v2::{self as object, TextQueryMethod};
 use crate::proto::zitadel::user::v2::{self as user, search_query::Query};
-use crate::wire::known;
+use crate::wire::{known, JsonObject};
 
 fn text(value: String, method: i32) -> Result<(String, TextMatch), Error> {
     let method = match known::<TextQueryMethod>("method", method)? {
@@ -143,5 +143,36 @@ impl Rpc for ListUsers {
             sorting_column: column as i32,
             result: list.result.into_iter().map(user_message).collect(),
         })
+    }
+
+    /// The page's users written directly, as GetUserByID's user (`get_user.rs`); the details
+    /// through their protojson impl.
+    fn write_json(response: &Self::Response, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        let mut fields = JsonObject::open(out);
+        if let Some(details) = &response.details {
+            fields.key(br#""details":"#);
+            serde_json::to_writer(&mut *fields.out, details)?;
+        }
+        if response.sorting_column != 0 {
+            fields.key(br#""sortingColumn":"#);
+            push_enum(
+                fields.out,
+                response.sorting_column,
+                user::UserFieldName::try_from,
+                |c| c.as_str_name(),
+            )?;
+        }
+        if !response.result.is_empty() {
+            fields.key(br#""result":["#);
+            for (i, u) in response.result.iter().enumerate() {
+                if i > 0 {
+                    fields.out.push(b',');
+                }
+                push_user(fields.out, u)?;
+            }
+            fields.out.push(b']');
+        }
+        fields.close();
+        Ok(())
     }
 }
