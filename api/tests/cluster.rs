@@ -347,6 +347,13 @@ async fn names_are_unique_across_the_cluster_and_a_login_name_reaches_its_user_f
         let email = format!("login-{created_on}@example.com");
         users.push((email.clone(), node.create_login_user(&email).await));
     }
+    // A login name is looked up in the node's view, which a user created on another node a
+    // moment ago may not have reached yet (docs/cluster.md). ListUsers first catches the view
+    // up with every partition, so after it each node knows every name created before it.
+    for node in &nodes {
+        let listed = node.post("/v2/users", json!({})).await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    }
     let forwards_before = forwards(&nodes).await;
     for node in &nodes {
         for (email, id) in &users {
