@@ -20,6 +20,7 @@ use axum::routing::future::RouteFuture;
 use axum::Router;
 use tower::Service;
 
+use crate::hot_routes::{HotFuture, HotRoutes};
 use crate::unread_body::{self, BodyRead};
 
 /// The request id's header, in requests and answers.
@@ -30,6 +31,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct Edge {
     router: Router,
     grpc: Router,
+    hot: Option<HotRoutes>,
     ids: RequestIds,
 }
 
@@ -38,7 +40,16 @@ impl Edge {
         Edge {
             router,
             grpc,
+            hot: None,
             ids: RequestIds::default(),
+        }
+    }
+
+    /// With the hot REST routes (`hot_routes.rs`) tried before the router.
+    pub fn with_hot_routes(self, hot: HotRoutes) -> Self {
+        Edge {
+            hot: Some(hot),
+            ..self
         }
     }
 }
@@ -66,9 +77,9 @@ impl Default for RequestIds {
 impl RequestIds {
     fn next(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut id = String::with_capacity(self.prefix.len() + 20);
-        id.push_str(&self.prefix);
-        let _ = std::fmt::Write::write_fmt(&mut id, format_args!("{n}"));
+        let mut id = Vec::with_capacity(self.prefix.len() + 20);
+        id.extend_from_slice(self.prefix.as_bytes());
+        crate::wire::push_u64(&mut id, n);
         // Hex digits, a dash and decimal digits: always a valid header value.
         HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
@@ -96,15 +107,46 @@ impl Service<Request> for Edge {
             span.record("request_id", request_id.to_str().unwrap_or(""));
         }
         let (request, body_read) = unread_body::watch(request);
-        let router = if crate::grpc::is_grpc(&request) {
-            &mut self.grpc
+        let inner = if crate::grpc::is_grpc(&request) {
+            Routed::Router {
+                future: self.grpc.call(request),
+            }
         } else {
-            &mut self.router
+            let hot = match &self.hot {
+                Some(hot) => hot.call(request),
+                None => Err(request),
+            };
+            match hot {
+                Ok(future) => Routed::Hot { future },
+                Err(request) => Routed::Router {
+                    future: self.router.call(request),
+                },
+            }
         };
         EdgeFuture {
-            inner: router.call(request),
+            inner,
             body_read,
             request_id: Some(request_id),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Where a request went: a router, or a hot route.
+    #[project = RoutedProj]
+    enum Routed {
+        Router { #[pin] future: RouteFuture<Infallible> },
+        Hot { #[pin] future: HotFuture },
+    }
+}
+
+impl Future for Routed {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RoutedProj::Router { future } => future.poll(cx),
+            RoutedProj::Hot { future } => future.poll(cx),
         }
     }
 }
@@ -114,7 +156,7 @@ pin_project_lite::pin_project! {
     /// its body was left unread.
     pub struct EdgeFuture {
         #[pin]
-        inner: RouteFuture<Infallible>,
+        inner: Routed,
         body_read: Option<BodyRead>,
         request_id: Option<HeaderValue>,
     }

@@ -3,7 +3,7 @@
 //! extraction, wire decoding and error mapping; no business rule lives here.
 //!
 //! Code map: `server.rs` (router, health, shutdown) → `edge.rs` (gRPC by content type,
-//! keep-alive safety) → `rest.rs` / `connect.rs` / `grpc.rs` (the transports) → `rpc/mod.rs`
+//! keep-alive safety; `hot_routes.rs` the hot REST rows before the router) → `rest.rs` / `connect.rs` / `grpc.rs` (the transports) → `rpc/mod.rs`
 //! (the table of every RPC; decoding) → `rpc/*.rs` (one file per command: generated message in,
 //! engine call, generated message out) → the engine. `proto.rs` holds the generated types,
 //! `wire.rs` what messages share (timestamps, details, JSON answers), `error.rs` the mapping of
@@ -22,6 +22,7 @@ pub mod connect;
 pub mod edge;
 pub mod error;
 pub mod grpc;
+pub mod hot_routes;
 pub mod metrics;
 pub mod migrate;
 pub mod openapi;

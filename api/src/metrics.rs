@@ -162,11 +162,7 @@ impl<S: Service<Request, Response = Response>> Service<Request> for Tracked<S> {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        TrackedFuture {
-            started: Instant::now(),
-            inner: self.inner.call(request),
-            metrics: self.metrics.clone(),
-        }
+        TrackedFuture::new(self.metrics.clone(), self.inner.call(request))
     }
 }
 
@@ -177,6 +173,17 @@ pin_project_lite::pin_project! {
         inner: F,
         metrics: Arc<RouteMetrics>,
         started: Instant,
+    }
+}
+
+impl<F> TrackedFuture<F> {
+    /// `inner`, timed from now and counted under `metrics` when it answers.
+    pub fn new(metrics: Arc<RouteMetrics>, inner: F) -> Self {
+        TrackedFuture {
+            inner,
+            metrics,
+            started: Instant::now(),
+        }
     }
 }
 

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use axum::body::Body;
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, Request, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
@@ -113,10 +115,21 @@ async fn with_path<R: Routed>(
         }
     };
     let (parts, body) = request.into_parts();
+    answer_with_path::<R>(&app, &params, &parts, body).await
+}
+
+/// The answer to an RPC whose path carries ids, given them by name: axum's router's (above), or
+/// the hot routes' (`hot_routes.rs`), which take them from the path themselves.
+pub(crate) async fn answer_with_path<'p, R: Routed>(
+    app: &AppState,
+    params: impl IntoIterator<Item = (&'p str, &'p str)>,
+    parts: &Parts,
+    body: Body,
+) -> Response {
     let query = parts.uri.query();
-    let result = rpc::run_json::<R>(&app, &parts.headers, body, |request| {
+    let result = rpc::run_json::<R>(app, &parts.headers, body, |request| {
         fill_query::<R>(request, query)?;
-        for (name, value) in &params {
+        for (name, value) in params {
             if !R::set_path(request, name, value) {
                 return Err(Error::with(
                     ErrorId::Internal,

@@ -79,6 +79,7 @@ pub fn app(engine: Engine, with_management: bool) -> impl App {
 /// nodes serve.
 pub fn app_for(state: AppState, with_management: bool) -> impl App {
     let grpc = crate::grpc::router(state.clone());
+    let hot = crate::hot_routes::HotRoutes::new(state.clone());
     let mut router = Router::new()
         .merge(crate::rest::routes())
         .merge(crate::connect::routes())
@@ -95,7 +96,7 @@ pub fn app_for(state: AppState, with_management: bool) -> impl App {
         .option_layer(request_lines())
         // Bodies are read with our own limit (rpc::BODY_LIMIT) so the 413 has our error shape.
         .layer(DefaultBodyLimit::disable())
-        .service(Edge::new(router, grpc))
+        .service(Edge::new(router, grpc).with_hot_routes(hot))
 }
 
 /// One log line per request, at debug, 5xx answers included: a wave of them (call timeouts while

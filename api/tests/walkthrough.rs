@@ -62,6 +62,11 @@ async fn readme_walkthrough() {
     assert_eq!(user.body["user"]["state"], "USER_STATE_ACTIVE");
     assert_eq!(user.body["user"]["username"], "ada");
     assert_eq!(user.body["user"]["human"]["profile"]["givenName"], "Ada");
+    // none was given: ZITADEL's default, the given and family names
+    assert_eq!(
+        user.body["user"]["human"]["profile"]["displayName"],
+        "Ada Lovelace"
+    );
     assert_eq!(user.body["details"]["sequence"], "3");
     // the password is never echoed
     assert!(!user.body.to_string().contains("S3cure-enough"));

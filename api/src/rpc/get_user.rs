@@ -21,10 +21,15 @@ use crate::wire::{
 pub fn user_message(u: engine::User) -> user::User {
     let kind = match u.user_type {
         engine::UserType::Human(h) => {
-            let display =
-                h.profile.display_name.clone().unwrap_or_else(|| {
-                    format!("{} {}", h.profile.given_name, h.profile.family_name)
-                });
+            let display = h.profile.display_name.clone().unwrap_or_else(|| {
+                // Not `format!`: its machinery cost more than the rest of this conversion.
+                let (given, family) = (&h.profile.given_name, &h.profile.family_name);
+                let mut display = String::with_capacity(given.len() + 1 + family.len());
+                display.push_str(given);
+                display.push(' ');
+                display.push_str(family);
+                display
+            });
             let phone = h.phone.unwrap_or_default();
             user::user::Type::Human(user::HumanUser {
                 profile: Some(user::HumanProfile {
