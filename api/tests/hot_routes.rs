@@ -6,6 +6,7 @@
 
 mod support;
 
+use latchkey_api::edge::Edge;
 use latchkey_api::hot_routes::HotRoutes;
 use latchkey_api::server::AppState;
 use reqwest::{Method, StatusCode};
@@ -72,6 +73,35 @@ async fn only_the_hot_rows_spelled_plainly_are_taken_from_the_router() {
     ] {
         assert!(!taken(method, path), "{method} {path}");
     }
+}
+
+/// The edge asks its hot routes before its router: with routers that serve nothing, a hot row
+/// is still answered (here 401, no token), and anything else gets the router's 404.
+#[tokio::test]
+async fn the_edge_answers_a_hot_row_before_its_router_is_asked() {
+    use tower::ServiceExt;
+    let server = TestServer::start().await;
+    let hot = HotRoutes::new(AppState::embedded(server.engine.clone()));
+    let send = |edge: Edge, path: &str| {
+        let request = axum::http::Request::post(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        async move { edge.oneshot(request).await.unwrap().status() }
+    };
+    let bare = || Edge::new(axum::Router::new(), axum::Router::new());
+    let with_hot = || bare().with_hot_routes(hot.clone());
+    assert_eq!(
+        send(with_hot(), "/v2/users/123/unlock").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(with_hot(), "/v2/users/%31/unlock").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(bare(), "/v2/users/123/unlock").await,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
