@@ -1,5 +1,6 @@
 //! The real `latchkey` binary as a child process: start on port 0 over a data dir, read the
-//! address from its log, stop it with SIGTERM or SIGKILL.
+//! address from its log, stop it with SIGTERM or SIGKILL (and SIGKILL when its handle is dropped
+//! with the process still there, as when a test fails first).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -65,6 +66,17 @@ impl Running {
 
     pub fn wait(mut self) -> ExitStatus {
         self.child.wait().expect("wait")
+    }
+}
+
+/// A test that fails before stopping its binary must not leave it running (or stopped, after a
+/// SIGSTOP) once the test process is gone: SIGKILL it and reap it. Nothing to do if it exited.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
