@@ -21,7 +21,7 @@ use axum::http::Method;
 use axum::response::Response;
 
 use crate::metrics::{RouteMetrics, TrackedFuture};
-use crate::rpc::{get_user, user_state, Routed, Verb};
+use crate::rpc::{get_user, user_state, Routed};
 use crate::server::AppState;
 
 /// A hot route's answer, with its route's metrics recorded when it is ready.
@@ -49,20 +49,13 @@ struct HotRoute {
 impl HotRoute {
     /// `R`'s row as a hot route; `None` unless its path carries exactly one id.
     fn of<R: Routed>() -> Option<Self> {
-        let method = match R::INFO.verb {
-            Verb::Get => Method::GET,
-            Verb::Post => Method::POST,
-            Verb::Put => Method::PUT,
-            Verb::Patch => Method::PATCH,
-            Verb::Delete => Method::DELETE,
-        };
         let (prefix, rest) = R::INFO.rest.split_once('{')?;
         let (param, suffix) = rest.split_once('}')?;
         if suffix.contains('{') || !prefix.ends_with('/') {
             return None;
         }
         Some(HotRoute {
-            method,
+            method: R::INFO.verb.method(),
             prefix,
             param,
             suffix,
@@ -101,12 +94,11 @@ impl HotRoutes {
     #[allow(clippy::result_large_err)]
     pub fn call(&self, request: Request) -> Result<HotFuture, Request> {
         let path = request.uri().path();
-        let found = self.routes.iter().find_map(|route| {
-            let id = (route.method == request.method())
-                .then(|| route.id_in(path))
-                .flatten()?;
-            Some((route, id))
-        });
+        let found = self
+            .routes
+            .iter()
+            .filter(|route| route.method == request.method())
+            .find_map(|route| Some((route, route.id_in(path)?)));
         match found {
             Some((route, id)) => Ok(TrackedFuture::new(
                 route.metrics.clone(),

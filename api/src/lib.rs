@@ -3,9 +3,10 @@
 //! extraction, wire decoding and error mapping; no business rule lives here.
 //!
 //! Code map: `server.rs` (router, health, shutdown) → `edge.rs` (gRPC by content type,
-//! keep-alive safety; `hot_routes.rs` the hot REST rows before the router) → `rest.rs` / `connect.rs` / `grpc.rs` (the transports) → `rpc/mod.rs`
-//! (the table of every RPC; decoding) → `rpc/*.rs` (one file per command: generated message in,
-//! engine call, generated message out) → the engine. `proto.rs` holds the generated types,
+//! keep-alive safety; `hot_routes.rs` the hot REST rows before the router) → `rest.rs` /
+//! `connect.rs` / `grpc.rs` (the transports) → `rpc/mod.rs` (the table of every RPC; decoding)
+//! → `rpc/*.rs` (one file per command: generated message in, engine call, generated message
+//! out) → the engine. `proto.rs` holds the generated types,
 //! `wire.rs` what messages share (timestamps, details, JSON answers), `error.rs` the mapping of
 //! error codes to HTTP, gRPC and Connect, `config.rs` the command line and `config_file.rs` its
 //! TOML file, `run.rs` start-up (open, bootstrap, listen — `tls.rs` for HTTPS), `metrics.rs` the

@@ -139,6 +139,17 @@ impl Verb {
             Verb::Delete => "DELETE",
         }
     }
+
+    pub fn method(self) -> axum::http::Method {
+        use axum::http::Method;
+        match self {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+            Verb::Put => Method::PUT,
+            Verb::Patch => Method::PATCH,
+            Verb::Delete => Method::DELETE,
+        }
+    }
 }
 
 /// One row of the table.
