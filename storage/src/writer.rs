@@ -74,7 +74,7 @@ enum Flusher {
 #[derive(Default)]
 struct Queue {
     /// Applied, not yet flushed (sync mode), in apply order.
-    pending: Vec<(Vec<u8>, Completion)>,
+    pending: Pending,
     /// Settle barriers, answered after the flush of every write applied before them.
     settles: Vec<(Option<Vec<u8>>, Settled)>,
     poisoned: HashSet<Vec<u8>, RandomState>,
@@ -92,9 +92,56 @@ struct Queue {
     counters: Counters,
 }
 
+/// Writes applied and not yet flushed, in apply order: each one's completion and scope. The
+/// scopes share one buffer, so queueing a write copies its scope without an allocation of its
+/// own (they are needed only to poison them after a failed flush).
+#[derive(Default)]
+struct Pending {
+    scopes: Vec<u8>,
+    /// Each write's completion and where its scope ends in `scopes`.
+    writes: Vec<(usize, Completion)>,
+}
+
+impl Pending {
+    fn push(&mut self, scope: &[u8], done: Completion) {
+        self.scopes.extend_from_slice(scope);
+        self.writes.push((self.scopes.len(), done));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Each write's scope and completion, in apply order.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &Completion)> {
+        let starts = std::iter::once(0).chain(self.writes.iter().map(|(end, _)| *end));
+        starts
+            .zip(&self.writes)
+            .map(|(start, (end, done))| (&self.scopes[start..*end], done))
+    }
+
+    /// Queues `later`'s writes after these.
+    fn append(&mut self, later: Pending) {
+        let offset = self.scopes.len();
+        self.scopes.extend_from_slice(&later.scopes);
+        self.writes.extend(
+            later
+                .writes
+                .into_iter()
+                .map(|(end, done)| (end + offset, done)),
+        );
+    }
+}
+
 struct Shared {
     backend: Arc<dyn Backend>,
     durability: Durability,
+    /// The first byte of every counter's key (`Layout::counter_tag`).
+    counter_tag: u8,
     queue: Mutex<Queue>,
     wake: Condvar,
     metrics: WriterMetrics,
@@ -135,14 +182,11 @@ impl Writer {
         durability: Durability,
         counter_tag: u8,
     ) -> Result<Writer, StoreError> {
-        let mut counters = Counters::default();
-        for entry in backend.scan_prefix(&[counter_tag]) {
-            let (key, value) = entry?;
-            counters.insert(key, crate::counter_value(&value));
-        }
+        let counters = read_counters(backend.as_ref(), counter_tag)?;
         let shared = Arc::new(Shared {
             backend,
             durability,
+            counter_tag,
             queue: Mutex::new(Queue {
                 counters,
                 ..Queue::default()
@@ -196,11 +240,17 @@ impl Writer {
         if queue.poisoned.contains(scope) {
             return Completion::failed(StoreError::Poisoned);
         }
-        let adds = batch.take_adds();
-        resolve_counters(&mut queue.counters, &adds, &mut batch);
+        resolve_counters(&mut queue.counters, batch.take_adds(), &mut batch);
         if let Err(e) = shared.backend.apply(batch) {
-            // Nothing was applied: the counters go back to what the store holds.
-            undo_counters(&mut queue.counters, &adds);
+            // Nothing was applied: the counters go back to what the store holds, read back
+            // from it (rare, so the additions' keys moved into the batch instead of copied).
+            match read_counters(shared.backend.as_ref(), shared.counter_tag) {
+                Ok(counters) => queue.counters = counters,
+                Err(read) => fail(
+                    &mut queue,
+                    format!("the counters could not be read back after a refused write: {read}"),
+                ),
+            }
             tracing::error!("store write refused: {e}");
             shared.metrics.failed_writes.increment(1);
             queue.poisoned.insert(scope.to_vec());
@@ -220,7 +270,7 @@ impl Writer {
             Durability::Sync => {
                 let writer: std::sync::Weak<dyn Needed> = Arc::downgrade(shared) as _;
                 let done = Completion::needed_by(writer);
-                queue.pending.push((scope.to_vec(), done.clone()));
+                queue.pending.push(scope, done.clone());
                 queue.applied += 1;
                 if queue.flusher == Flusher::Asleep {
                     shared.wake_flusher(&mut queue);
@@ -229,7 +279,7 @@ impl Writer {
             }
             Durability::Async { .. } => {
                 let done = Completion::pending();
-                queue.pending.push((scope.to_vec(), done.clone()));
+                queue.pending.push(scope, done.clone());
                 shared.wake_flusher(&mut queue);
                 done
             }
@@ -280,24 +330,26 @@ impl Writer {
     }
 }
 
+/// Every counter's value as `backend` holds it.
+fn read_counters(backend: &dyn Backend, counter_tag: u8) -> Result<Counters, StoreError> {
+    let mut counters = Counters::default();
+    for entry in backend.scan_prefix(&[counter_tag]) {
+        let (key, value) = entry?;
+        counters.insert(key, crate::counter_value(&value));
+    }
+    Ok(counters)
+}
+
 /// Turns `adds` into puts of the counters' new values in `batch`, updating `counters`.
-fn resolve_counters(counters: &mut Counters, adds: &[(Vec<u8>, i64)], batch: &mut WriteBatch) {
+fn resolve_counters(counters: &mut Counters, adds: Vec<(Vec<u8>, i64)>, batch: &mut WriteBatch) {
     for (key, delta) in adds {
-        let value = match counters.get_mut(key) {
+        let value = match counters.get_mut(&key) {
             Some(value) => value,
             None => counters.entry(key.clone()).or_insert(0),
         };
-        *value = value.wrapping_add(*delta);
-        batch.put(key.clone(), value.to_be_bytes().to_vec());
-    }
-}
-
-/// Takes `adds` back out of `counters` (their batch was refused).
-fn undo_counters(counters: &mut Counters, adds: &[(Vec<u8>, i64)]) {
-    for (key, delta) in adds {
-        if let Some(value) = counters.get_mut(key) {
-            *value = value.wrapping_sub(*delta);
-        }
+        *value = value.wrapping_add(delta);
+        let bytes = value.to_be_bytes().to_vec();
+        batch.put(key, bytes);
     }
 }
 
@@ -361,7 +413,7 @@ fn fail(queue: &mut Queue, reason: String) {
         tracing::error!("{reason}; the store takes no more writes until the process restarts");
         queue.failed = Some(reason.clone());
     }
-    for (_, done) in queue.pending.drain(..) {
+    for (_, done) in std::mem::take(&mut queue.pending).iter() {
         done.finish(Err(StoreError::NotDurable(reason.clone())));
     }
     for (_, done) in queue.settles.drain(..) {
@@ -428,7 +480,7 @@ fn run_flusher(shared: &Shared) {
             match flush(shared) {
                 Ok(Ok(())) => {
                     shared.metrics.writes.increment(count as u64);
-                    for (_, done) in &writes {
+                    for (_, done) in writes.iter() {
                         done.finish(Ok(()));
                     }
                 }
@@ -438,16 +490,17 @@ fn run_flusher(shared: &Shared) {
                     tracing::error!("flush of {count} commands failed: {e}");
                     shared.metrics.failed_writes.increment(count as u64);
                     let mut queue = shared.lock();
-                    for (scope, done) in &writes {
+                    for (scope, done) in writes.iter() {
                         done.finish(Err(e.clone()));
-                        queue.poisoned.insert(scope.clone());
+                        queue.poisoned.insert(scope.to_vec());
                     }
                 }
                 Err(reason) => {
                     // Failed first: whoever learns of this group's outcome finds the store failed.
                     let mut queue = shared.lock();
                     queue.settles.extend(settles);
-                    queue.pending.splice(0..0, writes);
+                    let later = std::mem::replace(&mut queue.pending, writes);
+                    queue.pending.append(later);
                     fail(&mut queue, reason);
                     continue;
                 }
@@ -529,6 +582,26 @@ mod tests {
         fn is_holding(&self) -> bool {
             self.holding.load(Ordering::SeqCst)
         }
+    }
+
+    #[test]
+    fn pending_writes_keep_their_scopes_in_order_when_requeued() {
+        let scopes = |pending: &Pending| -> Vec<Vec<u8>> {
+            pending.iter().map(|(scope, _)| scope.to_vec()).collect()
+        };
+        // As the flusher requeues a group whose flush failed the store: before what came since.
+        let mut queue = Pending::default();
+        queue.push(b"u1", Completion::pending());
+        queue.push(b"", Completion::pending());
+        queue.push(b"user-2", Completion::pending());
+        let mut since = Pending::default();
+        since.push(b"u3", Completion::pending());
+        queue.append(since);
+        assert_eq!(queue.len(), 4);
+        assert_eq!(
+            scopes(&queue),
+            [b"u1".to_vec(), vec![], b"user-2".to_vec(), b"u3".to_vec()]
+        );
     }
 
     fn put(key: &str) -> WriteBatch {
