@@ -6,9 +6,11 @@
 //! A sync write's completion tells its writer when someone starts waiting on it ([`Needed`]):
 //! the writer starts a flush then rather than at the apply (`writer.rs` says why).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::task::Poll;
 
+use atomic_waker::AtomicWaker;
 use tokio::sync::Notify;
 
 use crate::StoreError;
@@ -74,6 +76,12 @@ const FAILED: u8 = 2;
 struct CompletionState {
     state: AtomicU8,
     error: OnceLock<StoreError>,
+    /// The first waiter's waker. Nearly every completion has one waiter, the caller of the
+    /// command that wrote it; a waker slot costs it a fraction of a place in `notify`'s list.
+    first: AtomicWaker,
+    /// Someone took `first` (for good: a waiter that gave up leaves it taken).
+    first_taken: AtomicBool,
+    /// Every other waiter: callers of reads that observed the write's state.
     notify: Notify,
     /// Whom to tell that a waiter needs this write durable.
     needed: Option<Weak<dyn Needed>>,
@@ -106,6 +114,8 @@ impl Completion {
         Completion(Arc::new(CompletionState {
             state: AtomicU8::new(PENDING),
             error: OnceLock::new(),
+            first: AtomicWaker::new(),
+            first_taken: AtomicBool::new(false),
             notify: Notify::new(),
             needed,
         }))
@@ -135,6 +145,7 @@ impl Completion {
             }
         };
         self.0.state.store(state, Ordering::Release);
+        self.0.first.wake();
         self.0.notify.notify_waiters();
     }
 
@@ -154,10 +165,19 @@ impl Completion {
 
     /// Resolves once the write is durable (sync) / applied (async), or failed.
     pub async fn wait(&self) -> Result<(), StoreError> {
-        if self.poll_result().is_none() {
-            if let Some(writer) = self.0.needed.as_ref().and_then(Weak::upgrade) {
-                writer.needed();
-            }
+        if let Some(result) = self.poll_result() {
+            return result;
+        }
+        if let Some(writer) = self.0.needed.as_ref().and_then(Weak::upgrade) {
+            writer.needed();
+        }
+        if !self.0.first_taken.swap(true, Ordering::AcqRel) {
+            return std::future::poll_fn(|cx| {
+                // Registered before the check, so a finish between the two still wakes us.
+                self.0.first.register(cx.waker());
+                self.poll_result().map_or(Poll::Pending, Poll::Ready)
+            })
+            .await;
         }
         loop {
             let notified = self.0.notify.notified();
@@ -169,5 +189,55 @@ impl Completion {
             }
             notified.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_waiter_learns_the_outcome_whichever_way_it_waits() {
+        for outcome in [Ok(()), Err(StoreError::Io("disk gone".into()))] {
+            let done = Completion::pending();
+            let waiters: Vec<_> = (0..4)
+                .map(|_| {
+                    let done = done.clone();
+                    tokio::spawn(async move { done.wait().await })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // From another thread, as the flusher does.
+            let finisher = done.clone();
+            let expected = format!("{outcome:?}");
+            std::thread::spawn(move || finisher.finish(outcome))
+                .join()
+                .unwrap();
+            for waiter in waiters {
+                let woken = tokio::time::timeout(Duration::from_secs(10), waiter).await;
+                let outcome = woken.expect("a waiter was never woken").unwrap();
+                assert_eq!(format!("{outcome:?}"), expected);
+            }
+            // A waiter that comes after the finish.
+            assert_eq!(format!("{:?}", done.wait().await), expected);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_that_gave_up_leaves_the_others_woken() {
+        let done = Completion::pending();
+        // The first waiter takes the waker slot, then gives up (as a caller past its deadline).
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), done.wait()).await;
+        assert!(gave_up.is_err());
+        let later = {
+            let done = done.clone();
+            tokio::spawn(async move { done.wait().await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        done.finish(Ok(()));
+        let woken = tokio::time::timeout(Duration::from_secs(10), later).await;
+        let woken = woken.expect("the later waiter was never woken").unwrap();
+        assert!(woken.is_ok(), "{woken:?}");
     }
 }
