@@ -12,9 +12,11 @@
 //! TOML file, `run.rs` start-up (open, bootstrap, listen — `tls.rs` for HTTPS), `metrics.rs` the
 //! Prometheus exporter and per-route metrics, `openapi.rs` the generated `/openapi.json`,
 //! `backup.rs` the online backup route. The commands beside `serve`: `operate.rs` (backup,
-//! restore, verify, config check, healthcheck) and `admin_cli.rs` (users, orgs).
+//! restore, verify, config check, healthcheck) and `admin_cli.rs` (users, orgs); `allocator.rs`
+//! the global allocator both binaries install.
 
 pub mod admin_cli;
+pub mod allocator;
 pub mod backup;
 pub mod cluster;
 pub mod config;

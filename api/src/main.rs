@@ -8,10 +8,10 @@ use clap::CommandFactory;
 use latchkey_api::config::{Cli, Command, ConfigAction};
 use latchkey_api::{admin_cli, config_file, operate};
 
-/// mimalloc: the request path allocates a lot of small, short-lived buffers, and glibc's malloc
-/// showed up at ~10% of a load-test profile.
+/// mimalloc (`allocator.rs`): the request path allocates a lot of small, short-lived buffers,
+/// and glibc's malloc showed up at ~10% of a load-test profile.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: latchkey_api::allocator::Allocator = latchkey_api::allocator::Allocator;
 
 fn main() -> ExitCode {
     let parsed = match config_file::parse(std::env::args_os().collect()) {

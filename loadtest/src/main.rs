@@ -39,7 +39,7 @@ use cli::{Cli, Internal};
 
 /// The same allocator as the `latchkey` binary, for the spawned server and the baseline alike.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: latchkey_api::allocator::Allocator = latchkey_api::allocator::Allocator;
 
 fn main() -> ExitCode {
     // The same process settings as the `latchkey` binary, for every server and client it runs.
