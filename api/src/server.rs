@@ -94,8 +94,8 @@ pub fn app_for(state: AppState, with_management: bool) -> impl App {
         .with_state(state);
     // Bodies are read with our own limit (`rpc::read_body`, `rpc::BODY_LIMIT`), so the 413 has
     // our error shape; no handler takes an axum body extractor, so axum's `DefaultBodyLimit`
-    // has nothing to govern (and it would cost each request an extensions map: ≈ 500
-    // instructions).
+    // has nothing to govern (and it cost each request an extensions map: ≈ 720 instructions,
+    // docs/performance.md).
     ServiceBuilder::new()
         .option_layer(request_lines())
         .service(Edge::new(router, grpc).with_hot_routes(hot))

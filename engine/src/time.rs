@@ -11,18 +11,12 @@ pub type Micros = i64;
 /// from the system clock: through `Utc::now()` each command paid for a calendar date built and
 /// taken apart again (≈ 250 instructions a call, twice a command).
 pub fn now_micros() -> Micros {
-    let micros = |d: std::time::Duration, round_up: bool| {
-        let nanos = d.as_nanos();
-        let whole = if round_up {
-            nanos.div_ceil(1_000)
-        } else {
-            nanos / 1_000
-        };
-        i64::try_from(whole).unwrap_or(i64::MAX)
-    };
     match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(since) => micros(since, false),
-        Err(before) => -micros(before.duration(), true),
+        Ok(since) => i64::try_from(since.as_micros()).unwrap_or(i64::MAX),
+        // A clock set before 1970: floored too, so rounded away from zero.
+        Err(before) => {
+            -i64::try_from(before.duration().as_nanos().div_ceil(1_000)).unwrap_or(i64::MAX)
+        }
     }
 }
 

@@ -532,6 +532,7 @@ mod tests {
     struct FlakyBackend {
         data: StdMutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
         fail: AtomicBool,
+        fail_scan: AtomicBool,
         fail_flush: AtomicBool,
         panic_flush: AtomicBool,
         flush_delay_ms: std::sync::atomic::AtomicU64,
@@ -544,6 +545,9 @@ mod tests {
             Ok(self.data.lock().unwrap().get(key).cloned())
         }
         fn scan_prefix(&self, prefix: &[u8]) -> crate::KvIter<'_> {
+            if self.fail_scan.load(Ordering::SeqCst) {
+                return Box::new(std::iter::once(Err(StoreError::Io("injected".into()))));
+            }
             let items: Vec<_> = self
                 .data
                 .lock()
@@ -670,6 +674,24 @@ mod tests {
         assert_eq!(writer.counter(b"cn"), 0);
         let stored = backend.data.lock().unwrap().get(b"cn".as_slice()).cloned();
         assert_eq!(stored, Some(0i64.to_be_bytes().to_vec()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counters_that_cannot_be_read_back_after_a_refused_write_fail_the_store() {
+        let backend = Arc::new(FlakyBackend::default());
+        let writer = Writer::start(backend.clone(), Durability::Sync, b'c').unwrap();
+        let mut add = WriteBatch::default();
+        add.add(b"cn".to_vec(), 1);
+        backend.fail.store(true, Ordering::SeqCst);
+        backend.fail_scan.store(true, Ordering::SeqCst);
+        assert!(writer.submit(b"u1", add.clone()).wait().await.is_err());
+        backend.fail.store(false, Ordering::SeqCst);
+        backend.fail_scan.store(false, Ordering::SeqCst);
+        // The counters in memory may be wrong now: nothing more is written.
+        let reason = writer.failure().expect("the store failed");
+        assert!(reason.contains("counters"), "{reason}");
+        let next = writer.submit(b"u2", add).wait().await;
+        assert!(matches!(next, Err(StoreError::Failed(_))), "{next:?}");
     }
 
     #[tokio::test]
