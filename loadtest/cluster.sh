@@ -13,7 +13,8 @@
 # their views costs. CPU is the difference of
 # utime + stime in /proc/<pid>/stat over a 14-s window inside the measured 20 s, divided by the
 # commands of that window (the harnesses' req/s × 14), per process: each node, each NATS server,
-# the harnesses together; and the machine's busy, idle and stolen share over the same window
+# the harnesses together, with each process's context switches per command (all its threads);
+# and the machine's busy, idle and stolen share over the same window
 # (steal: the host ran something else while a vCPU wanted to run). At the end: the NATS server
 # each node is connected to and how many streams each NATS server leads (an append from a node
 # whose server does not lead the stream takes one more hop), and each node's mean wait for the
@@ -53,6 +54,13 @@ sleep 5 # every node holds its partitions
 T=$(cat "$D/n1/admin.pat")
 nats=$(pgrep -P "$NP" | tr '\n' ' ')
 ticks() { for p in "$@"; do awk '{printf "%d ", $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo -n "0 "; done; }
+# Context switches of every thread of each process, voluntary and not: a thread that sleeps
+# and is woken for each small piece of work switches once per piece.
+switches() {
+  for p in "$@"; do
+    cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { s += $2 } END { printf "%d ", s }'
+  done
+}
 DRIVEN=$NODES
 [ "$MODE" = follow ] && DRIVEN=1
 harnesses=()
@@ -70,10 +78,14 @@ sleep 10 # users prepared, warm-up done
 machine() { awk '/^cpu / { printf "%d %d %d", $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat; }
 # shellcheck disable=SC2086
 before=($(ticks "${pids[@]}" $nats "${harnesses[@]}"))
+# shellcheck disable=SC2086
+s_before=($(switches "${pids[@]}" $nats "${harnesses[@]}"))
 m_before=($(machine))
 sleep 14
 # shellcheck disable=SC2086
 after=($(ticks "${pids[@]}" $nats "${harnesses[@]}"))
+# shellcheck disable=SC2086
+s_after=($(switches "${pids[@]}" $nats "${harnesses[@]}"))
 m_after=($(machine))
 wait "${harnesses[@]}"
 rps=0
@@ -89,13 +101,16 @@ for i in $(seq 1 "$NODES"); do names+=("node n$i"); done
 for i in 1 2 3; do names+=("NATS $i"); done
 for i in $(seq 1 "$DRIVEN"); do names+=("harness $i"); done
 total=0
+switched=0
 for k in "${!names[@]}"; do
   t=$((after[k] - before[k]))
   total=$((total + t))
   # ticks are 10 ms: µs per command = ticks × 10,000 / commands
-  echo "  ${names[k]}: $(awk -v t="$t" -v c="$commands" 'BEGIN { printf "%.1f", t * 10000 / c }') µs of CPU per command"
+  w=$((s_after[k] - s_before[k]))
+  switched=$((switched + w))
+  echo "  ${names[k]}: $(awk -v t="$t" -v w="$w" -v c="$commands" 'BEGIN { printf "%.1f µs of CPU, %.2f context switches", t * 10000 / c, w / c }') per command"
 done
-echo "  all processes: $(awk -v t="$total" -v c="$commands" 'BEGIN { printf "%.1f", t * 10000 / c }') µs of CPU per command"
+echo "  all processes: $(awk -v t="$total" -v w="$switched" -v c="$commands" 'BEGIN { printf "%.1f µs of CPU, %.2f context switches", t * 10000 / c, w / c }') per command"
 busy=$((m_after[0] - m_before[0])); idle=$((m_after[1] - m_before[1])); steal=$((m_after[2] - m_before[2]))
 echo "  the machine over the window: $(awk -v b="$busy" -v i="$idle" -v s="$steal" 'BEGIN { t = b + i + s; printf "%.0f %% busy, %.0f %% idle, %.0f %% stolen by the host", b * 100 / t, i * 100 / t, s * 100 / t }')"
 curl -s "http://127.0.0.1:18181/metrics" | grep '^latchkey_cluster_forwards_total' || true
