@@ -206,7 +206,7 @@ fn refused_framing(
     started: Instant,
 ) -> http::Response<tonic::body::Body> {
     // By header names made once: looked up by `&str`, each name was parsed and hashed again
-    // for every answer (≈ 450 instructions of a gRPC unlock's).
+    // for every answer (≈ 500 instructions of a gRPC unlock's).
     const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
     const DETAILS: http::HeaderName = http::HeaderName::from_static("grpc-status-details-bin");
     let headers = response.headers();
