@@ -77,7 +77,10 @@ impl Default for RequestIds {
 impl RequestIds {
     fn next(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut id = Vec::with_capacity(self.prefix.len() + 20);
+        // Exactly as long as the id: `Bytes` takes a full `Vec` as it is, where a `Vec` with room
+        // to spare costs it a second allocation (its shared header).
+        let digits = n.checked_ilog10().map_or(1, |log| log as usize + 1);
+        let mut id = Vec::with_capacity(self.prefix.len() + digits);
         id.extend_from_slice(self.prefix.as_bytes());
         crate::wire::push_u64(&mut id, n);
         // Hex digits, a dash and decimal digits: always a valid header value.
@@ -235,6 +238,18 @@ mod tests {
             ("no".into(), None),
             "nothing to read"
         );
+    }
+
+    #[test]
+    fn a_made_request_id_is_the_prefix_and_the_count_whatever_its_digits() {
+        let ids = RequestIds {
+            prefix: "abc-".into(),
+            next: Default::default(),
+        };
+        for n in [0, 9, 10, 99, 100, 12_345, u64::MAX] {
+            ids.next.store(n, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(ids.next().to_str().unwrap(), format!("abc-{n}"));
+        }
     }
 
     #[tokio::test]

@@ -8,7 +8,9 @@
 //! ignored, fields at their zero value left out of answers (the proto3 JSON mapping, as ZITADEL's
 //! gateway and Connect write it).
 
-use axum::body::Body;
+use std::cell::RefCell;
+
+use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
@@ -202,15 +204,30 @@ pub(crate) fn push_json_timestamp(out: &mut Vec<u8>, at: &Timestamp) -> serde_js
     serde_json::to_writer(&mut *out, at)
 }
 
-/// A JSON answer (`application/json`): `write` fills a buffer big enough for a `{details}`
-/// answer and a user's (≈ 800 bytes) at once. axum's `Json` starts at 128 bytes and grows, and
-/// each growth copies what was written; an allocation of up to 1 KiB costs the allocator the
-/// same whatever its size.
+/// A JSON answer (`application/json`), written by `write` into this thread's scratch buffer
+/// (1 KiB at first: a `{details}` answer and a user's, ≈ 800 bytes, fit without growing it).
+/// A short answer (a command's `{details}`, ≈ 150 bytes) is copied out at its exact length:
+/// `Bytes` takes an exact-length vector as it is, where one with room to spare costs it a
+/// second allocation (its shared header). A longer one is handed over as it is (copying a
+/// user's answer cost more than that allocation), and the thread starts a new buffer.
 pub fn json_response(
     write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
 ) -> Result<Response, engine::Error> {
-    let mut body = Vec::with_capacity(1024);
-    write(&mut body).map_err(|e| {
+    const FIRST: usize = 1024;
+    const COPIED: usize = 256;
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(FIRST));
+    }
+    let body = SCRATCH.with_borrow_mut(|scratch| {
+        scratch.clear();
+        write(scratch)?;
+        Ok(if scratch.len() <= COPIED {
+            Bytes::copy_from_slice(scratch)
+        } else {
+            Bytes::from(std::mem::replace(scratch, Vec::with_capacity(FIRST)))
+        })
+    });
+    let body = body.map_err(|e: serde_json::Error| {
         engine::Error::with(
             engine::ErrorId::Internal,
             format!("encoding the answer: {e}"),

@@ -193,14 +193,15 @@ impl UserActorState {
         by: &str,
         extra: WriteBatch,
     ) -> Result<Details, Error> {
-        self.commit_all(registry, vec![kind], at, by, extra)
+        self.commit_all(registry, [kind], at, by, extra)
     }
 
     /// [`UserActorState::commit`] of several events at once (a failure that also locks).
     pub(crate) fn commit_all(
         &mut self,
         registry: &Registry,
-        kinds: Vec<EventKind>,
+        // Any collection, so that a command's one event needs no vector of its own.
+        kinds: impl IntoIterator<Item = EventKind>,
         at: Micros,
         by: &str,
         mut extra: WriteBatch,
