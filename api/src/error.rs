@@ -1,6 +1,7 @@
 //! Errors at the edge: an engine [`Error`] becomes a grpc-gateway body on REST paths or a Connect
 //! error on Connect paths. This is the only place codes turn into HTTP statuses.
 
+use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
@@ -192,6 +193,12 @@ fn push_number(out: &mut String, n: i64) {
 /// A JSON string's contents, escaped as serde_json escapes them.
 fn push_escaped(out: &mut String, text: &str) {
     use std::fmt::Write as _;
+    // Nearly every message has nothing to escape: checked sixteen bytes at a time, where the
+    // search below decodes it a character at a time (≈ 875 instructions a refusal).
+    if !crate::wire::needs_escaping(text.as_bytes()) {
+        out.push_str(text);
+        return;
+    }
     let mut rest = text;
     while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
         out.push_str(&rest[..at]);
@@ -246,7 +253,10 @@ impl IntoResponse for ApiError {
             }
         }
         .unwrap_or_default();
-        let mut response = (status, body).into_response();
+        // Built directly, as `wire::json_response` does: through `IntoResponse` the body gets
+        // `text/plain` first and the header below then replaces it.
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = status;
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

@@ -338,7 +338,7 @@ pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()
 /// Checked sixteen bytes at a time, the last block padded with spaces, with no early exit
 /// inside a block, which the compiler turns into vector compares: a byte-by-byte `all` cost
 /// ≈ 12 instructions per byte, the largest share of writing a user (docs/performance.md).
-fn needs_escaping(bytes: &[u8]) -> bool {
+pub(crate) fn needs_escaping(bytes: &[u8]) -> bool {
     fn any_special(block: &[u8; 16]) -> bool {
         block.iter().fold(false, |any, &b| {
             any | (b < 0x20) | (b == b'"') | (b == b'\\')
