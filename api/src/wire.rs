@@ -415,6 +415,26 @@ impl From<engine::Gender> for user::Gender {
 mod tests {
     use super::*;
 
+    /// Answers written one after another on one thread share its scratch buffer: each body is
+    /// exactly its own bytes, whether copied out (short) or handed over (long), and a long one
+    /// leaves no trace in the next.
+    #[tokio::test]
+    async fn json_answers_on_one_thread_carry_only_their_own_bytes() {
+        for len in [2, 256, 257, 5000, 3, 1024, 1] {
+            let text = "x".repeat(len);
+            let response = json_response(|out| {
+                out.extend_from_slice(text.as_bytes());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            assert_eq!(body, text.as_bytes(), "{len}");
+        }
+    }
+
     /// The block-wise check finds every byte JSON escapes wherever it sits — first, last, in a
     /// full block or the padded rest — and nothing else, at every length up to three blocks.
     #[test]
