@@ -17,7 +17,7 @@ use crate::median::pick_median;
 use crate::recorder::RunResult;
 use crate::report::{Report, Side};
 use crate::runner::{self, Scenario, Settings};
-use crate::scrape::{cpu_per_request, machine, scrape, server_view, usage};
+use crate::scrape::{cpu_per_request, machine, scrape, server_view, usage, Usage};
 use crate::target::Target;
 use crate::{ceiling, servers};
 
@@ -82,15 +82,16 @@ async fn one_run(cli: &Cli) -> Result<Report, String> {
         Setup::Spawned(server, _) => Some(server.pid()),
         _ => None,
     };
-    let cpu_before = pid.and_then(usage);
     eprintln!(
         "running {:?} for {:?} ...",
         settings.scenario, settings.duration
     );
-    let mut latchkey = measured(&settings, |progress| {
-        runner::run(&target, &settings, users.clone(), progress, true)
-    })
-    .await;
+    let (cpu_before, mut latchkey) = tokio::join!(
+        usage_after_warmup(pid, settings.warmup),
+        measured(&settings, |progress| {
+            runner::run(&target, &settings, users.clone(), progress, true)
+        })
+    );
     latchkey.server_cpu = cpu_per_request(cpu_before, pid.and_then(usage), latchkey.requests());
     let after = scrape(&target).await;
     let server = server_view(&before, &after);
@@ -284,14 +285,23 @@ async fn run_baseline(cli: &Cli, settings: &Settings, embedded: bool) -> Result<
             .map(|i| format!("{}", 100_000 + i))
             .collect::<Vec<_>>(),
     );
-    let cpu_before = usage(server.pid());
-    let mut result = measured(settings, |progress| {
-        runner::run(&target, settings, users.clone(), progress, false)
-    })
-    .await;
+    let (cpu_before, mut result) = tokio::join!(
+        usage_after_warmup(Some(server.pid()), settings.warmup),
+        measured(settings, |progress| {
+            runner::run(&target, settings, users.clone(), progress, false)
+        })
+    );
     result.server_cpu = cpu_per_request(cpu_before, usage(server.pid()), result.requests());
     server.stop();
     Ok(result)
+}
+
+/// A spawned server's usage as the measured window opens, read beside the run: the warm-up's
+/// requests are not counted, so its CPU must not be either (read before it, every CPU figure
+/// per request came out (warm-up + duration) / duration too high).
+async fn usage_after_warmup(pid: Option<u32>, warmup: Duration) -> Option<Usage> {
+    tokio::time::sleep(warmup).await;
+    pid.and_then(usage)
 }
 
 /// Runs `work` under a progress bar fed by the recorders' completion counter.

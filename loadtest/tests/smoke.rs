@@ -291,3 +291,31 @@ fn spawned_grpc_storm_against_bare_tonic_reads_errors_and_server_cpu() {
         assert!(cpu["user_us"].as_f64().unwrap() >= 0.0, "{side}: {cpu}");
     }
 }
+
+#[test]
+fn spawned_server_cpu_is_counted_over_the_measured_window_only() {
+    // A warm-up three times the measured second: counted from before the warm-up, the CPU
+    // charged to the measured requests would be the server's over four seconds.
+    let report = run(&[
+        "--spawn",
+        "--scenario",
+        "uniform",
+        "--users",
+        "64",
+        "--concurrency",
+        "8",
+        "--warmup",
+        "3s",
+        "--baseline",
+    ]);
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    for side in ["latchkey", "baseline"] {
+        let side = &report[side];
+        let cpu = &side["server_cpu"];
+        let per_request = cpu["user_us"].as_f64().unwrap() + cpu["system_us"].as_f64().unwrap();
+        let charged = per_request * side["requests"].as_f64().unwrap() / 1e6;
+        // No process uses more than every core for the whole window (1 s, and some slack for
+        // the readings around it).
+        assert!(charged <= cores * 1.5, "{charged} s of CPU charged: {side}");
+    }
+}
