@@ -15,7 +15,8 @@
 # commands of that window (the harnesses' req/s × 14), per process: each node, each NATS server,
 # the harnesses together, with each process's context switches per command (all its threads);
 # and the machine's busy, idle and stolen share over the same window
-# (steal: the host ran something else while a vCPU wanted to run). At the end: the NATS server
+# (steal: the host ran something else while a vCPU wanted to run), and how long a fixed piece of
+# work took on its cores meanwhile (`latchkey-loadtest cpu-check`). At the end: the NATS server
 # each node is connected to and how many streams each NATS server leads (an append from a node
 # whose server does not lead the stream takes one more hop), and each node's mean wait for the
 # stream's acknowledgement of a write and then for its own view to apply it
@@ -33,7 +34,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   exec 3>&- 2>/dev/null || true
-  kill "${NP:-}" 2>/dev/null || true
+  kill "${NP:-}" "${PROBE:-}" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$D"
 }
@@ -72,6 +73,11 @@ for i in $(seq 1 "$DRIVEN"); do
     --duration 20s --warmup 5s >"$D/run$i.txt" 2>&1 &
   harnesses+=($!)
 done
+# How fast the cores run meanwhile (`latchkey-loadtest cpu-check`: fixed work every 500 ms,
+# ≈ 2 % of one core): a run on slow moments of the machine costs more CPU per command for the
+# same work, whatever runs.
+"$R/latchkey-loadtest" cpu-check --every 500ms --duration 60s >"$D/cpu.txt" 2>&1 &
+PROBE=$!
 sleep 10 # users prepared, warm-up done
 # The machine's own line of /proc/stat: busy, idle and stolen ticks (time the host ran something
 # else while a vCPU of this guest wanted to run).
@@ -81,7 +87,9 @@ before=($(ticks "${pids[@]}" $nats "${harnesses[@]}"))
 # shellcheck disable=SC2086
 s_before=($(switches "${pids[@]}" $nats "${harnesses[@]}"))
 m_before=($(machine))
+w_start=$(date +%s.%N)
 sleep 14
+w_end=$(date +%s.%N)
 # shellcheck disable=SC2086
 after=($(ticks "${pids[@]}" $nats "${harnesses[@]}"))
 # shellcheck disable=SC2086
@@ -113,6 +121,10 @@ done
 echo "  all processes: $(awk -v t="$total" -v w="$switched" -v c="$commands" 'BEGIN { printf "%.1f µs of CPU, %.2f context switches", t * 10000 / c, w / c }') per command"
 busy=$((m_after[0] - m_before[0])); idle=$((m_after[1] - m_before[1])); steal=$((m_after[2] - m_before[2]))
 echo "  the machine over the window: $(awk -v b="$busy" -v i="$idle" -v s="$steal" 'BEGIN { t = b + i + s; printf "%.0f %% busy, %.0f %% idle, %.0f %% stolen by the host", b * 100 / t, i * 100 / t, s * 100 / t }')"
+kill "$PROBE" 2>/dev/null || true
+awk -v a="$w_start" -v b="$w_end" '!/^#/ && $1 >= a && $1 <= b { c[n] = $2; m[n] = $3; n++ }
+  function median(v, k, i, j, t) { for (i = 0; i < k; i++) for (j = i + 1; j < k; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }; return v[int(k / 2)] }
+  END { if (n > 0) printf "  the cores over the window: fixed work took %.2f ms (core) and %.2f ms (memory), medians of %d probes\n", median(c, n), median(m, n), n }' "$D/cpu.txt"
 curl -s "http://127.0.0.1:18181/metrics" | grep '^latchkey_cluster_forwards_total' || true
 # A write's two waits on each node over the whole run: the stream's acknowledgement, then the
 # node's own view applying it.

@@ -70,6 +70,12 @@ pub struct Cli {
     /// Also measure the baseline (bare axum handler for HTTP, bare store for embedded).
     #[arg(long)]
     pub baseline: bool,
+    /// Time a fixed piece of work every 500 ms beside each measured run, on a thread of the
+    /// harness (≈ 2 % of one core), and report the medians for Latchkey's run and the
+    /// baseline's: on a virtual machine the cores' speed moves between runs
+    /// (`latchkey-loadtest cpu-check`), and a ratio made across such a move is off by it.
+    #[arg(long)]
+    pub cpu_probe: bool,
     /// Run everything this many times, each on a fresh target, and report the run with the
     /// median ratio (every run's ratio is listed): one run's ratio moves by ±0.05–0.1 on a
     /// shared 2-core machine. An open loop (`--rate`) reports the run with the median p99 and
@@ -146,6 +152,16 @@ pub enum Internal {
         duration: Duration,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+    },
+    /// How fast this machine's cores run, probe by probe: a fixed piece of work (≈ 5 ms on a
+    /// fast core) timed by the thread's own CPU clock every --every, one line per probe, then
+    /// the spread. On a virtual machine the same work can take markedly longer from one
+    /// second to the next; compare runs made at different moments with that in mind.
+    CpuCheck {
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        every: Duration,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
     },
     /// How long a commit's fdatasync takes on this machine's disk: idle, with a busy thread on
     /// the syncing core, and with one on another core (the floor under sync-mode latencies).

@@ -8,13 +8,15 @@
 //! `target.rs` / `connection.rs` / `grpc_target.rs` (what a request goes to) → `recorder.rs` (what is measured) →
 //! `report.rs` (table, JSON, HTML); `scrape.rs` reads the server's own metrics; `servers.rs` and
 //! `ceiling.rs` are the spawned servers and the store ceiling; `scale.rs` the scale check; `checkpoint_targets.rs` the comparison of stores; `disk_check.rs`
-//! the disk's own sync latency, idle and beside busy cores.
+//! the disk's own sync latency, idle and beside busy cores; `cpu_check.rs` how fast the cores
+//! run from one moment to the next.
 
 mod ceiling;
 mod checkpoint_targets;
 mod cli;
 mod client_check;
 mod connection;
+mod cpu_check;
 mod disk_check;
 mod grpc_baseline;
 mod grpc_target;
@@ -122,6 +124,9 @@ fn main() -> ExitCode {
             chunk: chunk.unwrap_or(latchkey_storage::CHECKPOINT_CHUNK).max(1),
             only,
         }),
+        Some(Internal::CpuCheck { every, duration }) => {
+            cpu_check::run(every, duration).map(|()| true)
+        }
         Some(Internal::DiskCheck { dir, duration }) => {
             disk_check::run(&dir, duration).map(|()| true)
         }

@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use latchkey_engine::{Caller, Config, Engine};
 
 use crate::cli::{Cli, ProtocolArg};
+use crate::cpu_check::Beside;
 use crate::grpc_target::GrpcTarget;
 use crate::median::pick_median;
 use crate::recorder::RunResult;
@@ -86,6 +87,7 @@ async fn one_run(cli: &Cli) -> Result<Report, String> {
         "running {:?} for {:?} ...",
         settings.scenario, settings.duration
     );
+    let probes = cli.cpu_probe.then(|| Beside::start(settings.warmup));
     let (cpu_before, mut latchkey) = tokio::join!(
         usage_after_warmup(pid, settings.warmup),
         measured(&settings, |progress| {
@@ -93,6 +95,7 @@ async fn one_run(cli: &Cli) -> Result<Report, String> {
         })
     );
     latchkey.server_cpu = cpu_per_request(cpu_before, pid.and_then(usage), latchkey.requests());
+    latchkey.cores = probes.and_then(Beside::finish);
     let after = scrape(&target).await;
     let server = server_view(&before, &after);
 
@@ -257,10 +260,15 @@ async fn wait_for_passivation(target: &Target, setup: &Setup) {
 async fn run_baseline(cli: &Cli, settings: &Settings, embedded: bool) -> Result<RunResult, String> {
     if embedded {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        return measured(settings, |progress| async move {
+        let probes = cli.cpu_probe.then(|| Beside::start(settings.warmup));
+        let mut result = measured(settings, |progress| async move {
             ceiling::measure(dir.path(), cli.store, cli.durability(), settings, progress).await
         })
         .await;
+        if let Ok(result) = &mut result {
+            result.cores = probes.and_then(Beside::finish);
+        }
+        return result;
     }
     let (server, target) = match cli.protocol {
         ProtocolArg::Grpc => {
@@ -285,12 +293,14 @@ async fn run_baseline(cli: &Cli, settings: &Settings, embedded: bool) -> Result<
             .map(|i| format!("{}", 100_000 + i))
             .collect::<Vec<_>>(),
     );
+    let probes = cli.cpu_probe.then(|| Beside::start(settings.warmup));
     let (cpu_before, mut result) = tokio::join!(
         usage_after_warmup(Some(server.pid()), settings.warmup),
         measured(settings, |progress| {
             runner::run(&target, settings, users.clone(), progress, false)
         })
     );
+    result.cores = probes.and_then(Beside::finish);
     result.server_cpu = cpu_per_request(cpu_before, usage(server.pid()), result.requests());
     server.stop();
     Ok(result)

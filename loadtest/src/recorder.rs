@@ -35,6 +35,8 @@ pub struct RunResult {
     pub checks: Vec<Check>,
     /// A spawned server's CPU per request over the run (set by the orchestrator).
     pub server_cpu: Option<crate::report::ServerCpu>,
+    /// How fast the cores ran meanwhile (`--cpu-probe`; set by the orchestrator).
+    pub cores: Option<crate::cpu_check::Cores>,
 }
 
 impl RunResult {
@@ -117,6 +119,7 @@ impl Recorder {
             slowest: Vec::new(),
             checks,
             server_cpu: None,
+            cores: None,
         };
         for r in results {
             merged.ok += r.ok;

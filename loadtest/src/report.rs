@@ -38,11 +38,14 @@ pub struct Side {
     /// CPU the server process spent per request (a spawned server: its own process).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu: Option<ServerCpu>,
+    /// How fast the cores ran during the run (`--cpu-probe`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cores: Option<crate::cpu_check::Cores>,
 }
 
 /// A spawned server's CPU time per request over a run (from `/proc/<pid>/stat`, all threads):
-/// userland and kernel, in microseconds. The whole cost of a request to the machine, client
-/// aside; warm-up requests are not counted but their CPU is.
+/// userland and kernel, in microseconds, over the measured window (after the warm-up, whose
+/// requests are not counted). The whole cost of a request to the machine, client aside.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ServerCpu {
     pub user_us: f64,
@@ -86,6 +89,7 @@ impl Side {
             errors: run.errors.clone(),
             percentile_curve: curve,
             server_cpu: run.server_cpu,
+            cores: run.cores,
             // The last bucket is partial (the run rarely ends on a tick): leave it out.
             throughput: run.timeline[..run.timeline.len().saturating_sub(1)]
                 .iter()
@@ -233,6 +237,19 @@ impl Report {
             );
             if let Some(base) = self.baseline.as_ref().and_then(|b| b.server_cpu) {
                 line += &format!(", baseline {:.2}", base.switches);
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        if let Some(cores) = self.latchkey.cores {
+            let mut line = format!(
+                "the cores during the run (fixed work, medians of {} probes): latchkey {:.2} ms (core) {:.2} ms (memory)",
+                cores.probes, cores.core_ms, cores.memory_ms
+            );
+            if let Some(base) = self.baseline.as_ref().and_then(|b| b.cores) {
+                line += &format!(
+                    ", baseline {:.2} ms (core) {:.2} ms (memory)",
+                    base.core_ms, base.memory_ms
+                );
             }
             let _ = writeln!(out, "{line}");
         }

@@ -307,6 +307,7 @@ fn spawned_server_cpu_is_counted_over_the_measured_window_only() {
         "--warmup",
         "3s",
         "--baseline",
+        "--cpu-probe",
     ]);
     let cores = std::thread::available_parallelism().unwrap().get() as f64;
     for side in ["latchkey", "baseline"] {
@@ -317,5 +318,39 @@ fn spawned_server_cpu_is_counted_over_the_measured_window_only() {
         // No process uses more than every core for the whole window (1 s, and some slack for
         // the readings around it).
         assert!(charged <= cores * 1.5, "{charged} s of CPU charged: {side}");
+        // --cpu-probe: the cores' speed was probed beside each side's measured second.
+        let probed = &side["cores"];
+        assert!(probed["probes"].as_u64().unwrap() >= 1, "{probed}");
+        assert!(probed["core_ms"].as_f64().unwrap() > 0.0, "{probed}");
+        assert!(probed["memory_ms"].as_f64().unwrap() > 0.0, "{probed}");
+    }
+}
+
+#[test]
+fn cpu_check_prints_a_line_per_probe_and_the_spread() {
+    let output = Command::new(BIN)
+        .args(["cpu-check", "--every", "50ms", "--duration", "300ms"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let probes: Vec<Vec<f64>> = stdout
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| line.split(' ').map(|f| f.parse().unwrap()).collect())
+        .collect();
+    // Unix seconds, then the core and memory pieces' milliseconds of CPU, each above zero.
+    assert!(!probes.is_empty(), "{stdout}");
+    assert!(
+        probes
+            .iter()
+            .all(|p| p.len() == 3 && p[1] > 0.0 && p[2] > 0.0),
+        "{stdout}"
+    );
+    for piece in ["core", "memory"] {
+        assert!(
+            stdout.contains(&format!("# {piece}: {} probes", probes.len())),
+            "{stdout}"
+        );
     }
 }
