@@ -10,6 +10,10 @@
 #   PROTOCOL=grpc loadtest/instructions.sh              # the same load over gRPC (Latchkey only)
 #   SCENARIO="mixed --read-ratio 1.0" loadtest/instructions.sh   # another load (GetUserByID here)
 #
+# valgrind runs one thread at a time; `--fair-sched=yes` hands the turn over fairly. Without it,
+# sled's start-up (threads spinning on a lazily built thread pool while the thread building it
+# waits for its turn) sometimes took minutes, past the wait for /healthz below.
+#
 # Starts `latchkey-loadtest serve-latchkey` (or `serve-baseline`) under callgrind, drives it with
 # the closed-loop `uniform` scenario (16 clients, 40 s; the server runs ≈ 50 times slower) over
 # REST or gRPC, counts from 5 s into the run for 15 s, and prints instructions per request.
@@ -38,19 +42,24 @@ PROTOCOL=${PROTOCOL:-rest}
 TOKEN=loadtest-admin-token
 
 if [ "$KIND" = baseline ]; then
-  valgrind --tool=callgrind --callgrind-out-file="$OUT/out" \
+  valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$OUT/out" \
     "$SERVER_LT" serve-baseline --listen "127.0.0.1:$PORT" > "$OUT/server.log" 2>&1 &
 else
-  LATCHKEY_BOOTSTRAP_TOKEN=$TOKEN valgrind --tool=callgrind --callgrind-out-file="$OUT/out" \
+  LATCHKEY_BOOTSTRAP_TOKEN=$TOKEN valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$OUT/out" \
     "$SERVER_LT" serve-latchkey --listen "127.0.0.1:$PORT" --data-dir "$OUT/data" --log warn \
     > "$OUT/server.log" 2>&1 &
 fi
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
+healthy=
 for _ in $(seq 120); do
-  curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break
+  curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && healthy=1 && break
   sleep 1
 done
+if [ -z "$healthy" ]; then
+  echo "the server under callgrind did not answer /healthz within 120 s (see $OUT/server.log)" >&2
+  exit 1
+fi
 
 # shellcheck disable=SC2086 # the scenario's name and its flags, split
 LATCHKEY_TOKEN=$TOKEN "$LT" --target "http://127.0.0.1:$PORT" --scenario ${SCENARIO:-uniform} \

@@ -224,7 +224,7 @@ impl Target {
                     .json(&body)
                     .send()
                     .await
-                    .map_err(|e| format!("transport: {e}"))?;
+                    .map_err(|e| format!("transport: {}", with_causes(&e)))?;
                 let status = response.status();
                 let value: serde_json::Value =
                     response.json().await.map_err(|e| format!("body: {e}"))?;
@@ -237,6 +237,18 @@ impl Target {
             }
         }
     }
+}
+
+/// An error and every cause under it ("error sending request" alone does not say whether the
+/// connection was refused, reset or closed by the server).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text += &format!(": {e}");
+        cause = e.source();
+    }
+    text
 }
 
 pub(crate) fn error_id(body: &serde_json::Value, status: u16) -> String {
@@ -264,4 +276,34 @@ async fn http_outcome(request: reqwest::RequestBuilder) -> Outcome {
     }
     let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     Err(error_id(&body, status.as_u16()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("error sending request")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_transport_error_names_its_causes() {
+        let error = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        ));
+        assert_eq!(
+            with_causes(&error),
+            "error sending request: connection reset by peer"
+        );
+    }
 }
