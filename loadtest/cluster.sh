@@ -73,11 +73,6 @@ for i in $(seq 1 "$DRIVEN"); do
     --duration 20s --warmup 5s >"$D/run$i.txt" 2>&1 &
   harnesses+=($!)
 done
-# How fast the cores run meanwhile (`latchkey-loadtest cpu-check`: fixed work every 500 ms,
-# ≈ 2 % of one core): a run on slow moments of the machine costs more CPU per command for the
-# same work, whatever runs.
-"$R/latchkey-loadtest" cpu-check --every 500ms --duration 60s >"$D/cpu.txt" 2>&1 &
-PROBE=$!
 sleep 10 # users prepared, warm-up done
 # The machine's own line of /proc/stat: busy, idle and stolen ticks (time the host ran something
 # else while a vCPU of this guest wanted to run).
@@ -87,9 +82,12 @@ before=($(ticks "${pids[@]}" $nats "${harnesses[@]}"))
 # shellcheck disable=SC2086
 s_before=($(switches "${pids[@]}" $nats "${harnesses[@]}"))
 m_before=($(machine))
-w_start=$(date +%s.%N)
+# How fast the cores run over the window (`latchkey-loadtest cpu-check`: fixed work every
+# 500 ms, ≈ 2 % of one core): a run on slow moments of the machine costs more CPU per command
+# for the same work, whatever runs.
+"$R/latchkey-loadtest" cpu-check --every 500ms --duration 14s >"$D/cpu.txt" 2>&1 &
+PROBE=$!
 sleep 14
-w_end=$(date +%s.%N)
 # shellcheck disable=SC2086
 after=($(ticks "${pids[@]}" $nats "${harnesses[@]}"))
 # shellcheck disable=SC2086
@@ -121,10 +119,10 @@ done
 echo "  all processes: $(awk -v t="$total" -v w="$switched" -v c="$commands" 'BEGIN { printf "%.1f µs of CPU, %.2f context switches", t * 10000 / c, w / c }') per command"
 busy=$((m_after[0] - m_before[0])); idle=$((m_after[1] - m_before[1])); steal=$((m_after[2] - m_before[2]))
 echo "  the machine over the window: $(awk -v b="$busy" -v i="$idle" -v s="$steal" 'BEGIN { t = b + i + s; printf "%.0f %% busy, %.0f %% idle, %.0f %% stolen by the host", b * 100 / t, i * 100 / t, s * 100 / t }')"
-kill "$PROBE" 2>/dev/null || true
-awk -v a="$w_start" -v b="$w_end" '!/^#/ && $1 >= a && $1 <= b { c[n] = $2; m[n] = $3; n++ }
-  function median(v, k, i, j, t) { for (i = 0; i < k; i++) for (j = i + 1; j < k; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }; return v[int(k / 2)] }
-  END { if (n > 0) printf "  the cores over the window: fixed work took %.2f ms (core) and %.2f ms (memory), medians of %d probes\n", median(c, n), median(m, n), n }' "$D/cpu.txt"
+wait "$PROBE" || true
+# cpu-check's own summary lines: "# core: N probes, fastest …, median M, …".
+awk '/^# (core|memory):/ { for (i = 1; i <= NF; i++) if ($i == "median") { v = $(i + 1); sub(",", "", v); m[$2] = v } n = $3 }
+  END { if (n > 0) printf "  the cores over the window: fixed work took %s ms (core) and %s ms (memory), medians of %d probes\n", m["core:"], m["memory:"], n }' "$D/cpu.txt"
 curl -s "http://127.0.0.1:18181/metrics" | grep '^latchkey_cluster_forwards_total' || true
 # A write's two waits on each node over the whole run: the stream's acknowledgement, then the
 # node's own view applying it.

@@ -153,9 +153,9 @@ pub enum Internal {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
-    /// How fast this machine's cores run, probe by probe: a fixed piece of work (≈ 5 ms on a
-    /// fast core) timed by the thread's own CPU clock every --every, one line per probe, then
-    /// the spread. On a virtual machine the same work can take markedly longer from one
+    /// How fast this machine's cores run, probe by probe: two fixed pieces of work (arithmetic,
+    /// then dependent reads through 16 MiB; ≈ 10 ms together on a fast core) timed by the
+    /// thread's own CPU clock every --every, one line per probe, then each piece's spread. On a virtual machine the same work can take markedly longer from one
     /// second to the next; compare runs made at different moments with that in mind.
     CpuCheck {
         #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]

@@ -21,8 +21,7 @@
 //! window; `--cpu-probe` runs the same probes beside each measured run of the harness (after
 //! its warm-up), and the report gives their medians for Latchkey's run and the baseline's.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,8 +43,7 @@ pub fn run(every: Duration, duration: Duration) -> Result<(), String> {
     let end = Instant::now() + duration;
     while Instant::now() < end {
         let started = Instant::now();
-        let core = timed(|| work(STEPS))?;
-        let memory = timed(|| walk(&chain, READS))?;
+        let (core, memory) = probe(&chain)?;
         let at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|e| e.to_string())?
@@ -82,7 +80,8 @@ pub struct Cores {
 
 /// Probes on a thread of their own, every `EVERY` from `after` on, until [`Beside::finish`].
 pub struct Beside {
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the thread.
+    stop: mpsc::Sender<()>,
     thread: JoinHandle<Vec<(f64, f64)>>,
 }
 
@@ -91,37 +90,29 @@ const EVERY: Duration = Duration::from_millis(500);
 impl Beside {
     /// Starts probing once `after` (a run's warm-up) has passed.
     pub fn start(after: Duration) -> Beside {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
+        let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             let chain = chain(CHAIN);
             let mut probes = Vec::new();
             let mut next = Instant::now() + after;
-            loop {
-                while Instant::now() < next {
-                    if stopped.load(Ordering::Relaxed) {
-                        return probes;
-                    }
-                    std::thread::sleep(
-                        Duration::from_millis(20)
-                            .min(next.saturating_duration_since(Instant::now())),
-                    );
-                }
+            while let Err(RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(next.saturating_duration_since(Instant::now()))
+            {
                 next += EVERY;
-                if let (Ok(core), Ok(memory)) =
-                    (timed(|| work(STEPS)), timed(|| walk(&chain, READS)))
-                {
-                    probes.push((core, memory));
+                if let Ok(one) = probe(&chain) {
+                    probes.push(one);
                 }
             }
+            probes
         });
         Beside { stop, thread }
     }
 
     /// Stops probing; the medians of what was probed (none: `None`).
     pub fn finish(self) -> Option<Cores> {
-        self.stop.store(true, Ordering::Relaxed);
-        let probes = self.thread.join().ok()?;
+        let Beside { stop, thread } = self;
+        drop(stop);
+        let probes = thread.join().ok()?;
         let (mut core, mut memory): (Vec<f64>, Vec<f64>) = probes.into_iter().unzip();
         Some(Cores {
             probes: core.len(),
@@ -129,6 +120,11 @@ impl Beside {
             memory_ms: spread(&mut memory)?.median,
         })
     }
+}
+
+/// One probe: the core piece's and the memory piece's milliseconds of CPU.
+fn probe(chain: &[u64]) -> Result<(f64, f64), String> {
+    Ok((timed(|| work(STEPS))?, timed(|| walk(chain, READS))?))
 }
 
 /// The CPU time `piece` takes, in milliseconds.
