@@ -66,13 +66,13 @@ fn codec(headers: &HeaderMap) -> Result<Codec, Error> {
 
 async fn handle<R: Routed>(State(app): State<AppState>, request: Request) -> Response {
     // The headers are read in place (axum's `HeaderMap` extractor clones them).
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let headers = &parts.headers;
     let result = match codec(headers) {
-        Ok(Codec::Json) => rpc::run_json::<R>(&app, headers, body, |_| Ok(()))
+        Ok(Codec::Json) => rpc::run_json::<R>(&app, headers, &mut body, |_| Ok(()))
             .await
             .and_then(|answer| crate::wire::json_response(|out| R::write_json(&answer, out))),
-        Ok(Codec::Proto) => match rpc::read_body(body).await {
+        Ok(Codec::Proto) => match rpc::read_body(&mut body).await {
             Ok(bytes) => rpc::run_proto::<R>(&app, headers, &bytes)
                 .await
                 .map(|answer| proto_response(answer.encode_to_vec())),

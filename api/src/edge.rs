@@ -109,21 +109,24 @@ impl Service<Request> for Edge {
         if !span.is_disabled() {
             span.record("request_id", request_id.to_str().unwrap_or(""));
         }
-        let (request, body_read) = unread_body::watch(request);
-        let inner = if crate::grpc::is_grpc(&request) {
-            Routed::Router {
-                future: self.grpc.call(request),
-            }
-        } else {
-            let hot = match &self.hot {
-                Some(hot) => hot.call(request),
-                None => Err(request),
-            };
-            match hot {
-                Ok(future) => Routed::Hot { future },
-                Err(request) => Routed::Router {
-                    future: self.router.call(request),
-                },
+        let grpc = crate::grpc::is_grpc(&request);
+        // A hot route keeps the body until it answers and marks its own answer when the body
+        // went unread (`unread_body::close_if_unread`): its body is not watched.
+        let hot = match &self.hot {
+            Some(hot) if !grpc => hot.call(request),
+            _ => Err(request),
+        };
+        let (inner, body_read) = match hot {
+            Ok(future) => (Routed::Hot { future }, None),
+            Err(request) => {
+                let (request, body_read) = unread_body::watch(request);
+                let router = if grpc {
+                    &mut self.grpc
+                } else {
+                    &mut self.router
+                };
+                let future = router.call(request);
+                (Routed::Router { future }, body_read)
             }
         };
         EdgeFuture {

@@ -23,6 +23,7 @@ use axum::response::Response;
 use crate::metrics::{RouteMetrics, TrackedFuture};
 use crate::rpc::{get_user, user_state, Routed};
 use crate::server::AppState;
+use crate::unread_body;
 
 /// A hot route's answer, with its route's metrics recorded when it is ready.
 pub type HotFuture = TrackedFuture<Answer>;
@@ -117,9 +118,12 @@ fn answer<R: Routed>(
     at: Range<usize>,
 ) -> Answer {
     Box::pin(async move {
-        let (parts, body) = request.into_parts();
+        let (parts, mut body) = request.into_parts();
         let id = parts.uri.path().get(at).map(|id| (param, id));
-        Ok(crate::rest::answer_with_path::<R>(&state, id, &parts, body).await)
+        let mut response = crate::rest::answer_with_path::<R>(&state, id, &parts, &mut body).await;
+        // The body is still here: whether it was read is seen on it, with no watcher (edge.rs).
+        unread_body::close_if_unread(parts.version, &body, &mut response);
+        Ok(response)
     })
 }
 

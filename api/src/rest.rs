@@ -88,10 +88,10 @@ fn fill_query<R: Routed>(request: &mut R::Request, query: Option<&str>) -> Resul
 
 /// An RPC whose path has no segments: the whole request is the body.
 async fn plain<R: Routed>(State(app): State<AppState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let query = parts.uri.query();
     respond::<R>(
-        rpc::run_json::<R>(&app, &parts.headers, body, |request| {
+        rpc::run_json::<R>(&app, &parts.headers, &mut body, |request| {
             fill_query::<R>(request, query)
         })
         .await,
@@ -114,8 +114,8 @@ async fn with_path<R: Routed>(
             return ApiError::new(Protocol::Rest, error).into_response();
         }
     };
-    let (parts, body) = request.into_parts();
-    answer_with_path::<R>(&app, &params, &parts, body).await
+    let (parts, mut body) = request.into_parts();
+    answer_with_path::<R>(&app, &params, &parts, &mut body).await
 }
 
 /// The answer to an RPC whose path carries ids, given them by name: axum's router's (above), or
@@ -124,7 +124,7 @@ pub(crate) async fn answer_with_path<'p, R: Routed>(
     app: &AppState,
     params: impl IntoIterator<Item = (&'p str, &'p str)>,
     parts: &Parts,
-    body: Body,
+    body: &mut Body,
 ) -> Response {
     let query = parts.uri.query();
     let result = rpc::run_json::<R>(app, &parts.headers, body, |request| {

@@ -5,7 +5,9 @@
 //! know where the next request starts) — but without saying so, a client that pooled the
 //! connection sends its next request into the closing socket and gets a transport error. The
 //! edge (`edge.rs`) watches the body with [`watch`] and answers with `Connection: close` when it
-//! was left unread, so clients open a fresh connection instead of failing.
+//! was left unread, so clients open a fresh connection instead of failing. A handler that keeps
+//! the body itself until it answers (the hot routes, `hot_routes.rs`) applies the same rule with
+//! [`close_if_unread`] instead, without the wrapper.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +16,8 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::Version;
+use axum::http::{header, HeaderValue, Version};
+use axum::response::Response;
 use http_body::{Frame, SizeHint};
 
 /// Whether a watched request body has been read to its end.
@@ -26,11 +29,24 @@ impl BodyRead {
     }
 }
 
+fn is_http1(version: Version) -> bool {
+    matches!(version, Version::HTTP_10 | Version::HTTP_11)
+}
+
+/// Marks `response` `Connection: close` if it answers an HTTP/1.x request whose `body` was not
+/// read to its end: what the edge does for a watched body, for a handler that still holds it.
+pub fn close_if_unread(version: Version, body: &Body, response: &mut Response) {
+    if is_http1(version) && !http_body::Body::is_end_stream(body) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
 /// Wraps an HTTP/1.x request's body so the edge can tell afterwards whether it was read to its
 /// end. `None` when there is nothing to watch: HTTP/2 (streams end on their own) or no body.
 pub fn watch(request: Request) -> (Request, Option<BodyRead>) {
-    let http1 = matches!(request.version(), Version::HTTP_10 | Version::HTTP_11);
-    if !http1 || http_body::Body::is_end_stream(request.body()) {
+    if !is_http1(request.version()) || http_body::Body::is_end_stream(request.body()) {
         return (request, None);
     }
     let finished = Arc::new(AtomicBool::new(false));

@@ -329,3 +329,72 @@ async fn hostile_requests_get_documented_4xx_and_change_nothing() {
         "rejected requests changed the store"
     );
 }
+
+/// One HTTP/1.1 exchange on a held connection: the answer's status, its `connection` header and
+/// whether the server then closed the socket.
+async fn exchange(stream: &mut tokio::net::TcpStream, request: &str) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "closed mid-answer"
+        );
+        seen.push(byte[0]);
+    }
+    let head = String::from_utf8(seen).unwrap();
+    let header = |name: &str| {
+        head.lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_ascii_lowercase())
+    };
+    let length: usize = header("content-length").unwrap().parse().unwrap();
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    let status = head[9..12].parse().unwrap();
+    (status, header("connection"))
+}
+
+/// An answer sent before the request's body was read (a 401 here) says `Connection: close`, so
+/// a pooling client does not send its next request into a socket about to close; an answer after
+/// the body was read keeps the connection. The same on the hot routes (`hot_routes.rs`, which
+/// hold the body themselves) and on the router's.
+#[tokio::test]
+async fn answers_that_leave_the_body_unread_close_the_connection_and_say_so() {
+    let server = TestServer::start().await;
+    let user = server.create_human("unread@example.com").await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    for path in [
+        format!("/v2/users/{user}/unlock"), // hot
+        format!("/v2/users/{user}/pats"),   // the router's
+        "/v2/organizations".to_owned(),     // the router's
+    ] {
+        let request = |auth: &str, body: &str| {
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (status, connection) = exchange(&mut stream, &request("", "{}")).await;
+        assert_eq!(
+            (status, connection.as_deref()),
+            (401, Some("close")),
+            "{path}"
+        );
+
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let auth = format!("Authorization: Bearer {ADMIN_TOKEN}\r\n");
+        for _ in 0..2 {
+            // Read, answered (whatever the answer), and the connection kept for the next one.
+            let (status, connection) = exchange(&mut stream, &request(&auth, "{}")).await;
+            assert!(status < 500, "{path}: {status}");
+            assert_eq!(connection, None, "{path}");
+        }
+    }
+}

@@ -154,6 +154,14 @@ pub fn user_count(scope: &str, state: u8, human: bool) -> Vec<u8> {
     tagged(COUNTER_TAG, &[scope.as_bytes(), &[state, u8::from(human)]])
 }
 
+/// A [`user_count`] key turned into the same count's key for another state.
+pub fn set_count_state(key: &mut [u8], state: u8) {
+    // The key ends with its last part: state, then type.
+    if let Some(at) = key.len().checked_sub(2) {
+        key[at] = state;
+    }
+}
+
 /// Prefix of one user's event log.
 pub fn events_of(id: &str) -> Vec<u8> {
     tagged(b'e', &[id.as_bytes()])
@@ -275,6 +283,19 @@ mod tests {
         assert_eq!(user_of(&token_id("u-1")), None);
         assert_eq!(user_of(&event("u-1", 3)), None);
         assert_eq!(user_of(b"u"), None);
+    }
+
+    #[test]
+    fn a_count_key_points_at_another_state_in_place() {
+        for scope in ["", "o1", "a-much-longer-organization-id"] {
+            for (from, to) in [(0, 3), (3, 0), (1, 4)] {
+                for human in [true, false] {
+                    let mut key = user_count(scope, from, human);
+                    set_count_state(&mut key, to);
+                    assert_eq!(key, user_count(scope, to, human));
+                }
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body, Bytes};
+use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -292,14 +292,14 @@ pub async fn authenticate(engine: &Engine, headers: &HeaderMap) -> Result<Arc<Ca
 }
 
 /// The whole body, at most [`BODY_LIMIT`] bytes (413 beyond).
-pub async fn read_body(mut body: Body) -> Result<Bytes, Error> {
+pub async fn read_body(body: &mut Body) -> Result<Bytes, Error> {
     use http_body::Body as _;
     // Nearly every body is one frame (its length was announced and it came with the head): take
     // it as is, without collecting through a buffer list. Anything longer is collected.
     if body.size_hint().lower() > BODY_LIMIT as u64 {
         return Err(Error::new(ErrorId::BodyTooLarge));
     }
-    let first = match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    let first = match std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await
     {
         None => return Ok(Bytes::new()),
         Some(Err(_)) => return Err(broken_body()),
@@ -319,10 +319,14 @@ fn broken_body() -> Error {
     Error::with(ErrorId::MalformedBody, "request body could not be read")
 }
 
-async fn collect_body(body: Body, limit: usize) -> Result<Bytes, Error> {
-    to_bytes(body, limit).await.map_err(|e| {
+/// The rest of `body`, read in place: a body cut short at the limit stays unread past it, which
+/// the keep-alive rule (`unread_body.rs`) must see.
+async fn collect_body(body: &mut Body, limit: usize) -> Result<Bytes, Error> {
+    use http_body_util::BodyExt;
+    let collected = http_body_util::Limited::new(body, limit).collect().await;
+    collected.map(|c| c.to_bytes()).map_err(|e| {
         // An oversized body is the limit's own error type; anything else is a broken stream.
-        if e.into_inner().is::<http_body_util::LengthLimitError>() {
+        if e.is::<http_body_util::LengthLimitError>() {
             Error::new(ErrorId::BodyTooLarge)
         } else {
             broken_body()
@@ -358,7 +362,7 @@ pub fn decode_proto<T: prost::Message + Default>(bytes: &[u8]) -> Result<T, Erro
 pub async fn run_json<R: Routed>(
     app: &AppState,
     headers: &HeaderMap,
-    body: Body,
+    body: &mut Body,
     fill: impl FnOnce(&mut R::Request) -> Result<(), Error>,
 ) -> Result<R::Response, Error> {
     let engine = &app.engine;

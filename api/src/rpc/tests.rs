@@ -80,28 +80,31 @@ fn streamed(pieces: &[&'static str]) -> Body {
 
 #[tokio::test]
 async fn bodies_are_read_whole_in_one_frame_or_many() {
-    assert_eq!(read_body(Body::from("{}")).await.unwrap(), "{}");
-    assert_eq!(read_body(Body::empty()).await.unwrap(), "");
+    assert_eq!(read_body(&mut Body::from("{}")).await.unwrap(), "{}");
+    assert_eq!(read_body(&mut Body::empty()).await.unwrap(), "");
     assert_eq!(
-        read_body(streamed(&["{\"user", "Id\":", "\"1\"}"]))
+        read_body(&mut streamed(&["{\"user", "Id\":", "\"1\"}"]))
             .await
             .unwrap(),
         "{\"userId\":\"1\"}"
     );
-    assert_eq!(read_body(streamed(&["", "{}"])).await.unwrap(), "{}");
+    assert_eq!(read_body(&mut streamed(&["", "{}"])).await.unwrap(), "{}");
 }
 
 #[tokio::test]
 async fn bodies_past_the_limit_are_refused_whole_or_streamed() {
     let big = vec![b'x'; BODY_LIMIT + 1];
-    let err = read_body(Body::from(big)).await.unwrap_err();
+    let err = read_body(&mut Body::from(big)).await.unwrap_err();
     assert_eq!(err.id, ErrorId::BodyTooLarge);
     let half: &'static str = Box::leak("y".repeat(BODY_LIMIT / 2 + 1).into_boxed_str());
-    let err = read_body(streamed(&[half, half])).await.unwrap_err();
+    let err = read_body(&mut streamed(&[half, half])).await.unwrap_err();
     assert_eq!(err.id, ErrorId::BodyTooLarge);
     let exact: &'static str = Box::leak("z".repeat(BODY_LIMIT / 2).into_boxed_str());
     assert_eq!(
-        read_body(streamed(&[exact, exact])).await.unwrap().len(),
+        read_body(&mut streamed(&[exact, exact]))
+            .await
+            .unwrap()
+            .len(),
         BODY_LIMIT
     );
 }
@@ -119,7 +122,7 @@ async fn a_body_read_here_counts_as_read_for_keep_alive() {
     let (request, read) = crate::unread_body::watch(request);
     let read = read.expect("an HTTP/1.1 body is watched");
     assert!(!read.finished());
-    assert_eq!(read_body(request.into_body()).await.unwrap(), "{}");
+    assert_eq!(read_body(&mut request.into_body()).await.unwrap(), "{}");
     assert!(read.finished());
 }
 
