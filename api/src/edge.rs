@@ -3,8 +3,9 @@
 //! It does three things the router cannot: it gives every request an id — the client's own
 //! `x-request-id`, or a new one — that the answer carries and the request's log span records;
 //! it sends gRPC and gRPC-web requests to the gRPC router (they share Connect's method paths and
-//! differ only by content type); and it answers with `Connection: close` when a handler left an
-//! HTTP/1.1 request body unread (see `unread_body.rs`). It is a plain tower service around the two routers rather than axum
+//! differ only by content type); and it answers with `Connection: close` when a router's handler
+//! left an HTTP/1.1 request body unread (see `unread_body.rs`; a hot route holds its body and
+//! applies the same rule itself). It is a plain tower service around the two routers rather than axum
 //! middleware: `from_fn` boxes a future per layer per request, and on the hot path every
 //! allocation and hand-off shows (docs/performance.md, "What mattered").
 
