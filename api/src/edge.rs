@@ -5,9 +5,9 @@
 //! it sends gRPC and gRPC-web requests to the gRPC router (they share Connect's method paths and
 //! differ only by content type); and it answers with `Connection: close` when a router's handler
 //! left an HTTP/1.1 request body unread (see `unread_body.rs`; a hot route holds its body and
-//! applies the same rule itself). It is a plain tower service around the two routers rather than axum
-//! middleware: `from_fn` boxes a future per layer per request, and on the hot path every
-//! allocation and hand-off shows (docs/performance.md, "What mattered").
+//! applies the same rule itself). It is a plain tower service around the two routers rather
+//! than axum middleware: `from_fn` boxes a future per layer per request, and on the hot path
+//! every allocation and hand-off shows (docs/performance.md, "What mattered").
 
 use std::convert::Infallible;
 use std::future::Future;
