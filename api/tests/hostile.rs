@@ -330,8 +330,7 @@ async fn hostile_requests_get_documented_4xx_and_change_nothing() {
     );
 }
 
-/// One HTTP/1.1 exchange on a held connection: the answer's status, its `connection` header and
-/// whether the server then closed the socket.
+/// One HTTP/1.1 exchange on a held connection: the answer's status and its `connection` header.
 async fn exchange(stream: &mut tokio::net::TcpStream, request: &str) -> (u16, Option<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -387,6 +386,14 @@ async fn answers_that_leave_the_body_unread_close_the_connection_and_say_so() {
             (401, Some("close")),
             "{path}"
         );
+        // And the server does close it, as it said.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest),
+        )
+        .await;
+        assert!(matches!(read, Ok(Ok(0))), "{path}: {read:?}");
 
         let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
         let auth = format!("Authorization: Bearer {ADMIN_TOKEN}\r\n");

@@ -109,6 +109,18 @@ async fn bodies_past_the_limit_are_refused_whole_or_streamed() {
     );
 }
 
+/// A streamed body refused at the limit is left as it was, not swapped for an empty one: the
+/// keep-alive rule of a handler that holds its body (`unread_body::close_if_unread`) must see
+/// that it was not read to its end.
+#[tokio::test]
+async fn a_body_refused_at_the_limit_is_still_unread_afterwards() {
+    let half: &'static str = Box::leak("y".repeat(BODY_LIMIT / 2 + 1).into_boxed_str());
+    let mut body = streamed(&[half, half, half]);
+    let err = read_body(&mut body).await.unwrap_err();
+    assert_eq!(err.id, ErrorId::BodyTooLarge);
+    assert!(!http_body::Body::is_end_stream(&body));
+}
+
 /// The edge closes HTTP/1.1 connections whose body was left unread; a body read here must
 /// count as read, or every answer would close its connection.
 #[tokio::test]
